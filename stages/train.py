@@ -1,0 +1,61 @@
+"""train: GRPO from the base policy for one arm and one seed (a DVC matrix over train.arms x train.seeds).
+
+Reads: models/base/, data/prepared/{train,test}.parquet; params `train`, `task`, `evaluate` (in-training eval).
+Writes: models/<arm>-s<seed>/ (the trained policy), runs/<arm>-s<seed>/steps.parquet (ledger, schema TrainSteps),
+runs/<arm>-s<seed>/live/ (dvclive per-step metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from pathlib import Path
+
+from dvclive import Live
+
+from twogrpo.io import atomic_path, write_parquet
+from twogrpo.policy import load_policy
+from twogrpo.run import start_stage
+from twogrpo.schemas import Problems, TrainSteps, read_table, validate
+from twogrpo.trainer import train_grpo
+
+log = logging.getLogger("train")
+LOGGED = ("mean_reward", "dead_group_frac", "clip_frac", "rollouts", "tokens", "opt_steps", "lr", "train_time",
+          "time_generation", "time_reward", "time_old_logprob", "time_update", "eval_accuracy")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--arm", required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    args = parser.parse_args()
+    params = start_stage("train")
+    arm = params.train.arm(args.arm)
+    name = f"{args.arm}-s{args.seed}"
+    log.info("arm %s: G=%d, %d prompts per mini-batch, lr %.3g", name, arm.group_size,
+             params.train.prompts_per_minibatch(arm.group_size), params.train.lr(arm))
+    model, tokenizer = load_policy("models/base")
+    prompts = read_table("data/prepared/train.parquet", Problems).iloc[: params.train.prompts]
+    test = read_table("data/prepared/test.parquet", Problems)
+    run_dir = Path("runs") / name
+    with atomic_path(run_dir / "live") as live_dir:
+        live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None)
+
+        def on_step(row: dict) -> None:
+            for key in LOGGED:
+                if not math.isnan(row[key]):
+                    live.log_metric(f"train/{key}", row[key])
+            live.next_step()
+
+        ledger = train_grpo(model, tokenizer, prompts, test, params.task, params.train, arm, args.seed,
+                            params.evaluate, on_step=on_step)
+        live.end()
+    write_parquet(validate(ledger, TrainSteps, run_dir / "steps.parquet"), run_dir / "steps.parquet")
+    with atomic_path(Path("models") / name) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+
+if __name__ == "__main__":
+    main()

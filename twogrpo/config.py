@@ -1,0 +1,279 @@
+"""Typed, strict view of params.yaml: one frozen dataclass per section.
+
+Unknown keys, wrong types and inconsistent sizes raise ParamsError naming the key and value, before any work starts.
+Derived values (prompts per mini-batch, the learning rate of an arm) are properties, never separate YAML keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ParamsError(ValueError):
+    """A params.yaml value is unknown, of the wrong type, or inconsistent with another."""
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Procedurally generated arithmetic problems (reasoning-gym `chain_sum`)."""
+
+    seed: int  # seed of the generator; fixes both tables
+    n_train: int  # distinct train problems
+    n_test: int  # distinct test problems, disjoint from train
+    min_terms: int  # numbers per expression, lower bound (difficulty grows with terms)
+    max_terms: int
+    min_digits: int  # digits per number
+    max_digits: int
+
+    def check(self) -> None:
+        _positive("prepare", n_train=self.n_train, n_test=self.n_test, min_terms=self.min_terms,
+                  min_digits=self.min_digits)
+        if self.min_terms < 2 or self.max_terms < self.min_terms:
+            raise ParamsError(f"prepare.min_terms/max_terms: need 2 <= min <= max, got {self.min_terms}/{self.max_terms}")
+        if self.max_digits < self.min_digits:
+            raise ParamsError(f"prepare.max_digits={self.max_digits} < min_digits={self.min_digits}")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """How a problem becomes a prompt, and how long an answer may be (shared by SFT, training and evaluation)."""
+
+    prompt_template: str  # str.format template with {problem}; rendered as one user message with the chat template
+    max_new_tokens: int  # response length limit (paper: 4096 for Qwen models)
+
+    def check(self) -> None:
+        if "{problem}" not in self.prompt_template:
+            raise ParamsError(f"task.prompt_template={self.prompt_template!r} must contain '{{problem}}'")
+        _positive("task", max_new_tokens=self.max_new_tokens)
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """The base policy: a tiny Qwen2 model trained from scratch by SFT until it solves part of the problems."""
+
+    seed: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    lr: float  # AdamW, linear warm-up then constant
+    warmup_steps: int
+    weight_decay: float
+    batch_size: int  # SFT examples per step
+    max_steps: int  # hard cap on SFT steps
+    eval_every: int  # measure sampled accuracy every this many steps
+    val_size: int  # train problems held out of SFT to measure accuracy on (never the test set)
+    target_accuracy: float  # stop at the first checkpoint whose sampled (T=1) accuracy reaches this
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def check(self) -> None:
+        _positive("base", hidden_size=self.hidden_size, num_layers=self.num_layers, num_heads=self.num_heads,
+                  num_kv_heads=self.num_kv_heads, intermediate_size=self.intermediate_size, lr=self.lr,
+                  batch_size=self.batch_size, max_steps=self.max_steps, eval_every=self.eval_every,
+                  val_size=self.val_size, target_accuracy=self.target_accuracy)
+        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ParamsError(f"base: hidden_size={self.hidden_size}, num_heads={self.num_heads}, "
+                              f"num_kv_heads={self.num_kv_heads} must divide evenly")
+        if self.head_dim < 32:  # vLLM's CPU attention needs head_dim in {32, 64, 80, ...}
+            raise ParamsError(f"base: head_dim = hidden_size/num_heads = {self.head_dim}; vLLM needs at least 32")
+        if not 0 < self.target_accuracy <= 1:
+            raise ParamsError(f"base.target_accuracy={self.target_accuracy} must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class ArmConfig:
+    """One arm of the study: a group size and how its learning rate follows from the budget."""
+
+    group_size: int  # G, rollouts per prompt
+    # linear: lr = reference_lr * prompts_per_minibatch / reference prompts per mini-batch (the paper, Goyal et al.);
+    # none: lr = reference_lr whatever G is.
+    lr_scaling: Literal["linear", "none"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """GRPO as verl runs it, with both arms derived from one rollout budget (paper App. C.1)."""
+
+    seeds: tuple[int, ...]
+    arms: dict[str, ArmConfig]
+    prompts: int  # train prompts used by GRPO (the first N of the train table)
+    epochs: int  # passes over those prompts, the same for every arm
+    rollouts_per_minibatch: int  # B = Q * G, the same for every arm (paper: 512)
+    generation_batch_prompts: int  # prompts per generation step (paper: 512), split into mini-batches of Q prompts
+    reference_lr: float  # learning rate at reference_group_size (paper: 1e-6 at G=16)
+    reference_group_size: int  # the arm whose lr is reference_lr
+    warmup_gen_steps: int  # linear warm-up, counted in generation steps (verl steps its scheduler once per step)
+    weight_decay: float  # AdamW (verl: 0.01)
+    grad_clip: float  # global gradient-norm clip (verl: 1.0)
+    clip_low: float  # PPO clip, ratio >= 1 - clip_low (paper: 0.2)
+    clip_high: float  # ratio <= 1 + clip_high (paper: 0.28, DAPO's clip-higher)
+    clip_ratio_c: float  # verl's dual clip for negative advantages (3.0)
+    adv_eps: float  # advantage = (r - mean) / (std + eps), Bessel std as torch.std and verl (1e-6)
+    temperature: float  # rollout sampling (paper: 1.0, top-p 1.0)
+    top_p: float
+    top_k: int  # 0 = off
+    micro_batch_rollouts: int  # rollouts per forward pass (memory only; does not change the result)
+    eval_every: int  # evaluate on the test problems every this many generation steps (for the curves)
+    eval_problems: int  # test problems in that in-training evaluation
+    eval_samples: int  # samples per problem in that evaluation
+
+    def prompts_per_minibatch(self, group_size: int) -> int:
+        return self.rollouts_per_minibatch // group_size
+
+    def lr(self, arm: ArmConfig) -> float:
+        if arm.lr_scaling == "none":
+            return self.reference_lr
+        reference_prompts = self.prompts_per_minibatch(self.reference_group_size)
+        return self.reference_lr * self.prompts_per_minibatch(arm.group_size) / reference_prompts
+
+    def arm(self, name: str) -> ArmConfig:
+        if name not in self.arms:
+            raise ParamsError(f"unknown arm {name!r}; train.arms has {sorted(self.arms)}")
+        return self.arms[name]
+
+    def check(self) -> None:
+        _positive("train", prompts=self.prompts, epochs=self.epochs, rollouts_per_minibatch=self.rollouts_per_minibatch,
+                  generation_batch_prompts=self.generation_batch_prompts, reference_lr=self.reference_lr,
+                  temperature=self.temperature, top_p=self.top_p, micro_batch_rollouts=self.micro_batch_rollouts,
+                  eval_every=self.eval_every, eval_problems=self.eval_problems, eval_samples=self.eval_samples,
+                  grad_clip=self.grad_clip)
+        if not self.seeds or not self.arms:
+            raise ParamsError("train.seeds and train.arms must not be empty")
+        if not 0 < self.clip_low < 1 or self.clip_high <= 0 or self.clip_ratio_c <= 1:
+            raise ParamsError(f"train: need 0 < clip_low < 1, clip_high > 0, clip_ratio_c > 1; got "
+                              f"{self.clip_low}, {self.clip_high}, {self.clip_ratio_c}")
+        if self.prompts % self.generation_batch_prompts:
+            raise ParamsError(f"train.prompts={self.prompts} is not divisible by "
+                              f"generation_batch_prompts={self.generation_batch_prompts}")
+        group_sizes = {"reference_group_size": self.reference_group_size} | {
+            f"arms.{name}.group_size": arm.group_size for name, arm in self.arms.items()}
+        for key, g in group_sizes.items():
+            if g < 2:
+                raise ParamsError(f"train.{key}={g}: GRPO needs at least 2 rollouts per prompt")
+            if self.rollouts_per_minibatch % g:
+                raise ParamsError(f"train.rollouts_per_minibatch={self.rollouts_per_minibatch} is not divisible by "
+                                  f"train.{key}={g}")
+            q = self.rollouts_per_minibatch // g
+            if self.generation_batch_prompts % q:
+                raise ParamsError(f"train.generation_batch_prompts={self.generation_batch_prompts} is not divisible "
+                                  f"into mini-batches of {q} prompts (rollouts_per_minibatch / {key} = "
+                                  f"{self.rollouts_per_minibatch} / {g})")
+        for name, arm in self.arms.items():
+            if arm.lr_scaling not in ("linear", "none"):
+                raise ParamsError(f"train.arms.{name}.lr_scaling={arm.lr_scaling!r}: expected 'linear' or 'none'")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Benchmark evaluation at the paper's sampling (T 0.7, top-p 0.8, top-k 20; k = 32 in the paper)."""
+
+    problems: int  # test problems evaluated (the first N)
+    samples: int  # k samples per problem: Mean@k and Pass@k
+    temperature: float
+    top_p: float
+    top_k: int
+    seed: int  # sampling seed, the same for every model so differences are the models'
+
+    def check(self) -> None:
+        _positive("evaluate", problems=self.problems, samples=self.samples, temperature=self.temperature,
+                  top_p=self.top_p)
+
+
+@dataclass(frozen=True)
+class Params:
+    prepare: PrepareConfig
+    task: TaskConfig
+    base: BaseConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+
+    def check(self) -> None:
+        for section in (self.prepare, self.task, self.base, self.train, self.evaluate):
+            section.check()
+        held_in = self.prepare.n_train - self.base.val_size
+        if self.train.prompts > self.prepare.n_train:
+            raise ParamsError(f"train.prompts={self.train.prompts} > prepare.n_train={self.prepare.n_train}")
+        if held_in <= 0:
+            raise ParamsError(f"base.val_size={self.base.val_size} leaves no SFT data of n_train={self.prepare.n_train}")
+        for section, n in (("train.eval_problems", self.train.eval_problems), ("evaluate.problems", self.evaluate.problems)):
+            if n > self.prepare.n_test:
+                raise ParamsError(f"{section}={n} > prepare.n_test={self.prepare.n_test}")
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    """Read params.yaml into Params, rejecting unknown keys, missing keys and wrong types."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    params = _build(Params, raw, where="")
+    params.check()
+    return params
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{where or 'params'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ParamsError(f"unknown key {where}{unknown[0]} (known: {', '.join(sorted(fields))})")
+    missing = sorted(set(fields) - set(raw))
+    if missing:
+        raise ParamsError(f"missing key {where}{missing[0]}")
+    return cls(**{name: _coerce(hints[name], raw[name], f"{where}{name}") for name in fields})
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, f"{key}.")
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise ParamsError(f"{key}={value!r}: expected one of {typing.get_args(hint)}")
+        return value
+    if origin is tuple:
+        (item,) = typing.get_args(hint)[:1]
+        if not isinstance(value, list):
+            raise ParamsError(f"{key}={value!r}: expected a list")
+        return tuple(_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        _, item = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ParamsError(f"{key}={value!r}: expected a mapping")
+        return {str(k): _coerce(item, v, f"{key}.{k}") for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported type for {key}: {hint}")
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ParamsError(f"{key}={value!r}: expected {hint.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _positive(section: str, **values: float) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise ParamsError(f"{section}.{name}={value} must be positive")

@@ -1,0 +1,72 @@
+"""Rollout and evaluation generation with HF `generate` (the vLLM engine of a later issue shares this interface)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float
+    top_p: float
+    top_k: int  # 0 = off
+    max_new_tokens: int
+    n: int  # samples per prompt
+
+
+@dataclass
+class Samples:
+    """n samples for each of P prompts, in prompt-major order (prompt 0's n samples first)."""
+
+    prompt_ids: list[list[int]]  # [P * n] prompt tokens, unpadded
+    response_ids: list[list[int]]  # [P * n] response tokens, EOS included when generated
+    texts: list[str]  # [P * n] decoded responses, special tokens dropped
+    truncated: list[bool]  # [P * n] stopped by max_new_tokens before EOS
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(r) for r in self.response_ids)
+
+
+class HFEngine:
+    """Sampling with `model.generate` on the training model itself, so there are no weights to synchronise."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, batch_sequences: int = 1024):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_sequences = batch_sequences  # sequences per generate call (memory only)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], sampling: Sampling) -> Samples:
+        tok = self.tokenizer
+        encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        repeated = [ids for ids in encoded for _ in range(sampling.n)]
+        was_training = self.model.training
+        self.model.eval()
+        out = Samples([], [], [], [])
+        for start in range(0, len(repeated), self.batch_sequences):
+            chunk = repeated[start:start + self.batch_sequences]
+            batch = tok.pad({"input_ids": chunk}, padding=True, return_tensors="pt")
+            generated = self.model.generate(
+                **batch, do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
+                top_k=sampling.top_k, max_new_tokens=sampling.max_new_tokens, pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )[:, batch["input_ids"].shape[1]:]
+            for prompt_ids, row in zip(chunk, generated.tolist(), strict=True):
+                response, truncated = _cut_at_eos(row, tok.eos_token_id)
+                out.prompt_ids.append(prompt_ids)
+                out.response_ids.append(response)
+                out.truncated.append(truncated)
+        out.texts = tok.batch_decode(out.response_ids, skip_special_tokens=True)
+        self.model.train(was_training)
+        return out
+
+
+def _cut_at_eos(row: list[int], eos: int) -> tuple[list[int], bool]:
+    """The response up to and including the first EOS, and whether it ran out of tokens before one."""
+    if eos in row:
+        return row[: row.index(eos) + 1], False
+    return row, True

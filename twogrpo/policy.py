@@ -1,0 +1,66 @@
+"""The policy: a Qwen2-architecture causal LM and its tokenizer, built offline or loaded with `from_pretrained`.
+
+The embedded default builds a character-level tokenizer with `tokenizers` and a tiny Qwen2ForCausalLM from scratch;
+both are saved in the hub's format, so the paper's models (Qwen2.5-Math) load through the same code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+from twogrpo.config import BaseConfig
+
+PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
+CHARS = list("0123456789+-=\\boxed{}")
+# One user message, rendered as its text: the tiny model needs no chat markup, but every prompt in the package goes
+# through apply_chat_template, as the Qwen models' prompts do.
+CHAT_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
+
+
+def build_char_tokenizer() -> PreTrainedTokenizerFast:
+    """A character-level tokenizer over the arithmetic alphabet, padding on the left for generation."""
+    vocab = {tok: i for i, tok in enumerate([PAD, EOS, UNK, *dict.fromkeys(CHARS)])}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS, unk_token=UNK,
+                                        padding_side="left")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_model(cfg: BaseConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2ForCausalLM:
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
+        intermediate_size=cfg.intermediate_size, max_position_embeddings=128, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+    )
+    torch.manual_seed(cfg.seed)
+    return Qwen2ForCausalLM(config)
+
+
+def load_policy(path: Path | str) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
+    """A saved model folder (ours or a hub snapshot) and its tokenizer, in float32 on the CPU."""
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path}: no config.json; not a saved model folder (run `dvc repro base`)")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.chat_template is None:
+        raise ValueError(f"{path}: the tokenizer has no chat template; prompts are rendered with it")
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return model, tokenizer
+
+
+def render_prompts(tokenizer: PreTrainedTokenizerFast, problems: list[str], template: str) -> list[str]:
+    """Each problem as one user message through the chat template, ready for generation."""
+    return [
+        tokenizer.apply_chat_template([{"role": "user", "content": template.format(problem=p)}],
+                                      tokenize=False, add_generation_prompt=True)
+        for p in problems
+    ]

@@ -1,0 +1,120 @@
+"""One strict pandera schema per on-disk table. Writers validate before writing; readers validate after reading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaError, SchemaErrors
+from pandera.typing import Series
+
+
+class DataError(ValueError):
+    """A table on disk does not match its schema; the message names the file, row and field."""
+
+
+class Problems(pa.DataFrameModel):
+    """A train or test problem table (data/prepared/*.parquet)."""
+
+    id: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})
+    source: Series[str] = pa.Field(str_length={"min_value": 1})
+    problem: Series[str] = pa.Field(str_length={"min_value": 1})
+    answer: Series[str] = pa.Field(str_length={"min_value": 1})
+    solution: Series[str] = pa.Field(str_length={"min_value": 1}, str_contains=r"\\boxed\{")
+    n_terms: Series[int] = pa.Field(ge=2)
+
+    class Config:
+        strict = True
+        coerce = False
+
+
+class EvalSamples(pa.DataFrameModel):
+    """Per-sample evaluation records (eval/<model>/samples.parquet): every metric is recomputed from these."""
+
+    problem_id: Series[str]
+    sample: Series[int] = pa.Field(ge=0)
+    completion: Series[str]
+    extracted: Series[str]  # math-verify's reading of the completion; "" when it found no answer
+    correct: Series[bool]
+    tokens: Series[int] = pa.Field(ge=0)  # response tokens, EOS included
+    truncated: Series[bool]  # stopped by max_new_tokens before EOS
+
+    class Config:
+        strict = True
+        unique = ["problem_id", "sample"]
+
+
+class TrainSteps(pa.DataFrameModel):
+    """The training ledger (runs/<arm>-s<seed>/steps.parquet): one row per generation step, row 0 before training."""
+
+    gen_step: Series[int] = pa.Field(ge=0, unique=True)
+    epoch: Series[int] = pa.Field(ge=0)
+    opt_steps: Series[int] = pa.Field(ge=0)  # optimizer updates so far
+    rollouts: Series[int] = pa.Field(ge=0)  # rollouts generated so far
+    tokens: Series[int] = pa.Field(ge=0)  # response tokens generated so far
+    lr: Series[float] = pa.Field(ge=0)
+    mean_reward: Series[float] = pa.Field(nullable=True)  # this step's rollouts
+    dead_group_frac: Series[float] = pa.Field(nullable=True, ge=0, le=1)  # groups with all-equal rewards
+    clip_frac: Series[float] = pa.Field(nullable=True, ge=0, le=1)  # response tokens whose ratio was clipped
+    mean_response_tokens: Series[float] = pa.Field(nullable=True)
+    time_generation: Series[float] = pa.Field(ge=0)  # seconds so far, per phase
+    time_reward: Series[float] = pa.Field(ge=0)
+    time_old_logprob: Series[float] = pa.Field(ge=0)
+    time_update: Series[float] = pa.Field(ge=0)
+    train_time: Series[float] = pa.Field(ge=0)  # the four phases together (evaluation excluded)
+    eval_accuracy: Series[float] = pa.Field(nullable=True, ge=0, le=1)  # mean accuracy on the eval subset
+    time_eval: Series[float] = pa.Field(ge=0)
+
+    class Config:
+        strict = True
+
+
+class Summary(pa.DataFrameModel):
+    """One row per evaluated model (results/summary.csv)."""
+
+    model: Series[str] = pa.Field(unique=True)
+    arm: Series[str]  # "base" for the base policy
+    seed: Series[int] = pa.Field(nullable=True)
+    group_size: Series[int] = pa.Field(nullable=True)
+    lr: Series[float] = pa.Field(nullable=True)
+    mean_at_k: Series[float] = pa.Field(ge=0, le=1)
+    pass_at_k: Series[float] = pa.Field(ge=0, le=1)
+    k: Series[int] = pa.Field(ge=1)
+    rollouts: Series[int] = pa.Field(ge=0)
+    tokens: Series[int] = pa.Field(ge=0)
+    opt_steps: Series[int] = pa.Field(ge=0)
+    time_generation: Series[float] = pa.Field(ge=0)
+    time_reward: Series[float] = pa.Field(ge=0)
+    time_old_logprob: Series[float] = pa.Field(ge=0)
+    time_update: Series[float] = pa.Field(ge=0)
+    train_time: Series[float] = pa.Field(ge=0)
+    dead_group_frac: Series[float] = pa.Field(nullable=True, ge=0, le=1)
+
+    class Config:
+        strict = True
+        coerce = True
+
+
+def validate(df: pd.DataFrame, schema: type[pa.DataFrameModel], where: Path | str) -> pd.DataFrame:
+    """Validate a table, raising DataError that names the file, the rows and fields that failed."""
+    try:
+        return schema.validate(df, lazy=True)
+    except (SchemaErrors, SchemaError) as err:
+        cases = getattr(err, "failure_cases", None)
+        if cases is not None and len(cases):
+            lines = [f"row {row['index']}, field {row['column']}: {row['check']} (got {row['failure_case']!r})"
+                     for _, row in cases.head(10).iterrows()]
+            more = f"\n  ... and {len(cases) - 10} more" if len(cases) > 10 else ""
+            raise DataError(f"{where}: does not match {schema.__name__}:\n  " + "\n  ".join(lines) + more) from None
+        raise DataError(f"{where}: does not match {schema.__name__}: {err}") from None
+
+
+def read_table(path: Path | str, schema: type[pa.DataFrameModel]) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: missing (run the stage that writes it: dvc repro)")
+    df = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+    if df.empty:
+        raise DataError(f"{path}: empty table")
+    return validate(df, schema, path)

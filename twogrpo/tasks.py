@@ -1,0 +1,54 @@
+"""The embedded task: chain sums (`75-48+33=`) generated offline with reasoning-gym, with worked solutions for SFT."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import reasoning_gym
+
+from twogrpo.config import PrepareConfig
+
+SOURCE = "reasoning_gym/chain_sum"
+_TERM = re.compile(r"[+-]?\d+")
+
+
+def worked_solution(expression: str) -> str:
+    """The SFT target: running partial sums left to right, then the boxed answer.
+
+    `75-48+33` -> `27+33=60\\boxed{60}`; a two-term expression is answered directly: `7+6` -> `\\boxed{13}`.
+    """
+    terms = [int(t) for t in _TERM.findall(expression)]
+    total = terms[0] + terms[1]
+    work = ""
+    for i in range(2, len(terms)):
+        work += str(total) + "".join(f"{t:+d}" for t in terms[i:]) + "="
+        total += terms[i]
+    return (f"{work}{total}" if work else "") + f"\\boxed{{{total}}}"
+
+
+def generate_problems(cfg: PrepareConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Distinct train and test problems (no expression in both), in generation order."""
+    wanted = cfg.n_train + cfg.n_test
+    limit = 50 * wanted  # items drawn before giving up: the settings admit too few distinct expressions
+    dataset = reasoning_gym.create_dataset(
+        "chain_sum", min_terms=cfg.min_terms, max_terms=cfg.max_terms, min_digits=cfg.min_digits,
+        max_digits=cfg.max_digits, allow_negation=False, size=limit, seed=cfg.seed)
+    seen: dict[str, dict] = {}
+    for index in range(limit):
+        item = dataset[index]  # items are drawn lazily and deterministically from (seed, index)
+        problem = item["metadata"]["expression"].replace(" ", "") + "="
+        if problem not in seen:
+            seen[problem] = {"source": SOURCE, "problem": problem, "answer": str(item["answer"]),
+                             "solution": worked_solution(problem[:-1]), "n_terms": int(item["metadata"]["num_terms"])}
+            if len(seen) == wanted:
+                break
+    else:
+        raise ValueError(f"prepare: {limit} draws gave only {len(seen)} distinct problems, fewer than "
+                         f"n_train + n_test = {wanted}; widen the digits or terms")
+    rows = list(seen.values())
+    train = pd.DataFrame(rows[: cfg.n_train])
+    test = pd.DataFrame(rows[cfg.n_train:])
+    train.insert(0, "id", [f"train-{i:05d}" for i in range(len(train))])
+    test.insert(0, "id", [f"test-{i:05d}" for i in range(len(test))])
+    return train, test
