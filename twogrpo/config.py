@@ -193,15 +193,28 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """How the report judges the claims."""
+
+    # "2-GRPO matches 16-GRPO" is shown when the accuracy gap's interval (gap +- 2 standard errors over seeds) lies
+    # within +-equivalence_margin (accuracy as a fraction: 0.02 = 2 points).
+    equivalence_margin: float
+
+    def check(self) -> None:
+        _positive("report", equivalence_margin=self.equivalence_margin)
+
+
+@dataclass(frozen=True)
 class Params:
     prepare: PrepareConfig
     task: TaskConfig
     base: BaseConfig
     train: TrainConfig
     evaluate: EvaluateConfig
+    report: ReportConfig
 
     def check(self) -> None:
-        for section in (self.prepare, self.task, self.base, self.train, self.evaluate):
+        for section in (self.prepare, self.task, self.base, self.train, self.evaluate, self.report):
             section.check()
         held_in = self.prepare.n_train - self.base.val_size
         if self.train.prompts > self.prepare.n_train:

@@ -1,0 +1,37 @@
+"""evaluate: k samples per test problem at the paper's evaluation sampling, graded with math-verify.
+
+Reads: models/<model>/, data/prepared/test.parquet; params `evaluate`, `task`.
+Writes: eval/<model>/samples.parquet (per-sample records, schema EvalSamples), eval/<model>/metrics.json
+(Mean@k, Pass@j for j = 1, 2, 4, ..., k; DVC shows it). <model> is `base` or `<arm>-s<seed>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from twogrpo.engine import HFEngine, Sampling
+from twogrpo.evaluation import metrics, sample_records
+from twogrpo.io import write_json, write_parquet
+from twogrpo.policy import load_policy
+from twogrpo.run import start_stage
+from twogrpo.schemas import EvalSamples, Problems, read_table, validate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", required=True, help="a folder name under models/")
+    args = parser.parse_args()
+    params = start_stage("evaluate")
+    cfg = params.evaluate
+    model, tokenizer = load_policy(Path("models") / args.model)
+    test = read_table("data/prepared/test.parquet", Problems).iloc[: cfg.problems]
+    sampling = Sampling(cfg.temperature, cfg.top_p, cfg.top_k, params.task.max_new_tokens, n=cfg.samples)
+    records = sample_records(HFEngine(model, tokenizer), test, params.task.prompt_template, sampling, seed=cfg.seed)
+    out = Path("eval") / args.model
+    write_parquet(validate(records, EvalSamples, out / "samples.parquet"), out / "samples.parquet")
+    write_json(metrics(records), out / "metrics.json")
+
+
+if __name__ == "__main__":
+    main()

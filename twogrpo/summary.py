@@ -1,0 +1,160 @@
+"""The study's tables: one row per evaluated model, all training curves, and the paper's three headline claims."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from twogrpo.config import TrainConfig
+from twogrpo.schemas import DataError, Summary, TrainSteps, read_table, validate
+
+PHASE_COLUMNS = ["time_generation", "time_reward", "time_old_logprob", "time_update", "train_time"]
+PAPER_ROLLOUT_RATIO = 2 / 16  # same prompts, same epochs: G=2 generates 1/8 of G=16's rollouts (paper §6.2)
+
+
+def model_names(cfg: TrainConfig) -> list[str]:
+    return [f"{arm}-s{seed}" for arm in cfg.arms for seed in cfg.seeds]
+
+
+def load_metrics(path: Path) -> dict:
+    if not path.exists():
+        raise DataError(f"{path}: missing (run `dvc repro`)")
+    return json.loads(path.read_text())
+
+
+def summarise(cfg: TrainConfig, eval_dir: Path, runs_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(summary: one row per model, base first; curves: every run's ledger with arm, seed and group_size)."""
+    rows, curves = [], []
+    base = load_metrics(eval_dir / "base" / "metrics.json")
+    rows.append({"model": "base", "arm": "base", "seed": None, "group_size": None, "lr": None,
+                 **_accuracy(base), **{c: 0.0 for c in PHASE_COLUMNS}, "rollouts": 0, "tokens": 0, "opt_steps": 0,
+                 "dead_group_frac": None})
+    for arm_name, arm in cfg.arms.items():
+        for seed in cfg.seeds:
+            name = f"{arm_name}-s{seed}"
+            steps = read_table(runs_dir / name / "steps.parquet", TrainSteps)
+            last = steps.iloc[-1]
+            rows.append({"model": name, "arm": arm_name, "seed": seed, "group_size": arm.group_size,
+                         "lr": cfg.lr(arm), **_accuracy(load_metrics(eval_dir / name / "metrics.json")),
+                         **{c: float(last[c]) for c in PHASE_COLUMNS}, "rollouts": int(last["rollouts"]),
+                         "tokens": int(last["tokens"]), "opt_steps": int(last["opt_steps"]),
+                         "dead_group_frac": float(steps["dead_group_frac"].mean())})
+            curves.append(steps.assign(arm=arm_name, seed=seed, group_size=arm.group_size))
+    summary = validate(pd.DataFrame(rows).astype({"seed": "Int64", "group_size": "Int64"}), Summary, "summary")
+    return summary, pd.concat(curves, ignore_index=True)
+
+
+def _accuracy(metrics: dict) -> dict:
+    return {"mean_at_k": metrics["mean_at_k"], "pass_at_k": metrics["pass_at_k"], "k": metrics["k"]}
+
+
+def claims(summary: pd.DataFrame, reference_arm: str) -> dict[str, dict]:
+    """Each arm against the reference arm (16-GRPO): the paper's three claims, measured, with the spread over seeds.
+
+    accuracy_gap: arm Mean@k minus reference Mean@k, means over seeds (fractions, not points), with each seed's gap
+    (seeds paired by position) and the standard error of the difference of means; rollout_ratio and time_ratio:
+    the arm's mean over seeds divided by the reference's.
+    """
+    trained = summary[summary["arm"] != "base"]
+    ref = trained[trained["arm"] == reference_arm].sort_values("seed")
+    if ref.empty:
+        raise DataError(f"summary: no runs of the reference arm {reference_arm!r}")
+    out = {}
+    for arm, runs in trained.groupby("arm", sort=False):
+        if arm == reference_arm:
+            continue
+        runs = runs.sort_values("seed")
+        a, r = runs["mean_at_k"].to_numpy(), ref["mean_at_k"].to_numpy()
+        n = min(len(a), len(r))
+        stderr = float(np.sqrt(_var(a) / len(a) + _var(r) / len(r)))
+        out[arm] = {
+            "accuracy_gap": float(a.mean() - r.mean()),
+            "accuracy_gap_stderr": stderr,
+            "accuracy_gap_per_seed": [float(x) for x in a[:n] - r[:n]],
+            "rollout_ratio": float(runs["rollouts"].mean() / ref["rollouts"].mean()),
+            "time_ratio": float(runs["train_time"].mean() / ref["train_time"].mean()),
+            "time_ratio_per_seed": [float(x) for x in runs["train_time"].to_numpy()[:n] / ref["train_time"].to_numpy()[:n]],
+        }
+    return out
+
+
+def _var(x: np.ndarray) -> float:
+    return float(np.var(x, ddof=1)) if len(x) > 1 else float("nan")
+
+
+def accuracy_verdict(gap: float, stderr: float, margin: float) -> str:
+    """Equivalence test by interval: the gap +- 2 standard errors against +-margin."""
+    if not np.isfinite(stderr):
+        return "not shown (one seed: no interval)"
+    low, high = gap - 2 * stderr, gap + 2 * stderr
+    if -margin <= low and high <= margin:
+        return "reproduced: equivalent within the margin"
+    if high < -margin:
+        return "not reproduced: worse beyond the margin"
+    if low > margin:
+        return "not reproduced: better beyond the margin"
+    return "not shown: the interval is wider than the margin"
+
+
+def paper_runs(paper: pd.DataFrame) -> pd.DataFrame:
+    """The paper's v2 Table 1, one row per run (train set x model): the five-benchmark average Mean@32 and Pass@32 of
+    the base model, 2-GRPO and 16-GRPO, the gap, the hours and the 2-GRPO / 16-GRPO time ratio."""
+    t1 = paper[paper["source"] == "v2 Table 1"]
+    acc = (t1[t1["metric"].isin(["mean@32", "pass@32"])]
+           .pivot_table(index=["train_set", "model"], columns=["arm", "metric"], values="value", aggfunc="mean"))
+    hours = t1[t1["metric"] == "train_hours"].pivot_table(index=["train_set", "model"], columns="arm", values="value")
+    out = pd.DataFrame({
+        "base_mean@32": acc[("base", "mean@32")], "2-GRPO_mean@32": acc[("2-GRPO", "mean@32")],
+        "16-GRPO_mean@32": acc[("16-GRPO", "mean@32")], "base_pass@32": acc[("base", "pass@32")],
+        "2-GRPO_pass@32": acc[("2-GRPO", "pass@32")], "16-GRPO_pass@32": acc[("16-GRPO", "pass@32")],
+        "2-GRPO_hours": hours["2-GRPO"], "16-GRPO_hours": hours["16-GRPO"],
+    })
+    out["gap_mean@32"] = out["2-GRPO_mean@32"] - out["16-GRPO_mean@32"]
+    out["time_ratio"] = out["2-GRPO_hours"] / out["16-GRPO_hours"]
+    return out.reset_index()
+
+
+def claims_table(measured: dict[str, dict], paper: pd.DataFrame, margin: float) -> pd.DataFrame:
+    """The paper's three headline claims, one row per claim and 2-GRPO arm: measured value, paper value, verdict.
+
+    Paper values come from v2 Table 1: the mean over its five runs of the five-benchmark Mean@32 gap (points) and
+    of the time ratio (0.210, the paper's "21.0%"); the rollout ratio 1/8 follows from G and the shared epochs.
+    """
+    runs = paper_runs(paper)
+    rows = []
+    for arm, c in measured.items():
+        gap, se = 100 * c["accuracy_gap"], 100 * c["accuracy_gap_stderr"]
+        rows += [
+            {"claim": "2-GRPO matches 16-GRPO accuracy (Mean@k gap, points)", "arm": arm,
+             "measured": f"{gap:+.2f} +- {2 * se:.2f} (per seed: "
+                         + ", ".join(f"{100 * g:+.1f}" for g in c["accuracy_gap_per_seed"]) + ")",
+             "paper": f"{runs['gap_mean@32'].mean():+.2f} (5-benchmark average, mean of 5 runs)",
+             "verdict": accuracy_verdict(c["accuracy_gap"], c["accuracy_gap_stderr"], margin)},
+            {"claim": "1/8 of the rollouts (2-GRPO / 16-GRPO)", "arm": arm, "measured": f"{c['rollout_ratio']:.3f}",
+             "paper": f"{PAPER_ROLLOUT_RATIO:.3f}",
+             "verdict": "reproduced" if abs(c["rollout_ratio"] - PAPER_ROLLOUT_RATIO) < 1e-9 else "not reproduced"},
+            {"claim": "over 70% less training time (time ratio)", "arm": arm,
+             "measured": f"{c['time_ratio']:.3f} (per seed: "
+                         + ", ".join(f"{r:.3f}" for r in c["time_ratio_per_seed"]) + ")",
+             "paper": f"{runs['time_ratio'].mean():.3f} (mean of 5 runs)",
+             "verdict": "reproduced" if max(c["time_ratio_per_seed"]) < 0.30 else "not reproduced"},
+        ]
+    return pd.DataFrame(rows)
+
+
+def results_table(summary: pd.DataFrame, reference_arm: str) -> pd.DataFrame:
+    """Per arm: Mean@k and Pass@k in points (mean and std over seeds), difference to the reference arm, rollouts,
+    optimizer steps and training seconds."""
+    grouped = summary.groupby("arm", sort=False)
+    out = pd.DataFrame({
+        "G": grouped["group_size"].first(), "lr": grouped["lr"].first(), "seeds": grouped.size(),
+        "Mean@k": 100 * grouped["mean_at_k"].mean(), "Mean@k std": 100 * grouped["mean_at_k"].std(),
+        "Pass@k": 100 * grouped["pass_at_k"].mean(), "Pass@k std": 100 * grouped["pass_at_k"].std(),
+        "rollouts": grouped["rollouts"].mean(), "optimizer steps": grouped["opt_steps"].mean(),
+        "train s": grouped["train_time"].mean(),
+    })
+    out.insert(5, "Mean@k diff", out["Mean@k"] - out.loc[reference_arm, "Mean@k"])
+    return out
