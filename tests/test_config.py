@@ -1,0 +1,69 @@
+"""params.yaml loading: the committed file loads, bad values stop with a message naming the key and value."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from twogrpo.config import ArmConfig, ParamsError, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def raw():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def write(tmp_path, raw):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_committed_params_load_and_derive_the_arms():
+    p = load_params(ROOT / "params.yaml")
+    t = p.train
+    assert t.prompts_per_minibatch(16) * 16 == t.prompts_per_minibatch(2) * 2 == t.rollouts_per_minibatch
+    assert t.lr(t.arms["g16"]) == t.reference_lr
+    assert t.lr(t.arms["g2"]) == pytest.approx(8 * t.reference_lr)  # the paper's linear rule
+    assert t.lr(t.arms["g2-same-lr"]) == t.reference_lr
+
+
+def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
+    raw["prepare"]["n_train"] = 7500
+    raw["train"] |= {"rollouts_per_minibatch": 512, "generation_batch_prompts": 512, "prompts": 7168,
+                     "reference_lr": 1.0e-6}
+    t = load_params(write(tmp_path, raw)).train
+    assert t.prompts_per_minibatch(16) == 32 and t.prompts_per_minibatch(2) == 256
+    assert t.lr(ArmConfig(2, "linear")) == pytest.approx(8e-6)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda r: r["train"].update(learning_rate=1), "unknown key train.learning_rate"),
+    (lambda r: r.update(extra={}), "unknown key extra"),
+    (lambda r: r["train"].pop("epochs"), "missing key train.epochs"),
+    (lambda r: r["train"].update(epochs="ten"), "train.epochs='ten': expected int"),
+    (lambda r: r["train"].update(epochs=1.5), "train.epochs=1.5: expected int"),
+    (lambda r: r["train"].update(seeds=3), "train.seeds=3: expected a list"),
+    (lambda r: r["train"].update(epochs=0), "train.epochs=0 must be positive"),
+    (lambda r: r["train"].update(prompts=-8), "train.prompts=-8 must be positive"),
+    (lambda r: r["train"]["arms"]["g2"].update(group_size=1), "train.arms.g2.group_size=1: GRPO needs at least 2"),
+    (lambda r: r["train"]["arms"]["g2"].update(group_size=3), "rollouts_per_minibatch=128 is not divisible by train.arms.g2.group_size=3"),
+    (lambda r: r["train"]["arms"]["g2"].update(lr_scaling="sqrt"), "train.arms.g2.lr_scaling='sqrt'"),
+    (lambda r: r["train"].update(generation_batch_prompts=96, prompts=960), "generation_batch_prompts=96 is not divisible into mini-batches of 64 prompts"),
+    (lambda r: r["train"].update(prompts=1000), "train.prompts=1000 is not divisible by generation_batch_prompts=128"),
+    (lambda r: r["base"].update(num_heads=8), "head_dim = hidden_size/num_heads = 16"),
+    (lambda r: r["task"].update(prompt_template="Solve:"), "must contain '{problem}'"),
+    (lambda r: r["evaluate"].update(problems=10_000), "evaluate.problems=10000 > prepare.n_test=500"),
+])
+def test_bad_params_name_the_key_and_value(raw, tmp_path, edit, message):
+    edit(raw)
+    with pytest.raises(ParamsError, match=None) as err:
+        load_params(write(tmp_path, raw))
+    assert message in str(err.value)
+
+
+def test_unknown_arm_is_named():
+    with pytest.raises(ParamsError, match="unknown arm 'g3'"):
+        load_params(ROOT / "params.yaml").train.arm("g3")

@@ -1,0 +1,49 @@
+"""Mean@k and unbiased Pass@k from per-sample records, checked against brute-force enumeration."""
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from twogrpo.evaluation import metrics, pass_at_k
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 5, 8])
+def test_pass_at_k_equals_the_fraction_of_k_subsets_with_a_correct_sample(n):
+    for c in range(n + 1):
+        outcomes = [True] * c + [False] * (n - c)
+        for k in range(1, n + 1):
+            subsets = list(itertools.combinations(outcomes, k))
+            brute = sum(any(s) for s in subsets) / len(subsets)
+            assert pass_at_k(n, c, k) == pytest.approx(brute)
+
+
+def test_pass_at_k_closed_forms():
+    assert pass_at_k(8, 0, 4) == 0.0
+    assert pass_at_k(8, 8, 1) == 1.0
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)  # Pass@1 is the mean accuracy
+    assert pass_at_k(4, 1, 2) == pytest.approx(1 - math.comb(3, 2) / math.comb(4, 2))
+    with pytest.raises(ValueError):
+        pass_at_k(2, 1, 3)
+
+
+def records(correct_by_problem):
+    rows = [{"problem_id": f"p{i}", "sample": j, "completion": "", "extracted": "", "correct": bool(c), "tokens": 3,
+             "truncated": False} for i, cs in enumerate(correct_by_problem) for j, c in enumerate(cs)]
+    return pd.DataFrame(rows)
+
+
+def test_metrics_from_records():
+    m = metrics(records([[1, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]]))
+    assert m["k"] == 4 and m["problems"] == 3
+    assert m["mean_at_k"] == pytest.approx(5 / 12)
+    assert m["pass_at_1"] == pytest.approx(m["mean_at_k"])
+    assert m["pass_at_k"] == m["pass_at_4"] == pytest.approx(2 / 3)
+    assert m["pass_at_2"] == pytest.approx(np.mean([0.5, 1.0, 0.0]))
+
+
+def test_metrics_reject_unequal_sample_counts():
+    with pytest.raises(ValueError, match="different numbers of samples"):
+        metrics(records([[1, 0], [1]]))

@@ -1,0 +1,94 @@
+"""The GRPO objective on hand-computed cases (verl semantics)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from twogrpo import grpo
+
+
+def test_mixed_pair_gets_plus_minus_one_over_sqrt_two_with_bessel_std():
+    adv = grpo.group_advantages(torch.tensor([1.0, 0.0, 0.0, 1.0]), group_size=2, eps=1e-6)
+    expected = 1 / math.sqrt(2) / (1 + 1e-6 * math.sqrt(2))  # (r - 0.5) / (0.7071 + eps)
+    assert adv.tolist() == pytest.approx([expected, -expected, -expected, expected], rel=1e-6)
+
+
+@pytest.mark.parametrize("rewards", [[1.0, 1.0], [0.0, 0.0], [1.0] * 16, [0.0] * 16])
+def test_equal_rewards_give_zero_advantage_and_a_dead_group(rewards):
+    g = len(rewards)
+    r = torch.tensor(rewards)
+    assert grpo.group_advantages(r, g, 1e-6).tolist() == [0.0] * g
+    assert grpo.dead_groups(r, g).tolist() == [True]
+
+
+def test_group_of_sixteen_matches_numpy_bessel_std():
+    rng = np.random.default_rng(0)
+    r = rng.integers(0, 2, size=32).astype(np.float32)
+    r[:2] = [0, 1]  # both groups mixed
+    r[16:18] = [0, 1]
+    adv = grpo.group_advantages(torch.tensor(r), 16, 1e-6).numpy()
+    groups = r.reshape(2, 16)
+    expected = (groups - groups.mean(1, keepdims=True)) / (groups.std(1, ddof=1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(adv, expected.reshape(-1), rtol=1e-5)
+    # 4 of 16 correct: A+ = (1 - 0.25) / sqrt(p (1 - p) * 16/15), the Bessel-corrected std
+    one = torch.tensor([1.0] * 4 + [0.0] * 12)
+    assert grpo.group_advantages(one, 16, 0.0)[0].item() == pytest.approx(0.75 / math.sqrt(0.25 * 0.75 * 16 / 15), rel=1e-6)
+
+
+def test_groups_are_consecutive_rollouts():
+    adv = grpo.group_advantages(torch.tensor([1.0, 0.0, 1.0, 1.0]), 2, 1e-6)
+    assert adv[0] > 0 > adv[1] and adv[2] == adv[3] == 0
+    assert grpo.dead_groups(torch.tensor([1.0, 0.0, 1.0, 1.0]), 2).tolist() == [False, True]
+
+
+def test_loss_hand_computed_with_clipping_on_both_sides_and_dual_clip():
+    # ratios e^(logp - old): 1.5 (above 1 + 0.28), 0.5 (below 1 - 0.2), 1.1 (inside), 5.0 (dual clip region)
+    ratio = torch.tensor([[1.5, 0.5, 1.1, 5.0]])
+    old = torch.zeros(1, 4)
+    logp = ratio.log()
+    # Positive advantage: min(r A, clip(r) A) -> loss -A * min(r, clip(r))
+    loss, clipped = grpo.policy_loss_terms(logp, old, torch.tensor([2.0]), 0.2, 0.28, 3.0)
+    assert loss[0].tolist() == pytest.approx([-2 * 1.28, -2 * 0.5, -2 * 1.1, -2 * 1.28], rel=1e-5)
+    assert clipped[0].tolist() == [True, False, False, True]
+    # Negative advantage: loss = max(-A r, -A clip(r)) = |A| max(r, clip(r)), then capped at |A| * c = 3 |A|
+    loss, clipped = grpo.policy_loss_terms(logp, old, torch.tensor([-1.0]), 0.2, 0.28, 3.0)
+    assert loss[0].tolist() == pytest.approx([1.5, 0.8, 1.1, 3.0], rel=1e-5)
+    assert clipped[0].tolist() == [False, True, False, False]
+
+
+def test_gradient_is_zero_where_clipped_and_nonzero_inside():
+    logp = torch.tensor([[math.log(1.5), math.log(1.1)]], requires_grad=True)
+    loss, _ = grpo.policy_loss_terms(logp, torch.zeros(1, 2), torch.tensor([1.0]), 0.2, 0.28, 3.0)
+    loss.sum().backward()
+    assert logp.grad[0, 0] == 0 and logp.grad[0, 1] == pytest.approx(-1.1)
+
+
+def test_token_mean_divides_by_all_tokens_of_the_minibatch():
+    values = torch.tensor([[1.0, 2.0, 9.0], [3.0, 9.0, 9.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    assert grpo.token_mean(values, mask, total_tokens=3).item() == pytest.approx(2.0)
+    # Split into two micro-batches with the mini-batch's count: the sum equals the whole.
+    halves = [grpo.token_mean(values[i:i + 1], mask[i:i + 1], 3) for i in range(2)]
+    assert sum(h.item() for h in halves) == pytest.approx(2.0)
+
+
+def test_token_logprobs_pick_each_response_window():
+    torch.manual_seed(0)
+    vocab = 7
+
+    class Bigram(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = torch.nn.Parameter(torch.randn(vocab, vocab))
+
+        def forward(self, input_ids, attention_mask):
+            return type("Out", (), {"logits": self.table[input_ids]})()
+
+    model = Bigram()
+    ids = torch.tensor([[1, 2, 3, 4, 0], [5, 6, 2, 0, 0]])  # prompts [1,2] and [5]; responses [3,4] and [6,2]
+    out = grpo.token_logprobs(model, ids, torch.ones_like(ids), torch.tensor([2, 1]), width=2)
+    logp = torch.log_softmax(model.table, dim=-1)
+    expected = torch.tensor([[logp[2, 3], logp[3, 4]], [logp[5, 6], logp[6, 2]]])
+    torch.testing.assert_close(out, expected)

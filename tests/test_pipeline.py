@@ -1,0 +1,129 @@
+"""Smoke run of the whole study with real dvc, real papermill and real math-verify on tiny settings.
+
+The project is copied into a fresh git repository with a tiny params.yaml; `dvc repro` runs every stage.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from twogrpo.schemas import EvalSamples, Problems, Summary, TrainSteps, read_table
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+TINY = {
+    # One-digit sums: a 1-layer model learns some of them in 200 SFT steps, so GRPO sees mixed groups.
+    "prepare": {"seed": 0, "n_train": 120, "n_test": 30, "min_terms": 2, "max_terms": 2, "min_digits": 1,
+                "max_digits": 1},
+    "task": {"prompt_template": "{problem}", "max_new_tokens": 12},
+    "base": {"seed": 0, "hidden_size": 64, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1,
+             "intermediate_size": 128, "lr": 3.0e-3, "warmup_steps": 10, "weight_decay": 0.01, "batch_size": 32,
+             "max_steps": 200, "eval_every": 100, "val_size": 16, "target_accuracy": 0.99},
+    "train": {"seeds": [0, 1], "arms": {"g4": {"group_size": 4, "lr_scaling": "linear"},
+                                        "g2": {"group_size": 2, "lr_scaling": "linear"}},
+              "prompts": 16, "epochs": 1, "rollouts_per_minibatch": 8, "generation_batch_prompts": 8,
+              "reference_lr": 1.0e-3, "reference_group_size": 4, "warmup_gen_steps": 1, "weight_decay": 0.0,
+              "grad_clip": 1.0, "clip_low": 0.2, "clip_high": 0.28, "clip_ratio_c": 3.0, "adv_eps": 1.0e-6,
+              "temperature": 1.0, "top_p": 1.0, "top_k": 0, "micro_batch_rollouts": 8, "eval_every": 1,
+              "eval_problems": 8, "eval_samples": 2},
+    "evaluate": {"problems": 16, "samples": 4, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "seed": 7},
+    "report": {"equivalence_margin": 0.02},
+}
+
+
+def run(cmd, cwd):
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "TWOGRPO_THREADS": "1"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    project = tmp_path_factory.mktemp("study")
+    for item in ("dvc.yaml", "stages", "twogrpo", "notebooks", "data/paper", ".dvcignore"):
+        src = ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, project / item,
+                                                           **({"ignore": shutil.ignore_patterns("__pycache__")} if src.is_dir() else {}))
+    (project / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    run(["git", "init", "-q"], project)
+    run(["git", "config", "user.name", "smoke test"], project)  # dvc exp commits need an identity
+    run(["git", "config", "user.email", "smoke@test.invalid"], project)
+    run(["dvc", "init", "-q"], project)
+    run(["dvc", "config", "core.analytics", "false"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "tiny study"], project)
+    run(["dvc", "repro"], project)
+    return project
+
+
+def test_every_output_exists_and_validates(study):
+    read_table(study / "data/prepared/train.parquet", Problems)
+    read_table(study / "data/prepared/test.parquet", Problems)
+    for model in ("base", "g4-s0", "g4-s1", "g2-s0", "g2-s1"):
+        records = read_table(study / f"eval/{model}/samples.parquet", EvalSamples)
+        assert len(records) == 16 * 4
+        metrics = json.loads((study / f"eval/{model}/metrics.json").read_text())
+        assert metrics["k"] == 4 and 0 <= metrics["mean_at_k"] <= metrics["pass_at_k"] <= 1
+    for run_name in ("g4-s0", "g2-s1"):
+        steps = read_table(study / f"runs/{run_name}/steps.parquet", TrainSteps)
+        assert steps["gen_step"].tolist() == [0, 1, 2]
+        assert (study / f"runs/{run_name}/live/metrics.json").exists()
+    summary = read_table(study / "results/summary.csv", Summary)
+    assert set(summary["model"]) == {"base", "g4-s0", "g4-s1", "g2-s0", "g2-s1"}
+
+
+def test_arms_follow_the_budget(study):
+    summary = pd.read_csv(study / "results/summary.csv").set_index("model")
+    # Same prompts and epochs: G=4 generates twice G=2's rollouts and takes twice its optimizer steps.
+    assert summary.loc["g4-s0", "rollouts"] == 16 * 4 and summary.loc["g2-s0", "rollouts"] == 16 * 2
+    assert summary.loc["g4-s0", "opt_steps"] == 2 * summary.loc["g2-s0", "opt_steps"] == 8
+    assert summary.loc["g2-s0", "lr"] == pytest.approx(2 * summary.loc["g4-s0", "lr"])  # linear rule
+    claims = json.loads((study / "metrics/claims.json").read_text())
+    assert claims["reference_arm"] == "g4"
+    assert claims["arms"]["g2"]["rollout_ratio"] == 0.5
+
+
+def test_training_changed_the_weights(study):
+    """Weight decay is off in TINY, so a change can only come from the policy gradient of mixed groups."""
+    for run_name in ("g4-s0", "g2-s0"):
+        steps = read_table(study / f"runs/{run_name}/steps.parquet", TrainSteps)
+        assert steps["dead_group_frac"].min() < 1
+    base = load_file(study / "models/base/model.safetensors")
+    for model in ("g4-s0", "g2-s0"):
+        trained = load_file(study / f"models/{model}/model.safetensors")
+        assert base.keys() == trained.keys()
+        assert any(not (base[k] == trained[k]).all() for k in base)
+    assert any(not (load_file(study / "models/g4-s0/model.safetensors")[k]
+                    == load_file(study / "models/g4-s1/model.safetensors")[k]).all() for k in base)
+
+
+def test_report_is_self_contained_html_with_the_claims(study):
+    html = (study / "reports/report.html").read_text()
+    assert "The claims" in html and "1/8 of the rollouts" in html
+    assert html.count("data:image/png;base64") >= 3  # figures embedded, not linked
+    assert "Traceback" not in html
+
+
+def test_repro_after_a_run_does_nothing(study):
+    out = run(["dvc", "repro"], study)
+    assert "Running stage" not in out
+
+
+def test_exp_run_varies_a_train_knob_and_exp_show_lists_it(study):
+    run(["git", "add", "-A"], study)
+    run(["git", "commit", "-qm", "results"], study)
+    run(["dvc", "exp", "run", "-n", "clip-high-0.2", "-S", "train.clip_high=0.2"], study)
+    shown = run(["dvc", "exp", "show", "--csv"], study)
+    assert "clip-high-0.2" in shown
+    row = next(line for line in shown.splitlines() if "clip-high-0.2" in line)
+    assert "0.2" in row

@@ -1,0 +1,37 @@
+"""The embedded task: worked solutions are right, tables are deterministic and disjoint."""
+
+import pytest
+
+from twogrpo.config import PrepareConfig
+from twogrpo.grading import grade
+from twogrpo.tasks import generate_problems, worked_solution
+
+
+@pytest.mark.parametrize(("expression", "solution"), [
+    ("75-48+33", r"27+33=60\boxed{60}"),
+    ("7+6-5", r"13-5=8\boxed{8}"),
+    ("7+6", r"\boxed{13}"),
+    ("5-9", r"\boxed{-4}"),
+    ("1+2+3+4", r"3+3+4=6+4=10\boxed{10}"),
+])
+def test_worked_solution(expression, solution):
+    assert worked_solution(expression) == solution
+
+
+def test_tables_are_deterministic_disjoint_and_self_consistent():
+    cfg = PrepareConfig(seed=3, n_train=300, n_test=50, min_terms=2, max_terms=3, min_digits=1, max_digits=2)
+    train, test = generate_problems(cfg)
+    again, _ = generate_problems(cfg)
+    assert train.equals(again)
+    assert len(train) == 300 and len(test) == 50
+    assert not set(train["problem"]) & set(test["problem"])
+    assert set(train["n_terms"]) == {2, 3}
+    for row in train.itertuples():
+        assert eval(row.problem[:-1]) == int(row.answer)  # noqa: S307 - digits and +/- only
+        assert grade(row.answer, row.solution)[0]
+
+
+def test_too_few_distinct_problems_is_a_clear_error():
+    cfg = PrepareConfig(seed=0, n_train=200, n_test=10, min_terms=2, max_terms=2, min_digits=1, max_digits=1)
+    with pytest.raises(ValueError, match="distinct problems"):
+        generate_problems(cfg)
