@@ -27,7 +27,9 @@ def grade(gold: str, completion: str) -> tuple[bool, str]:
     extracted = str(predicted[-1]) if predicted else ""
     if not predicted:
         return False, extracted
-    return bool(verify(list(_parse(gold)), list(predicted))), extracted
+    # A gold answer is a bare LaTeX answer ("\\sqrt{2}", "-4"); math-verify reads bare LaTeX only inside a box
+    # or $...$, so it is boxed first.
+    return bool(verify(list(_parse(f"\\boxed{{{gold}}}")), list(predicted))), extracted
 
 
 def rewards(golds: list[str], completions: list[str]) -> list[float]:

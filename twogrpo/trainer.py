@@ -102,9 +102,9 @@ def train_grpo(model, tokenizer, prompts: pd.DataFrame, test: pd.DataFrame, task
             t0 = time.perf_counter()
             records = sample_records(engine, eval_problems, task.prompt_template, evaluation, seed=eval_cfg.seed)
             accuracy, eval_time = float(records["correct"].mean()), time.perf_counter() - t0
-        row = {"gen_step": gen_step, "epoch": epoch, **totals, "lr": scheduler.get_last_lr()[0] if gen_step else 0.0,
-               "mean_reward": float("nan"), "dead_group_frac": float("nan"), "clip_frac": float("nan"),
-               "mean_response_tokens": float("nan"), **stats,
+        row = {"gen_step": gen_step, "epoch": epoch, **totals, "lr": 0.0, "mean_reward": float("nan"),
+               "dead_group_frac": float("nan"), "clip_frac": float("nan"), "mean_response_tokens": float("nan"),
+               **stats,
                **{f"time_{p}": timer.seconds[p] for p in PHASES}, "train_time": sum(timer.seconds.values()),
                "eval_accuracy": accuracy,
                "time_eval": eval_time + (ledger[-1]["time_eval"] if ledger else 0.0)}
