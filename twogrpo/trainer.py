@@ -72,6 +72,35 @@ def logprobs(model, batch: Batch) -> torch.Tensor:
     return grpo.token_logprobs(model, batch.input_ids, batch.attention_mask, batch.response_start, batch.width)
 
 
+@torch.no_grad()
+def old_logprobs(model, samples: Samples, micro: int, pad: int) -> torch.Tensor:
+    """[R, T] log-probs of every rollout's tokens under the model before this generation step's first update."""
+    model.eval()
+    n = len(samples.response_ids)
+    parts = [logprobs(model, collate(samples, list(range(i, min(i + micro, n))), pad)) for i in range(0, n, micro)]
+    width = max(p.shape[1] for p in parts)
+    return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])
+
+
+def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_logp: torch.Tensor,
+                     advantages: torch.Tensor, cfg: TrainConfig, pad: int) -> int:
+    """One optimizer step on one mini-batch (whole groups), token-mean loss; returns the clipped-token count."""
+    model.train()
+    total_tokens = sum(len(samples.response_ids[i]) for i in rows)
+    clipped_tokens = 0
+    optimizer.zero_grad(set_to_none=True)
+    for i in range(0, len(rows), cfg.micro_batch_rollouts):
+        part = rows[i:i + cfg.micro_batch_rollouts]
+        batch = collate(samples, part, pad)
+        terms, clipped = grpo.policy_loss_terms(logprobs(model, batch), old_logp[part, : batch.width],
+                                                advantages[part], cfg.clip_low, cfg.clip_high, cfg.clip_ratio_c)
+        grpo.token_mean(terms, batch.response_mask, total_tokens).backward()
+        clipped_tokens += int((clipped * batch.response_mask).sum())
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    return clipped_tokens
+
+
 def train_grpo(model, tokenizer, prompts: pd.DataFrame, test: pd.DataFrame, task: TaskConfig, cfg: TrainConfig,
                arm: ArmConfig, seed: int, eval_cfg: EvaluateConfig,
                on_step: Callable[[dict], None] = lambda row: None) -> pd.DataFrame:
@@ -80,8 +109,7 @@ def train_grpo(model, tokenizer, prompts: pd.DataFrame, test: pd.DataFrame, task
     order_rng = np.random.default_rng(seed)
     G = arm.group_size
     Q = cfg.prompts_per_minibatch(G)
-    lr = cfg.lr(arm)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr(arm), weight_decay=cfg.weight_decay)
     # Linear warm-up counted in generation steps, then constant. Departure from verl/HF (which start at lr 0 and so
     # waste the first generation step): step s uses lr * min(1, (s + 1) / warmup).
     warmup = cfg.warmup_gen_steps
@@ -131,31 +159,13 @@ def train_grpo(model, tokenizer, prompts: pd.DataFrame, test: pd.DataFrame, task
                 rewards = torch.tensor(grade_rewards(golds, samples.texts))
                 advantages = grpo.group_advantages(rewards, G, cfg.adv_eps)
             n_rollouts = len(samples.texts)
-            micro = cfg.micro_batch_rollouts
-            with timer("old_logprob"), torch.no_grad():
-                model.eval()  # no dropout in Qwen2, but be explicit: old log-probs come from the same function
-                old = [logprobs(model, collate(samples, list(range(i, min(i + micro, n_rollouts))), pad))
-                       for i in range(0, n_rollouts, micro)]
-                width = max(o.shape[1] for o in old)
-                old_logp = torch.cat([torch.nn.functional.pad(o, (0, width - o.shape[1])) for o in old])
+            with timer("old_logprob"):
+                old_logp = old_logprobs(model, samples, cfg.micro_batch_rollouts, pad)
             clipped_tokens = 0
             with timer("update"):
-                model.train()
-                minibatch = Q * G  # rollouts; a multiple of G, so no group is split
-                for mb_start in range(0, n_rollouts, minibatch):
-                    rows = list(range(mb_start, mb_start + minibatch))
-                    total_tokens = sum(len(samples.response_ids[i]) for i in rows)
-                    optimizer.zero_grad(set_to_none=True)
-                    for i in range(0, len(rows), micro):
-                        part = rows[i:i + micro]
-                        b = collate(samples, part, pad)
-                        terms, clipped = grpo.policy_loss_terms(
-                            logprobs(model, b), old_logp[part, : b.width], advantages[part], cfg.clip_low,
-                            cfg.clip_high, cfg.clip_ratio_c)
-                        grpo.token_mean(terms, b.response_mask, total_tokens).backward()
-                        clipped_tokens += int((clipped * b.response_mask).sum())
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    optimizer.step()
+                for start in range(0, n_rollouts, Q * G):  # Q*G rollouts: whole groups, never split
+                    clipped_tokens += update_minibatch(model, optimizer, samples, list(range(start, start + Q * G)),
+                                                       old_logp, advantages, cfg, pad)
                     totals["opt_steps"] += 1
                 scheduler.step()
             totals["rollouts"] += n_rollouts
