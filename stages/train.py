@@ -18,11 +18,11 @@ from twogrpo.io import atomic_path, write_parquet
 from twogrpo.policy import load_policy
 from twogrpo.run import start_stage
 from twogrpo.schemas import Problems, TrainSteps, read_table, validate
-from twogrpo.trainer import train_grpo
+from twogrpo.trainer import PHASES, STEP_STATS, train_grpo
 
 log = logging.getLogger("train")
-LOGGED = ("mean_reward", "dead_group_frac", "clip_frac", "rollouts", "tokens", "opt_steps", "lr", "train_time",
-          "time_generation", "time_reward", "time_old_logprob", "time_update", "eval_accuracy")
+LOGGED = (*STEP_STATS, "prompts_seen", "rollouts", "tokens", "opt_steps", "rs_budget_used", "lr", "train_time",
+          *(f"time_{p}" for p in PHASES), "eval_accuracy")
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     arm = params.train.arm(args.arm)
     name = f"{args.arm}-s{args.seed}"
     log.info("arm %s: G=%d, %d prompts per mini-batch, lr %.3g", name, arm.group_size,
-             params.train.prompts_per_minibatch(arm.group_size), params.train.lr(arm))
+             params.train.prompts_per_minibatch(arm), params.train.lr(arm))
     model, tokenizer = load_policy("models/base")
     prompts = read_table("data/prepared/train.parquet", Problems).iloc[: params.train.prompts]
     test = read_table("data/prepared/test.parquet", Problems)

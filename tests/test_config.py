@@ -24,7 +24,8 @@ def write(tmp_path, raw):
 def test_committed_params_load_and_derive_the_arms():
     p = load_params(ROOT / "params.yaml")
     t = p.train
-    assert t.prompts_per_minibatch(16) * 16 == t.prompts_per_minibatch(2) * 2 == t.rollouts_per_minibatch
+    g16, g2 = t.arms["g16"], t.arms["g2"]
+    assert t.prompts_per_minibatch(g16) * 16 == t.prompts_per_minibatch(g2) * 2 == t.rollouts_per_minibatch
     assert t.lr(t.arms["g16"]) == t.reference_lr
     assert t.lr(t.arms["g2"]) == pytest.approx(8 * t.reference_lr)  # the paper's linear rule
     assert t.lr(t.arms["g2-same-lr"]) == t.reference_lr
@@ -35,8 +36,13 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
     raw["train"] |= {"rollouts_per_minibatch": 512, "generation_batch_prompts": 512, "prompts": 7168,
                      "reference_lr": 1.0e-6}
     t = load_params(write(tmp_path, raw)).train
-    assert t.prompts_per_minibatch(16) == 32 and t.prompts_per_minibatch(2) == 256
+    assert t.prompts_per_minibatch(ArmConfig(16, "linear")) == 32
+    assert t.prompts_per_minibatch(ArmConfig(2, "linear")) == 256
     assert t.lr(ArmConfig(2, "linear")) == pytest.approx(8e-6)
+    # Table 4's ablation: 32 prompts per mini-batch whatever G, so every G trains at the reference 1e-6.
+    for g in (2, 4, 8, 16):
+        ablation = ArmConfig(g, "linear", prompts_per_minibatch=32)
+        assert t.prompts_per_minibatch(ablation) == 32 and t.lr(ablation) == pytest.approx(1e-6)
 
 
 @pytest.mark.parametrize(("edit", "message"), [

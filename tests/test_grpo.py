@@ -51,11 +51,14 @@ def test_loss_hand_computed_with_clipping_on_both_sides_and_dual_clip():
     # Positive advantage: min(r A, clip(r) A) -> loss -A * min(r, clip(r))
     loss, clipped = grpo.policy_loss_terms(logp, old, torch.tensor([2.0]), 0.2, 0.28, 3.0)
     assert loss[0].tolist() == pytest.approx([-2 * 1.28, -2 * 0.5, -2 * 1.1, -2 * 1.28], rel=1e-5)
-    assert clipped[0].tolist() == [True, False, False, True]
+    assert clipped["high"][0].tolist() == [True, False, False, True]
+    assert not clipped["low"].any() and not clipped["dual"].any()
     # Negative advantage: loss = max(-A r, -A clip(r)) = |A| max(r, clip(r)), then capped at |A| * c = 3 |A|
     loss, clipped = grpo.policy_loss_terms(logp, old, torch.tensor([-1.0]), 0.2, 0.28, 3.0)
     assert loss[0].tolist() == pytest.approx([1.5, 0.8, 1.1, 3.0], rel=1e-5)
-    assert clipped[0].tolist() == [False, True, False, False]
+    assert clipped["low"][0].tolist() == [False, True, False, False]
+    assert clipped["dual"][0].tolist() == [False, False, False, True]
+    assert not clipped["high"].any()
 
 
 def test_gradient_is_zero_where_clipped_and_nonzero_inside():
@@ -65,13 +68,66 @@ def test_gradient_is_zero_where_clipped_and_nonzero_inside():
     assert logp.grad[0, 0] == 0 and logp.grad[0, 1] == pytest.approx(-1.1)
 
 
-def test_token_mean_divides_by_all_tokens_of_the_minibatch():
-    values = torch.tensor([[1.0, 2.0, 9.0], [3.0, 9.0, 9.0]])
-    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-    assert grpo.token_mean(values, mask, total_tokens=3).item() == pytest.approx(2.0)
-    # Split into two micro-batches with the mini-batch's count: the sum equals the whole.
-    halves = [grpo.token_mean(values[i:i + 1], mask[i:i + 1], 3) for i in range(2)]
-    assert sum(h.item() for h in halves) == pytest.approx(2.0)
+VALUES = torch.tensor([[1.0, 2.0, 9.0], [3.0, 9.0, 9.0]])
+MASK = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])  # sequence 0 has 2 tokens, sequence 1 has 1
+
+
+@pytest.mark.parametrize(("mode", "expected"), [
+    ("token-mean", (1 + 2 + 3) / 3),  # verl: all tokens of the mini-batch
+    ("seq-mean-token-mean", ((1 + 2) / 2 + 3 / 1) / 2),  # the paper's equations
+    ("seq-mean-token-sum-norm", ((1 + 2) / 4 + 3 / 4) / 2),  # Dr. GRPO, horizon 4
+])
+def test_aggregation_modes_hand_computed_and_split_over_micro_batches(mode, expected):
+    whole = grpo.aggregate(VALUES, MASK, mode, minibatch_sequences=2, minibatch_tokens=3, horizon=4)
+    assert whole.item() == pytest.approx(expected)
+    parts = [grpo.aggregate(VALUES[i:i + 1], MASK[i:i + 1], mode, 2, 3, 4) for i in range(2)]
+    assert sum(p.item() for p in parts) == pytest.approx(expected)
+
+
+def test_token_mean_weights_long_sequences_more_than_seq_mean():
+    """Why the aggregation matters at G=2: token-mean gives each token equal weight, seq-mean each sequence."""
+    token = grpo.aggregate(VALUES, MASK, "token-mean", 2, 3, 4)
+    seq = grpo.aggregate(VALUES, MASK, "seq-mean-token-mean", 2, 3, 4)
+    assert token.item() < seq.item()
+
+
+@pytest.mark.parametrize(("std", "pair", "four_of_sixteen"), [
+    ("bessel", 1 / math.sqrt(2), 0.75 / math.sqrt(0.25 * 0.75 * 16 / 15)),
+    ("population", 1.0, 0.75 / math.sqrt(0.25 * 0.75)),
+    ("none", 0.5, 0.75),
+])
+def test_advantage_std_modes_at_g2_and_g16(std, pair, four_of_sixteen):
+    adv2 = grpo.group_advantages(torch.tensor([1.0, 0.0]), 2, eps=0.0, std=std)
+    assert adv2.tolist() == pytest.approx([pair, -pair], rel=1e-6)
+    adv16 = grpo.group_advantages(torch.tensor([1.0] * 4 + [0.0] * 12), 16, eps=0.0, std=std)
+    assert adv16[0].item() == pytest.approx(four_of_sixteen, rel=1e-6)
+    assert adv16.sum().item() == pytest.approx(0.0, abs=1e-5)
+    assert grpo.group_advantages(torch.tensor([1.0, 1.0]), 2, 1e-6, std).tolist() == [0.0, 0.0]
+
+
+def test_two_grpo_pair_identity_with_population_std_and_sequence_mean():
+    """Paper Eq. 14 (brief §1.3): for a mixed pair, the 2-GRPO objective (population std, per-sequence mean) is
+    1/2 [mean clipped term of the positive - mean clipped term of the negative]."""
+    torch.manual_seed(1)
+    logp = torch.randn(2, 5) * 0.3
+    old = torch.zeros(2, 5)
+    mask = torch.tensor([[1.0] * 5, [1.0] * 3 + [0.0] * 2])
+    adv = grpo.group_advantages(torch.tensor([1.0, 0.0]), 2, eps=0.0, std="population")
+    loss, _ = grpo.policy_loss_terms(logp, old, adv, 0.2, 0.28, 3.0)
+    objective = -grpo.aggregate(loss, mask, "seq-mean-token-mean", 2, int(mask.sum()), 5)
+    ratio = logp.exp()
+    positive = torch.minimum(ratio[0], torch.tensor(1.28)).mean()  # C+_eps(rho) = min(rho, 1 + eps)
+    negative = torch.maximum(ratio[1, :3], torch.tensor(0.8)).mean()  # C-_eps(rho) = max(rho, 1 - eps)
+    assert objective.item() == pytest.approx(0.5 * (positive - negative).item(), rel=1e-5)
+
+
+def test_low_var_kl_is_zero_at_the_reference_and_positive_elsewhere():
+    logp = torch.tensor([-1.0, -2.0, -0.5])
+    assert grpo.low_var_kl(logp, logp).tolist() == [0.0, 0.0, 0.0]
+    ref = torch.tensor([-1.5, -1.0, -0.5])
+    x = ref - logp
+    torch.testing.assert_close(grpo.low_var_kl(logp, ref), torch.exp(x) - x - 1)
+    assert (grpo.low_var_kl(logp, ref)[:2] > 0).all()
 
 
 def test_token_logprobs_pick_each_response_window():
@@ -88,7 +144,9 @@ def test_token_logprobs_pick_each_response_window():
 
     model = Bigram()
     ids = torch.tensor([[1, 2, 3, 4, 0], [5, 6, 2, 0, 0]])  # prompts [1,2] and [5]; responses [3,4] and [6,2]
-    out = grpo.token_logprobs(model, ids, torch.ones_like(ids), torch.tensor([2, 1]), width=2)
+    out, entropy = grpo.token_logprobs(model, ids, torch.ones_like(ids), torch.tensor([2, 1]), width=2)
     logp = torch.log_softmax(model.table, dim=-1).detach()
     expected = torch.tensor([[logp[2, 3], logp[3, 4]], [logp[5, 6], logp[6, 2]]])
     torch.testing.assert_close(out, expected)
+    h = -(logp.exp() * logp).sum(-1)  # entropy of each row of the bigram table
+    torch.testing.assert_close(entropy.detach(), torch.stack([h[[2, 3]], h[[5, 6]]]))

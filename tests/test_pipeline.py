@@ -29,13 +29,16 @@ TINY = {
              "intermediate_size": 128, "lr": 3.0e-3, "warmup_steps": 10, "weight_decay": 0.01, "batch_size": 32,
              "max_steps": 200, "eval_every": 100, "val_size": 16, "target_accuracy": 0.99},
     "train": {"seeds": [0, 1], "arms": {"g4": {"group_size": 4, "lr_scaling": "linear"},
-                                        "g2": {"group_size": 2, "lr_scaling": "linear"}},
+                                        "g2": {"group_size": 2, "lr_scaling": "linear"},
+                                        "g2-rs": {"group_size": 2, "lr_scaling": "none", "resample": True}},
               "prompts": 16, "epochs": 1, "rollouts_per_minibatch": 8, "generation_batch_prompts": 8,
               "reference_lr": 1.0e-3, "reference_group_size": 4, "warmup_gen_steps": 1, "weight_decay": 0.0,
-              "grad_clip": 1.0, "clip_low": 0.2, "clip_high": 0.28, "clip_ratio_c": 3.0, "adv_eps": 1.0e-6,
+              "grad_clip": 1.0, "clip_low": 0.2, "clip_high": 0.28, "clip_ratio_c": 3.0, "adv_std": "bessel",
+              "adv_eps": 1.0e-6, "loss_agg": "token-mean", "kl_coef": 0.0, "entropy_coef": 0.0, "ppo_epochs": 1,
               "temperature": 1.0, "top_p": 1.0, "top_k": 0, "micro_batch_rollouts": 8, "eval_every": 1,
               "eval_problems": 8, "eval_samples": 2},
     "evaluate": {"problems": 16, "samples": 4, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "seed": 7},
+    "contrastive": {"prompts": 16, "responses": 6, "permutations": 3, "seed": 0},
     "report": {"equivalence_margin": 0.02},
 }
 
@@ -69,7 +72,7 @@ def study(tmp_path_factory):
 def test_every_output_exists_and_validates(study):
     read_table(study / "data/prepared/train.parquet", Problems)
     read_table(study / "data/prepared/test.parquet", Problems)
-    for model in ("base", "g4-s0", "g4-s1", "g2-s0", "g2-s1"):
+    for model in ("base", "g4-s0", "g4-s1", "g2-s0", "g2-s1", "g2-rs-s0", "g2-rs-s1"):
         records = read_table(study / f"eval/{model}/samples.parquet", EvalSamples)
         assert len(records) == 16 * 4
         metrics = json.loads((study / f"eval/{model}/metrics.json").read_text())
@@ -79,7 +82,9 @@ def test_every_output_exists_and_validates(study):
         assert steps["gen_step"].tolist() == [0, 1, 2]
         assert (study / f"runs/{run_name}/live/metrics.json").exists()
     summary = read_table(study / "results/summary.csv", Summary)
-    assert set(summary["model"]) == {"base", "g4-s0", "g4-s1", "g2-s0", "g2-s1"}
+    assert set(summary["model"]) == {"base", "g4-s0", "g4-s1", "g2-s0", "g2-s1", "g2-rs-s0", "g2-rs-s1"}
+    contrastive = json.loads((study / "metrics/contrastive.json").read_text())
+    assert contrastive["mixed_prompts"] >= 2 and -1 <= contrastive["corr_same_prompt"] <= 1
 
 
 def test_arms_follow_the_budget(study):
@@ -91,6 +96,7 @@ def test_arms_follow_the_budget(study):
     claims = json.loads((study / "metrics/claims.json").read_text())
     assert claims["reference_arm"] == "g4"
     assert claims["arms"]["g2"]["rollout_ratio"] == 0.5
+    assert 0.5 <= claims["arms"]["g2-rs"]["rollout_ratio"] <= 1.0 and claims["arms"]["g2-rs"]["resample"]
 
 
 def test_training_changed_the_weights(study):

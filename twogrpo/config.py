@@ -7,7 +7,6 @@ Derived values (prompts per mini-batch, the learning rate of an arm) are propert
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,12 +94,18 @@ class BaseConfig:
 
 @dataclass(frozen=True)
 class ArmConfig:
-    """One arm of the study: a group size and how its learning rate follows from the budget."""
+    """One arm of the study: a group size, its mini-batch, how its learning rate follows, and its variant."""
 
     group_size: int  # G, rollouts per prompt
-    # linear: lr = reference_lr * prompts_per_minibatch / reference prompts per mini-batch (the paper, Goyal et al.);
-    # none: lr = reference_lr whatever G is.
+    # linear: lr = reference_lr * prompts_per_minibatch / the reference arm's (the paper, after Goyal et al. 2017);
+    # none: lr = reference_lr whatever the mini-batch.
     lr_scaling: Literal["linear", "none"]
+    # Prompts per optimizer mini-batch. 0 (default): train.rollouts_per_minibatch / G, the paper's main budget
+    # (Table 1). A positive value fixes it whatever G is, as the paper's group-size ablation (Table 4: 32 prompts).
+    prompts_per_minibatch: int = 0
+    # 2-GRPO+RS (paper §6.3, DAPO's dynamic sampling): a group whose rewards are all equal is replaced by a fresh
+    # group from a new prompt, while the step's rollouts stay within the reference arm's (16-GRPO's) budget.
+    resample: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,18 @@ class TrainConfig:
     clip_low: float  # PPO clip, ratio >= 1 - clip_low (paper: 0.2)
     clip_high: float  # ratio <= 1 + clip_high (paper: 0.28, DAPO's clip-higher)
     clip_ratio_c: float  # verl's dual clip for negative advantages (3.0)
-    adv_eps: float  # advantage = (r - mean) / (std + eps), Bessel std as torch.std and verl (1e-6)
+    # Group advantage (r - mean) / (std + adv_eps): bessel = torch.std as verl (+-0.707 for a mixed pair),
+    # population = the paper's equations (+-1), none = Dr. GRPO's r - mean (+-0.5).
+    adv_std: Literal["bessel", "population", "none"]
+    adv_eps: float  # verl: 1e-6
+    # Loss aggregation over an optimizer mini-batch: token-mean = all response tokens of the mini-batch, discarded
+    # groups included (verl's default); seq-mean-token-mean = each sequence's token mean, then the mean over sequences
+    # (the paper's equations); seq-mean-token-sum-norm = each sequence's token sum over the constant
+    # task.max_new_tokens, then the mean over sequences (Dr. GRPO's constant normaliser).
+    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+    kl_coef: float  # KL penalty to the frozen base policy, verl's low_var_kl estimator in the loss (verl: off, 0)
+    entropy_coef: float  # entropy bonus, subtracted from the loss (verl: 0)
+    ppo_epochs: int  # passes over each generation batch (verl ppo_epochs: 1)
     temperature: float  # rollout sampling (paper: 1.0, top-p 1.0)
     top_p: float
     top_k: int  # 0 = off
@@ -130,14 +146,26 @@ class TrainConfig:
     eval_problems: int  # test problems in that in-training evaluation
     eval_samples: int  # samples per problem in that evaluation
 
-    def prompts_per_minibatch(self, group_size: int) -> int:
-        return self.rollouts_per_minibatch // group_size
+    def prompts_per_minibatch(self, arm: ArmConfig) -> int:
+        return arm.prompts_per_minibatch or self.rollouts_per_minibatch // arm.group_size
+
+    @property
+    def reference_prompts_per_minibatch(self) -> int:
+        return self.rollouts_per_minibatch // self.reference_group_size
 
     def lr(self, arm: ArmConfig) -> float:
         if arm.lr_scaling == "none":
             return self.reference_lr
-        reference_prompts = self.prompts_per_minibatch(self.reference_group_size)
-        return self.reference_lr * self.prompts_per_minibatch(arm.group_size) / reference_prompts
+        return self.reference_lr * self.prompts_per_minibatch(arm) / self.reference_prompts_per_minibatch
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.prompts // self.generation_batch_prompts
+
+    @property
+    def step_rollout_cap(self) -> int:
+        """Rollouts a 2-GRPO+RS generation step may use: the reference arm's (16-GRPO's) per-step budget."""
+        return self.generation_batch_prompts * self.reference_group_size
 
     def arm(self, name: str) -> ArmConfig:
         if name not in self.arms:
@@ -146,34 +174,39 @@ class TrainConfig:
 
     def check(self) -> None:
         _positive("train", prompts=self.prompts, epochs=self.epochs, rollouts_per_minibatch=self.rollouts_per_minibatch,
-                  generation_batch_prompts=self.generation_batch_prompts, reference_lr=self.reference_lr,
+                  ppo_epochs=self.ppo_epochs, generation_batch_prompts=self.generation_batch_prompts, reference_lr=self.reference_lr,
                   temperature=self.temperature, top_p=self.top_p, micro_batch_rollouts=self.micro_batch_rollouts,
                   eval_every=self.eval_every, eval_problems=self.eval_problems, eval_samples=self.eval_samples,
                   grad_clip=self.grad_clip)
         if not self.seeds or not self.arms:
             raise ParamsError("train.seeds and train.arms must not be empty")
+        if self.kl_coef < 0 or self.entropy_coef < 0:
+            raise ParamsError(f"train: kl_coef={self.kl_coef} and entropy_coef={self.entropy_coef} must be >= 0")
         if not 0 < self.clip_low < 1 or self.clip_high <= 0 or self.clip_ratio_c <= 1:
             raise ParamsError(f"train: need 0 < clip_low < 1, clip_high > 0, clip_ratio_c > 1; got "
                               f"{self.clip_low}, {self.clip_high}, {self.clip_ratio_c}")
         if self.prompts % self.generation_batch_prompts:
             raise ParamsError(f"train.prompts={self.prompts} is not divisible by "
                               f"generation_batch_prompts={self.generation_batch_prompts}")
-        group_sizes = {"reference_group_size": self.reference_group_size} | {
-            f"arms.{name}.group_size": arm.group_size for name, arm in self.arms.items()}
-        for key, g in group_sizes.items():
-            if g < 2:
-                raise ParamsError(f"train.{key}={g}: GRPO needs at least 2 rollouts per prompt")
-            if self.rollouts_per_minibatch % g:
-                raise ParamsError(f"train.rollouts_per_minibatch={self.rollouts_per_minibatch} is not divisible by "
-                                  f"train.{key}={g}")
-            q = self.rollouts_per_minibatch // g
-            if self.generation_batch_prompts % q:
-                raise ParamsError(f"train.generation_batch_prompts={self.generation_batch_prompts} is not divisible "
-                                  f"into mini-batches of {q} prompts (rollouts_per_minibatch / {key} = "
-                                  f"{self.rollouts_per_minibatch} / {g})")
+        self._check_group("reference_group_size", self.reference_group_size, 0)
         for name, arm in self.arms.items():
-            if arm.lr_scaling not in ("linear", "none"):
-                raise ParamsError(f"train.arms.{name}.lr_scaling={arm.lr_scaling!r}: expected 'linear' or 'none'")
+            if arm.prompts_per_minibatch < 0:
+                raise ParamsError(f"train.arms.{name}.prompts_per_minibatch={arm.prompts_per_minibatch} must be >= 0")
+            self._check_group(f"arms.{name}.group_size", arm.group_size, arm.prompts_per_minibatch)
+            if arm.resample and arm.group_size > self.reference_group_size:
+                raise ParamsError(f"train.arms.{name}: resample needs group_size={arm.group_size} <= "
+                                  f"reference_group_size={self.reference_group_size}, whose budget caps it")
+
+    def _check_group(self, key: str, g: int, fixed_prompts: int) -> None:
+        if g < 2:
+            raise ParamsError(f"train.{key}={g}: GRPO needs at least 2 rollouts per prompt")
+        if not fixed_prompts and self.rollouts_per_minibatch % g:
+            raise ParamsError(f"train.rollouts_per_minibatch={self.rollouts_per_minibatch} is not divisible by "
+                              f"train.{key}={g}")
+        q = fixed_prompts or self.rollouts_per_minibatch // g
+        if self.generation_batch_prompts % q:
+            raise ParamsError(f"train.generation_batch_prompts={self.generation_batch_prompts} is not divisible into "
+                              f"mini-batches of {q} prompts (train.{key}={g})")
 
 
 @dataclass(frozen=True)
@@ -190,6 +223,21 @@ class EvaluateConfig:
     def check(self) -> None:
         _positive("evaluate", problems=self.problems, samples=self.samples, temperature=self.temperature,
                   top_p=self.top_p)
+
+
+@dataclass(frozen=True)
+class ContrastiveConfig:
+    """The gradient-covariance measurement of the paper's Table 2 (100 prompts x 10 responses there)."""
+
+    prompts: int  # GRPO train prompts used (the first N)
+    responses: int  # responses sampled per prompt at the rollout temperature
+    permutations: int  # random derangements averaged for the permuted-pairs baseline
+    seed: int
+
+    def check(self) -> None:
+        _positive("contrastive", prompts=self.prompts, responses=self.responses, permutations=self.permutations)
+        if self.responses < 2:
+            raise ParamsError(f"contrastive.responses={self.responses}: a pair needs at least 2")
 
 
 @dataclass(frozen=True)
@@ -211,12 +259,15 @@ class Params:
     base: BaseConfig
     train: TrainConfig
     evaluate: EvaluateConfig
+    contrastive: ContrastiveConfig
     report: ReportConfig
 
     def check(self) -> None:
-        for section in (self.prepare, self.task, self.base, self.train, self.evaluate, self.report):
+        for section in (self.prepare, self.task, self.base, self.train, self.evaluate, self.contrastive, self.report):
             section.check()
         held_in = self.prepare.n_train - self.base.val_size
+        if self.contrastive.prompts > self.train.prompts:
+            raise ParamsError(f"contrastive.prompts={self.contrastive.prompts} > train.prompts={self.train.prompts}")
         if self.train.prompts > self.prepare.n_train:
             raise ParamsError(f"train.prompts={self.train.prompts} > prepare.n_train={self.prepare.n_train}")
         if held_in <= 0:
@@ -248,10 +299,10 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise ParamsError(f"unknown key {where}{unknown[0]} (known: {', '.join(sorted(fields))})")
-    missing = sorted(set(fields) - set(raw))
+    missing = sorted(name for name, f in fields.items() if name not in raw and f.default is dataclasses.MISSING)
     if missing:
         raise ParamsError(f"missing key {where}{missing[0]}")
-    return cls(**{name: _coerce(hints[name], raw[name], f"{where}{name}") for name in fields})
+    return cls(**{name: _coerce(hints[name], value, f"{where}{name}") for name, value in raw.items()})
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:
@@ -272,8 +323,6 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ParamsError(f"{key}={value!r}: expected a mapping")
         return {str(k): _coerce(item, v, f"{key}.{k}") for k, v in value.items()}
-    if origin in (typing.Union, types.UnionType):
-        raise TypeError(f"unsupported type for {key}: {hint}")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string

@@ -30,6 +30,14 @@ class Samples:
     def num_tokens(self) -> int:
         return sum(len(r) for r in self.response_ids)
 
+    def select(self, rows: list[int]) -> Samples:
+        return Samples(*([getattr(self, f)[i] for i in rows] for f in ("prompt_ids", "response_ids", "texts",
+                                                                       "truncated")))
+
+    def extend(self, other: Samples) -> None:
+        for f in ("prompt_ids", "response_ids", "texts", "truncated"):
+            getattr(self, f).extend(getattr(other, f))
+
 
 class HFEngine:
     """Sampling with `model.generate` on the training model itself, so there are no weights to synchronise."""

@@ -1,23 +1,30 @@
-"""The GRPO objective as verl's built-in GRPO computes it (paper §2.1, Eq. 3-4; verl core_algos.py).
+"""The GRPO objective as verl's built-in GRPO computes it (paper §2.1, Eq. 3-4; verl core_algos.py), with its variants.
 
-Shapes: R rollouts in prompt-major groups of G, T response tokens (right-padded, mask marks real tokens).
+Shapes: R rollouts in prompt-major groups of G, T response tokens (right-padded; `mask` marks real tokens).
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
+AdvStd = Literal["bessel", "population", "none"]
+LossAgg = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 
-def group_advantages(rewards: torch.Tensor, group_size: int, eps: float) -> torch.Tensor:
+
+def group_advantages(rewards: torch.Tensor, group_size: int, eps: float, std: AdvStd = "bessel") -> torch.Tensor:
     """(r - mean) / (std + eps) within each group of G consecutive rollouts.  rewards: [R] -> [R].
 
-    std is Bessel-corrected (torch.std, as verl): a mixed pair {1, 0} gets +-1/sqrt(2), not the paper's +-1
-    (brief §1.3). A group whose rewards are all equal gets exactly 0: it carries no signal.
+    bessel: torch.std as verl; a mixed pair {1, 0} gets +-1/sqrt(2) (brief §1.3). population: the paper's equations;
+    +-1. none: Dr. GRPO's r - mean; +-0.5. A group whose rewards are all equal gets exactly 0 in every mode.
     """
     groups = rewards.view(-1, group_size)  # [R/G, G]
-    mean = groups.mean(dim=1, keepdim=True)
-    std = groups.std(dim=1, keepdim=True)  # unbiased
-    return ((groups - mean) / (std + eps)).view(-1)
+    centered = groups - groups.mean(dim=1, keepdim=True)
+    if std == "none":
+        return centered.view(-1)
+    scale = groups.std(dim=1, keepdim=True, correction=1 if std == "bessel" else 0)
+    return (centered / (scale + eps)).view(-1)
 
 
 def dead_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -27,39 +34,63 @@ def dead_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
 
 
 def token_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   response_start: torch.Tensor, width: int) -> torch.Tensor:
-    """Log-probs of the response tokens under `model`.
+                   response_start: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs and entropies of the response tokens under `model`.
 
     input_ids, attention_mask: [N, L] right-padded prompt+response; response_start: [N] index of each row's first
-    response token. Returns [N, width]: position t holds log p(response token t), 0 past the row's end.
+    response token. Returns two [N, width] tensors: at t, log p(response token t) and the entropy of the
+    distribution it was drawn from; values past a row's end are meaningless and must be masked.
     """
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()  # [N, L-1, V]
-    targets = input_ids[:, 1:]
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [N, L-1]
-    # Gather each row's window [start-1, start-1+width) of predicted positions.
-    index = (response_start - 1).unsqueeze(1) + torch.arange(width).unsqueeze(0)  # [N, width]
-    return logp.gather(1, index.clamp(max=logp.shape[1] - 1))
+    # Each row's window [start-1, start-1+width) of predicting positions.
+    index = (response_start - 1).unsqueeze(1) + torch.arange(width, device=input_ids.device).unsqueeze(0)
+    index = index.clamp(max=logits.shape[1] - 1)  # [N, width]
+    logits = logits.gather(1, index.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))  # [N, width, V]
+    logp_all = torch.log_softmax(logits, dim=-1)
+    targets = input_ids.gather(1, (index + 1).clamp(max=input_ids.shape[1] - 1))  # [N, width]
+    logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy
 
 
 def policy_loss_terms(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, clip_low: float,
-                      clip_high: float, clip_ratio_c: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token clipped surrogate loss with verl's dual clip, and where the ratio was clipped.
+                      clip_high: float, clip_ratio_c: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-token clipped surrogate loss with verl's dual clip, and where each clip bound.
 
     logp, old_logp: [N, T]; advantages: [N] (one per rollout, broadcast over its tokens).
     loss = max(-A r, -A clip(r, 1-clip_low, 1+clip_high)); for A < 0 also capped at -A * clip_ratio_c.
+    Returns the [N, T] loss and boolean [N, T] masks: high (A > 0, r > 1+clip_high), low (A < 0, r < 1-clip_low),
+    dual (A < 0, r > clip_ratio_c): the tokens whose gradient the clip removed.
     """
     adv = advantages.unsqueeze(1)  # [N, 1]
     ratio = torch.exp(torch.clamp(logp - old_logp, -20.0, 20.0))  # verl clamps the log-ratio before exp
-    unclipped = -adv * ratio
-    clipped = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
-    loss = torch.maximum(unclipped, clipped)
+    loss = torch.maximum(-adv * ratio, -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high))
     loss = torch.where(adv < 0, torch.minimum(loss, -adv * clip_ratio_c), loss)
-    return loss, (clipped > unclipped)
+    clipped = {"high": (adv > 0) & (ratio > 1.0 + clip_high), "low": (adv < 0) & (ratio < 1.0 - clip_low),
+               "dual": (adv < 0) & (ratio > clip_ratio_c)}
+    return loss, clipped
 
 
-def token_mean(values: torch.Tensor, mask: torch.Tensor, total_tokens: int) -> torch.Tensor:
-    """verl's token-mean: the sum over a mini-batch's response tokens divided by their count (dead groups included).
+def low_var_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """verl's low_var_kl (Schulman's k3) per token: exp(ref - logp) - (ref - logp) - 1, clamped to [-10, 10]."""
+    log_ratio = torch.clamp(ref_logp - logp, -20.0, 20.0)
+    return torch.clamp(torch.exp(log_ratio) - log_ratio - 1.0, -10.0, 10.0)
 
-    With micro-batches, pass the whole mini-batch's token count so the accumulated gradients equal one big batch.
+
+def aggregate(values: torch.Tensor, mask: torch.Tensor, mode: LossAgg, minibatch_sequences: int,
+              minibatch_tokens: int, horizon: int) -> torch.Tensor:
+    """This micro-batch's share of the mini-batch loss under `mode`; shares summed over micro-batches give the
+    mini-batch loss. values, mask: [n, T].
+
+    token-mean: sum / all response tokens of the mini-batch (verl's default; discarded groups' tokens count);
+    seq-mean-token-mean: each sequence's token mean, summed / sequences of the mini-batch (the paper's equations);
+    seq-mean-token-sum-norm: each sequence's token sum / horizon (a constant), summed / sequences (Dr. GRPO).
     """
-    return (values * mask).sum() / total_tokens
+    per_token = values * mask
+    if mode == "token-mean":
+        return per_token.sum() / minibatch_tokens
+    if mode == "seq-mean-token-mean":
+        return (per_token.sum(-1) / mask.sum(-1)).sum() / minibatch_sequences
+    if mode == "seq-mean-token-sum-norm":
+        return (per_token.sum(-1) / horizon).sum() / minibatch_sequences
+    raise ValueError(f"unknown loss aggregation {mode!r}")

@@ -46,17 +46,30 @@ class EvalSamples(pa.DataFrameModel):
 
 
 class TrainSteps(pa.DataFrameModel):
-    """The training ledger (runs/<arm>-s<seed>/steps.parquet): one row per generation step, row 0 before training."""
+    """The training ledger (runs/<arm>-s<seed>/steps.parquet): one row per generation step, row 0 before training.
+
+    Counters are totals so far; the step statistics describe this step (NaN in row 0, kl NaN when the KL is off).
+    """
 
     gen_step: Series[int] = pa.Field(ge=0, unique=True)
     epoch: Series[int] = pa.Field(ge=0)
+    prompts_seen: Series[int] = pa.Field(ge=0)  # prompts drawn so far (2-GRPO+RS draws more than it trains on)
     opt_steps: Series[int] = pa.Field(ge=0)  # optimizer updates so far
-    rollouts: Series[int] = pa.Field(ge=0)  # rollouts generated so far
+    rollouts: Series[int] = pa.Field(ge=0)  # rollouts generated so far, discarded ones included
     tokens: Series[int] = pa.Field(ge=0)  # response tokens generated so far
+    rs_budget_used: Series[float] = pa.Field(ge=0)  # rollouts / 16-GRPO's budget for the same steps
     lr: Series[float] = pa.Field(ge=0)
-    mean_reward: Series[float] = pa.Field(nullable=True)  # this step's rollouts
+    mean_reward: Series[float] = pa.Field(nullable=True)  # this step's trained rollouts
     dead_group_frac: Series[float] = pa.Field(nullable=True, ge=0, le=1)  # groups with all-equal rewards
-    clip_frac: Series[float] = pa.Field(nullable=True, ge=0, le=1)  # response tokens whose ratio was clipped
+    informative_prompts_per_update: Series[float] = pa.Field(nullable=True, ge=0)  # groups with a gradient
+    informative_tokens_per_update: Series[float] = pa.Field(nullable=True, ge=0)  # their response tokens
+    adv_abs_mean: Series[float] = pa.Field(nullable=True, ge=0)
+    clip_frac_high: Series[float] = pa.Field(nullable=True, ge=0, le=1)  # A > 0, ratio > 1 + clip_high
+    clip_frac_low: Series[float] = pa.Field(nullable=True, ge=0, le=1)  # A < 0, ratio < 1 - clip_low
+    clip_frac_dual: Series[float] = pa.Field(nullable=True, ge=0, le=1)  # A < 0, ratio > clip_ratio_c
+    entropy: Series[float] = pa.Field(nullable=True, ge=0)  # mean token entropy of the policy at update time
+    grad_norm: Series[float] = pa.Field(nullable=True, ge=0)  # before clipping, mean over updates
+    kl: Series[float] = pa.Field(nullable=True)  # mean token low_var_kl to the reference, when on
     mean_response_tokens: Series[float] = pa.Field(nullable=True)
     time_generation: Series[float] = pa.Field(ge=0)  # seconds so far, per phase
     time_reward: Series[float] = pa.Field(ge=0)
@@ -81,6 +94,7 @@ class Summary(pa.DataFrameModel):
     mean_at_k: Series[float] = pa.Field(ge=0, le=1)
     pass_at_k: Series[float] = pa.Field(ge=0, le=1)
     k: Series[int] = pa.Field(ge=1)
+    prompts_seen: Series[int] = pa.Field(ge=0)
     rollouts: Series[int] = pa.Field(ge=0)
     tokens: Series[int] = pa.Field(ge=0)
     opt_steps: Series[int] = pa.Field(ge=0)

@@ -1,17 +1,20 @@
 """The GRPO training loop, structured as verl runs it (paper App. C.1, brief §1.4).
 
-Per generation step: sample G rollouts for each prompt of the generation batch, grade them, compute group
-advantages, compute "old" log-probs with the training model before any update, then one pass over the batch in
-optimizer mini-batches of Q = B/G prompts (groups never split), and step the LR scheduler once.
+Per generation step: sample G rollouts for each prompt of the generation batch (2-GRPO+RS: replace groups whose
+rewards are all equal by groups of new prompts, within 16-GRPO's rollout budget), grade them, compute group
+advantages, compute "old" (and reference) log-probs with the models before any update, then `ppo_epochs` passes over
+the batch in optimizer mini-batches of Q prompts (groups never split), and step the LR scheduler once.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from contextlib import contextmanager
+from functools import partial
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +30,9 @@ from twogrpo.policy import render_prompts
 
 log = logging.getLogger(__name__)
 PHASES = ("generation", "reward", "old_logprob", "update")
+STEP_STATS = ("mean_reward", "dead_group_frac", "informative_prompts_per_update", "informative_tokens_per_update",
+              "adv_abs_mean", "clip_frac_high", "clip_frac_low", "clip_frac_dual", "entropy", "grad_norm", "kl",
+              "mean_response_tokens")
 
 
 class PhaseTimer:
@@ -42,6 +48,25 @@ class PhaseTimer:
             yield
         finally:
             self.seconds[phase] += time.perf_counter() - start
+
+
+class PromptStream:
+    """Prompt indices, epoch after epoch, each epoch a fresh permutation from one seeded generator."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.rng = np.random.default_rng(seed)
+        self.pending: list[int] = []
+        self.drawn = 0
+
+    def take(self, k: int) -> list[int]:
+        out = []
+        while len(out) < k:
+            if not self.pending:
+                self.pending = self.rng.permutation(self.n).tolist()
+            out.append(self.pending.pop(0))
+        self.drawn += k
+        return out
 
 
 @dataclass
@@ -68,37 +93,104 @@ def collate(samples: Samples, rows: list[int], pad_id: int) -> Batch:
     )
 
 
-def logprobs(model, batch: Batch) -> torch.Tensor:
+def logprobs(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     return grpo.token_logprobs(model, batch.input_ids, batch.attention_mask, batch.response_start, batch.width)
 
 
 @torch.no_grad()
-def old_logprobs(model, samples: Samples, micro: int, pad: int) -> torch.Tensor:
-    """[R, T] log-probs of every rollout's tokens under the model before this generation step's first update."""
+def frozen_logprobs(model, samples: Samples, micro: int, pad: int) -> torch.Tensor:
+    """[R, T] log-probs of every rollout's tokens under `model` as it is now (old policy or frozen reference)."""
     model.eval()
     n = len(samples.response_ids)
-    parts = [logprobs(model, collate(samples, list(range(i, min(i + micro, n))), pad)) for i in range(0, n, micro)]
+    parts = [logprobs(model, collate(samples, list(range(i, min(i + micro, n))), pad))[0] for i in range(0, n, micro)]
     width = max(p.shape[1] for p in parts)
     return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])
 
 
+@dataclass
+class Rollouts:
+    """One generation step's groups: the prompt of each group, its G samples, their rewards."""
+
+    prompt_rows: list[int]  # [R/G] rows of the prompt table
+    samples: Samples  # [R]
+    rewards: torch.Tensor  # [R]
+
+
+class RolloutSource:
+    """Draws prompts, generates and grades groups; with `resample`, refills groups whose rewards are all equal."""
+
+    def __init__(self, engine: HFEngine, prompts: pd.DataFrame, stream: PromptStream, template: str,
+                 sampling: Sampling, timer: PhaseTimer) -> None:
+        self.engine, self.prompts, self.stream = engine, prompts, stream
+        self.template, self.sampling, self.timer = template, sampling, timer
+
+    def groups(self, rows: list[int]) -> Rollouts:
+        batch = self.prompts.iloc[rows]
+        with self.timer("generation"):
+            texts = render_prompts(self.engine.tokenizer, batch["problem"].tolist(), self.template)
+            samples = self.engine.generate(texts, self.sampling)
+        with self.timer("reward"):
+            golds = [a for a in batch["answer"] for _ in range(self.sampling.n)]
+            rewards = torch.tensor(grade_rewards(golds, samples.texts))
+        return Rollouts(rows, samples, rewards)
+
+    def step(self, n_prompts: int, resample: bool, rollout_cap: int) -> tuple[Rollouts, int, int]:
+        """A generation batch of n_prompts groups, and the rollouts and tokens generated for it (discarded included).
+
+        2-GRPO+RS: each dead group (all rewards equal) is dropped and replaced by a group of the next prompt of the
+        stream, round after round, until none is dead or the next replacement would pass rollout_cap.
+        """
+        G = self.sampling.n
+        out = self.groups(self.stream.take(n_prompts))
+        generated, tokens = n_prompts * G, out.samples.num_tokens
+        while resample:
+            dead = grpo.dead_groups(out.rewards, G).nonzero().flatten().tolist()
+            replace = min(len(dead), (rollout_cap - generated) // G)
+            if replace == 0:
+                break
+            fresh = self.groups(self.stream.take(replace))
+            generated, tokens = generated + replace * G, tokens + fresh.samples.num_tokens
+            keep = sorted(set(range(len(out.prompt_rows))) - set(dead[:replace]))
+            rows = [g * G + j for g in keep for j in range(G)]
+            samples = out.samples.select(rows)
+            samples.extend(fresh.samples)
+            out = Rollouts([out.prompt_rows[g] for g in keep] + fresh.prompt_rows, samples,
+                           torch.cat([out.rewards[rows], fresh.rewards]))
+        return out, generated, tokens
+
+
 def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_logp: torch.Tensor,
-                     advantages: torch.Tensor, cfg: TrainConfig, pad: int) -> int:
-    """One optimizer step on one mini-batch (whole groups), token-mean loss; returns the clipped-token count."""
+                     ref_logp: torch.Tensor | None, advantages: torch.Tensor, cfg: TrainConfig, horizon: int,
+                     pad: int) -> dict[str, float]:
+    """One optimizer step on one mini-batch of whole groups; returns token counts and sums for the telemetry."""
     model.train()
-    total_tokens = sum(len(samples.response_ids[i]) for i in rows)
-    clipped_tokens = 0
+    sequences, tokens = len(rows), sum(len(samples.response_ids[i]) for i in rows)
+    stats: dict[str, float] = defaultdict(float)
     optimizer.zero_grad(set_to_none=True)
     for i in range(0, len(rows), cfg.micro_batch_rollouts):
         part = rows[i:i + cfg.micro_batch_rollouts]
         batch = collate(samples, part, pad)
-        terms, clipped = grpo.policy_loss_terms(logprobs(model, batch), old_logp[part, : batch.width],
-                                                advantages[part], cfg.clip_low, cfg.clip_high, cfg.clip_ratio_c)
-        grpo.token_mean(terms, batch.response_mask, total_tokens).backward()
-        clipped_tokens += int((clipped * batch.response_mask).sum())
-    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        mask = batch.response_mask
+        logp, entropy = logprobs(model, batch)
+        terms, clipped = grpo.policy_loss_terms(logp, old_logp[part, : batch.width], advantages[part],
+                                                cfg.clip_low, cfg.clip_high, cfg.clip_ratio_c)
+        agg = partial(grpo.aggregate, mask=mask, mode=cfg.loss_agg, minibatch_sequences=sequences,
+                      minibatch_tokens=tokens, horizon=horizon)
+        loss = agg(terms)
+        if cfg.entropy_coef:
+            loss = loss - cfg.entropy_coef * agg(entropy)
+        if ref_logp is not None:
+            kl = grpo.low_var_kl(logp, ref_logp[part, : batch.width])
+            loss = loss + cfg.kl_coef * agg(kl)
+            stats["kl_sum"] += float((kl.detach() * mask).sum())
+        loss.backward()
+        stats["entropy_sum"] += float((entropy.detach() * mask).sum())
+        for name, where in clipped.items():
+            stats[f"clip_{name}"] += float((where * mask).sum())
+    stats["tokens"] = tokens
+    stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
     optimizer.step()
-    return clipped_tokens
+    return stats
 
 
 def train_grpo(model, tokenizer, prompts: pd.DataFrame, test: pd.DataFrame, task: TaskConfig, cfg: TrainConfig,
@@ -106,75 +198,82 @@ def train_grpo(model, tokenizer, prompts: pd.DataFrame, test: pd.DataFrame, task
                on_step: Callable[[dict], None] = lambda row: None) -> pd.DataFrame:
     """Train `model` in place; return the ledger (TrainSteps), one row per generation step, row 0 before training."""
     torch.manual_seed(seed)
-    order_rng = np.random.default_rng(seed)
     G = arm.group_size
-    Q = cfg.prompts_per_minibatch(G)
+    Q = cfg.prompts_per_minibatch(arm)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr(arm), weight_decay=cfg.weight_decay)
     # Linear warm-up counted in generation steps, then constant. Departure from verl/HF (which start at lr 0 and so
     # waste the first generation step): step s uses lr * min(1, (s + 1) / warmup).
     warmup = cfg.warmup_gen_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    reference = copy.deepcopy(model).eval().requires_grad_(False) if cfg.kl_coef else None
     engine = HFEngine(model, tokenizer)
-    rollout = Sampling(cfg.temperature, cfg.top_p, cfg.top_k, task.max_new_tokens, n=G)
+    timer = PhaseTimer()
+    stream = PromptStream(cfg.prompts, seed)
+    source = RolloutSource(engine, prompts, stream, task.prompt_template,
+                           Sampling(cfg.temperature, cfg.top_p, cfg.top_k, task.max_new_tokens, n=G), timer)
     evaluation = Sampling(eval_cfg.temperature, eval_cfg.top_p, eval_cfg.top_k, task.max_new_tokens,
                           n=cfg.eval_samples)
     eval_problems = test.iloc[: cfg.eval_problems]
     pad = tokenizer.pad_token_id
-    timer = PhaseTimer()
+    steps_total = cfg.steps_per_epoch * cfg.epochs
     totals = {"opt_steps": 0, "rollouts": 0, "tokens": 0}
     ledger: list[dict] = []
 
-    def record(gen_step: int, epoch: int, stats: dict) -> None:
+    def record(gen_step: int, stats: dict) -> None:
         accuracy, eval_time = float("nan"), 0.0
         if gen_step % cfg.eval_every == 0 or gen_step == steps_total:
             t0 = time.perf_counter()
             records = sample_records(engine, eval_problems, task.prompt_template, evaluation, seed=eval_cfg.seed)
             accuracy, eval_time = float(records["correct"].mean()), time.perf_counter() - t0
-        row = {"gen_step": gen_step, "epoch": epoch, **totals, "lr": 0.0, "mean_reward": float("nan"),
-               "dead_group_frac": float("nan"), "clip_frac": float("nan"), "mean_response_tokens": float("nan"),
-               **stats,
+        row = {"gen_step": gen_step, "epoch": max(stream.drawn - 1, 0) // cfg.prompts, "prompts_seen": stream.drawn,
+               **totals, "rs_budget_used": totals["rollouts"] / (cfg.step_rollout_cap * max(gen_step, 1)),
+               **dict.fromkeys(STEP_STATS, float("nan")), "lr": 0.0, **stats,
                **{f"time_{p}": timer.seconds[p] for p in PHASES}, "train_time": sum(timer.seconds.values()),
-               "eval_accuracy": accuracy,
-               "time_eval": eval_time + (ledger[-1]["time_eval"] if ledger else 0.0)}
+               "eval_accuracy": accuracy, "time_eval": eval_time + (ledger[-1]["time_eval"] if ledger else 0.0)}
         ledger.append(row)
         on_step(row)
         log.info("step %d/%d: reward %.3f, dead %.2f, eval %.3f, train %.1f s", gen_step, steps_total,
                  row["mean_reward"], row["dead_group_frac"], accuracy, row["train_time"])
 
-    steps_per_epoch = cfg.prompts // cfg.generation_batch_prompts
-    steps_total = steps_per_epoch * cfg.epochs
-    record(0, 0, {})
-    gen_step = 0
-    for epoch in range(cfg.epochs):
-        permutation = order_rng.permutation(cfg.prompts)
-        for batch_start in range(0, cfg.prompts, cfg.generation_batch_prompts):
-            gen_step += 1
-            batch = prompts.iloc[permutation[batch_start:batch_start + cfg.generation_batch_prompts]]
-            lr_used = scheduler.get_last_lr()[0]
-            with timer("generation"):
-                texts = render_prompts(tokenizer, batch["problem"].tolist(), task.prompt_template)
-                samples = engine.generate(texts, rollout)
-            with timer("reward"):
-                golds = [a for a in batch["answer"] for _ in range(G)]
-                rewards = torch.tensor(grade_rewards(golds, samples.texts))
-                advantages = grpo.group_advantages(rewards, G, cfg.adv_eps)
-            n_rollouts = len(samples.texts)
-            with timer("old_logprob"):
-                old_logp = old_logprobs(model, samples, cfg.micro_batch_rollouts, pad)
-            clipped_tokens = 0
-            with timer("update"):
-                for start in range(0, n_rollouts, Q * G):  # Q*G rollouts: whole groups, never split
-                    clipped_tokens += update_minibatch(model, optimizer, samples, list(range(start, start + Q * G)),
-                                                       old_logp, advantages, cfg, pad)
+    record(0, {})
+    for gen_step in range(1, steps_total + 1):
+        lr_used = scheduler.get_last_lr()[0]
+        rollouts, generated, generated_tokens = source.step(cfg.generation_batch_prompts, arm.resample,
+                                                            cfg.step_rollout_cap)
+        samples, rewards = rollouts.samples, rollouts.rewards
+        advantages = grpo.group_advantages(rewards, G, cfg.adv_eps, cfg.adv_std)
+        dead = grpo.dead_groups(rewards, G)
+        with timer("old_logprob"):
+            old_logp = frozen_logprobs(model, samples, cfg.micro_batch_rollouts, pad)
+            ref_logp = frozen_logprobs(reference, samples, cfg.micro_batch_rollouts, pad) if reference else None
+        updates: list[dict] = []
+        informative: list[tuple[int, int]] = []
+        with timer("update"):
+            for _ in range(cfg.ppo_epochs):
+                for first in range(0, len(rollouts.prompt_rows), Q):  # Q whole groups; a group is never split
+                    rows = list(range(first * G, (first + Q) * G))
+                    live = [g for g in range(first, first + Q) if not dead[g]]
+                    informative.append((len(live), sum(len(samples.response_ids[g * G + j])
+                                                       for g in live for j in range(G))))
+                    updates.append(update_minibatch(model, optimizer, samples, rows, old_logp, ref_logp,
+                                                    advantages, cfg, task.max_new_tokens, pad))
                     totals["opt_steps"] += 1
-                scheduler.step()
-            totals["rollouts"] += n_rollouts
-            totals["tokens"] += samples.num_tokens
-            record(gen_step, epoch, {
-                "lr": lr_used,
-                "mean_reward": float(rewards.mean()),
-                "dead_group_frac": float(grpo.dead_groups(rewards, G).float().mean()),
-                "clip_frac": clipped_tokens / samples.num_tokens,
-                "mean_response_tokens": samples.num_tokens / n_rollouts,
-            })
+            scheduler.step()
+        totals["rollouts"] += generated
+        totals["tokens"] += generated_tokens
+        update_tokens = sum(u["tokens"] for u in updates)
+        record(gen_step, {
+            "lr": lr_used,
+            "mean_reward": float(rewards.mean()),
+            "dead_group_frac": float(dead.float().mean()),
+            "informative_prompts_per_update": float(np.mean([p for p, _ in informative])),
+            "informative_tokens_per_update": float(np.mean([t for _, t in informative])),
+            "adv_abs_mean": float(advantages.abs().mean()),
+            **{f"clip_frac_{k}": sum(u[f"clip_{k}"] for u in updates) / update_tokens for k in ("high", "low", "dual")},
+            "entropy": sum(u["entropy_sum"] for u in updates) / update_tokens,
+            "grad_norm": float(np.mean([u["grad_norm"] for u in updates])),
+            "kl": sum(u["kl_sum"] for u in updates) / update_tokens if reference else float("nan"),
+            "mean_response_tokens": samples.num_tokens / len(samples.texts),
+        })
     return pd.DataFrame(ledger)
+

@@ -1,0 +1,92 @@
+"""The training loop's bookkeeping and variants on a tiny random policy (real HF generation and math-verify)."""
+
+import dataclasses
+
+import pandas as pd
+import pytest
+import torch
+
+from twogrpo.config import ArmConfig, BaseConfig, EvaluateConfig, PrepareConfig, TaskConfig, TrainConfig
+from twogrpo.policy import build_char_tokenizer, build_tiny_model
+from twogrpo.schemas import TrainSteps, validate
+from twogrpo.tasks import generate_problems
+from twogrpo.trainer import PromptStream, train_grpo
+
+TASK = TaskConfig(prompt_template="{problem}", max_new_tokens=6)
+EVAL = EvaluateConfig(problems=4, samples=2, temperature=0.7, top_p=0.8, top_k=20, seed=0)
+TRAIN = TrainConfig(
+    seeds=(0,), arms={}, prompts=16, epochs=1, rollouts_per_minibatch=16, generation_batch_prompts=8,
+    reference_lr=1e-3, reference_group_size=4, warmup_gen_steps=0, weight_decay=0.0, grad_clip=1.0, clip_low=0.2,
+    clip_high=0.28, clip_ratio_c=3.0, adv_std="bessel", adv_eps=1e-6, loss_agg="token-mean", kl_coef=0.0,
+    entropy_coef=0.0, ppo_epochs=1, temperature=1.0, top_p=1.0, top_k=0, micro_batch_rollouts=8, eval_every=2,
+    eval_problems=4, eval_samples=2)
+BASE = BaseConfig(seed=0, hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, lr=1e-3,
+                  warmup_steps=1, weight_decay=0.0, batch_size=8, max_steps=1, eval_every=1, val_size=1,
+                  target_accuracy=1.0)
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return generate_problems(PrepareConfig(seed=0, n_train=16, n_test=4, min_terms=2, max_terms=2, min_digits=1,
+                                           max_digits=1))
+
+
+def run(problems, arm, **changes):
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_model(BASE, tokenizer)
+    cfg = dataclasses.replace(TRAIN, **changes)
+    ledger = train_grpo(model, tokenizer, problems[0], problems[1], TASK, cfg, arm, seed=0, eval_cfg=EVAL)
+    return validate(ledger, TrainSteps, "ledger"), model
+
+
+def test_budget_counters_follow_the_arm(problems):
+    ledger, _ = run(problems, ArmConfig(4, "linear"))
+    last = ledger.iloc[-1]
+    assert last["gen_step"] == 2 and last["prompts_seen"] == 16 and last["epoch"] == 0
+    assert last["rollouts"] == 16 * 4 and last["opt_steps"] == 2 * (8 // 4)  # 8 prompts per step, 4 per mini-batch
+    assert last["rs_budget_used"] == 1.0  # the reference arm uses exactly its budget
+    assert ledger["eval_accuracy"].notna().tolist() == [True, False, True]  # eval_every=2, and the last step
+    assert (ledger["time_update"].diff().dropna() > 0).all()
+
+
+def test_ppo_epochs_repeat_the_passes(problems):
+    ledger, _ = run(problems, ArmConfig(4, "linear"), ppo_epochs=2)
+    assert ledger.iloc[-1]["opt_steps"] == 2 * 2 * 2
+
+
+def test_fixed_prompts_per_minibatch_for_the_ablation(problems):
+    ledger, _ = run(problems, ArmConfig(2, "linear", prompts_per_minibatch=4))
+    assert ledger.iloc[-1]["opt_steps"] == 2 * (8 // 4) and ledger.iloc[-1]["rollouts"] == 16 * 2
+
+
+def test_resampling_replaces_dead_groups_within_the_reference_budget(problems):
+    plain, _ = run(problems, ArmConfig(2, "none"))
+    rs, _ = run(problems, ArmConfig(2, "none", resample=True))
+    # A random policy is nearly always wrong: most groups are dead and get replaced, up to 16-GRPO's budget.
+    assert plain["dead_group_frac"].iloc[1:].mean() > 0.5
+    assert rs.iloc[-1]["rollouts"] > plain.iloc[-1]["rollouts"]
+    assert rs.iloc[-1]["rollouts"] <= TRAIN.step_rollout_cap * 2
+    assert rs.iloc[-1]["rs_budget_used"] <= 1.0
+    assert rs.iloc[-1]["prompts_seen"] * 2 == rs.iloc[-1]["rollouts"]  # every drawn prompt made one group
+    assert rs.iloc[-1]["opt_steps"] == plain.iloc[-1]["opt_steps"]  # the optimisation cost is 2-GRPO's
+
+
+def test_kl_and_entropy_are_logged_and_the_kl_is_off_by_default(problems):
+    off, _ = run(problems, ArmConfig(4, "linear"))
+    on, _ = run(problems, ArmConfig(4, "linear"), kl_coef=0.1, entropy_coef=0.01)
+    assert off["kl"].isna().all()
+    assert (on["kl"].iloc[1:] >= 0).all()
+    assert (on["entropy"].iloc[1:] > 0).all() and (on["grad_norm"].iloc[1:] >= 0).all()
+
+
+def test_entropy_bonus_changes_the_update(problems):
+    _, plain = run(problems, ArmConfig(4, "linear"))
+    _, bonus = run(problems, ArmConfig(4, "linear"), entropy_coef=0.5)
+    assert any(not torch.equal(a, b) for a, b in zip(plain.parameters(), bonus.parameters()))
+
+
+def test_prompt_stream_gives_each_prompt_once_per_epoch():
+    stream = PromptStream(10, seed=3)
+    first, second = stream.take(10), stream.take(10)
+    assert sorted(first) == sorted(second) == list(range(10)) and first != second
+    assert stream.drawn == 20
