@@ -90,3 +90,26 @@ def test_prompt_stream_gives_each_prompt_once_per_epoch():
     first, second = stream.take(10), stream.take(10)
     assert sorted(first) == sorted(second) == list(range(10)) and first != second
     assert stream.drawn == 20
+
+
+@pytest.mark.parametrize("changes", [{"loss_agg": "seq-mean-token-mean"}, {"loss_agg": "seq-mean-token-sum-norm"},
+                                     {"clip_high": 0.0001}, {"kl_coef": 1.0}])
+def test_each_objective_knob_reaches_the_update(changes):
+    """One optimizer step on fixed rollouts with mixed advantages: changing a knob changes the weights."""
+    from twogrpo.engine import Samples
+    from twogrpo.trainer import frozen_logprobs, update_minibatch
+
+    tokenizer = build_char_tokenizer()
+    samples = Samples(prompt_ids=[[5, 6, 14]] * 4, response_ids=[[7, 8, 1], [9, 1], [7, 7, 7, 1], [4, 1]],
+                      texts=[""] * 4, truncated=[False] * 4)
+    advantages = torch.tensor([1.0, -1.0, 0.7, -0.7])
+
+    def step(cfg):
+        model = build_tiny_model(BASE, tokenizer)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        old = frozen_logprobs(model, samples, 4, tokenizer.pad_token_id) - 0.1  # ratio 1.105: clip_high can bind
+        ref = old + 0.5 if cfg.kl_coef else None
+        update_minibatch(model, optimizer, samples, [0, 1, 2, 3], old, ref, advantages, cfg, 6, tokenizer.pad_token_id)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    assert not torch.allclose(step(TRAIN), step(dataclasses.replace(TRAIN, **changes)))

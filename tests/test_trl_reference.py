@@ -12,16 +12,11 @@ import trl
 from datasets import Dataset
 
 from twogrpo import grpo
-from twogrpo.config import BaseConfig
 from twogrpo.policy import build_char_tokenizer, build_tiny_model
-
-
+from tests.test_trainer import BASE
 
 MODES = {"grpo": "seq-mean-token-mean", "bnpo": "token-mean", "dr_grpo": "seq-mean-token-sum-norm"}
 HORIZON = 6
-BASE = BaseConfig(seed=0, hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, lr=1e-3,
-                  warmup_steps=1, weight_decay=0.0, batch_size=8, max_steps=1, eval_every=1, val_size=1,
-                  target_accuracy=1.0)
 
 
 def batch(tokenizer):
