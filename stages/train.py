@@ -1,6 +1,7 @@
 """train: GRPO from the base policy for one arm and one seed (a DVC matrix over train.arms x train.seeds).
 
-Reads: models/base/, data/prepared/{train,test}.parquet; params `train`, `task`, `evaluate` (in-training eval).
+Reads: models/base/, data/prepared/{train,test}.parquet; params `train`, `task`, `rollout` (the engine),
+`evaluate` (in-training eval).
 Writes: models/<arm>-s<seed>/ (the trained policy), runs/<arm>-s<seed>/steps.parquet (ledger, schema TrainSteps),
 runs/<arm>-s<seed>/live/ (dvclive per-step metrics).
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from dvclive import Live
 
+from twogrpo.engine import make_engine
 from twogrpo.io import atomic_path, write_parquet
 from twogrpo.policy import load_policy
 from twogrpo.run import start_stage
@@ -36,6 +38,9 @@ def main() -> None:
     log.info("arm %s: G=%d, %d prompts per mini-batch, lr %.3g", name, arm.group_size,
              params.train.prompts_per_minibatch(arm), params.train.lr(arm))
     model, tokenizer = load_policy("models/base")
+    rollout = params.rollout
+    engine = make_engine(rollout.engine, model, tokenizer, "models/base", args.seed, rollout.vllm_dtype,
+                         rollout.vllm_memory_utilization)
     prompts = read_table("data/prepared/train.parquet", Problems).iloc[: params.train.prompts]
     test = read_table("data/prepared/test.parquet", Problems)
     run_dir = Path("runs") / name
@@ -48,7 +53,7 @@ def main() -> None:
                     live.log_metric(f"train/{key}", row[key])
             live.next_step()
 
-        ledger = train_grpo(model, tokenizer, prompts, test, params.task, params.train, arm, args.seed,
+        ledger = train_grpo(model, tokenizer, engine, prompts, test, params.task, params.train, arm, args.seed,
                             params.evaluate, on_step=on_step)
         live.end()
     write_parquet(validate(ledger, TrainSteps, run_dir / "steps.parquet"), run_dir / "steps.parquet")

@@ -25,6 +25,7 @@ TINY = {
     "prepare": {"seed": 0, "n_train": 120, "n_test": 30, "min_terms": 2, "max_terms": 2, "min_digits": 1,
                 "max_digits": 1},
     "task": {"prompt_template": "{problem}", "max_new_tokens": 12},
+    "rollout": {"engine": "hf", "vllm_dtype": "float32", "vllm_memory_utilization": 0.2},
     "base": {"seed": 0, "hidden_size": 64, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1,
              "intermediate_size": 128, "lr": 3.0e-3, "warmup_steps": 10, "weight_decay": 0.01, "batch_size": 32,
              "max_steps": 200, "eval_every": 100, "val_size": 16, "target_accuracy": 0.99},

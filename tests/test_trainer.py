@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from twogrpo.config import ArmConfig, BaseConfig, EvaluateConfig, PrepareConfig, TaskConfig, TrainConfig
+from twogrpo.engine import HFEngine
 from twogrpo.policy import build_char_tokenizer, build_tiny_model
 from twogrpo.schemas import TrainSteps, validate
 from twogrpo.tasks import generate_problems
@@ -35,7 +36,8 @@ def run(problems, arm, **changes):
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(BASE, tokenizer)
     cfg = dataclasses.replace(TRAIN, **changes)
-    ledger = train_grpo(model, tokenizer, problems[0], problems[1], TASK, cfg, arm, seed=0, eval_cfg=EVAL)
+    ledger = train_grpo(model, tokenizer, HFEngine(model, tokenizer), problems[0], problems[1], TASK, cfg, arm,
+                        seed=0, eval_cfg=EVAL)
     return validate(ledger, TrainSteps, "ledger"), model
 
 

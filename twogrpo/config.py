@@ -56,6 +56,22 @@ class TaskConfig:
 
 
 @dataclass(frozen=True)
+class RolloutConfig:
+    """The generation engine for rollouts and evaluation; both give the same sampling semantics."""
+
+    # hf: transformers `generate` on the training model (the CPU default); vllm: vLLM colocated in the training
+    # process, weights synced after every generation step; auto: vllm when it is installed and a GPU is present.
+    engine: Literal["auto", "hf", "vllm"]
+    vllm_dtype: Literal["float32", "bfloat16", "float16"]  # float32 keeps the tiny model token-for-token equal to HF
+    # Fraction of GPU memory for vLLM (weights and KV cache); on the CPU backend, the fraction of CPU memory.
+    vllm_memory_utilization: float
+
+    def check(self) -> None:
+        if not 0 < self.vllm_memory_utilization <= 1:
+            raise ParamsError(f"rollout.vllm_memory_utilization={self.vllm_memory_utilization} must be in (0, 1]")
+
+
+@dataclass(frozen=True)
 class BaseConfig:
     """The base policy: a tiny Qwen2 model trained from scratch by SFT until it solves part of the problems."""
 
@@ -256,6 +272,7 @@ class ReportConfig:
 class Params:
     prepare: PrepareConfig
     task: TaskConfig
+    rollout: RolloutConfig
     base: BaseConfig
     train: TrainConfig
     evaluate: EvaluateConfig
@@ -263,7 +280,7 @@ class Params:
     report: ReportConfig
 
     def check(self) -> None:
-        for section in (self.prepare, self.task, self.base, self.train, self.evaluate, self.contrastive, self.report):
+        for section in (self.prepare, self.task, self.rollout, self.base, self.train, self.evaluate, self.contrastive, self.report):
             section.check()
         held_in = self.prepare.n_train - self.base.val_size
         if self.contrastive.prompts > self.train.prompts:

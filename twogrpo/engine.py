@@ -1,8 +1,13 @@
-"""Rollout and evaluation generation with HF `generate` (the vLLM engine of a later issue shares this interface)."""
+"""Rollout and evaluation generation: the sampling settings, the samples, the HF engine and the engine choice.
+
+Two engines share one interface (`generate`, `sync`, `release`, `resume`): HF `generate` on the training model itself
+(the default on the CPU) and vLLM (twogrpo/vllm_engine.py), colocated in the training process.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -10,7 +15,7 @@ from transformers import PreTrainedTokenizerBase
 
 @dataclass(frozen=True)
 class Sampling:
-    temperature: float
+    temperature: float  # 0 = greedy
     top_p: float
     top_k: int  # 0 = off
     max_new_tokens: int
@@ -25,22 +30,37 @@ class Samples:
     response_ids: list[list[int]]  # [P * n] response tokens, EOS included when generated
     texts: list[str]  # [P * n] decoded responses, special tokens dropped
     truncated: list[bool]  # [P * n] stopped by max_new_tokens before EOS
+    logprobs: list[list[float]] | None = None  # [P * n] the engine's log-prob of each response token (vLLM only)
 
     @property
     def num_tokens(self) -> int:
         return sum(len(r) for r in self.response_ids)
 
     def select(self, rows: list[int]) -> Samples:
-        return Samples(*([getattr(self, f)[i] for i in rows] for f in ("prompt_ids", "response_ids", "texts",
-                                                                       "truncated")))
+        return Samples(*([getattr(self, f)[i] for i in rows] for f in _PER_SAMPLE),
+                       logprobs=None if self.logprobs is None else [self.logprobs[i] for i in rows])
 
     def extend(self, other: Samples) -> None:
-        for f in ("prompt_ids", "response_ids", "texts", "truncated"):
+        for f in _PER_SAMPLE:
             getattr(self, f).extend(getattr(other, f))
+        if self.logprobs is not None:
+            self.logprobs.extend(other.logprobs)
+
+
+_PER_SAMPLE = ("prompt_ids", "response_ids", "texts", "truncated")
 
 
 class HFEngine:
     """Sampling with `model.generate` on the training model itself, so there are no weights to synchronise."""
+
+    def sync(self, model: torch.nn.Module) -> None:
+        """Nothing to do: the engine samples from the training model itself."""
+
+    def release(self) -> None:
+        """Nothing to release."""
+
+    def resume(self) -> None:
+        """Nothing to resume."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, batch_sequences: int = 1024):
         self.model = model
@@ -58,9 +78,10 @@ class HFEngine:
         for start in range(0, len(repeated), self.batch_sequences):
             chunk = repeated[start:start + self.batch_sequences]
             batch = tok.pad({"input_ids": chunk}, padding=True, return_tensors="pt")
+            knobs = (dict(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+                     if sampling.temperature > 0 else dict(do_sample=False, temperature=None, top_p=None, top_k=None))
             generated = self.model.generate(
-                **batch, do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
-                top_k=sampling.top_k, max_new_tokens=sampling.max_new_tokens, pad_token_id=tok.pad_token_id,
+                **batch, **knobs, max_new_tokens=sampling.max_new_tokens, pad_token_id=tok.pad_token_id,
                 eos_token_id=tok.eos_token_id,
             )[:, batch["input_ids"].shape[1]:]
             for prompt_ids, row in zip(chunk, generated.tolist(), strict=True):
@@ -78,3 +99,18 @@ def _cut_at_eos(row: list[int], eos: int) -> tuple[list[int], bool]:
     if eos in row:
         return row[: row.index(eos) + 1], False
     return row, True
+
+
+def make_engine(name: str, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, model_dir: Path | str,
+                seed: int, vllm_dtype: str, vllm_memory: float):
+    """The engine `name` picks: hf, vllm, or auto (vLLM when it is installed and a GPU is present, else HF)."""
+    from twogrpo.vllm_engine import VLLMEngine, vllm_available
+
+    if name == "auto":
+        name = "vllm" if torch.cuda.is_available() and vllm_available() else "hf"
+    if name == "hf":
+        return HFEngine(model, tokenizer)
+    if not vllm_available():
+        raise RuntimeError("rollout.engine=vllm but vLLM is not installed in this environment: on a GPU install the "
+                           "`vllm` extra, on the CPU use .venv-vllm (see README)")
+    return VLLMEngine(model_dir, tokenizer, seed, vllm_dtype, vllm_memory)

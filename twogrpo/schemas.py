@@ -75,7 +75,9 @@ class TrainSteps(pa.DataFrameModel):
     time_reward: Series[float] = pa.Field(ge=0)
     time_old_logprob: Series[float] = pa.Field(ge=0)
     time_update: Series[float] = pa.Field(ge=0)
-    train_time: Series[float] = pa.Field(ge=0)  # the four phases together (evaluation excluded)
+    time_sync: Series[float] = pa.Field(ge=0)  # pushing new weights to the generation engine (vLLM)
+    train_time: Series[float] = pa.Field(ge=0)  # the five phases together (evaluation excluded)
+    engine_logprob_gap: Series[float] = pa.Field(nullable=True, ge=0)  # mean |engine - trainer| token log-prob (vLLM)
     eval_accuracy: Series[float] = pa.Field(nullable=True, ge=0, le=1)  # mean accuracy on the eval subset
     time_eval: Series[float] = pa.Field(ge=0)
 
@@ -102,6 +104,7 @@ class Summary(pa.DataFrameModel):
     time_reward: Series[float] = pa.Field(ge=0)
     time_old_logprob: Series[float] = pa.Field(ge=0)
     time_update: Series[float] = pa.Field(ge=0)
+    time_sync: Series[float] = pa.Field(ge=0)
     train_time: Series[float] = pa.Field(ge=0)
     dead_group_frac: Series[float] = pa.Field(nullable=True, ge=0, le=1)
 

@@ -11,7 +11,7 @@ import pandas as pd
 from twogrpo.config import TrainConfig
 from twogrpo.schemas import DataError, Summary, TrainSteps, read_table, validate
 
-PHASE_COLUMNS = ["time_generation", "time_reward", "time_old_logprob", "time_update", "train_time"]
+PHASE_COLUMNS = ["time_generation", "time_reward", "time_old_logprob", "time_update", "time_sync", "train_time"]
 PAPER_ROLLOUT_RATIO = 2 / 16  # same prompts, same epochs: G=2 generates 1/8 of G=16's rollouts (paper §6.2)
 
 

@@ -29,10 +29,10 @@ from twogrpo.grading import rewards as grade_rewards
 from twogrpo.policy import render_prompts
 
 log = logging.getLogger(__name__)
-PHASES = ("generation", "reward", "old_logprob", "update")
+PHASES = ("generation", "reward", "old_logprob", "update", "sync")
 STEP_STATS = ("mean_reward", "dead_group_frac", "informative_prompts_per_update", "informative_tokens_per_update",
               "adv_abs_mean", "clip_frac_high", "clip_frac_low", "clip_frac_dual", "entropy", "grad_norm", "kl",
-              "mean_response_tokens")
+              "mean_response_tokens", "engine_logprob_gap")
 
 
 class PhaseTimer:
@@ -159,6 +159,15 @@ class RolloutSource:
         return out, generated, tokens
 
 
+def logprob_gap(samples: Samples, trainer_logp: torch.Tensor) -> float:
+    """Mean |engine - trainer| log-prob over the sampled tokens (a diagnostic; NaN when the engine gives none)."""
+    if samples.logprobs is None:
+        return float("nan")
+    gaps = [abs(e - t) for row, engine in enumerate(samples.logprobs)
+            for e, t in zip(engine, trainer_logp[row, : len(engine)].tolist())]
+    return float(np.mean(gaps))
+
+
 def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_logp: torch.Tensor,
                      ref_logp: torch.Tensor | None, advantages: torch.Tensor, cfg: TrainConfig, horizon: int,
                      pad: int) -> dict[str, float]:
@@ -193,10 +202,11 @@ def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_lo
     return stats
 
 
-def train_grpo(model, tokenizer, prompts: pd.DataFrame, test: pd.DataFrame, task: TaskConfig, cfg: TrainConfig,
-               arm: ArmConfig, seed: int, eval_cfg: EvaluateConfig,
+def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFrame, task: TaskConfig,
+               cfg: TrainConfig, arm: ArmConfig, seed: int, eval_cfg: EvaluateConfig,
                on_step: Callable[[dict], None] = lambda row: None) -> pd.DataFrame:
-    """Train `model` in place; return the ledger (TrainSteps), one row per generation step, row 0 before training."""
+    """Train `model` in place, generating with `engine` (HF or vLLM, made from the same weights); return the ledger
+    (TrainSteps), one row per generation step, row 0 before training."""
     torch.manual_seed(seed)
     G = arm.group_size
     Q = cfg.prompts_per_minibatch(arm)
@@ -206,7 +216,6 @@ def train_grpo(model, tokenizer, prompts: pd.DataFrame, test: pd.DataFrame, task
     warmup = cfg.warmup_gen_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     reference = copy.deepcopy(model).eval().requires_grad_(False) if cfg.kl_coef else None
-    engine = HFEngine(model, tokenizer)
     timer = PhaseTimer()
     stream = PromptStream(cfg.prompts, seed)
     source = RolloutSource(engine, prompts, stream, task.prompt_template,
@@ -246,6 +255,7 @@ def train_grpo(model, tokenizer, prompts: pd.DataFrame, test: pd.DataFrame, task
         with timer("old_logprob"):
             old_logp = frozen_logprobs(model, samples, cfg.micro_batch_rollouts, pad)
             ref_logp = frozen_logprobs(reference, samples, cfg.micro_batch_rollouts, pad) if reference else None
+        engine.release()
         updates: list[dict] = []
         informative: list[tuple[int, int]] = []
         with timer("update"):
@@ -259,6 +269,9 @@ def train_grpo(model, tokenizer, prompts: pd.DataFrame, test: pd.DataFrame, task
                                                     advantages, cfg, task.max_new_tokens, pad))
                     totals["opt_steps"] += 1
             scheduler.step()
+        with timer("sync"):
+            engine.resume()
+            engine.sync(model)
         totals["rollouts"] += generated
         totals["tokens"] += generated_tokens
         update_tokens = sum(u["tokens"] for u in updates)
@@ -274,6 +287,7 @@ def train_grpo(model, tokenizer, prompts: pd.DataFrame, test: pd.DataFrame, task
             "grad_norm": float(np.mean([u["grad_norm"] for u in updates])),
             "kl": sum(u["kl_sum"] for u in updates) / update_tokens if reference else float("nan"),
             "mean_response_tokens": samples.num_tokens / len(samples.texts),
+            "engine_logprob_gap": logprob_gap(samples, old_logp),
         })
     return pd.DataFrame(ledger)
 

