@@ -26,8 +26,7 @@ def main() -> None:
     cfg = params.evaluate
     model_dir = Path("models") / args.model
     model, tokenizer = load_policy(model_dir)
-    engine = make_engine(params.rollout.engine, model, tokenizer, model_dir, cfg.seed, params.rollout.vllm_dtype,
-                         params.rollout.vllm_memory_utilization)
+    engine = make_engine(params.rollout, model, tokenizer, model_dir, cfg.seed)
     test = read_table("data/prepared/test.parquet", Problems).iloc[: cfg.problems]
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.top_k, params.task.max_new_tokens, n=cfg.samples)
     records = sample_records(engine, test, params.task.prompt_template, sampling, seed=cfg.seed)

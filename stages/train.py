@@ -38,9 +38,7 @@ def main() -> None:
     log.info("arm %s: G=%d, %d prompts per mini-batch, lr %.3g", name, arm.group_size,
              params.train.prompts_per_minibatch(arm), params.train.lr(arm))
     model, tokenizer = load_policy("models/base")
-    rollout = params.rollout
-    engine = make_engine(rollout.engine, model, tokenizer, "models/base", args.seed, rollout.vllm_dtype,
-                         rollout.vllm_memory_utilization)
+    engine = make_engine(params.rollout, model, tokenizer, "models/base", args.seed)
     prompts = read_table("data/prepared/train.parquet", Problems).iloc[: params.train.prompts]
     test = read_table("data/prepared/test.parquet", Problems)
     run_dir = Path("runs") / name

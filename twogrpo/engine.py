@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from twogrpo.config import RolloutConfig
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -53,15 +55,6 @@ _PER_SAMPLE = ("prompt_ids", "response_ids", "texts", "truncated")
 class HFEngine:
     """Sampling with `model.generate` on the training model itself, so there are no weights to synchronise."""
 
-    def sync(self, model: torch.nn.Module) -> None:
-        """Nothing to do: the engine samples from the training model itself."""
-
-    def release(self) -> None:
-        """Nothing to release."""
-
-    def resume(self) -> None:
-        """Nothing to resume."""
-
     def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, batch_sequences: int = 1024):
         self.model = model
         self.tokenizer = tokenizer
@@ -93,6 +86,15 @@ class HFEngine:
         self.model.train(was_training)
         return out
 
+    def sync(self, model: torch.nn.Module) -> None:
+        """Nothing to do: the engine samples from the training model itself."""
+
+    def release(self) -> None:
+        """Nothing to release."""
+
+    def resume(self) -> None:
+        """Nothing to resume."""
+
 
 def _cut_at_eos(row: list[int], eos: int) -> tuple[list[int], bool]:
     """The response up to and including the first EOS, and whether it ran out of tokens before one."""
@@ -101,16 +103,18 @@ def _cut_at_eos(row: list[int], eos: int) -> tuple[list[int], bool]:
     return row, True
 
 
-def make_engine(name: str, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, model_dir: Path | str,
-                seed: int, vllm_dtype: str, vllm_memory: float):
-    """The engine `name` picks: hf, vllm, or auto (vLLM when it is installed and a GPU is present, else HF)."""
+def make_engine(cfg: RolloutConfig, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
+                model_dir: Path | str, seed: int):
+    """The engine cfg.engine names: hf, vllm, or auto (vLLM when it is installed and a GPU is present, else HF).
+    vLLM loads the weights from model_dir, which must hold the same weights as `model`."""
     from twogrpo.vllm_engine import VLLMEngine, vllm_available
 
+    name = cfg.engine
     if name == "auto":
         name = "vllm" if torch.cuda.is_available() and vllm_available() else "hf"
     if name == "hf":
         return HFEngine(model, tokenizer)
     if not vllm_available():
-        raise RuntimeError("rollout.engine=vllm but vLLM is not installed in this environment: on a GPU install the "
-                           "`vllm` extra, on the CPU use .venv-vllm (see README)")
-    return VLLMEngine(model_dir, tokenizer, seed, vllm_dtype, vllm_memory)
+        raise RuntimeError("rollout.engine=vllm but vLLM is not installed in this environment: on the CPU run from "
+                           ".venv-vllm (make install-vllm), on a GPU install requirements-vllm-gpu.txt (see README)")
+    return VLLMEngine(model_dir, tokenizer, seed, cfg.vllm_dtype, cfg.vllm_memory_utilization)

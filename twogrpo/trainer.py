@@ -23,7 +23,7 @@ import torch
 
 from twogrpo import grpo
 from twogrpo.config import ArmConfig, EvaluateConfig, TaskConfig, TrainConfig
-from twogrpo.engine import HFEngine, Samples, Sampling
+from twogrpo.engine import Samples, Sampling
 from twogrpo.evaluation import sample_records
 from twogrpo.grading import rewards as grade_rewards
 from twogrpo.policy import render_prompts
@@ -119,7 +119,7 @@ class Rollouts:
 class RolloutSource:
     """Draws prompts, generates and grades groups; with `resample`, refills groups whose rewards are all equal."""
 
-    def __init__(self, engine: HFEngine, prompts: pd.DataFrame, stream: PromptStream, template: str,
+    def __init__(self, engine, prompts: pd.DataFrame, stream: PromptStream, template: str,
                  sampling: Sampling, timer: PhaseTimer) -> None:
         self.engine, self.prompts, self.stream = engine, prompts, stream
         self.template, self.sampling, self.timer = template, sampling, timer
