@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from twogrpo.config import ParamsError
 from twogrpo.io import write_csv, write_json, write_parquet
 from twogrpo.run import start_stage
 from twogrpo.summary import check_budgets, claims, summarise
@@ -19,18 +18,13 @@ from twogrpo.summary import check_budgets, claims, summarise
 def main() -> None:
     params = start_stage("aggregate")
     cfg = params.train
-    references = [name for name, arm in cfg.arms.items()
-                  if arm.group_size == cfg.reference_group_size and cfg.lr(arm) == cfg.reference_lr]
-    if not references:
-        raise ParamsError(f"train.arms has no arm with group_size={cfg.reference_group_size} at the reference lr; "
-                          f"the claims compare every arm against it")
+    reference = cfg.reference_arm  # fails before any work if there is none
     summary, curves = summarise(cfg, Path("eval"), Path("runs"))
     check_budgets(cfg, summary)
     write_csv(summary, "results/summary.csv")
     write_parquet(curves, "results/curves.parquet")
     resampling = frozenset(name for name, arm in cfg.arms.items() if arm.resample)
-    write_json({"reference_arm": references[0], "arms": claims(summary, references[0], resampling)},
-               "metrics/claims.json")
+    write_json({"reference_arm": reference, "arms": claims(summary, reference, resampling)}, "metrics/claims.json")
 
 
 if __name__ == "__main__":

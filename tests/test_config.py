@@ -1,5 +1,6 @@
 """params.yaml loading: the committed file loads, bad values stop with a message naming the key and value."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,14 @@ def test_bad_params_name_the_key_and_value(raw, tmp_path, edit, message):
     with pytest.raises(ParamsError, match=None) as err:
         load_params(write(tmp_path, raw))
     assert message in str(err.value)
+
+
+def test_the_reference_arm_is_found_or_its_absence_named():
+    t = load_params(ROOT / "params.yaml").train
+    assert t.reference_arm == "g16"
+    without = dataclasses.replace(t, arms={k: v for k, v in t.arms.items() if k != "g16"})
+    with pytest.raises(ParamsError, match="no arm with group_size=16"):
+        without.reference_arm
 
 
 def test_unknown_arm_is_named():

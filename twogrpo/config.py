@@ -183,6 +183,15 @@ class TrainConfig:
         """Rollouts a 2-GRPO+RS generation step may use: the reference arm's (16-GRPO's) per-step budget."""
         return self.generation_batch_prompts * self.reference_group_size
 
+    @property
+    def reference_arm(self) -> str:
+        """The arm every other is compared with: the first at reference_group_size and reference_lr (16-GRPO)."""
+        for name, arm in self.arms.items():
+            if arm.group_size == self.reference_group_size and self.lr(arm) == self.reference_lr:
+                return name
+        raise ParamsError(f"train.arms has no arm with group_size={self.reference_group_size} at the reference lr; "
+                          f"the claims compare every arm against it")
+
     def arm(self, name: str) -> ArmConfig:
         if name not in self.arms:
             raise ParamsError(f"unknown arm {name!r}; train.arms has {sorted(self.arms)}")

@@ -15,10 +15,6 @@ PHASE_COLUMNS = ["time_generation", "time_reward", "time_old_logprob", "time_upd
 PAPER_ROLLOUT_RATIO = 2 / 16  # same prompts, same epochs: G=2 generates 1/8 of G=16's rollouts (paper §6.2)
 
 
-def model_names(cfg: TrainConfig) -> list[str]:
-    return [f"{arm}-s{seed}" for arm in cfg.arms for seed in cfg.seeds]
-
-
 def load_metrics(path: Path) -> dict:
     if not path.exists():
         raise DataError(f"{path}: missing (run `dvc repro`)")
@@ -31,8 +27,7 @@ def summarise(cfg: TrainConfig, eval_dir: Path, runs_dir: Path) -> tuple[pd.Data
     base = load_metrics(eval_dir / "base" / "metrics.json")
     rows.append({"model": "base", "arm": "base", "seed": None, "group_size": None, "lr": None,
                  **_accuracy(base), **{c: 0.0 for c in PHASE_COLUMNS}, "prompts_seen": 0, "rollouts": 0, "tokens": 0,
-                 "opt_steps": 0,
-                 "dead_group_frac": None})
+                 "opt_steps": 0, "dead_group_frac": None})
     for arm_name, arm in cfg.arms.items():
         for seed in cfg.seeds:
             name = f"{arm_name}-s{seed}"
@@ -41,8 +36,8 @@ def summarise(cfg: TrainConfig, eval_dir: Path, runs_dir: Path) -> tuple[pd.Data
             rows.append({"model": name, "arm": arm_name, "seed": seed, "group_size": arm.group_size,
                          "lr": cfg.lr(arm), **_accuracy(load_metrics(eval_dir / name / "metrics.json")),
                          **{c: float(last[c]) for c in PHASE_COLUMNS}, "prompts_seen": int(last["prompts_seen"]),
-                         "rollouts": int(last["rollouts"]),
-                         "tokens": int(last["tokens"]), "opt_steps": int(last["opt_steps"]),
+                         "rollouts": int(last["rollouts"]), "tokens": int(last["tokens"]),
+                         "opt_steps": int(last["opt_steps"]),
                          "dead_group_frac": float(steps["dead_group_frac"].mean())})
             curves.append(steps.assign(arm=arm_name, seed=seed, group_size=arm.group_size))
     summary = validate(pd.DataFrame(rows).astype({"seed": "Int64", "group_size": "Int64"}), Summary, "summary")
