@@ -1,17 +1,21 @@
-"""base: the base policy, a tiny Qwen2 model trained from scratch by SFT until it solves part of the problems.
+"""base: the base policy. A pretrained model (hub id at base.revision, or a local folder in the hub's format) is
+saved as it is; the embedded default trains a tiny Qwen2 from scratch by SFT until it solves part of the problems.
 
-Reads: data/prepared/train.parquet; params `base`, `task`.
-Writes: models/base/ (save_pretrained model and tokenizer with its chat template), metrics/base.json (SFT curve).
-The last `base.val_size` train problems are held out of SFT and measure the stopping accuracy.
+Reads: data/prepared/train.parquet; params `base`, `task`; the hub or base.model's folder.
+Writes: models/base/ (save_pretrained model and tokenizer with its chat template), metrics/base.json (where the model
+came from: hub commit or local path, and a sha256 of the saved weights, so a changed model shows in `dvc metrics diff`;
+the SFT curve for the embedded default, whose last `base.val_size` train problems measure the stopping accuracy).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
+from twogrpo.config import BaseConfig
 from twogrpo.io import atomic_path, write_json
-from twogrpo.policy import build_char_tokenizer, build_tiny_model
+from twogrpo.policy import build_char_tokenizer, build_tiny_model, load_policy
 from twogrpo.run import start_stage
 from twogrpo.schemas import Problems, read_table
 from twogrpo.sft import train_sft
@@ -21,9 +25,37 @@ METRICS = Path("metrics/base.json")
 log = logging.getLogger("base")
 
 
+def weights_sha256(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for f in sorted(folder.glob("*.safetensors")):
+        digest.update(f.read_bytes())
+    return digest.hexdigest()
+
+
+def save_pretrained_base(cfg: BaseConfig) -> None:
+    """Copy a pretrained model into models/base through from_pretrained/save_pretrained, recording its origin."""
+    local = Path(cfg.model).is_dir()
+    model, tokenizer = load_policy(cfg.model, revision=None if local else cfg.revision)
+    if local:
+        origin = {"path": str(Path(cfg.model).resolve())}
+    else:
+        from huggingface_hub import HfApi
+
+        origin = {"hub": cfg.model, "revision": cfg.revision, "commit": HfApi().model_info(cfg.model, revision=cfg.revision).sha}
+    with atomic_path(MODEL_DIR) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        origin["sha256"] = weights_sha256(tmp)
+    log.info("base model %s: %d parameters, %s", cfg.model, model.num_parameters(), origin)
+    write_json({"model": cfg.model, "parameters": model.num_parameters(), **origin}, METRICS)
+
+
 def main() -> None:
     params = start_stage("base")
     cfg = params.base
+    if cfg.model != "scratch":
+        save_pretrained_base(cfg)
+        return
     train = read_table("data/prepared/train.parquet", Problems)
     sft_rows, val_rows = train.iloc[: -cfg.val_size], train.iloc[-cfg.val_size:]
     tokenizer = build_char_tokenizer()
@@ -34,8 +66,9 @@ def main() -> None:
     with atomic_path(MODEL_DIR) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        digest = weights_sha256(tmp)
     last = curve.iloc[-1]
-    write_json({"parameters": model.num_parameters(), "sft_steps": int(last["step"]),
+    write_json({"model": "scratch", "sha256": digest, "parameters": model.num_parameters(), "sft_steps": int(last["step"]),
                 "val_accuracy": float(last["val_accuracy"]), "sft_seconds": float(last["seconds"]),
                 "reached_target": bool(last["val_accuracy"] >= cfg.target_accuracy),
                 "curve": curve.to_dict(orient="records")}, METRICS)

@@ -6,7 +6,7 @@ Writes: metrics/contrastive.json (same-prompt and permuted covariances and corre
 
 from __future__ import annotations
 
-from twogrpo.contrastive import gradient_covariance
+from twogrpo.contrastive import TooFewMixedPrompts, gradient_covariance
 from twogrpo.engine import Sampling
 from twogrpo.io import write_json
 from twogrpo.policy import load_policy
@@ -20,8 +20,11 @@ def main() -> None:
     model, tokenizer = load_policy("models/base")
     problems = read_table("data/prepared/train.parquet", Problems).iloc[: cfg.prompts]
     sampling = Sampling(train.temperature, train.top_p, train.top_k, params.task.max_new_tokens, n=cfg.responses)
-    result = gradient_covariance(model, tokenizer, problems, params.task.prompt_template, sampling, cfg.seed,
-                                 cfg.permutations)
+    try:
+        result = gradient_covariance(model, tokenizer, problems, params.task.prompt_template, sampling, cfg.seed,
+                                     cfg.permutations)
+    except TooFewMixedPrompts as err:  # a base model that solves nothing (a dry run's random model): say so
+        result = {"not_measured": str(err)}
     write_json(result, "metrics/contrastive.json")
 
 

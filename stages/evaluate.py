@@ -1,8 +1,9 @@
-"""evaluate: k samples per test problem at the paper's evaluation sampling, graded with math-verify.
+"""evaluate: k samples per benchmark problem at the paper's evaluation sampling, graded with math-verify.
 
 Reads: models/<model>/, data/prepared/test.parquet; params `evaluate`, `task`, `rollout` (the engine).
 Writes: eval/<model>/samples.parquet (per-sample records, schema EvalSamples), eval/<model>/metrics.json
-(Mean@k, Pass@j for j = 1, 2, 4, ..., k; DVC shows it). <model> is `base` or `<arm>-s<seed>`.
+(Mean@k, Pass@j for j = 1, 2, 4, ..., k per benchmark, and their average over benchmarks at the top level, as the
+paper's "Avg"; DVC shows it). <model> is `base` or `<arm>-s<seed>`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from twogrpo.engine import Sampling, make_engine
-from twogrpo.evaluation import metrics, sample_records
+from twogrpo.evaluation import benchmark_metrics, first_problems, sample_records
 from twogrpo.io import write_json, write_parquet
 from twogrpo.policy import load_policy
 from twogrpo.run import start_stage
@@ -27,12 +28,12 @@ def main() -> None:
     model_dir = Path("models") / args.model
     model, tokenizer = load_policy(model_dir)
     engine = make_engine(params.rollout, model, tokenizer, model_dir, cfg.seed)
-    test = read_table("data/prepared/test.parquet", Problems).iloc[: cfg.problems]
-    sampling = Sampling(cfg.temperature, cfg.top_p, cfg.top_k, params.task.max_new_tokens, n=cfg.samples)
+    test = first_problems(read_table("data/prepared/test.parquet", Problems), cfg.problems)
+    sampling = Sampling(cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens, n=cfg.samples)
     records = sample_records(engine, test, params.task.prompt_template, sampling, seed=cfg.seed)
     out = Path("eval") / args.model
     write_parquet(validate(records, EvalSamples, out / "samples.parquet"), out / "samples.parquet")
-    write_json(metrics(records), out / "metrics.json")
+    write_json(benchmark_metrics(records), out / "metrics.json")
 
 
 if __name__ == "__main__":

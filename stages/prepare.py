@@ -1,30 +1,94 @@
-"""prepare: the train and test problem tables.
+"""prepare: the train problems and the benchmark problems, in one schema.
 
-Reads: params `prepare`. Writes: data/prepared/train.parquet, data/prepared/test.parquet (schema Problems).
-Problems come from reasoning-gym's chain_sum generator, offline, fixed by prepare.seed; train and test share none.
+Reads: params `prepare`; for the paper's data, the hub (prepare.sources) or local files (prepare.local_root).
+Writes: data/prepared/train.parquet and data/prepared/test.parquet (schema Problems; test holds every benchmark,
+told apart by `dataset`), data/prepared/sources.json (per dataset: where it came from, the revision or content hash
+read, rows, repairs, rejections, and the train problems dropped because a benchmark holds them).
+The embedded default generates chain sums (reasoning-gym, fixed by prepare.seed); train and test share none.
+A benchmark row that cannot be repaired safely stops the stage, every such row listed by dataset and id; such a train
+row is dropped and listed in sources.json (MATH train has two, whose solutions box nothing).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from pathlib import Path
 
-from twogrpo.io import write_parquet
+import pandas as pd
+
+from twogrpo.config import PrepareConfig, SourceConfig
+from twogrpo.io import write_json, write_parquet
+from twogrpo.mathdata import BenchmarkDataError, dedupe, drop_overlaps, load_rows, normalise, sample
 from twogrpo.run import start_stage
 from twogrpo.schemas import Problems, validate
 from twogrpo.tasks import generate_problems
 
 OUT = Path("data/prepared")
+log = logging.getLogger("prepare")
+
+
+def read_real(name: str, cfg: PrepareConfig, benchmark: bool) -> tuple[pd.DataFrame, dict]:
+    """One real dataset as a Problems table, and its record for sources.json. A benchmark row that cannot be used
+    stops the stage (a smaller benchmark would change what is measured); a train row is dropped and recorded."""
+    source = cfg.sources[name]
+    rows, ids = load_rows(name, source, cfg.local_root)
+    loaded = normalise(name, rows, ids)
+    if loaded.rejected and benchmark:
+        raise BenchmarkDataError(f"{name}: {len(loaded.rejected)} rows cannot be used:\n  " + "\n  ".join(loaded.rejected))
+    return loaded.table, {"read_from": _origin(source, cfg.local_root), "rows": len(rows),
+                          "problems": len(loaded.table), "repairs": loaded.repairs, "rejected": loaded.rejected}
+
+
+def _origin(source: SourceConfig, local_root: str) -> dict:
+    """Where a dataset was read from: the local path and a hash of its bytes, or the hub id and the commit read."""
+    if local_root:
+        path = Path(local_root) / source.local
+        files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
+        digest = hashlib.sha256()
+        for f in files:
+            digest.update(f.read_bytes())
+        return {"path": str(path), "files": len(files), "sha256": digest.hexdigest()}
+    from huggingface_hub import HfApi
+
+    commit = HfApi().dataset_info(source.hub, revision=source.revision).sha
+    return {"hub": source.hub, "config": source.config, "split": source.split, "revision": source.revision,
+            "commit": commit}
+
+
+def prepare(cfg: PrepareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    if cfg.train_set == "chain_sum":
+        train, test = generate_problems(cfg)
+        overlap = set(train["problem"]) & set(test["problem"])
+        if overlap:
+            raise AssertionError(f"train and test share {len(overlap)} problems, e.g. {sorted(overlap)[:3]}")
+        return train, test, {"chain_sum": {"generated": "reasoning_gym chain_sum", "seed": cfg.seed}}
+    record: dict = {}
+    tables = []
+    for name in cfg.benchmarks:
+        table, record[name] = read_real(name, cfg, benchmark=True)
+        tables.append(table)
+    test = pd.concat(tables, ignore_index=True)
+    train, record[cfg.train_set] = read_real(cfg.train_set, cfg, benchmark=False)
+    unique = dedupe(train)
+    train, overlaps = drop_overlaps(unique, test)
+    for line in overlaps:
+        log.warning("dropped from the train set: %s", line)
+    train = sample(train, cfg.train_size, cfg.seed)
+    record[cfg.train_set] |= {"duplicates_dropped": record[cfg.train_set]["problems"] - len(unique),
+                              "benchmark_overlaps_dropped": overlaps, "sampled": len(train)}
+    log.info("train set %s: %d problems; benchmarks: %s", cfg.train_set, len(train),
+             ", ".join(f"{n} {record[n]['problems']}" for n in cfg.benchmarks))
+    return train, test, record
 
 
 def main() -> None:
     params = start_stage("prepare")
-    train, test = generate_problems(params.prepare)
-    overlap = set(train["problem"]) & set(test["problem"])
-    if overlap:
-        raise AssertionError(f"train and test share {len(overlap)} problems, e.g. {sorted(overlap)[:3]}")
+    train, test, record = prepare(params.prepare)
     for name, table in (("train", train), ("test", test)):
         path = OUT / f"{name}.parquet"
         write_parquet(validate(table, Problems, path), path)
+    write_json(record, OUT / "sources.json")
 
 
 if __name__ == "__main__":

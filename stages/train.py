@@ -19,7 +19,7 @@ from twogrpo.engine import make_engine
 from twogrpo.io import atomic_path, write_parquet
 from twogrpo.policy import load_policy
 from twogrpo.run import start_stage
-from twogrpo.schemas import Problems, TrainSteps, read_table, validate
+from twogrpo.schemas import DataError, Problems, TrainSteps, read_table, validate
 from twogrpo.trainer import PHASES, STEP_STATS, train_grpo
 
 log = logging.getLogger("train")
@@ -39,7 +39,11 @@ def main() -> None:
              params.train.prompts_per_minibatch(arm), params.train.lr(arm))
     model, tokenizer = load_policy("models/base")
     engine = make_engine(params.rollout, model, tokenizer, "models/base", args.seed)
-    prompts = read_table("data/prepared/train.parquet", Problems).iloc[: params.train.prompts]
+    train_table = read_table("data/prepared/train.parquet", Problems)
+    if len(train_table) < params.train.prompts:
+        raise DataError(f"data/prepared/train.parquet: {len(train_table)} problems, fewer than train.prompts="
+                        f"{params.train.prompts}")
+    prompts = train_table.iloc[: params.train.prompts]
     test = read_table("data/prepared/test.parquet", Problems)
     run_dir = Path("runs") / name
     with atomic_path(run_dir / "live") as live_dir:

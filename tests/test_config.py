@@ -33,7 +33,7 @@ def test_committed_params_load_and_derive_the_arms():
 
 
 def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
-    raw["prepare"]["n_train"] = 7500
+    raw["prepare"]["train_size"] = 7500
     raw["train"] |= {"rollouts_per_minibatch": 512, "generation_batch_prompts": 512, "prompts": 7168,
                      "reference_lr": 1.0e-6}
     t = load_params(write(tmp_path, raw)).train
@@ -62,7 +62,14 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
     (lambda r: r["train"].update(prompts=1000), "train.prompts=1000 is not divisible by generation_batch_prompts=128"),
     (lambda r: r["base"].update(num_heads=8), "head_dim = hidden_size/num_heads = 16"),
     (lambda r: r["task"].update(prompt_template="Solve:"), "must contain '{problem}'"),
-    (lambda r: r["evaluate"].update(problems=10_000), "evaluate.problems=10000 > prepare.n_test=500"),
+    (lambda r: r["evaluate"].update(problems=10_000), "evaluate.problems=10000 > prepare.chain_sum.n_test=500"),
+    (lambda r: r["prepare"].update(benchmarks=["math500"]), "the chain sums are trained and evaluated only together"),
+    (lambda r: r["prepare"].update(benchmarks=["mmlu"]), "unknown benchmark 'mmlu'"),
+    (lambda r: r["train"].update(eval_benchmark="math500"), "train.eval_benchmark='math500' is not in"),
+    (lambda r: r["prepare"].update(train_set="math", benchmarks=["math500"]) or r["train"].update(
+        eval_benchmark="math500"), "base.model=scratch trains the tiny"),
+    (lambda r: r["prepare"]["sources"].pop("amc23") and r["prepare"].update(train_set="math", benchmarks=["amc23"])
+     or r["train"].update(eval_benchmark="amc23"), "prepare.sources has no entry for 'amc23'"),
 ])
 def test_bad_params_name_the_key_and_value(raw, tmp_path, edit, message):
     edit(raw)

@@ -22,11 +22,12 @@ pytestmark = pytest.mark.slow
 
 TINY = {
     # One-digit sums: a 1-layer model learns some of them in 200 SFT steps, so GRPO sees mixed groups.
-    "prepare": {"seed": 0, "n_train": 120, "n_test": 30, "min_terms": 2, "max_terms": 2, "min_digits": 1,
-                "max_digits": 1},
+    "prepare": {"seed": 0, "train_set": "chain_sum", "train_size": 120, "benchmarks": ["chain_sum"], "local_root": "",
+                "sources": {}, "chain_sum": {"n_test": 30, "min_terms": 2, "max_terms": 2, "min_digits": 1,
+                                             "max_digits": 1}},
     "task": {"prompt_template": "{problem}", "max_new_tokens": 12},
     "rollout": {"engine": "hf", "vllm_dtype": "float32", "vllm_memory_utilization": 0.2},
-    "base": {"seed": 0, "hidden_size": 64, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1,
+    "base": {"model": "scratch", "revision": "main", "seed": 0, "hidden_size": 64, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1,
              "intermediate_size": 128, "lr": 3.0e-3, "warmup_steps": 10, "weight_decay": 0.01, "batch_size": 32,
              "max_steps": 200, "eval_every": 100, "val_size": 16, "target_accuracy": 0.99},
     "train": {"seeds": [0, 1], "arms": {"g4": {"group_size": 4, "lr_scaling": "linear"},
@@ -37,10 +38,11 @@ TINY = {
               "grad_clip": 1.0, "clip_low": 0.2, "clip_high": 0.28, "clip_ratio_c": 3.0, "adv_std": "bessel",
               "adv_eps": 1.0e-6, "loss_agg": "token-mean", "kl_coef": 0.0, "entropy_coef": 0.0, "ppo_epochs": 1,
               "temperature": 1.0, "top_p": 1.0, "top_k": 0, "micro_batch_rollouts": 8, "eval_every": 1,
-              "eval_problems": 8, "eval_samples": 2},
-    "evaluate": {"problems": 16, "samples": 4, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "seed": 7},
+              "eval_benchmark": "chain_sum", "eval_problems": 8, "eval_samples": 2},
+    "evaluate": {"problems": 16, "samples": 4, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "max_new_tokens": 12,
+                 "seed": 7},
     "contrastive": {"prompts": 16, "responses": 6, "permutations": 3, "seed": 0},
-    "report": {"equivalence_margin": 0.02},
+    "report": {"equivalence_margin": 0.02, "paper_model": "", "paper_train_set": ""},
 }
 
 

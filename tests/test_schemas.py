@@ -7,8 +7,8 @@ from twogrpo.schemas import DataError, EvalSamples, Problems, read_table, valida
 
 
 def problems(**changes):
-    df = pd.DataFrame({"id": ["p0", "p1"], "source": ["s", "s"], "problem": ["1+2=", "5-9="], "answer": ["3", "-4"],
-                       "solution": [r"\boxed{3}", r"\boxed{-4}"], "n_terms": [2, 2]})
+    df = pd.DataFrame({"id": ["p0", "p1"], "dataset": ["s", "s"], "problem": ["1+2=", "5-9="], "answer": ["3", "-4"],
+                       "solution": [r"\boxed{3}", ""], "level": ["", ""], "subject": ["", ""]})
     for column, (row, value) in changes.items():
         df.loc[row, column] = value
     return df
@@ -22,8 +22,8 @@ def test_good_problems_pass():
     ({"id": (1, "p0")}, "field id"),
     ({"problem": (1, "")}, "row 1, field problem"),
     ({"answer": (0, "")}, "row 0, field answer"),
-    ({"solution": (1, "4")}, "row 1, field solution"),
-    ({"n_terms": (0, 1)}, "row 0, field n_terms"),
+    ({"problem": (0, "find \x0crac12")}, "row 0, field problem"),  # a control character: an unrepaired JSON escape
+    ({"dataset": (1, "")}, "row 1, field dataset"),
 ])
 def test_bad_rows_are_named(changes, where):
     with pytest.raises(DataError, match="t.parquet") as err:
@@ -39,7 +39,7 @@ def test_extra_and_missing_columns_are_rejected():
 
 
 def test_eval_records_reject_duplicate_samples():
-    df = pd.DataFrame({"problem_id": ["p0", "p0"], "sample": [0, 0], "completion": ["a", "b"], "extracted": ["", ""],
+    df = pd.DataFrame({"benchmark": ["b", "b"], "problem_id": ["p0", "p0"], "sample": [0, 0], "completion": ["a", "b"], "extracted": ["", ""],
                        "correct": [True, False], "tokens": [3, 4], "truncated": [False, False]})
     with pytest.raises(DataError):
         validate(df, EvalSamples, "s.parquet")

@@ -2,8 +2,8 @@
 
 import pytest
 
-from twogrpo.config import PrepareConfig
 from twogrpo.grading import grade
+from tests.fixtures import chain_sums
 from twogrpo.tasks import generate_problems, worked_solution
 
 
@@ -19,19 +19,19 @@ def test_worked_solution(expression, solution):
 
 
 def test_tables_are_deterministic_disjoint_and_self_consistent():
-    cfg = PrepareConfig(seed=3, n_train=300, n_test=50, min_terms=2, max_terms=3, min_digits=1, max_digits=2)
+    cfg = chain_sums(3, 300, 50, max_terms=3, max_digits=2)
     train, test = generate_problems(cfg)
     again, _ = generate_problems(cfg)
     assert train.equals(again)
     assert len(train) == 300 and len(test) == 50
     assert not set(train["problem"]) & set(test["problem"])
-    assert set(train["n_terms"]) == {2, 3}
+    assert set(train["level"]) == {"2 terms", "3 terms"}
     for row in train.itertuples():
         assert eval(row.problem[:-1]) == int(row.answer)  # noqa: S307 - digits and +/- only
         assert grade(row.answer, row.solution)[0]
 
 
 def test_too_few_distinct_problems_is_a_clear_error():
-    cfg = PrepareConfig(seed=0, n_train=200, n_test=10, min_terms=2, max_terms=2, min_digits=1, max_digits=1)
+    cfg = chain_sums(0, 200, 10, max_terms=2, max_digits=1)
     with pytest.raises(ValueError, match="distinct problems"):
         generate_problems(cfg)

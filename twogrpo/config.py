@@ -22,32 +22,78 @@ class ParamsError(ValueError):
 
 
 @dataclass(frozen=True)
-class PrepareConfig:
-    """Procedurally generated arithmetic problems (reasoning-gym `chain_sum`)."""
+class ChainSumConfig:
+    """The embedded task: arithmetic chains generated offline (reasoning-gym `chain_sum`)."""
 
-    seed: int  # seed of the generator; fixes both tables
-    n_train: int  # distinct train problems
-    n_test: int  # distinct test problems, disjoint from train
+    n_test: int  # distinct test problems (the `chain_sum` benchmark), disjoint from the train problems
     min_terms: int  # numbers per expression, lower bound (difficulty grows with terms)
     max_terms: int
     min_digits: int  # digits per number
     max_digits: int
 
     def check(self) -> None:
-        _positive("prepare", n_train=self.n_train, n_test=self.n_test, min_terms=self.min_terms,
-                  min_digits=self.min_digits)
+        _positive("prepare.chain_sum", n_test=self.n_test, min_terms=self.min_terms, min_digits=self.min_digits)
         if self.min_terms < 2 or self.max_terms < self.min_terms:
-            raise ParamsError(f"prepare.min_terms/max_terms: need 2 <= min <= max, got {self.min_terms}/{self.max_terms}")
+            raise ParamsError(f"prepare.chain_sum.min_terms/max_terms: need 2 <= min <= max, got "
+                              f"{self.min_terms}/{self.max_terms}")
         if self.max_digits < self.min_digits:
-            raise ParamsError(f"prepare.max_digits={self.max_digits} < min_digits={self.min_digits}")
+            raise ParamsError(f"prepare.chain_sum.max_digits={self.max_digits} < min_digits={self.min_digits}")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where a real dataset is read from: the hub (id, config, split, revision) or a local file in its original
+    layout, prepare.local_root / local (JSON lines, JSON, parquet, or MATH's one-file-per-problem folder)."""
+
+    hub: str  # dataset id on the hub
+    config: str  # the hub dataset's config name; "" for its default
+    split: str
+    revision: str  # a commit hash pins it; a branch ("main") follows the hub, and the stage logs the commit it read
+    local: str  # path under prepare.local_root
+
+
+REAL_DATASETS = ("math", "dapo_math_sub", "math500", "amc23", "aime25", "minerva_math", "olympiadbench", "gsm8k",
+                 "aime24")
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """The training set and the benchmarks: the embedded chain sums, or the paper's data (MATH / DAPO-Math-Sub)."""
+
+    seed: int  # seed of the chain-sum generator and of the train-set sample (DAPO-Math-Sub: 7,500 of DAPO-Math-17k)
+    train_set: Literal["chain_sum", "math", "dapo_math_sub"]
+    train_size: int  # train problems: generated (chain_sum) or sampled with `seed` when the set is larger
+    benchmarks: tuple[str, ...]  # evaluation sets, by name: chain_sum or names in `sources`
+    local_root: str  # "" = read real datasets from the hub; a folder = read each from local_root / sources.<name>.local
+    sources: dict[str, SourceConfig]  # one per real dataset
+    chain_sum: ChainSumConfig
+
+    def check(self) -> None:
+        _positive("prepare", train_size=self.train_size)
+        self.chain_sum.check()
+        if not self.benchmarks:
+            raise ParamsError("prepare.benchmarks must name at least one benchmark")
+        for name in self.benchmarks:
+            if name != "chain_sum" and name not in REAL_DATASETS:
+                raise ParamsError(f"prepare.benchmarks: unknown benchmark {name!r} (known: chain_sum, "
+                                  f"{', '.join(REAL_DATASETS[2:])})")
+        if (self.train_set == "chain_sum") != (self.benchmarks == ("chain_sum",)):
+            raise ParamsError(f"prepare: train_set={self.train_set} with benchmarks={list(self.benchmarks)}; the chain "
+                              f"sums are trained and evaluated only together")
+        for name in {self.train_set, *self.benchmarks} - {"chain_sum"}:
+            if name not in self.sources:
+                raise ParamsError(f"prepare.sources has no entry for {name!r}")
+        unknown = sorted(set(self.sources) - set(REAL_DATASETS))
+        if unknown:
+            raise ParamsError(f"prepare.sources.{unknown[0]}: no loader for it (known: {', '.join(REAL_DATASETS)})")
 
 
 @dataclass(frozen=True)
 class TaskConfig:
     """How a problem becomes a prompt, and how long an answer may be (shared by SFT, training and evaluation)."""
 
-    prompt_template: str  # str.format template with {problem}; rendered as one user message with the chat template
-    max_new_tokens: int  # response length limit (paper: 4096 for Qwen models)
+    prompt_template: str  # {problem} is replaced by the problem text; rendered as one user message with the chat template
+    max_new_tokens: int  # response length limit of rollouts and SFT (paper: 4096 for Qwen models, 8192 for DS-1.5B)
 
     def check(self) -> None:
         if "{problem}" not in self.prompt_template:
@@ -73,8 +119,11 @@ class RolloutConfig:
 
 @dataclass(frozen=True)
 class BaseConfig:
-    """The base policy: a tiny Qwen2 model trained from scratch by SFT until it solves part of the problems."""
+    """The base policy: a pretrained model (hub id or local folder), or a tiny Qwen2 trained from scratch by SFT until
+    it solves part of the problems (the embedded default; the keys after `revision` size and train it)."""
 
+    model: str  # "scratch", a hub id (Qwen/Qwen2.5-Math-1.5B), or a local folder in the hub's format
+    revision: str  # hub commit (a branch follows the hub; the stage records the commit and a content hash)
     seed: int
     hidden_size: int
     num_layers: int
@@ -159,7 +208,8 @@ class TrainConfig:
     top_k: int  # 0 = off
     micro_batch_rollouts: int  # rollouts per forward pass (memory only; does not change the result)
     eval_every: int  # evaluate on the test problems every this many generation steps (for the curves)
-    eval_problems: int  # test problems in that in-training evaluation
+    eval_benchmark: str  # the benchmark of that in-training evaluation (one of prepare.benchmarks)
+    eval_problems: int  # its first N problems
     eval_samples: int  # samples per problem in that evaluation
 
     def prompts_per_minibatch(self, arm: ArmConfig) -> int:
@@ -238,16 +288,19 @@ class TrainConfig:
 class EvaluateConfig:
     """Benchmark evaluation at the paper's sampling (T 0.7, top-p 0.8, top-k 20; k = 32 in the paper)."""
 
-    problems: int  # test problems evaluated (the first N)
+    problems: int  # problems evaluated per benchmark (the first N; 0 = all)
     samples: int  # k samples per problem: Mean@k and Pass@k
     temperature: float
     top_p: float
     top_k: int
+    max_new_tokens: int  # response length limit (paper: 4096 for every model)
     seed: int  # sampling seed, the same for every model so differences are the models'
 
     def check(self) -> None:
-        _positive("evaluate", problems=self.problems, samples=self.samples, temperature=self.temperature,
-                  top_p=self.top_p)
+        _positive("evaluate", samples=self.samples, temperature=self.temperature, top_p=self.top_p,
+                  max_new_tokens=self.max_new_tokens)
+        if self.problems < 0:
+            raise ParamsError(f"evaluate.problems={self.problems} must be >= 0 (0 = all)")
 
 
 @dataclass(frozen=True)
@@ -272,6 +325,10 @@ class ReportConfig:
     # "2-GRPO matches 16-GRPO" is shown when the accuracy gap's interval (gap +- 2 standard errors over seeds) lies
     # within +-equivalence_margin (accuracy as a fraction: 0.02 = 2 points).
     equivalence_margin: float
+    # The paper's rows (data/paper/tables.csv) shown beside ours: its model and train-set names; "" = none (the
+    # embedded default has no counterpart in the paper).
+    paper_model: Literal["", "Qwen-1.5B", "Qwen-7B", "DS-1.5B"]
+    paper_train_set: Literal["", "MATH", "DAPO-Math-Sub"]
 
     def check(self) -> None:
         _positive("report", equivalence_margin=self.equivalence_margin)
@@ -291,16 +348,25 @@ class Params:
     def check(self) -> None:
         for section in (self.prepare, self.task, self.rollout, self.base, self.train, self.evaluate, self.contrastive, self.report):
             section.check()
-        held_in = self.prepare.n_train - self.base.val_size
         if self.contrastive.prompts > self.train.prompts:
             raise ParamsError(f"contrastive.prompts={self.contrastive.prompts} > train.prompts={self.train.prompts}")
-        if self.train.prompts > self.prepare.n_train:
-            raise ParamsError(f"train.prompts={self.train.prompts} > prepare.n_train={self.prepare.n_train}")
-        if held_in <= 0:
-            raise ParamsError(f"base.val_size={self.base.val_size} leaves no SFT data of n_train={self.prepare.n_train}")
-        for section, n in (("train.eval_problems", self.train.eval_problems), ("evaluate.problems", self.evaluate.problems)):
-            if n > self.prepare.n_test:
-                raise ParamsError(f"{section}={n} > prepare.n_test={self.prepare.n_test}")
+        if self.train.prompts > self.prepare.train_size:
+            raise ParamsError(f"train.prompts={self.train.prompts} > prepare.train_size={self.prepare.train_size}")
+        if self.train.eval_benchmark not in self.prepare.benchmarks:
+            raise ParamsError(f"train.eval_benchmark={self.train.eval_benchmark!r} is not in prepare.benchmarks "
+                              f"{list(self.prepare.benchmarks)}")
+        if self.base.model == "scratch":
+            if self.prepare.train_set != "chain_sum":
+                raise ParamsError(f"base.model=scratch trains the tiny model on the chain sums, not on "
+                                  f"prepare.train_set={self.prepare.train_set}; name a pretrained model")
+            if self.base.val_size >= self.prepare.train_size:
+                raise ParamsError(f"base.val_size={self.base.val_size} leaves no SFT data of "
+                                  f"prepare.train_size={self.prepare.train_size}")
+        if self.prepare.train_set == "chain_sum":
+            for section, n in (("train.eval_problems", self.train.eval_problems),
+                               ("evaluate.problems", self.evaluate.problems)):
+                if n > self.prepare.chain_sum.n_test:
+                    raise ParamsError(f"{section}={n} > prepare.chain_sum.n_test={self.prepare.chain_sum.n_test}")
 
 
 def load_params(path: Path | str = PARAMS_FILE) -> Params:

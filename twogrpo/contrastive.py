@@ -31,6 +31,10 @@ def sequence_gradient(model, prompt_ids: list[int], response_ids: list[int]) -> 
     return torch.cat([p.grad.flatten() for p in model.parameters()])
 
 
+class TooFewMixedPrompts(ValueError):
+    """Fewer than two prompts drew both a right and a wrong response: nothing to measure."""
+
+
 def gradient_covariance(model, tokenizer, problems: pd.DataFrame, template: str, sampling: Sampling, seed: int,
                         permutations: int) -> dict[str, float]:
     """Cov(g+, g-) for same-prompt pairs and for permuted pairs, with the correlations, over `problems`."""
@@ -58,7 +62,7 @@ def gradient_covariance(model, tokenizer, problems: pd.DataFrame, template: str,
             counts[sign].append(signs.count(sign))
     m = len(counts[+1])
     if m < 2:
-        raise ValueError(f"only {m} of {len(problems)} prompts had both right and wrong responses; need 2 or more")
+        raise TooFewMixedPrompts(f"only {m} of {len(problems)} prompts had both right and wrong responses; need 2 or more")
     S = {s: torch.stack(sums[s]) for s in (+1, -1)}  # [m, D]
     c = {s: torch.tensor(counts[s], dtype=torch.float64) for s in (+1, -1)}  # [m]
     mu = {s: S[s].sum(0) / c[s].sum() for s in (+1, -1)}

@@ -26,6 +26,7 @@ def sample_records(engine: HFEngine, problems: pd.DataFrame, template: str, samp
     golds = np.repeat(problems["answer"].to_numpy(), sampling.n)
     graded = [grade(gold, text) for gold, text in zip(golds, samples.texts, strict=True)]
     return pd.DataFrame({
+        "benchmark": np.repeat(problems["dataset"].to_numpy(), sampling.n),
         "problem_id": np.repeat(problems["id"].to_numpy(), sampling.n),
         "sample": np.tile(np.arange(sampling.n), len(problems)),
         "completion": samples.texts,
@@ -58,3 +59,18 @@ def metrics(records: pd.DataFrame) -> dict[str, float]:
         j *= 2
     out["pass_at_k"] = float(np.mean([pass_at_k(k, int(c), k) for c in per_problem["sum"]]))
     return out
+
+
+def benchmark_metrics(records: pd.DataFrame) -> dict:
+    """Metrics per benchmark, and their unweighted average over benchmarks at the top level (the paper's "Avg"
+    column: each benchmark counts once, whatever its size). One benchmark: the top level is that benchmark's."""
+    per = {name: metrics(part) for name, part in records.groupby("benchmark", sort=False)}
+    keys = [k for k in next(iter(per.values())) if k not in ("k", "problems")]
+    average = {k: float(np.mean([m[k] for m in per.values()])) for k in keys}
+    return {"k": next(iter(per.values()))["k"], "problems": sum(m["problems"] for m in per.values()), **average,
+            "benchmarks": per}
+
+
+def first_problems(problems: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The first n problems of each benchmark (all when n is 0), benchmarks in table order."""
+    return problems if n == 0 else problems.groupby("dataset", sort=False).head(n).reset_index(drop=True)

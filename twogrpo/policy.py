@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tokenizers.pre_tokenizers import ByteLevel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from twogrpo.config import BaseConfig
@@ -44,23 +45,49 @@ def build_tiny_model(cfg: BaseConfig, tokenizer: PreTrainedTokenizerFast) -> Qwe
     return Qwen2ForCausalLM(config)
 
 
-def load_policy(path: Path | str) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
-    """A saved model folder (ours or a hub snapshot) and its tokenizer, in float32 on the CPU."""
-    path = Path(path)
-    if not (path / "config.json").exists():
+# ChatML, the format of the Qwen2.5 models' chat template.
+CHATML_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+                   "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def save_random_chat_model(path: Path | str, seed: int = 0) -> None:
+    """A randomly initialised Qwen2 model with a byte-level tokenizer and a ChatML chat template, saved in the hub's
+    format: the stand-in for a hub model in dry runs of the paper's setups (it reads any text, solves nothing)."""
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    alphabet = ByteLevel.alphabet()
+    vocab = {tok: i for i, tok in enumerate([*sorted(alphabet), *specials])}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                        additional_special_tokens=specials[1:2], padding_side="left")
+    tokenizer.chat_template = CHATML_TEMPLATE
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=1, intermediate_size=128, max_position_embeddings=8192,
+                         tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
+    torch.manual_seed(seed)
+    Qwen2ForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+def load_policy(path: Path | str, revision: str | None = None) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
+    """A model and its tokenizer in float32 on the CPU: from a saved folder (ours, or a hub model in the hub's
+    format), or with a revision from the hub by id."""
+    if revision is None and not (Path(path) / "config.json").exists():
         raise FileNotFoundError(f"{path}: no config.json; not a saved model folder (run `dvc repro base`)")
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
     if tokenizer.chat_template is None:
         raise ValueError(f"{path}: the tokenizer has no chat template; prompts are rendered with it")
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=torch.float32)
     return model, tokenizer
 
 
 def render_prompts(tokenizer: PreTrainedTokenizerFast, problems: list[str], template: str) -> list[str]:
     """Each problem as one user message through the chat template, ready for generation."""
     return [
-        tokenizer.apply_chat_template([{"role": "user", "content": template.format(problem=p)}],
+        tokenizer.apply_chat_template([{"role": "user", "content": template.replace("{problem}", p)}],
                                       tokenize=False, add_generation_prompt=True)
         for p in problems
     ]

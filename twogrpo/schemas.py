@@ -15,14 +15,16 @@ class DataError(ValueError):
 
 
 class Problems(pa.DataFrameModel):
-    """A train or test problem table (data/prepared/*.parquet)."""
+    """A train or benchmark problem table (data/prepared/train.parquet, data/prepared/test.parquet), one schema for
+    the embedded chain sums and for the paper's data."""
 
-    id: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})
-    source: Series[str] = pa.Field(str_length={"min_value": 1})
-    problem: Series[str] = pa.Field(str_length={"min_value": 1})
-    answer: Series[str] = pa.Field(str_length={"min_value": 1})
-    solution: Series[str] = pa.Field(str_length={"min_value": 1}, str_contains=r"\\boxed\{")
-    n_terms: Series[int] = pa.Field(ge=2)
+    id: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})  # "<dataset>/<id in the source>"
+    dataset: Series[str] = pa.Field(str_length={"min_value": 1})  # chain_sum, math, math500, amc23, ...
+    problem: Series[str] = pa.Field(str_length={"min_value": 1}, str_matches=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$")
+    answer: Series[str] = pa.Field(str_length={"min_value": 1})  # the gold answer, as math-verify reads it when boxed
+    solution: Series[str] = pa.Field(nullable=False)  # a worked solution ending in \boxed{answer}, or "" (SFT only)
+    level: Series[str]  # metadata, "" when the source has none
+    subject: Series[str]
 
     class Config:
         strict = True
@@ -32,6 +34,7 @@ class Problems(pa.DataFrameModel):
 class EvalSamples(pa.DataFrameModel):
     """Per-sample evaluation records (eval/<model>/samples.parquet): every metric is recomputed from these."""
 
+    benchmark: Series[str]
     problem_id: Series[str]
     sample: Series[int] = pa.Field(ge=0)
     completion: Series[str]
@@ -111,6 +114,24 @@ class Summary(pa.DataFrameModel):
     class Config:
         strict = True
         coerce = True
+
+
+class BenchmarkResults(pa.DataFrameModel):
+    """One row per evaluated model and benchmark (results/benchmarks.csv)."""
+
+    model: Series[str]
+    arm: Series[str]  # "base" for the base policy
+    seed: Series[int] = pa.Field(nullable=True)
+    benchmark: Series[str]
+    problems: Series[int] = pa.Field(ge=1)
+    k: Series[int] = pa.Field(ge=1)
+    mean_at_k: Series[float] = pa.Field(ge=0, le=1)
+    pass_at_k: Series[float] = pa.Field(ge=0, le=1)
+
+    class Config:
+        strict = True
+        coerce = True
+        unique = ["model", "benchmark"]
 
 
 def validate(df: pd.DataFrame, schema: type[pa.DataFrameModel], where: Path | str) -> pd.DataFrame:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from twogrpo.config import TrainConfig
-from twogrpo.schemas import DataError, Summary, TrainSteps, read_table, validate
+from twogrpo.schemas import BenchmarkResults, DataError, Summary, TrainSteps, read_table, validate
 
 PHASE_COLUMNS = ["time_generation", "time_reward", "time_old_logprob", "time_update", "time_sync", "train_time"]
 PAPER_ROLLOUT_RATIO = 2 / 16  # same prompts, same epochs: G=2 generates 1/8 of G=16's rollouts (paper §6.2)
@@ -42,6 +42,48 @@ def summarise(cfg: TrainConfig, eval_dir: Path, runs_dir: Path) -> tuple[pd.Data
             curves.append(steps.assign(arm=arm_name, seed=seed, group_size=arm.group_size))
     summary = validate(pd.DataFrame(rows).astype({"seed": "Int64", "group_size": "Int64"}), Summary, "summary")
     return summary, pd.concat(curves, ignore_index=True)
+
+
+def benchmark_results(cfg: TrainConfig, eval_dir: Path) -> pd.DataFrame:
+    """One row per model and benchmark (BenchmarkResults), from eval/<model>/metrics.json."""
+    models = [("base", "base", None)] + [(f"{a}-s{s}", a, s) for a in cfg.arms for s in cfg.seeds]
+    rows = [{"model": name, "arm": arm, "seed": seed, "benchmark": bench, "problems": m["problems"], "k": m["k"],
+             "mean_at_k": m["mean_at_k"], "pass_at_k": m["pass_at_k"]}
+            for name, arm, seed in models
+            for bench, m in load_metrics(eval_dir / name / "metrics.json")["benchmarks"].items()]
+    return validate(pd.DataFrame(rows).astype({"seed": "Int64"}), BenchmarkResults, "benchmark results")
+
+
+def paper_arm(cfg: TrainConfig, name: str) -> tuple[str, str]:
+    """The paper's (table, arm) in data/paper/tables.csv that our arm `name` ("base" included) reproduces."""
+    if name == "base":
+        return "v2 Table 1", "base"
+    arm = cfg.arms[name]
+    if arm.resample:
+        return "v3 Table 1", "2-GRPO+RS"
+    if arm.prompts_per_minibatch:
+        q, g = arm.prompts_per_minibatch, arm.group_size
+        return "v3 Table 4", f"{g}-GRPO ({q} prompts x {g}; lr {cfg.lr(arm):.0e})".replace("e-0", "e-")
+    return "v2 Table 1", f"{arm.group_size}-GRPO"
+
+
+def beside_paper(bench: pd.DataFrame, paper: pd.DataFrame, cfg: TrainConfig, model: str,
+                 train_set: str) -> pd.DataFrame:
+    """Per arm and benchmark, our Mean@k and Pass@k (points, mean over seeds) beside the paper's Mean@32 and Pass@32
+    for the same model and train set (NaN where the paper has no such row); plus the average over benchmarks."""
+    ours = bench.groupby(["arm", "benchmark"], sort=False)[["mean_at_k", "pass_at_k"]].mean().mul(100)
+    rows = []
+    for (arm, benchmark), value in ours.iterrows():
+        source, paper_name = paper_arm(cfg, arm)
+        match = paper[(paper["source"] == source) & (paper["model"] == model) & (paper["train_set"] == train_set)
+                      & (paper["arm"] == paper_name) & (paper["benchmark"] == benchmark)]
+        reported = match.set_index("metric")["value"]
+        rows.append({"arm": arm, "paper arm": paper_name, "benchmark": benchmark, "Mean@k": value["mean_at_k"],
+                     "paper Mean@32": reported.get("mean@32", np.nan), "Pass@k": value["pass_at_k"],
+                     "paper Pass@32": reported.get("pass@32", np.nan)})
+    table = pd.DataFrame(rows)
+    average = table.groupby(["arm", "paper arm"], sort=False).mean(numeric_only=True).reset_index()
+    return pd.concat([table, average.assign(benchmark="average")], ignore_index=True)
 
 
 class BudgetError(AssertionError):

@@ -9,7 +9,6 @@ import reasoning_gym
 
 from twogrpo.config import PrepareConfig
 
-SOURCE = "reasoning_gym/chain_sum"
 _TERM = re.compile(r"[+-]?\d+")
 
 
@@ -29,26 +28,28 @@ def worked_solution(expression: str) -> str:
 
 def generate_problems(cfg: PrepareConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Distinct train and test problems (no expression in both), in generation order."""
-    wanted = cfg.n_train + cfg.n_test
+    task = cfg.chain_sum
+    wanted = cfg.train_size + task.n_test
     limit = 50 * wanted  # items drawn before giving up: the settings admit too few distinct expressions
     dataset = reasoning_gym.create_dataset(
-        "chain_sum", min_terms=cfg.min_terms, max_terms=cfg.max_terms, min_digits=cfg.min_digits,
-        max_digits=cfg.max_digits, allow_negation=False, size=limit, seed=cfg.seed)
+        "chain_sum", min_terms=task.min_terms, max_terms=task.max_terms, min_digits=task.min_digits,
+        max_digits=task.max_digits, allow_negation=False, size=limit, seed=cfg.seed)
     seen: dict[str, dict] = {}
     for index in range(limit):
         item = dataset[index]  # items are drawn lazily and deterministically from (seed, index)
         problem = item["metadata"]["expression"].replace(" ", "") + "="
         if problem not in seen:
-            seen[problem] = {"source": SOURCE, "problem": problem, "answer": str(item["answer"]),
-                             "solution": worked_solution(problem[:-1]), "n_terms": int(item["metadata"]["num_terms"])}
+            seen[problem] = {"dataset": "chain_sum", "problem": problem, "answer": str(item["answer"]),
+                             "solution": worked_solution(problem[:-1]),
+                             "level": f"{item['metadata']['num_terms']} terms", "subject": "arithmetic"}
             if len(seen) == wanted:
                 break
     else:
         raise ValueError(f"prepare: {limit} draws gave only {len(seen)} distinct problems, fewer than "
-                         f"n_train + n_test = {wanted}; widen the digits or terms")
+                         f"train_size + chain_sum.n_test = {wanted}; widen the digits or terms")
     rows = list(seen.values())
-    train = pd.DataFrame(rows[: cfg.n_train])
-    test = pd.DataFrame(rows[cfg.n_train:])
+    train = pd.DataFrame(rows[: cfg.train_size])
+    test = pd.DataFrame(rows[cfg.train_size:])
     train.insert(0, "id", [f"train-{i:05d}" for i in range(len(train))])
     test.insert(0, "id", [f"test-{i:05d}" for i in range(len(test))])
     return train, test

@@ -220,9 +220,9 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
     stream = PromptStream(cfg.prompts, seed)
     source = RolloutSource(engine, prompts, stream, task.prompt_template,
                            Sampling(cfg.temperature, cfg.top_p, cfg.top_k, task.max_new_tokens, n=G), timer)
-    evaluation = Sampling(eval_cfg.temperature, eval_cfg.top_p, eval_cfg.top_k, task.max_new_tokens,
+    evaluation = Sampling(eval_cfg.temperature, eval_cfg.top_p, eval_cfg.top_k, eval_cfg.max_new_tokens,
                           n=cfg.eval_samples)
-    eval_problems = test.iloc[: cfg.eval_problems]
+    eval_problems = test[test["dataset"] == cfg.eval_benchmark].iloc[: cfg.eval_problems]
     pad = tokenizer.pad_token_id
     steps_total = cfg.steps_per_epoch * cfg.epochs
     totals = {"opt_steps": 0, "rollouts": 0, "tokens": 0}

@@ -1,0 +1,106 @@
+"""The real loaders on the real benchmark files under ../shared/benchmarks: counts, self-verifying gold answers,
+the repairs the files need and the rows they must reject."""
+
+from pathlib import Path
+
+import pytest
+
+from twogrpo.config import SourceConfig
+from twogrpo.grading import grade
+from twogrpo.mathdata import last_boxed, load_rows, normalise, repair_text
+from twogrpo.setups import compose
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
+needs_files = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} is absent: the real benchmark files are "
+                                                              f"not on this machine")
+
+
+@pytest.fixture(scope="module")
+def sources():
+    return compose(["setup=qwen-1.5b-math"])[1].prepare.sources
+
+
+@pytest.fixture(scope="module")
+def loaded(sources):
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            rows, ids = load_rows(name, sources[name], str(SHARED))
+            cache[name] = normalise(name, rows, ids)
+        return cache[name]
+    return get
+
+
+@needs_files
+@pytest.mark.parametrize(("name", "count"), [("math500", 500), ("amc23", 40), ("aime25", 30), ("minerva_math", 272),
+                                             ("olympiadbench", 675), ("gsm8k", 1319), ("aime24", 30)])
+def test_benchmarks_load_whole_and_every_gold_answer_verifies_against_itself(loaded, name, count):
+    result = loaded(name)
+    assert result.rejected == []
+    assert len(result.table) == count and result.table["id"].is_unique
+    for answer in result.table["answer"]:
+        assert grade(answer, f"The answer is $\\boxed{{{answer}}}$.")[0], answer
+
+
+@needs_files
+def test_math_train_reads_the_original_folder_and_rejects_the_two_empty_boxes(loaded):
+    result = loaded("math")
+    assert len(result.table) + len(result.rejected) == 7500
+    assert [line.split(":")[0] for line in result.rejected] == ["math id number_theory/7115",
+                                                                "math id number_theory/7117"]
+    assert "\\boxed 2 (no braces) -> '2'" in "\n".join(result.repairs)
+    row = result.table.set_index("id").loc["math/algebra/24014"]
+    assert row["answer"] == "2" and row["level"] == "Level 3" and row["subject"] == "Algebra"
+
+
+@needs_files
+def test_aime25_control_characters_are_repaired_and_logged(loaded):
+    result = loaded("aime25")
+    table = result.table.set_index("id")
+    for problem_id in ("aime25/18", "aime25/19", "aime25/27"):
+        assert not any(c in table.loc[problem_id, "problem"] for c in "\f\t\b")
+    assert "\\triangle" in table.loc["aime25/19", "problem"] and "\\frac" in table.loc["aime25/18", "problem"]
+    assert sum(line.startswith("aime25 id 18:") for line in result.repairs) == 5
+    assert sum(line.startswith("aime25 id 19:") for line in result.repairs) == 1
+
+
+@needs_files
+def test_float_and_list_answers_become_text(loaded):
+    amc = loaded("amc23").table.set_index("id")
+    assert amc.loc["amc23/0", "answer"] == "27"  # 27.0 in the file
+    olympiad = loaded("olympiadbench").table
+    multi = olympiad[olympiad["answer"].str.contains(", ")]
+    assert len(multi) > 0 and not olympiad["answer"].str.startswith("$").any()
+
+
+@pytest.mark.parametrize(("text", "expected", "repairs"), [
+    ("\x0crac{1}{2}", "\\frac{1}{2}", 1),
+    ("\triangle ABC", "\\triangle ABC", 1),
+    ("a\tb", "a\tb", 0),  # a tab before a word that is no LaTeX command stays
+    ("\x08inom{4}{2}", "\\binom{4}{2}", 1),
+    ("no escapes", "no escapes", 0),
+])
+def test_repair_text(text, expected, repairs):
+    repaired, notes = repair_text(text)
+    assert repaired == expected and len(notes) == repairs
+
+
+def test_last_boxed_balances_braces():
+    assert last_boxed("so \\boxed{1} or \\boxed{\\frac{1}{2}}.") == "\\frac{1}{2}"
+    assert last_boxed("no box") is None
+
+
+def test_unrepairable_rows_are_rejected_by_dataset_and_id():
+    rows = [{"problem": "What is 1+1?", "answer": "2"}, {"problem": "bad \x01 byte", "answer": "3"},
+            {"problem": "no answer", "answer": None}, {"question": "wrong field", "answer": "1"}]
+    result = normalise("aime25", rows, ["a", "b", "c", "d"])
+    assert list(result.table["id"]) == ["aime25/a"]
+    assert [line.split(":")[0] for line in result.rejected] == ["aime25 id b", "aime25 id c", "aime25 id d"]
+    assert "control character" in result.rejected[0] and "'problem'" in result.rejected[2]
+
+
+def test_a_missing_local_file_is_named(tmp_path):
+    source = SourceConfig(hub="x/y", config="", split="test", revision="main", local="nowhere/test.jsonl")
+    with pytest.raises(FileNotFoundError, match="nowhere/test.jsonl"):
+        load_rows("amc23", source, str(tmp_path))

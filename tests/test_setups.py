@@ -1,0 +1,135 @@
+"""The paper's setups: each resolves to the brief's settings (brief §1.4, §2, §7), params.yaml is the composition of
+conf/, and each setup runs end to end (a dry run: real dvc, real loaders on the real benchmark files, a tiny
+random-init model saved in the hub's format standing in for the hub model, one generation step)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from twogrpo.mathdata import DAPO_PREFIX, DAPO_SUFFIX
+from twogrpo.policy import save_random_chat_model
+from twogrpo.schemas import BenchmarkResults, read_table
+from twogrpo.setups import compose, setup_names
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "benchmarks"
+PAPER_SETUPS = [s for s in setup_names() if s != "embedded"]
+MODELS = {"qwen-1.5b": "Qwen/Qwen2.5-Math-1.5B", "qwen-7b": "Qwen/Qwen2.5-Math-7B",
+          "ds-1.5b": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"}
+
+
+def test_every_setup_of_tables_1_and_4_exists():
+    assert sorted(PAPER_SETUPS) == sorted(
+        [f"{m}-{d}" for m in ("qwen-1.5b", "qwen-7b") for d in ("math", "dapo")] + ["ds-1.5b-math"]
+        + [f"ablation-{m}-{d}" for m in ("qwen-1.5b", "qwen-7b") for d in ("math", "dapo")])
+
+
+def test_params_yaml_is_the_composition_of_conf():
+    assert yaml.safe_load((ROOT / "params.yaml").read_text()) == compose([])[0], \
+        "params.yaml differs from conf/: edit conf/ and regenerate it (see README)"
+
+
+@pytest.mark.parametrize("setup", PAPER_SETUPS)
+def test_setup_resolves_to_the_papers_settings(setup):
+    raw, p = compose([f"setup={setup}"])
+    print(yaml.safe_dump(raw, sort_keys=False))  # the resolved configuration, shown with pytest -s
+    ablation = setup.startswith("ablation-")
+    short, data = setup.removeprefix("ablation-").rsplit("-", 1)
+    t = p.train
+    assert p.base.model == MODELS[short]
+    assert p.prepare.train_set == {"math": "math", "dapo": "dapo_math_sub"}[data] and p.prepare.train_size == 7500
+    assert p.prepare.benchmarks == ("math500", "amc23", "minerva_math", "aime25", "olympiadbench")
+    assert p.task.prompt_template == ("{problem} Let's think step by step and output the final answer within "
+                                      "\\boxed{}.")
+    assert p.task.max_new_tokens == (8192 if short == "ds-1.5b" else 4096)
+    assert (t.epochs, t.generation_batch_prompts, t.warmup_gen_steps) == (10, 512, 10)
+    assert t.steps_per_epoch == 14  # 7,500 // 512, verl's drop_last
+    assert (t.clip_low, t.clip_high, t.temperature, t.top_p, t.top_k) == (0.2, 0.28, 1.0, 1.0, 0)
+    assert (t.adv_std, t.loss_agg, t.kl_coef, t.entropy_coef, t.ppo_epochs) == ("bessel", "token-mean", 0, 0, 1)
+    e = p.evaluate
+    assert (e.problems, e.samples, e.temperature, e.top_p, e.top_k, e.max_new_tokens) == (0, 32, 0.7, 0.8, 20, 4096)
+    shape = {name: (arm.group_size, t.prompts_per_minibatch(arm), t.lr(arm), arm.resample)
+             for name, arm in t.arms.items()}
+    if ablation:  # Table 4: 32 prompts per mini-batch for every G, lr 1e-6
+        assert shape == {f"g{g}": (g, 32, pytest.approx(1e-6), False) for g in (2, 4, 8, 16)}
+    else:  # Table 1: 512 rollouts per mini-batch; 32 x 16 at 1e-6, 256 x 2 at 8e-6
+        assert shape == {"g16": (16, 32, pytest.approx(1e-6), False), "g2": (2, 256, pytest.approx(8e-6), False),
+                         "g2-rs": (2, 256, pytest.approx(8e-6), True)}
+    assert t.reference_arm == "g16"
+    assert (p.report.paper_model, p.report.paper_train_set) == (
+        {"qwen-1.5b": "Qwen-1.5B", "qwen-7b": "Qwen-7B", "ds-1.5b": "DS-1.5B"}[short],
+        {"math": "MATH", "dapo": "DAPO-Math-Sub"}[data])
+
+
+def write_dapo_fixture(path: Path, aime: pd.DataFrame) -> None:
+    """A local file in DAPO-Math-17k's hub format (the hub is unreachable here): GSM8K test problems, each row twice
+    as in the hub file, plus two AIME 2025 problems that the overlap check must drop."""
+    gsm = pd.read_json(SHARED / "gsm8k" / "test.jsonl", lines=True).head(60)
+    problems = [(q, a.rsplit("####", 1)[1].strip().replace(",", "")) for q, a in zip(gsm["question"], gsm["answer"])]
+    problems += [(p, str(a)) for p, a in zip(aime["problem"][:2], aime["answer"][:2])]
+    rows = [{"data_source": "math_dapo", "prompt": [{"role": "user", "content": DAPO_PREFIX + q + DAPO_SUFFIX}],
+             "ability": "MATH", "reward_model": {"ground_truth": a, "style": "rule-lm"},
+             "extra_info": {"index": f"fixture-{i}"}} for i, (q, a) in enumerate(problems)]
+    path.parent.mkdir(parents=True)
+    pd.DataFrame(rows + rows).to_parquet(path)
+
+
+def run(cmd, cwd):
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "TWOGRPO_THREADS": "1"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def dry_project(tmp_path_factory):
+    """The project in a fresh git + DVC repository with Hydra on, a tiny hub-format model, and the local data root."""
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is absent: the dry runs read the real benchmark files")
+    project = tmp_path_factory.mktemp("dry")
+    for item in ("dvc.yaml", "params.yaml", "conf", "stages", "twogrpo", "notebooks", "data/paper", ".dvcignore"):
+        src = ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, project / item, **(
+            {"ignore": shutil.ignore_patterns("__pycache__")} if src.is_dir() else {}))
+    data = tmp_path_factory.mktemp("data")
+    for item in SHARED.iterdir():
+        (data / item.name).symlink_to(item)
+    write_dapo_fixture(data / "dapo_math_17k" / "dapo-math-17k.parquet",
+                       pd.read_json(SHARED / "aime25" / "test.jsonl", lines=True))
+    model = tmp_path_factory.mktemp("model") / "tiny-qwen"
+    save_random_chat_model(model)
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.name", "dry run"],
+                ["git", "config", "user.email", "dry@run.invalid"], ["dvc", "init", "-q"],
+                ["dvc", "config", "core.analytics", "false"], ["dvc", "config", "hydra.enabled", "true"],
+                ["git", "add", "-A"], ["git", "commit", "-qm", "dry run"]):
+        run(cmd, project)
+    return project, data, model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setup", PAPER_SETUPS)
+def test_dry_run_of_the_setup_end_to_end(dry_project, setup):
+    project, data, model = dry_project
+    run(["dvc", "exp", "run", "-n", f"dry-{setup}", "-S", f"setup={setup}", "-S", "scale=dry-run",
+         "-S", f"base.model={model}", "-S", f"prepare.local_root={data}"], project)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["report"]["paper_model"] and params["train"]["reference_lr"] == 1e-6  # the setup's, not embedded
+    sources = json.loads((project / "data/prepared/sources.json").read_text())
+    assert sources["aime25"]["problems"] == 30 and len(sources["aime25"]["repairs"]) == 7
+    if "dapo" in setup:
+        assert len(sources["dapo_math_sub"]["benchmark_overlaps_dropped"]) == 2
+        assert sources["dapo_math_sub"]["duplicates_dropped"] == 62
+    else:
+        assert sources["math"]["problems"] == 7498 and len(sources["math"]["rejected"]) == 2
+    bench = read_table(project / "results/benchmarks.csv", BenchmarkResults)
+    assert set(bench["benchmark"]) == {"math500", "amc23", "minerva_math", "aime25", "olympiadbench"}
+    assert set(bench["arm"]) == {"base", *params["train"]["arms"]} and (bench["problems"] == 4).all()
+    html = (project / "reports/report.html").read_text()
+    assert "Per benchmark, beside the paper" in html and params["report"]["paper_model"] in html

@@ -1,0 +1,60 @@
+"""The study's setups, composed with Hydra from conf/ exactly as `dvc exp run -S setup=<name>` composes params.yaml.
+
+`python -m twogrpo.setups <name> [override ...]` prints a setup's resolved params and what follows from them (prompts
+per mini-batch and learning rate of each arm, steps, rollouts), without running anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from twogrpo.config import Params, load_params
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def setup_names() -> list[str]:
+    return sorted(p.stem for p in (CONF / "setup").glob("*.yaml"))
+
+
+def compose(overrides: list[str] = ()) -> tuple[dict, Params]:
+    """The params.yaml that `dvc exp run -S <override> ...` would write, as a mapping and as validated Params."""
+    from dvc.utils.hydra import compose_and_dump  # DVC's own composition, so the result is what DVC writes
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "params.yaml"
+        compose_and_dump(out, str(CONF), None, "config", tmp, list(overrides))
+        return yaml.safe_load(out.read_text()), load_params(out)
+
+
+def describe(params: Params) -> str:
+    """What the params imply, arm by arm (brief §1.4's table)."""
+    t = params.train
+    lines = [f"base model {params.base.model}; train set {params.prepare.train_set} ({params.prepare.train_size}); "
+             f"benchmarks {', '.join(params.prepare.benchmarks)}",
+             f"{t.steps_per_epoch} generation steps of {t.generation_batch_prompts} prompts per epoch x {t.epochs} "
+             f"epochs; responses up to {params.task.max_new_tokens} tokens (evaluation {params.evaluate.max_new_tokens})"]
+    for name, arm in t.arms.items():
+        q = t.prompts_per_minibatch(arm)
+        lines.append(f"  {name}: G={arm.group_size}, {q} prompts x {arm.group_size} = {q * arm.group_size} rollouts per "
+                     f"mini-batch, {t.generation_batch_prompts // q} updates per step, lr {t.lr(arm):.3g}"
+                     f"{', resampling' if arm.resample else ''}; {t.prompts * t.epochs * arm.group_size:,} rollouts")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("setup", choices=setup_names())
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as given to dvc exp run -S")
+    args = parser.parse_args()
+    raw, params = compose([f"setup={args.setup}", *args.overrides])
+    print(yaml.safe_dump(raw, sort_keys=False, width=120), end="")
+    print("# " + describe(params).replace("\n", "\n# "))
+
+
+if __name__ == "__main__":
+    main()
