@@ -16,7 +16,7 @@ from pathlib import Path
 from twogrpo.config import BaseConfig
 from twogrpo.io import atomic_path, write_json
 from twogrpo.policy import build_char_tokenizer, build_tiny_model, load_policy
-from twogrpo.run import start_stage
+from twogrpo.run import hub_commit, start_stage
 from twogrpo.schemas import Problems, read_table
 from twogrpo.sft import train_sft
 
@@ -39,9 +39,7 @@ def save_pretrained_base(cfg: BaseConfig) -> None:
     if local:
         origin = {"path": str(Path(cfg.model).resolve())}
     else:
-        from huggingface_hub import HfApi
-
-        origin = {"hub": cfg.model, "revision": cfg.revision, "commit": HfApi().model_info(cfg.model, revision=cfg.revision).sha}
+        origin = {"hub": cfg.model, "revision": cfg.revision, "commit": hub_commit(cfg.model, cfg.revision, "model")}
     with atomic_path(MODEL_DIR) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -68,8 +66,8 @@ def main() -> None:
         tokenizer.save_pretrained(tmp)
         digest = weights_sha256(tmp)
     last = curve.iloc[-1]
-    write_json({"model": "scratch", "sha256": digest, "parameters": model.num_parameters(), "sft_steps": int(last["step"]),
-                "val_accuracy": float(last["val_accuracy"]), "sft_seconds": float(last["seconds"]),
+    write_json({"model": "scratch", "sha256": digest, "parameters": model.num_parameters(),
+                "sft_steps": int(last["step"]), "val_accuracy": float(last["val_accuracy"]), "sft_seconds": float(last["seconds"]),
                 "reached_target": bool(last["val_accuracy"] >= cfg.target_accuracy),
                 "curve": curve.to_dict(orient="records")}, METRICS)
 

@@ -20,7 +20,7 @@ import pandas as pd
 from twogrpo.config import PrepareConfig, SourceConfig
 from twogrpo.io import write_json, write_parquet
 from twogrpo.mathdata import BenchmarkDataError, dedupe, drop_overlaps, load_rows, normalise, sample
-from twogrpo.run import start_stage
+from twogrpo.run import hub_commit, start_stage
 from twogrpo.schemas import Problems, validate
 from twogrpo.tasks import generate_problems
 
@@ -35,7 +35,8 @@ def read_real(name: str, cfg: PrepareConfig, benchmark: bool) -> tuple[pd.DataFr
     rows, ids = load_rows(name, source, cfg.local_root)
     loaded = normalise(name, rows, ids)
     if loaded.rejected and benchmark:
-        raise BenchmarkDataError(f"{name}: {len(loaded.rejected)} rows cannot be used:\n  " + "\n  ".join(loaded.rejected))
+        raise BenchmarkDataError(f"{name}: {len(loaded.rejected)} rows cannot be used:\n  "
+                                 + "\n  ".join(loaded.rejected))
     return loaded.table, {"read_from": _origin(source, cfg.local_root), "rows": len(rows),
                           "problems": len(loaded.table), "repairs": loaded.repairs, "rejected": loaded.rejected}
 
@@ -49,11 +50,8 @@ def _origin(source: SourceConfig, local_root: str) -> dict:
         for f in files:
             digest.update(f.read_bytes())
         return {"path": str(path), "files": len(files), "sha256": digest.hexdigest()}
-    from huggingface_hub import HfApi
-
-    commit = HfApi().dataset_info(source.hub, revision=source.revision).sha
     return {"hub": source.hub, "config": source.config, "split": source.split, "revision": source.revision,
-            "commit": commit}
+            "commit": hub_commit(source.hub, source.revision, "dataset")}
 
 
 def prepare(cfg: PrepareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:

@@ -38,6 +38,8 @@ def main() -> None:
     log.info("arm %s: G=%d, %d prompts per mini-batch, lr %.3g", name, arm.group_size,
              params.train.prompts_per_minibatch(arm), params.train.lr(arm))
     model, tokenizer = load_policy("models/base")
+    if params.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
     engine = make_engine(params.rollout, model, tokenizer, "models/base", args.seed)
     train_table = read_table("data/prepared/train.parquet", Problems)
     if len(train_table) < params.train.prompts:

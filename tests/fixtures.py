@@ -1,5 +1,9 @@
 """Shared test inputs."""
 
+import os
+import subprocess
+from pathlib import Path
+
 from twogrpo.config import ChainSumConfig, PrepareConfig
 
 
@@ -9,3 +13,16 @@ def chain_sums(seed: int, train_size: int, n_test: int, max_terms: int = 2, max_
                          local_root="", sources={},
                          chain_sum=ChainSumConfig(n_test=n_test, min_terms=2, max_terms=max_terms, min_digits=1,
                                                   max_digits=max_digits))
+
+
+def shared_benchmarks() -> Path:
+    """The real benchmark files (../shared/benchmarks beside the checkout). TWOGRPO_BENCHMARKS overrides; a clean
+    clone elsewhere (as CI makes) finds them beside the checkout it was cloned from."""
+    if os.environ.get("TWOGRPO_BENCHMARKS"):
+        return Path(os.environ["TWOGRPO_BENCHMARKS"])
+    root = Path(__file__).resolve().parents[1]
+    candidates = [root.parent / "shared" / "benchmarks"]
+    origin = subprocess.run(["git", "config", "--get", "remote.origin.url"], cwd=root, capture_output=True, text=True)
+    if origin.returncode == 0 and Path(origin.stdout.strip()).is_dir():
+        candidates.append(Path(origin.stdout.strip()).resolve().parent / "shared" / "benchmarks")
+    return next((c for c in candidates if c.is_dir()), candidates[0])

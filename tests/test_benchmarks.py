@@ -5,12 +5,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures import shared_benchmarks
 from twogrpo.config import SourceConfig
 from twogrpo.grading import grade
 from twogrpo.mathdata import last_boxed, load_rows, normalise, repair_text
 from twogrpo.setups import compose
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
+SHARED = shared_benchmarks()
 needs_files = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} is absent: the real benchmark files are "
                                                               f"not on this machine")
 

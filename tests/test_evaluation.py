@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from twogrpo.evaluation import metrics, pass_at_k
+from twogrpo.engine import cut_at_stop
+from twogrpo.evaluation import benchmark_metrics, first_problems, metrics, pass_at_k
 
 
 @pytest.mark.parametrize("n", [1, 2, 4, 5, 8])
@@ -47,3 +48,28 @@ def test_metrics_from_records():
 def test_metrics_reject_unequal_sample_counts():
     with pytest.raises(ValueError, match="different numbers of samples"):
         metrics(records([[1, 0], [1]]))
+
+
+def test_benchmark_metrics_average_benchmarks_equally():
+    small = pd.DataFrame({"benchmark": "a", "problem_id": ["p0", "p0"], "correct": [True, True],
+                          "truncated": False, "tokens": 3})
+    large = pd.DataFrame({"benchmark": "b", "problem_id": [f"q{i}" for i in range(4) for _ in range(2)],
+                          "correct": [False] * 8, "truncated": False, "tokens": 3})
+    m = benchmark_metrics(pd.concat([small, large]))
+    assert m["benchmarks"]["a"]["mean_at_k"] == 1.0 and m["benchmarks"]["b"]["mean_at_k"] == 0.0
+    assert m["mean_at_k"] == 0.5 and m["problems"] == 5 and m["k"] == 2  # not 2/10: each benchmark counts once
+
+
+def test_first_problems_takes_n_of_each_benchmark_in_table_order():
+    table = pd.DataFrame({"dataset": ["x", "x", "x", "y", "y"], "id": list("abcde")})
+    assert first_problems(table, 2)["id"].tolist() == ["a", "b", "d", "e"]
+    assert first_problems(table, 0)["id"].tolist() == list("abcde")
+
+
+@pytest.mark.parametrize(("row", "expected"), [
+    ([5, 6, 7, 9], ([5, 6, 7], False)),  # the end-of-turn token of the generation config
+    ([5, 9, 7], ([5, 9], False)),  # the tokenizer's EOS
+    ([5, 6], ([5, 6], True)),  # no stop token: truncated
+])
+def test_responses_stop_at_the_first_stop_token(row, expected):
+    assert cut_at_stop(row, [7, 9]) == expected

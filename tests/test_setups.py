@@ -13,13 +13,14 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.fixtures import shared_benchmarks
 from twogrpo.mathdata import DAPO_PREFIX, DAPO_SUFFIX
 from twogrpo.policy import save_random_chat_model
 from twogrpo.schemas import BenchmarkResults, read_table
 from twogrpo.setups import compose, setup_names
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "benchmarks"
+SHARED = shared_benchmarks()
 PAPER_SETUPS = [s for s in setup_names() if s != "embedded"]
 MODELS = {"qwen-1.5b": "Qwen/Qwen2.5-Math-1.5B", "qwen-7b": "Qwen/Qwen2.5-Math-7B",
           "ds-1.5b": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"}
@@ -82,7 +83,8 @@ def write_dapo_fixture(path: Path, aime: pd.DataFrame) -> None:
 
 
 def run(cmd, cwd):
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "TWOGRPO_THREADS": "1"}
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                        "TWOGRPO_THREADS": "1"}
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
@@ -128,6 +130,8 @@ def test_dry_run_of_the_setup_end_to_end(dry_project, setup):
         assert sources["dapo_math_sub"]["duplicates_dropped"] == 62
     else:
         assert sources["math"]["problems"] == 7498 and len(sources["math"]["rejected"]) == 2
+    base = json.loads((project / "metrics/base.json").read_text())
+    assert base["path"] == str(model) and len(base["sha256"]) == 64
     bench = read_table(project / "results/benchmarks.csv", BenchmarkResults)
     assert set(bench["benchmark"]) == {"math500", "amc23", "minerva_math", "aime25", "olympiadbench"}
     assert set(bench["arm"]) == {"base", *params["train"]["arms"]} and (bench["problems"] == 4).all()

@@ -21,9 +21,9 @@ TRAIN = TrainConfig(
     reference_lr=1e-3, reference_group_size=4, warmup_gen_steps=0, weight_decay=0.0, grad_clip=1.0, clip_low=0.2,
     clip_high=0.28, clip_ratio_c=3.0, adv_std="bessel", adv_eps=1e-6, loss_agg="token-mean", kl_coef=0.0,
     entropy_coef=0.0, ppo_epochs=1, temperature=1.0, top_p=1.0, top_k=0, micro_batch_rollouts=8, eval_every=2,
-    eval_benchmark="chain_sum", eval_problems=4, eval_samples=2)
-BASE = BaseConfig(model="scratch", revision="main", seed=0, hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, lr=1e-3,
-                  warmup_steps=1, weight_decay=0.0, batch_size=8, max_steps=1, eval_every=1, val_size=1,
+    gradient_checkpointing=False, eval_benchmark="chain_sum", eval_problems=4, eval_samples=2)
+BASE = BaseConfig(model="scratch", revision="main", seed=0, hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
+                  intermediate_size=64, lr=1e-3, warmup_steps=1, weight_decay=0.0, batch_size=8, max_steps=1, eval_every=1, val_size=1,
                   target_accuracy=1.0)
 
 
@@ -32,9 +32,11 @@ def problems():
     return generate_problems(chain_sums(0, 16, 4, max_terms=2, max_digits=1))
 
 
-def run(problems, arm, **changes):
+def run(problems, arm, checkpointing=False, **changes):
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(BASE, tokenizer)
+    if checkpointing:
+        model.gradient_checkpointing_enable()
     cfg = dataclasses.replace(TRAIN, **changes)
     ledger = train_grpo(model, tokenizer, HFEngine(model, tokenizer), problems[0], problems[1], TASK, cfg, arm,
                         seed=0, eval_cfg=EVAL)
@@ -49,6 +51,14 @@ def test_budget_counters_follow_the_arm(problems):
     assert last["rs_budget_used"] == 1.0  # the reference arm uses exactly its budget
     assert ledger["eval_accuracy"].notna().tolist() == [True, False, True]  # eval_every=2, and the last step
     assert (ledger["time_update"].diff().dropna() > 0).all()
+
+
+def test_gradient_checkpointing_changes_memory_not_the_result(problems):
+    _, plain = run(problems, ArmConfig(4, "linear"))
+    _, checkpointed = run(problems, ArmConfig(4, "linear"), checkpointing=True)
+    assert checkpointed.is_gradient_checkpointing
+    for (name, a), b in zip(plain.state_dict().items(), checkpointed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
 
 
 def test_ppo_epochs_repeat_the_passes(problems):

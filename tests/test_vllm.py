@@ -24,8 +24,8 @@ from tests.test_trainer import EVAL, TRAIN
 
 pytestmark = pytest.mark.vllm
 GREEDY = Sampling(temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=12, n=1)
-BASE = BaseConfig(model="scratch", revision="main", seed=0, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128,
-                  lr=3e-3, warmup_steps=10, weight_decay=0.0, batch_size=32, max_steps=150, eval_every=150,
+BASE = BaseConfig(model="scratch", revision="main", seed=0, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
+                  intermediate_size=128, lr=3e-3, warmup_steps=10, weight_decay=0.0, batch_size=32, max_steps=150, eval_every=150,
                   val_size=1, target_accuracy=1.0)
 
 
@@ -93,7 +93,7 @@ def test_sampled_logprobs_agree_with_the_trainer(vllm, policy_dir, problems):
     model, tokenizer = load_policy(policy_dir)
     vllm.sync(model)
     samples = vllm.generate(prompts_of(tokenizer, problems), Sampling(1.0, 1.0, 0, 12, n=4))
-    batch = collate(samples, list(range(len(samples.texts))), tokenizer.pad_token_id)
+    batch = collate(samples, list(range(len(samples.texts))), tokenizer.pad_token_id, model.device)
     with torch.no_grad():
         trainer, _ = token_logprobs(model.eval(), batch.input_ids, batch.attention_mask, batch.response_start,
                                     batch.width)

@@ -92,7 +92,7 @@ class PrepareConfig:
 class TaskConfig:
     """How a problem becomes a prompt, and how long an answer may be (shared by SFT, training and evaluation)."""
 
-    prompt_template: str  # {problem} is replaced by the problem text; rendered as one user message with the chat template
+    prompt_template: str  # {problem} stands for the problem; rendered as one user message with the chat template
     max_new_tokens: int  # response length limit of rollouts and SFT (paper: 4096 for Qwen models, 8192 for DS-1.5B)
 
     def check(self) -> None:
@@ -207,6 +207,7 @@ class TrainConfig:
     top_p: float
     top_k: int  # 0 = off
     micro_batch_rollouts: int  # rollouts per forward pass (memory only; does not change the result)
+    gradient_checkpointing: bool  # recompute activations in the backward pass (memory only; same result)
     eval_every: int  # evaluate on the test problems every this many generation steps (for the curves)
     eval_benchmark: str  # the benchmark of that in-training evaluation (one of prepare.benchmarks)
     eval_problems: int  # its first N problems

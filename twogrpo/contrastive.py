@@ -25,7 +25,7 @@ from twogrpo.policy import render_prompts
 def sequence_gradient(model, prompt_ids: list[int], response_ids: list[int]) -> torch.Tensor:
     """Flattened grad over all parameters of sum_t log p(response_t | prompt, response_<t)."""
     model.zero_grad(set_to_none=True)
-    ids = torch.tensor([prompt_ids + response_ids])
+    ids = torch.tensor([prompt_ids + response_ids], device=model.device)
     logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1].float()
     torch.log_softmax(logits, -1).gather(-1, ids[0, len(prompt_ids):].unsqueeze(-1)).sum().backward()
     return torch.cat([p.grad.flatten() for p in model.parameters()])
@@ -62,7 +62,8 @@ def gradient_covariance(model, tokenizer, problems: pd.DataFrame, template: str,
             counts[sign].append(signs.count(sign))
     m = len(counts[+1])
     if m < 2:
-        raise TooFewMixedPrompts(f"only {m} of {len(problems)} prompts had both right and wrong responses; need 2 or more")
+        raise TooFewMixedPrompts(f"only {m} of {len(problems)} prompts had both right and wrong responses; "
+                                 f"need 2 or more")
     S = {s: torch.stack(sums[s]) for s in (+1, -1)}  # [m, D]
     c = {s: torch.tensor(counts[s], dtype=torch.float64) for s in (+1, -1)}  # [m]
     mu = {s: S[s].sum(0) / c[s].sum() for s in (+1, -1)}

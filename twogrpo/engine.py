@@ -59,6 +59,11 @@ class HFEngine:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_sequences = batch_sequences  # sequences per generate call (memory only)
+        # Stop tokens: the model's generation config names them (a chat model stops at its end-of-turn token, which
+        # may differ from the tokenizer's EOS), plus the tokenizer's EOS.
+        configured = model.generation_config.eos_token_id
+        configured = configured if isinstance(configured, list) else [] if configured is None else [configured]
+        self.stop_ids = list(dict.fromkeys([*configured, tokenizer.eos_token_id]))
 
     @torch.no_grad()
     def generate(self, prompts: list[str], sampling: Sampling) -> Samples:
@@ -70,15 +75,15 @@ class HFEngine:
         out = Samples([], [], [], [])
         for start in range(0, len(repeated), self.batch_sequences):
             chunk = repeated[start:start + self.batch_sequences]
-            batch = tok.pad({"input_ids": chunk}, padding=True, return_tensors="pt")
+            batch = tok.pad({"input_ids": chunk}, padding=True, return_tensors="pt").to(self.model.device)
             knobs = (dict(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
                      if sampling.temperature > 0 else dict(do_sample=False, temperature=None, top_p=None, top_k=None))
             generated = self.model.generate(
                 **batch, **knobs, max_new_tokens=sampling.max_new_tokens, pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
+                eos_token_id=self.stop_ids,
             )[:, batch["input_ids"].shape[1]:]
             for prompt_ids, row in zip(chunk, generated.tolist(), strict=True):
-                response, truncated = _cut_at_eos(row, tok.eos_token_id)
+                response, truncated = cut_at_stop(row, self.stop_ids)
                 out.prompt_ids.append(prompt_ids)
                 out.response_ids.append(response)
                 out.truncated.append(truncated)
@@ -96,10 +101,11 @@ class HFEngine:
         """Nothing to resume."""
 
 
-def _cut_at_eos(row: list[int], eos: int) -> tuple[list[int], bool]:
-    """The response up to and including the first EOS, and whether it ran out of tokens before one."""
-    if eos in row:
-        return row[: row.index(eos) + 1], False
+def cut_at_stop(row: list[int], stop_ids: list[int]) -> tuple[list[int], bool]:
+    """The response up to and including its first stop token, and whether it ran out of tokens before one."""
+    for i, token in enumerate(row):
+        if token in stop_ids:
+            return row[: i + 1], False
     return row, True
 
 

@@ -60,7 +60,8 @@ def load_rows(name: str, source: SourceConfig, local_root: str) -> tuple[list[di
     if local_root:
         path = Path(local_root) / source.local
         if not path.exists():
-            raise FileNotFoundError(f"{name}: {path} does not exist (prepare.local_root + prepare.sources.{name}.local)")
+            raise FileNotFoundError(f"{name}: {path} does not exist "
+                                    f"(prepare.local_root + prepare.sources.{name}.local)")
         if path.is_dir():  # MATH's original layout: <subject>/<n>.json, one pretty-printed problem per file
             files = sorted(path.glob("*/*.json"))
             if not files:
@@ -189,7 +190,8 @@ def _gsm8k(row: dict) -> tuple:
         raise ValueError("no '####' final answer")
     answer = row["answer"].rsplit("####", 1)[1].strip()
     plain = answer.replace(",", "")
-    return row["question"], plain, "", "", [f"thousands separators {answer!r} -> {plain!r}" if plain != answer else None]
+    note = f"thousands separators {answer!r} -> {plain!r}" if plain != answer else None
+    return row["question"], plain, "", "", [note]
 
 
 def _dapo(row: dict) -> tuple:

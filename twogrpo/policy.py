@@ -71,9 +71,14 @@ def save_random_chat_model(path: Path | str, seed: int = 0) -> None:
     tokenizer.save_pretrained(path)
 
 
+def policy_device() -> torch.device:
+    """The first GPU when there is one, else the CPU: where the policy trains and HF generation runs."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def load_policy(path: Path | str, revision: str | None = None) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
-    """A model and its tokenizer in float32 on the CPU: from a saved folder (ours, or a hub model in the hub's
-    format), or with a revision from the hub by id."""
+    """A model in float32 on policy_device() and its tokenizer: from a saved folder (ours, or a hub model in the
+    hub's format), or with a revision from the hub by id."""
     if revision is None and not (Path(path) / "config.json").exists():
         raise FileNotFoundError(f"{path}: no config.json; not a saved model folder (run `dvc repro base`)")
     tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
@@ -81,7 +86,7 @@ def load_policy(path: Path | str, revision: str | None = None) -> tuple[torch.nn
         raise ValueError(f"{path}: the tokenizer has no chat template; prompts are rendered with it")
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=torch.float32)
-    return model, tokenizer
+    return model.to(policy_device()), tokenizer
 
 
 def render_prompts(tokenizer: PreTrainedTokenizerFast, problems: list[str], template: str) -> list[str]:

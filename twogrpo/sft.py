@@ -56,7 +56,7 @@ def train_sft(model, tokenizer, train: pd.DataFrame, val: pd.DataFrame, template
             order = np.concatenate([order, generator.permutation(len(train))])
         idx, order = order[: cfg.batch_size], order[cfg.batch_size:]
         batch = sft_batch(tokenizer, [prompts[i] for i in idx], [targets[i] for i in idx])
-        loss = model(**batch).loss
+        loss = model(**{key: value.to(model.device) for key, value in batch.items()}).loss
         loss.backward()
         optimizer.step()
         scheduler.step()

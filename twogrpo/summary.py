@@ -67,23 +67,26 @@ def paper_arm(cfg: TrainConfig, name: str) -> tuple[str, str]:
     return "v2 Table 1", f"{arm.group_size}-GRPO"
 
 
-def beside_paper(bench: pd.DataFrame, paper: pd.DataFrame, cfg: TrainConfig, model: str,
-                 train_set: str) -> pd.DataFrame:
-    """Per arm and benchmark, our Mean@k and Pass@k (points, mean over seeds) beside the paper's Mean@32 and Pass@32
-    for the same model and train set (NaN where the paper has no such row); plus the average over benchmarks."""
-    ours = bench.groupby(["arm", "benchmark"], sort=False)[["mean_at_k", "pass_at_k"]].mean().mul(100)
-    rows = []
-    for (arm, benchmark), value in ours.iterrows():
-        source, paper_name = paper_arm(cfg, arm)
-        match = paper[(paper["source"] == source) & (paper["model"] == model) & (paper["train_set"] == train_set)
-                      & (paper["arm"] == paper_name) & (paper["benchmark"] == benchmark)]
-        reported = match.set_index("metric")["value"]
-        rows.append({"arm": arm, "paper arm": paper_name, "benchmark": benchmark, "Mean@k": value["mean_at_k"],
-                     "paper Mean@32": reported.get("mean@32", np.nan), "Pass@k": value["pass_at_k"],
-                     "paper Pass@32": reported.get("pass@32", np.nan)})
-    table = pd.DataFrame(rows)
-    average = table.groupby(["arm", "paper arm"], sort=False).mean(numeric_only=True).reset_index()
-    return pd.concat([table, average.assign(benchmark="average")], ignore_index=True)
+def beside_paper(bench: pd.DataFrame, paper: pd.DataFrame, cfg: TrainConfig, model: str, train_set: str,
+                 benchmarks: tuple[str, ...], metric: str = "mean") -> pd.DataFrame:
+    """One row per arm (with the paper's name for it), two columns per benchmark and for their average: ours (Mean@k
+    or Pass@k in points, mean over seeds) and the paper's (Mean@32 or Pass@32) for the same model and train set;
+    NaN where the paper has no such run. metric: "mean" or "pass"."""
+    ours = bench.groupby(["arm", "benchmark"], sort=False)[f"{metric}_at_k"].mean().mul(100)
+    rows = {}
+    for arm in bench["arm"].unique():
+        source, name = paper_arm(cfg, arm)
+        reported = paper[(paper["source"] == source) & (paper["model"] == model) & (paper["train_set"] == train_set)
+                         & (paper["arm"] == name) & (paper["metric"] == f"{metric}@32")].set_index("benchmark")["value"]
+        mine = [ours[(arm, b)] for b in benchmarks]
+        theirs = [reported.get(b, np.nan) for b in benchmarks]
+        row = {}
+        for b, x, y in zip([*benchmarks, "average"], [*mine, np.mean(mine)], [*theirs, np.mean(theirs)]):
+            row[(b, "ours")], row[(b, "paper")] = x, y
+        rows[(arm, name)] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.names = ["arm", "paper arm"]
+    return table
 
 
 class BudgetError(AssertionError):

@@ -80,15 +80,15 @@ class Batch:
     width: int  # T, the longest response in the slice
 
 
-def collate(samples: Samples, rows: list[int], pad_id: int) -> Batch:
+def collate(samples: Samples, rows: list[int], pad_id: int, device: torch.device) -> Batch:
     seqs = [samples.prompt_ids[i] + samples.response_ids[i] for i in rows]
     resp_len = [len(samples.response_ids[i]) for i in rows]
     length, width = max(map(len, seqs)), max(resp_len)
     return Batch(
-        input_ids=torch.tensor([s + [pad_id] * (length - len(s)) for s in seqs]),
-        attention_mask=torch.tensor([[1] * len(s) + [0] * (length - len(s)) for s in seqs]),
-        response_start=torch.tensor([len(samples.prompt_ids[i]) for i in rows]),
-        response_mask=torch.tensor([[1.0] * n + [0.0] * (width - n) for n in resp_len]),
+        input_ids=torch.tensor([s + [pad_id] * (length - len(s)) for s in seqs], device=device),
+        attention_mask=torch.tensor([[1] * len(s) + [0] * (length - len(s)) for s in seqs], device=device),
+        response_start=torch.tensor([len(samples.prompt_ids[i]) for i in rows], device=device),
+        response_mask=torch.tensor([[1.0] * n + [0.0] * (width - n) for n in resp_len], device=device),
         width=width,
     )
 
@@ -102,7 +102,8 @@ def frozen_logprobs(model, samples: Samples, micro: int, pad: int) -> torch.Tens
     """[R, T] log-probs of every rollout's tokens under `model` as it is now (old policy or frozen reference)."""
     model.eval()
     n = len(samples.response_ids)
-    parts = [logprobs(model, collate(samples, list(range(i, min(i + micro, n))), pad))[0] for i in range(0, n, micro)]
+    parts = [logprobs(model, collate(samples, list(range(i, min(i + micro, n))), pad, model.device))[0]
+             for i in range(0, n, micro)]
     width = max(p.shape[1] for p in parts)
     return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])
 
@@ -178,7 +179,7 @@ def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_lo
     optimizer.zero_grad(set_to_none=True)
     for i in range(0, len(rows), cfg.micro_batch_rollouts):
         part = rows[i:i + cfg.micro_batch_rollouts]
-        batch = collate(samples, part, pad)
+        batch = collate(samples, part, pad, model.device)
         mask = batch.response_mask
         logp, entropy = logprobs(model, batch)
         terms, clipped = grpo.policy_loss_terms(logp, old_logp[part, : batch.width], advantages[part],
@@ -250,7 +251,7 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
         rollouts, generated, generated_tokens = source.step(cfg.generation_batch_prompts, arm.resample,
                                                             cfg.step_rollout_cap)
         samples, rewards = rollouts.samples, rollouts.rewards
-        advantages = grpo.group_advantages(rewards, G, cfg.adv_eps, cfg.adv_std)
+        advantages = grpo.group_advantages(rewards, G, cfg.adv_eps, cfg.adv_std).to(model.device)
         dead = grpo.dead_groups(rewards, G)
         with timer("old_logprob"):
             old_logp = frozen_logprobs(model, samples, cfg.micro_batch_rollouts, pad)
