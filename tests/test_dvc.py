@@ -53,7 +53,8 @@ def test_stages_write_only_declared_outputs():
     declared = {name: [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", []) + stage.get("metrics", [])]
                 for name, stage in PIPELINE.items()}
     assert declared["prepare"] == ["data/prepared"]
-    assert set(declared["aggregate"]) == {"results/summary.csv", "results/benchmarks.csv", "results/curves.parquet",
+    assert set(declared["aggregate"]) == {"results/summary.csv", "results/benchmarks.csv", "results/time_to_target.csv",
+                                          "results/pass_at_k.csv", "results/curves.parquet",
                                           "metrics/claims.json"}
     source = (ROOT / "stages" / "aggregate.py").read_text()
     for out in declared["aggregate"]:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from twogrpo.engine import cut_at_stop
-from twogrpo.evaluation import benchmark_metrics, first_problems, metrics, pass_at_k
+from twogrpo.evaluation import benchmark_metrics, first_problems, majority_correct, metrics, pass_at_k
 
 
 @pytest.mark.parametrize("n", [1, 2, 4, 5, 8])
@@ -52,9 +52,9 @@ def test_metrics_reject_unequal_sample_counts():
 
 def test_benchmark_metrics_average_benchmarks_equally():
     small = pd.DataFrame({"benchmark": "a", "problem_id": ["p0", "p0"], "correct": [True, True],
-                          "truncated": False, "tokens": 3})
+                          "extracted": "1", "truncated": False, "tokens": 3})
     large = pd.DataFrame({"benchmark": "b", "problem_id": [f"q{i}" for i in range(4) for _ in range(2)],
-                          "correct": [False] * 8, "truncated": False, "tokens": 3})
+                          "correct": [False] * 8, "extracted": "", "truncated": False, "tokens": 3})
     m = benchmark_metrics(pd.concat([small, large]))
     assert m["benchmarks"]["a"]["mean_at_k"] == 1.0 and m["benchmarks"]["b"]["mean_at_k"] == 0.0
     assert m["mean_at_k"] == 0.5 and m["problems"] == 5 and m["k"] == 2  # not 2/10: each benchmark counts once
@@ -73,3 +73,21 @@ def test_first_problems_takes_n_of_each_benchmark_in_table_order():
 ])
 def test_responses_stop_at_the_first_stop_token(row, expected):
     assert cut_at_stop(row, [7, 9]) == expected
+
+
+@pytest.mark.parametrize(("extracted", "correct", "expected"), [
+    (["2", "3", "2"], [True, False, True], True),  # the majority is right
+    (["3", "2", "3"], [False, True, False], False),  # the majority is wrong, though one sample is right
+    (["", "", "5"], [False, False, True], True),  # no answer does not vote
+    (["", ""], [False, False], False),  # nobody answered
+    (["4", "7"], [False, True], False),  # a tie goes to the answer seen first
+])
+def test_majority_vote(extracted, correct, expected):
+    assert majority_correct(extracted, correct) is expected
+
+
+def test_majority_vote_matches_brute_force_over_small_cases():
+    for answers in itertools.product("ab", repeat=3):
+        correct = [a == "a" for a in answers]
+        expected = sum(correct) >= 2
+        assert majority_correct(list(answers), correct) is expected

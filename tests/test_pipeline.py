@@ -43,7 +43,8 @@ TINY = {
     "evaluate": {"problems": 16, "samples": 4, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "max_new_tokens": 12,
                  "seed": 7},
     "contrastive": {"prompts": 16, "responses": 6, "permutations": 3, "seed": 0},
-    "report": {"equivalence_margin": 0.02, "paper_model": "", "paper_train_set": ""},
+    "report": {"equivalence_margin": 0.02, "bootstrap_samples": 200, "bootstrap_seed": 0, "target_fraction": 0.95,
+               "paper_model": "", "paper_train_set": ""},
 }
 
 

@@ -44,16 +44,18 @@ def test_claims_compare_each_arm_with_the_reference():
         {"model": "g2-s0", "arm": "g2", "seed": 0, "rollouts": 32, "mean_at_k": 0.49, "train_time": 4.0},
         {"model": "g2-s1", "arm": "g2", "seed": 1, "rollouts": 32, "mean_at_k": 0.51, "train_time": 6.0},
     ])
-    c = claims(s, "g4")["g2"]
+    intervals = {"g2": {"average": {"low": -0.03, "high": 0.01}}}
+    c = claims(s, "g4", intervals)["g2"]
+    assert (c["accuracy_gap_low"], c["accuracy_gap_high"]) == (-0.03, 0.01)
     assert c["accuracy_gap"] == pytest.approx(-0.01)
     assert c["accuracy_gap_per_seed"] == pytest.approx([-0.01, -0.01])
     assert c["rollout_ratio"] == 0.5 and c["time_ratio"] == pytest.approx(0.5)
     assert c["time_ratio_per_seed"] == pytest.approx([0.4, 0.6])
 
 
-@pytest.mark.parametrize(("gap", "se", "verdict"), [
-    (-0.005, 0.002, "reproduced"), (-0.05, 0.005, "not reproduced: worse"), (0.05, 0.005, "not reproduced: better"),
-    (-0.01, 0.02, "not shown: the interval"), (0.0, float("nan"), "not shown (one seed"),
+@pytest.mark.parametrize(("low", "high", "verdict"), [
+    (-0.009, -0.001, "reproduced"), (-0.06, -0.04, "not reproduced: worse"), (0.04, 0.06, "not reproduced: better"),
+    (-0.05, 0.03, "not shown: the interval"), (-0.03, -0.01, "not shown: the interval"),
 ])
-def test_accuracy_verdicts(gap, se, verdict):
-    assert accuracy_verdict(gap, se, margin=0.02).startswith(verdict)
+def test_accuracy_verdicts(low, high, verdict):
+    assert accuracy_verdict(low, high, margin=0.02).startswith(verdict)

@@ -323,16 +323,22 @@ class ContrastiveConfig:
 class ReportConfig:
     """How the report judges the claims."""
 
-    # "2-GRPO matches 16-GRPO" is shown when the accuracy gap's interval (gap +- 2 standard errors over seeds) lies
-    # within +-equivalence_margin (accuracy as a fraction: 0.02 = 2 points).
+    # "2-GRPO matches 16-GRPO" is shown when the accuracy gap's 95% interval (hierarchical bootstrap over seeds,
+    # problems and samples) lies within +-equivalence_margin (accuracy as a fraction: 0.02 = 2 points).
     equivalence_margin: float
+    bootstrap_samples: int  # bootstrap replicates
+    bootstrap_seed: int  # fixed, so the intervals are the same on every run
+    # Time-to-target: the time and rollouts each run needs until its in-training eval accuracy reaches this fraction
+    # of the reference arm's final eval accuracy (mean over seeds).
+    target_fraction: float
     # The paper's rows (data/paper/tables.csv) shown beside ours: its model and train-set names; "" = none (the
     # embedded default has no counterpart in the paper).
     paper_model: Literal["", "Qwen-1.5B", "Qwen-7B", "DS-1.5B"]
     paper_train_set: Literal["", "MATH", "DAPO-Math-Sub"]
 
     def check(self) -> None:
-        _positive("report", equivalence_margin=self.equivalence_margin)
+        _positive("report", equivalence_margin=self.equivalence_margin, bootstrap_samples=self.bootstrap_samples,
+                  target_fraction=self.target_fraction)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from math import comb
 
 import numpy as np
@@ -44,14 +45,27 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - comb(n - c, k) / comb(n, k)
 
 
+def majority_correct(extracted: list[str], correct: list[bool]) -> bool:
+    """Majority vote over one problem's samples: is the most frequent extracted answer right? Samples with no answer
+    do not vote; ties go to the answer seen first; answers are compared as math-verify extracted them (as text)."""
+    votes = Counter(e for e in extracted if e)
+    if not votes:
+        return False
+    winner = votes.most_common(1)[0][0]
+    return correct[extracted.index(winner)]
+
+
 def metrics(records: pd.DataFrame) -> dict[str, float]:
-    """Mean@k (mean accuracy over all samples) and Pass@j for j = 1, 2, 4, ..., k, averaged over problems."""
+    """Mean@k (mean accuracy over all samples), majority vote @k and Pass@j for j = 1, 2, 4, ..., k, averaged over
+    problems."""
     per_problem = records.groupby("problem_id")["correct"].agg(["size", "sum"])
     sizes = per_problem["size"].unique()
     if len(sizes) != 1:
         raise ValueError(f"problems have different numbers of samples: {sorted(sizes)}")
     k = int(sizes[0])
+    votes = [majority_correct(g["extracted"].tolist(), g["correct"].tolist()) for _, g in records.groupby("problem_id")]
     out = {"k": k, "problems": len(per_problem), "mean_at_k": float(records["correct"].mean()),
+           "maj_at_k": float(np.mean(votes)),
            "truncated_frac": float(records["truncated"].mean()), "mean_tokens": float(records["tokens"].mean())}
     j = 1
     while j <= k:

@@ -54,6 +54,17 @@ def benchmark_results(cfg: TrainConfig, eval_dir: Path) -> pd.DataFrame:
     return validate(pd.DataFrame(rows).astype({"seed": "Int64"}), BenchmarkResults, "benchmark results")
 
 
+def pass_curves(cfg: TrainConfig, eval_dir: Path) -> pd.DataFrame:
+    """Pass@j for j = 1, 2, 4, ..., k (unbiased estimator) per model and benchmark, one row each: the paper's Fig. 2."""
+    models = [("base", "base", None)] + [(f"{a}-s{s}", a, s) for a in cfg.arms for s in cfg.seeds]
+    rows = [{"model": name, "arm": arm, "seed": seed, "benchmark": bench, "j": int(key.removeprefix("pass_at_")),
+             "pass_at_j": value}
+            for name, arm, seed in models
+            for bench, m in load_metrics(eval_dir / name / "metrics.json")["benchmarks"].items()
+            for key, value in m.items() if key.startswith("pass_at_") and key != "pass_at_k"]
+    return pd.DataFrame(rows).astype({"seed": "Int64"})
+
+
 def paper_arm(cfg: TrainConfig, name: str) -> tuple[str, str]:
     """The paper's (table, arm) in data/paper/tables.csv that our arm `name` ("base" included) reproduces."""
     if name == "base":
@@ -114,12 +125,14 @@ def _accuracy(metrics: dict) -> dict:
     return {"mean_at_k": metrics["mean_at_k"], "pass_at_k": metrics["pass_at_k"], "k": metrics["k"]}
 
 
-def claims(summary: pd.DataFrame, reference_arm: str, resampling_arms: frozenset[str] = frozenset()) -> dict[str, dict]:
-    """Each arm against the reference arm (16-GRPO): the paper's three claims, measured, with the spread over seeds.
+def claims(summary: pd.DataFrame, reference_arm: str, intervals: dict[str, dict],
+           resampling_arms: frozenset[str] = frozenset()) -> dict[str, dict]:
+    """Each arm against the reference arm (16-GRPO): the paper's three claims, measured, with their uncertainty.
 
-    accuracy_gap: arm Mean@k minus reference Mean@k, means over seeds (fractions, not points), with each seed's gap
-    (seeds paired by position) and the standard error of the difference of means; rollout_ratio and time_ratio:
-    the arm's mean over seeds divided by the reference's.
+    accuracy_gap: arm Mean@k minus reference Mean@k (averaged over benchmarks, means over seeds; fractions, not
+    points), its 95% interval from the hierarchical bootstrap (`intervals[arm]`, twogrpo.stats.bootstrap_gap: the
+    average and each benchmark), and each seed's gap (seeds paired by position); rollout_ratio and time_ratio: the
+    arm's mean over seeds divided by the reference's, and per seed.
     """
     trained = summary[summary["arm"] != "base"]
     ref = trained[trained["arm"] == reference_arm].sort_values("seed")
@@ -132,28 +145,23 @@ def claims(summary: pd.DataFrame, reference_arm: str, resampling_arms: frozenset
         runs = runs.sort_values("seed")
         a, r = runs["mean_at_k"].to_numpy(), ref["mean_at_k"].to_numpy()
         n = min(len(a), len(r))
-        stderr = float(np.sqrt(_var(a) / len(a) + _var(r) / len(r)))
         out[arm] = {
             "resample": arm in resampling_arms,
             "accuracy_gap": float(a.mean() - r.mean()),
-            "accuracy_gap_stderr": stderr,
+            "accuracy_gap_low": intervals[arm]["average"]["low"],
+            "accuracy_gap_high": intervals[arm]["average"]["high"],
+            "accuracy_gap_per_benchmark": intervals[arm],
             "accuracy_gap_per_seed": [float(x) for x in a[:n] - r[:n]],
             "rollout_ratio": float(runs["rollouts"].mean() / ref["rollouts"].mean()),
             "time_ratio": float(runs["train_time"].mean() / ref["train_time"].mean()),
-            "time_ratio_per_seed": [float(x) for x in runs["train_time"].to_numpy()[:n] / ref["train_time"].to_numpy()[:n]],
+            "time_ratio_per_seed": [float(x) for x in
+                                    runs["train_time"].to_numpy()[:n] / ref["train_time"].to_numpy()[:n]],
         }
     return out
 
 
-def _var(x: np.ndarray) -> float:
-    return float(np.var(x, ddof=1)) if len(x) > 1 else float("nan")
-
-
-def accuracy_verdict(gap: float, stderr: float, margin: float) -> str:
-    """Equivalence test by interval: the gap +- 2 standard errors against +-margin."""
-    if not np.isfinite(stderr):
-        return "not shown (one seed: no interval)"
-    low, high = gap - 2 * stderr, gap + 2 * stderr
+def accuracy_verdict(low: float, high: float, margin: float) -> str:
+    """Equivalence test by interval: the gap's 95% interval [low, high] against +-margin."""
     if -margin <= low and high <= margin:
         return "reproduced: equivalent within the margin"
     if high < -margin:
@@ -192,15 +200,16 @@ def claims_table(measured: dict[str, dict], paper: pd.DataFrame, margin: float) 
     rs_gap, rs_ratio = _paper_rs(paper)
     rows = []
     for arm, c in measured.items():
-        gap, se = 100 * c["accuracy_gap"], 100 * c["accuracy_gap_stderr"]
-        verdict = accuracy_verdict(c["accuracy_gap"], c["accuracy_gap_stderr"], margin)
+        gap, low, high = (100 * c[f"accuracy_gap{s}"] for s in ("", "_low", "_high"))
+        verdict = accuracy_verdict(c["accuracy_gap_low"], c["accuracy_gap_high"], margin)
+        interval = f"{gap:+.2f} [{low:+.2f}, {high:+.2f}]"
         seeds = ", ".join(f"{100 * g:+.1f}" for g in c["accuracy_gap_per_seed"])
         times = f"{c['time_ratio']:.3f} (per seed: " + ", ".join(f"{r:.3f}" for r in c["time_ratio_per_seed"]) + ")"
         fast = max(c["time_ratio_per_seed"])
         if c.get("resample"):
             rows += [
                 {"claim": "2-GRPO+RS matches or beats 16-GRPO accuracy (Mean@k gap, points)", "arm": arm,
-                 "measured": f"{gap:+.2f} +- {2 * se:.2f} (per seed: {seeds})", "paper": f"{rs_gap:+.2f} (5-benchmark average, mean of 4 runs)",
+                 "measured": f"{interval} (per seed: {seeds})", "paper": f"{rs_gap:+.2f} (5-benchmark average, mean of 4 runs)",
                  "verdict": "reproduced: better beyond the margin" if verdict.endswith("better beyond the margin")
                  else verdict},
                 {"claim": "2-GRPO+RS stays within 16-GRPO's rollouts (ratio)", "arm": arm,
@@ -212,7 +221,7 @@ def claims_table(measured: dict[str, dict], paper: pd.DataFrame, margin: float) 
             continue
         rows += [
             {"claim": "2-GRPO matches 16-GRPO accuracy (Mean@k gap, points)", "arm": arm,
-             "measured": f"{gap:+.2f} +- {2 * se:.2f} (per seed: {seeds})",
+             "measured": f"{interval} (per seed: {seeds})",
              "paper": f"{runs['gap_mean@32'].mean():+.2f} (5-benchmark average, mean of 5 runs)", "verdict": verdict},
             {"claim": "1/8 of the rollouts (2-GRPO / 16-GRPO)", "arm": arm, "measured": f"{c['rollout_ratio']:.3f}",
              "paper": f"{PAPER_ROLLOUT_RATIO:.3f}",
