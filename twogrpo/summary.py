@@ -168,7 +168,7 @@ def accuracy_verdict(low: float, high: float, margin: float) -> str:
         return "not reproduced: worse beyond the margin"
     if low > margin:
         return "not reproduced: better beyond the margin"
-    return "not shown: the interval is wider than the margin"
+    return "not shown: the interval crosses the margin"
 
 
 def paper_runs(paper: pd.DataFrame) -> pd.DataFrame:
