@@ -10,8 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 import yaml
 from safetensors.torch import load_file
 
@@ -123,6 +125,24 @@ def test_report_is_self_contained_html_with_the_claims(study):
     assert "The claims" in html and "1/8 of the rollouts" in html
     assert html.count("data:image/png;base64") >= 3  # figures embedded, not linked
     assert "Traceback" not in html
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium is not installed (Debian package "
+                    "`chromium`): the report is not rendered in a browser")
+def test_report_renders_in_a_browser_without_script_errors(study, tmp_path):
+    """Headless Chromium opens the HTML offline: the page has its text after scripts ran, no script error is logged,
+    and the screenshot is not blank."""
+    page = f"file://{study / 'reports/report.html'}"
+    browser = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"]
+    dom = subprocess.run([*browser, "--dump-dom", page], capture_output=True, text=True, timeout=120)
+    assert "The claims" in dom.stdout and "Provenance" in dom.stdout
+    errors = [line for line in dom.stderr.splitlines() if "Uncaught" in line or "CONSOLE(" in line and "rror" in line]
+    assert errors == []
+    shot = tmp_path / "report.png"
+    subprocess.run([*browser, "--window-size=1200,1600", f"--screenshot={shot}", page], capture_output=True,
+                   timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert (pixels < 128).mean() > 0.005  # dark text and figures on a white page, not a blank one
 
 
 def test_repro_after_a_run_does_nothing(study):
