@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from twogrpo.config import ChainSumConfig, PrepareConfig
@@ -26,3 +27,13 @@ def shared_benchmarks() -> Path:
     if origin.returncode == 0 and Path(origin.stdout.strip()).is_dir():
         candidates.append(Path(origin.stdout.strip()).resolve().parent / "shared" / "benchmarks")
     return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    """Run a command (dvc, git) with this environment's tools first on PATH and one torch thread; its stdout, or a
+    failed assertion showing the ends of its output."""
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                        "TWOGRPO_THREADS": "1"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout

@@ -4,10 +4,8 @@ The project is copied into a fresh git repository with a tiny params.yaml; `dvc 
 """
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from PIL import Image
 import yaml
 from safetensors.torch import load_file
 
+from tests.fixtures import run
 from twogrpo.schemas import EvalSamples, Problems, Summary, TrainSteps, read_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,11 +49,6 @@ TINY = {
 }
 
 
-def run(cmd, cwd):
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "TWOGRPO_THREADS": "1"}
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
 
 
 @pytest.fixture(scope="module")

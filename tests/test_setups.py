@@ -3,17 +3,14 @@ conf/, and each setup runs end to end (a dry run: real dvc, real loaders on the 
 random-init model saved in the hub's format standing in for the hub model, one generation step)."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from tests.fixtures import shared_benchmarks
+from tests.fixtures import run, shared_benchmarks
 from twogrpo.mathdata import DAPO_PREFIX, DAPO_SUFFIX
 from twogrpo.policy import save_random_chat_model
 from twogrpo.schemas import BenchmarkResults, read_table
@@ -82,12 +79,6 @@ def write_dapo_fixture(path: Path, aime: pd.DataFrame) -> None:
     pd.DataFrame(rows + rows).to_parquet(path)
 
 
-def run(cmd, cwd):
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                        "TWOGRPO_THREADS": "1"}
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
