@@ -4,7 +4,8 @@ their uncertainty.
 Reads: eval/*/metrics.json and eval/*/samples.parquet, runs/*/steps.parquet; params `train` (which arms and seeds to
 expect), `report` (bootstrap, target). Fails loudly (BudgetError) if an arm did not see the declared prompts and rollouts.
 Writes: results/summary.csv (schema Summary; accuracy averaged over benchmarks), results/benchmarks.csv (schema
-BenchmarkResults, per benchmark), results/pass_at_k.csv (Pass@j per model and benchmark), results/curves.parquet
+BenchmarkResults, per benchmark), results/pass_at_k.csv (Pass@j for j = 1..k per model and
+benchmark, from the samples), results/curves.csv
 (all ledgers), results/time_to_target.csv (per run),
 metrics/claims.json (each arm against train.reference_group_size's arm: accuracy gap with its 95% bootstrap interval
 on average and per benchmark, rollout ratio, training-time ratio; DVC shows it).
@@ -17,19 +18,18 @@ from pathlib import Path
 import pandas as pd
 
 from twogrpo.config import TrainConfig
-from twogrpo.io import write_csv, write_json, write_parquet
+from twogrpo.io import write_csv, write_json
 from twogrpo.run import start_stage
-from twogrpo.schemas import EvalSamples, read_table
 from twogrpo.stats import Cells, bootstrap_gap, time_to_target
-from twogrpo.summary import benchmark_results, check_budgets, claims, pass_curves, summarise
+from twogrpo.summary import (Evaluated, benchmark_results, check_budgets, claims, load_evaluations, pass_curves,
+                             summarise)
 
 EVAL = Path("eval")
 
 
-def arm_cells(cfg: TrainConfig) -> dict[str, Cells]:
+def arm_cells(cfg: TrainConfig, evaluated: list[Evaluated]) -> dict[str, Cells]:
     """Every arm's per-sample evaluation records as bootstrap cells, problems in the reference arm's order."""
-    records = {name: [read_table(EVAL / f"{name}-s{seed}" / "samples.parquet", EvalSamples) for seed in cfg.seeds]
-               for name in cfg.arms}
+    records = {name: [ev.samples for ev in evaluated if ev.arm == name] for name in cfg.arms}
     order = pd.Index(records[cfg.reference_arm][0]["problem_id"].unique())
     return {name: Cells.from_records(per_seed, order) for name, per_seed in records.items()}
 
@@ -38,18 +38,19 @@ def main() -> None:
     params = start_stage("aggregate")
     cfg, report = params.train, params.report
     reference = cfg.reference_arm  # fails before any work if there is none
-    summary, curves = summarise(cfg, EVAL, Path("runs"))
+    evaluated = load_evaluations(cfg, EVAL)
+    summary, curves = summarise(cfg, evaluated, Path("runs"))
     check_budgets(cfg, summary)
-    cells = arm_cells(cfg)
+    cells = arm_cells(cfg, evaluated)
     intervals = {name: bootstrap_gap(cells[name], cells[reference], report.bootstrap_samples, report.bootstrap_seed)
                  for name in cfg.arms if name != reference}
     final = curves[curves["arm"] == reference].groupby("seed")["eval_accuracy"].last().mean()
     reached = time_to_target(curves, report.target_fraction * final)
     write_csv(summary, "results/summary.csv")
-    write_csv(benchmark_results(cfg, EVAL), "results/benchmarks.csv")
-    write_parquet(curves, "results/curves.parquet")
+    write_csv(benchmark_results(evaluated), "results/benchmarks.csv")
+    write_csv(curves, "results/curves.csv")
     write_csv(reached, "results/time_to_target.csv")
-    write_csv(pass_curves(cfg, EVAL), "results/pass_at_k.csv")
+    write_csv(pass_curves(evaluated), "results/pass_at_k.csv")
     resampling = frozenset(name for name, arm in cfg.arms.items() if arm.resample)
     write_json({"reference_arm": reference, "arms": claims(summary, reference, intervals, resampling)},
                "metrics/claims.json")

@@ -12,7 +12,8 @@ import argparse
 from pathlib import Path
 
 from twogrpo.engine import Sampling, make_engine
-from twogrpo.evaluation import benchmark_metrics, first_problems, sample_records
+from twogrpo.evaluation import first_problems, sample_records
+from twogrpo.metrics import benchmark_metrics
 from twogrpo.io import write_json, write_parquet
 from twogrpo.policy import load_policy
 from twogrpo.run import start_stage

@@ -54,7 +54,7 @@ def test_stages_write_only_declared_outputs():
                 for name, stage in PIPELINE.items()}
     assert declared["prepare"] == ["data/prepared"]
     assert set(declared["aggregate"]) == {"results/summary.csv", "results/benchmarks.csv", "results/time_to_target.csv",
-                                          "results/pass_at_k.csv", "results/curves.parquet",
+                                          "results/pass_at_k.csv", "results/curves.csv",
                                           "metrics/claims.json"}
     source = (ROOT / "stages" / "aggregate.py").read_text()
     for out in declared["aggregate"]:

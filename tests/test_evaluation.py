@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from twogrpo.engine import cut_at_stop
-from twogrpo.evaluation import benchmark_metrics, first_problems, majority_correct, metrics, pass_at_k
+from twogrpo.evaluation import first_problems
+from twogrpo.metrics import benchmark_metrics, majority_correct, metrics, pass_at_j_curve, pass_at_k
 
 
 @pytest.mark.parametrize("n", [1, 2, 4, 5, 8])
@@ -43,6 +44,16 @@ def test_metrics_from_records():
     assert m["pass_at_1"] == pytest.approx(m["mean_at_k"])
     assert m["pass_at_k"] == m["pass_at_4"] == pytest.approx(2 / 3)
     assert m["pass_at_2"] == pytest.approx(np.mean([0.5, 1.0, 0.0]))
+
+
+def test_pass_at_j_curve_is_the_brute_force_subset_average_for_every_j():
+    outcomes = [[1, 0, 0, 1, 0], [0, 0, 0, 0, 1], [1, 1, 1, 1, 1]]
+    curve = pass_at_j_curve(records(outcomes).assign(benchmark="b"))
+    assert curve["j"].tolist() == [1, 2, 3, 4, 5]
+    for j, value in zip(curve["j"], curve["pass_at_j"]):
+        brute = np.mean([np.mean([any(o[i] for i in subset) for subset in itertools.combinations(range(5), j)])
+                         for o in outcomes])
+        assert value == pytest.approx(brute)
 
 
 def test_metrics_reject_unequal_sample_counts():

@@ -6,6 +6,7 @@ The project is copied into a fresh git repository with a tiny params.yaml; `dvc 
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,7 @@ def study(tmp_path_factory):
     run(["git", "config", "user.name", "smoke test"], project)  # dvc exp commits need an identity
     run(["git", "config", "user.email", "smoke@test.invalid"], project)
     run(["dvc", "init", "-q"], project)
+    shutil.copytree(ROOT / ".dvc" / "plots", project / ".dvc" / "plots")  # the plots template dvc.yaml names
     run(["dvc", "config", "core.analytics", "false"], project)
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "tiny study"], project)
@@ -119,24 +121,42 @@ def test_report_is_self_contained_html_with_the_claims(study):
     assert "The claims" in html and "1/8 of the rollouts" in html
     assert html.count("data:image/png;base64") >= 3  # figures embedded, not linked
     assert "Traceback" not in html
+    assert "Table 1 layout" in html and "Δ g2 (G=2) - g4 (G=4)" in html
+    figures = {f.name for f in (study / "reports/figures").iterdir()}
+    assert {"curves.png", "phases.png", "pass_at_k.png"} <= figures
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium is not installed (Debian package "
-                    "`chromium`): the report is not rendered in a browser")
-def test_report_renders_in_a_browser_without_script_errors(study, tmp_path):
-    """Headless Chromium opens the HTML offline: the page has its text after scripts ran, no script error is logged,
+def test_pass_at_j_for_every_j_up_to_k(study):
+    passes = pd.read_csv(study / "results/pass_at_k.csv")
+    assert sorted(passes["j"].unique()) == [1, 2, 3, 4]
+    for _, model in passes.groupby("model"):
+        curve = model.sort_values("j")["pass_at_j"].to_numpy()
+        assert (np.diff(curve) >= -1e-12).all()  # Pass@j never falls as j grows
+
+
+needs_chromium = pytest.mark.skipif(
+    shutil.which("chromium") is None,
+    reason="headless Chromium is not installed (Debian package `chromium`): the reports are not rendered in a browser")
+
+
+def check_renders_offline(html: Path, texts: tuple[str, ...], shot: Path) -> None:
+    """Headless Chromium opens the HTML offline: the page has `texts` after scripts ran, no script error is logged,
     and the screenshot is not blank."""
-    page = f"file://{study / 'reports/report.html'}"
+    page = f"file://{html}"
     browser = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"]
     dom = subprocess.run([*browser, "--dump-dom", page], capture_output=True, text=True, timeout=120)
-    assert "The claims" in dom.stdout and "Provenance" in dom.stdout
+    assert all(text in dom.stdout for text in texts)
     errors = [line for line in dom.stderr.splitlines() if "Uncaught" in line or "CONSOLE(" in line and "rror" in line]
     assert errors == []
-    shot = tmp_path / "report.png"
     subprocess.run([*browser, "--window-size=1200,1600", f"--screenshot={shot}", page], capture_output=True,
                    timeout=120)
     pixels = np.asarray(Image.open(shot).convert("L"))
     assert (pixels < 128).mean() > 0.005  # dark text and figures on a white page, not a blank one
+
+
+@needs_chromium
+def test_report_renders_in_a_browser_without_script_errors(study, tmp_path):
+    check_renders_offline(study / "reports/report.html", ("The claims", "Provenance"), tmp_path / "report.png")
 
 
 def test_repro_after_a_run_does_nothing(study):
@@ -152,3 +172,26 @@ def test_exp_run_varies_a_train_knob_and_exp_show_lists_it(study):
     assert "clip-high-0.2" in shown
     row = next(line for line in shown.splitlines() if "clip-high-0.2" in line)
     assert "0.2" in row
+
+
+def test_plots_diff_compares_the_curves_and_figures_of_experiments(study):
+    """Runs after the experiment above: `dvc plots diff` overlays the committed study and the experiment."""
+    plots = json.loads(run(["dvc", "plots", "diff", "HEAD", "clip-high-0.2", "--json"], study))["data"]
+    curve = plots["eval accuracy against training time"][0]
+    values = curve["content"]["data"]["values"]
+    assert {v["rev"] for v in values} == {"HEAD", "clip-high-0.2"}
+    assert {v["arm"] for v in values} == {"g4", "g2", "g2-rs"} and {"eval_accuracy", "train_time"} <= set(values[0])
+    images = [key for key in plots if key.startswith("reports/figures/") and key.endswith(".png")]
+    assert "reports/figures/curves.png" in images
+    assert {image["revisions"][0] for image in plots["reports/figures/curves.png"]} == {"HEAD", "clip-high-0.2"}
+
+
+def test_experiments_report_compares_every_experiment(study, tmp_path):
+    """Runs after the experiment above: the second notebook, from real `dvc exp show --json`."""
+    run([sys.executable, "-m", "twogrpo.experiments"], study)
+    html = (study / "reports/experiments.html").read_text()
+    assert "clip-high-0.2" in html and "train.clip_high" in html and "Traceback" not in html
+    assert html.count("equivalent within the margin") + html.count("not shown") + html.count("beyond the margin") >= 4
+    if shutil.which("chromium"):
+        check_renders_offline(study / "reports/experiments.html", ("The claims, per experiment",),
+                              tmp_path / "experiments.png")

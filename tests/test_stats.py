@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from twogrpo.stats import Cells, bootstrap_gap, time_to_target
+from twogrpo.stats import Cells, bootstrap_gap, seed_interval, time_to_target, time_to_target_by_arm
 
 
 def cells(correct, k, benchmarks=None):
@@ -81,3 +81,27 @@ def test_time_to_target_takes_the_first_step_at_the_target():
     out = time_to_target(curves, target=0.45).set_index("arm")
     assert (out.loc["a", "seconds"], out.loc["a", "rollouts"], out.loc["a", "gen_step"]) == (10, 100, 1)
     assert np.isnan(out.loc["b", "seconds"])  # never reached
+
+
+def test_seed_interval_is_the_t_interval():
+    # Closed form: mean 12, s = 2, n = 3, t(0.975, 2) = 4.3027 -> half-width 4.3027 * 2 / sqrt(3) = 4.968.
+    mean, low, high = seed_interval(np.array([10.0, 12.0, 14.0]))
+    assert mean == 12 and low == pytest.approx(12 - 4.968, abs=1e-3) and high == pytest.approx(12 + 4.968, abs=1e-3)
+    assert np.isnan(seed_interval(np.array([5.0]))[1]) and np.isnan(seed_interval(np.array([]))[0])
+    assert seed_interval(np.array([1.0, 100.0]), floor=0.0)[1] == 0.0  # t(0.975, 1) = 12.7: unfloored, far below 0
+
+
+def test_seed_interval_covers_at_its_level():
+    rng = np.random.default_rng(0)
+    covered = [low <= 0 <= high for low, high in
+               (seed_interval(rng.normal(0, 1, 3))[1:] for _ in range(4000))]
+    assert np.mean(covered) == pytest.approx(0.95, abs=0.015)
+
+
+def test_time_to_target_by_arm_counts_runs_that_never_reached():
+    reached = pd.DataFrame({"arm": ["a", "a", "b", "b"], "seed": [0, 1, 0, 1],
+                            "seconds": [10.0, 14.0, 3.0, np.nan], "rollouts": [100.0, 140.0, 30.0, np.nan]})
+    out = time_to_target_by_arm(reached).set_index("arm")
+    assert (out.loc["a", "runs"], out.loc["a", "reached"], out.loc["a", "seconds"]) == (2, 2, 12.0)
+    assert out.loc["a", "seconds_low"] < 12 < out.loc["a", "seconds_high"]
+    assert (out.loc["b", "reached"], out.loc["b", "seconds"]) == (1, 3.0) and np.isnan(out.loc["b", "seconds_high"])

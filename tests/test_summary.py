@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from twogrpo.config import ArmConfig
-from twogrpo.summary import BudgetError, accuracy_verdict, check_budgets, claims
+from twogrpo.summary import BudgetError, accuracy_verdict, check_budgets, claims, claims_table, table1_layout, verdicts
 from tests.test_trainer import TRAIN
 
 
@@ -59,3 +59,56 @@ def test_claims_compare_each_arm_with_the_reference():
 ])
 def test_accuracy_verdicts(low, high, verdict):
     assert accuracy_verdict(low, high, margin=0.02).startswith(verdict)
+
+
+def test_table1_layout_puts_ours_beside_the_paper_with_difference_rows():
+    cfg = dataclasses.replace(TRAIN, reference_group_size=16, reference_lr=1e-6,
+                              arms={"g16": ArmConfig(16, "none"), "g2": ArmConfig(2, "none")})
+    benches = ("math500", "amc23", "aime25", "minerva_math", "olympiadbench")
+    bench = pd.DataFrame([{"arm": arm, "seed": seed, "benchmark": b, "mean_at_k": m + 0.02 * seed,
+                           "pass_at_k": m + 0.3}
+                          for arm, m in (("base", 0.1), ("g16", 0.5), ("g2", 0.4)) for seed in (0, 1)
+                          for b in benches])
+    s = summary([{"model": "g16-s0", "arm": "g16", "train_time": 10.0}, {"model": "g2-s0", "arm": "g2", "train_time": 2.5}])
+    paper = pd.read_csv("data/paper/tables.csv")
+    table = table1_layout(bench, s, paper, cfg, "Qwen-1.5B", "MATH", benches)
+    ours, theirs = table.loc["ours"], table.loc["paper"]
+    assert list(ours.index) == ["base (w/o)", "g16 (G=16)", "g2 (G=2)", "Δ g2 (G=2) - g16 (G=16)"]
+    assert ours.loc["g2 (G=2)", "math500"] == "41.00 / 70.00"  # Mean@k: the mean over seeds 0 and 1
+    assert ours.loc["Δ g2 (G=2) - g16 (G=16)", "Avg"] == "-10.00 / -10.00"
+    assert ours.loc["Δ g2 (G=2) - g16 (G=16)", "time"] == "-75.00%" and ours.loc["base (w/o)", "time"] == "-"
+    # The paper's own rows and differences (v2 Table 1, Qwen-1.5B on MATH; the paper prints -75.96% for the time).
+    assert theirs.loc["2-GRPO", "math500"] == "69.28 / 87.43" and theirs.loc["16-GRPO", "time"] == "8.53 h"
+    assert theirs.loc["Δ 2-GRPO - 16-GRPO", "math500"] == "-0.96 / +0.19"
+    assert theirs.loc["Δ 2-GRPO - 16-GRPO", "time"] == "-75.97%"
+
+
+def test_table1_layout_has_no_paper_rows_for_an_unmatched_setup():
+    cfg = dataclasses.replace(TRAIN, arms={"g4": ArmConfig(4, "linear"), "g2": ArmConfig(2, "linear")})
+    bench = pd.DataFrame([{"arm": arm, "seed": 0, "benchmark": "chain_sum", "mean_at_k": 0.5, "pass_at_k": 0.9}
+                          for arm in ("base", "g4", "g2")])
+    s = summary([{"model": "g4-s0", "arm": "g4", "train_time": 10.0}, {"model": "g2-s0", "arm": "g2", "train_time": 2.5}])
+    table = table1_layout(bench, s, pd.read_csv("data/paper/tables.csv"), cfg, "", "", ("chain_sum",))
+    assert set(table.index.get_level_values(0)) == {"ours"}
+
+
+def entry(low, high, rollout_ratio, time_ratios, resample=False):
+    return {"accuracy_gap": (low + high) / 2, "accuracy_gap_low": low, "accuracy_gap_high": high,
+            "accuracy_gap_per_seed": [(low + high) / 2], "rollout_ratio": rollout_ratio,
+            "time_ratio": sum(time_ratios) / len(time_ratios), "time_ratio_per_seed": time_ratios, "resample": resample}
+
+
+def test_verdicts_on_the_three_claims():
+    assert verdicts(entry(-0.01, 0.01, 0.125, [0.2, 0.25]), 0.02) == {
+        "accuracy": "reproduced: equivalent within the margin", "rollouts": "reproduced", "time": "reproduced"}
+    slow = verdicts(entry(-0.05, -0.03, 0.25, [0.2, 0.31]), 0.02)  # one seed over 0.30 fails "over 70% less"
+    assert slow == {"accuracy": "not reproduced: worse beyond the margin", "rollouts": "not reproduced",
+                    "time": "not reproduced"}
+    rs = verdicts(entry(0.03, 0.05, 0.6, [0.5, 0.9], resample=True), 0.02)  # better counts for 2-GRPO+RS
+    assert rs == {"accuracy": "reproduced: better beyond the margin", "rollouts": "reproduced", "time": "reproduced"}
+
+
+def test_claims_table_has_three_claims_per_arm_with_the_papers_values():
+    table = claims_table({"g2": entry(-0.01, 0.01, 0.125, [0.2])}, pd.read_csv("data/paper/tables.csv"), 0.02)
+    assert len(table) == 3 and set(table["verdict"]) == {"reproduced", "reproduced: equivalent within the margin"}
+    assert table.loc[2, "paper"].startswith("0.210")  # v2 Table 1: mean time ratio over its five runs

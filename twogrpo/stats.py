@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 
 @dataclass(frozen=True)
@@ -96,4 +97,34 @@ def time_to_target(curves: pd.DataFrame, target: float) -> pd.DataFrame:
                      "seconds": float(first["train_time"]) if first is not None else np.nan,
                      "rollouts": float(first["rollouts"]) if first is not None else np.nan,
                      "gen_step": float(first["gen_step"]) if first is not None else np.nan})
+    return pd.DataFrame(rows)
+
+
+def seed_interval(values: np.ndarray, level: float = 0.95, floor: float = -np.inf) -> tuple[float, float, float]:
+    """(mean, low, high): the Student-t interval of the mean over runs (seeds are few, so not a bootstrap, whose
+    percentile interval over 2 or 3 values is far too narrow), its low end no lower than `floor` (0 for seconds and
+    rollouts, which cannot be negative; with 2 seeds t is 12.7 and the plain interval often crosses 0). NaN bounds
+    with fewer than 2 values."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return np.nan, np.nan, np.nan
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, np.nan, np.nan
+    half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return mean, float(max(mean - half, floor)), float(mean + half)
+
+
+def time_to_target_by_arm(reached: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Per arm, from time_to_target's rows: runs, runs that reached the target, and the mean seconds and rollouts
+    over those runs with their t-interval over seeds (floored at 0). A run that never reached is counted, not
+    averaged in."""
+    rows = []
+    for arm, runs in reached.groupby("arm", sort=False):
+        hit = runs.dropna(subset=["seconds"])
+        row = {"arm": arm, "runs": len(runs), "reached": len(hit)}
+        for column in ("seconds", "rollouts"):
+            row[column], row[f"{column}_low"], row[f"{column}_high"] = seed_interval(hit[column].to_numpy(), level,
+                                                                                     floor=0.0)
+        rows.append(row)
     return pd.DataFrame(rows)
