@@ -9,12 +9,11 @@ the SFT curve for the embedded default, whose last `base.val_size` train problem
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
 from twogrpo.config import BaseConfig
-from twogrpo.io import atomic_path, write_json
+from twogrpo.io import atomic_path, weights_sha256, write_json
 from twogrpo.policy import build_char_tokenizer, build_tiny_model, load_policy
 from twogrpo.run import hub_commit, start_stage
 from twogrpo.schemas import Problems, read_table
@@ -23,13 +22,6 @@ from twogrpo.sft import train_sft
 MODEL_DIR = Path("models/base")
 METRICS = Path("metrics/base.json")
 log = logging.getLogger("base")
-
-
-def weights_sha256(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for f in sorted(folder.glob("*.safetensors")):
-        digest.update(f.read_bytes())
-    return digest.hexdigest()
 
 
 def save_pretrained_base(cfg: BaseConfig) -> None:

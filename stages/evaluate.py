@@ -14,7 +14,8 @@ from pathlib import Path
 from twogrpo.engine import Sampling, make_engine
 from twogrpo.evaluation import first_problems, sample_records
 from twogrpo.metrics import benchmark_metrics
-from twogrpo.io import write_json, write_parquet
+from twogrpo.checkpoint import Checkpoint, fingerprint
+from twogrpo.io import weights_sha256, write_json, write_parquet
 from twogrpo.policy import load_policy
 from twogrpo.run import start_stage
 from twogrpo.schemas import EvalSamples, Problems, read_table, validate
@@ -31,10 +32,14 @@ def main() -> None:
     engine = make_engine(params.rollout, model, tokenizer, model_dir, cfg.seed)
     test = first_problems(read_table("data/prepared/test.parquet", Problems), cfg.problems)
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens, n=cfg.samples)
-    records = sample_records(engine, test, params.task.prompt_template, sampling, seed=cfg.seed)
+    # Records are saved as they come (checkpoints/eval-<model>/); a rerun after a kill generates only the rest.
+    progress = Checkpoint(f"eval-{args.model}", fingerprint(cfg, params.task, params.rollout, test["id"].tolist(),
+                                                             weights_sha256(model_dir)))
+    records = sample_records(engine, test, params.task.prompt_template, sampling, seed=cfg.seed, progress=progress)
     out = Path("eval") / args.model
     write_parquet(validate(records, EvalSamples, out / "samples.parquet"), out / "samples.parquet")
     write_json(benchmark_metrics(records), out / "metrics.json")
+    progress.clear()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Reads: models/base/, data/prepared/{train,test}.parquet; params `train`, `task`, `rollout` (the engine),
 `evaluate` (in-training eval).
 Writes: models/<arm>-s<seed>/ (the trained policy), runs/<arm>-s<seed>/steps.parquet (ledger, schema TrainSteps),
-runs/<arm>-s<seed>/live/ (dvclive per-step metrics).
+runs/<arm>-s<seed>/live/ (dvclive per-step metrics). Keeps checkpoints/<arm>-s<seed>/ every train.checkpoint_every
+generation steps while it runs (not a DVC output, so it survives a kill): rerun, the stage resumes from it, and deletes
+it once the outputs are written.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from pathlib import Path
 from dvclive import Live
 
 from twogrpo.engine import make_engine
-from twogrpo.io import atomic_path, write_parquet
+from twogrpo.checkpoint import Checkpoint, fingerprint
+from twogrpo.io import atomic_path, weights_sha256, write_parquet
 from twogrpo.policy import load_policy
 from twogrpo.run import start_stage
 from twogrpo.schemas import DataError, Problems, TrainSteps, read_table, validate
-from twogrpo.trainer import PHASES, STEP_STATS, train_grpo
+from twogrpo.trainer import PHASES, STEP_STATS, Checkpointing, train_grpo
 
 log = logging.getLogger("train")
 LOGGED = (*STEP_STATS, "prompts_seen", "rollouts", "tokens", "opt_steps", "rs_budget_used", "lr", "train_time",
@@ -48,6 +51,9 @@ def main() -> None:
     prompts = train_table.iloc[: params.train.prompts]
     test = read_table("data/prepared/test.parquet", Problems)
     run_dir = Path("runs") / name
+    # Everything that determines the run; a checkpoint saved under other settings is not resumed.
+    checkpoint = Checkpoint(name, fingerprint(params.train, params.task, params.rollout, params.evaluate, args.arm,
+                                              args.seed, weights_sha256("models/base")))
     with atomic_path(run_dir / "live") as live_dir:
         live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None)
 
@@ -58,12 +64,16 @@ def main() -> None:
             live.next_step()
 
         ledger = train_grpo(model, tokenizer, engine, prompts, test, params.task, params.train, arm, args.seed,
-                            params.evaluate, on_step=on_step)
+                            params.evaluate, on_step=on_step,
+                            checkpointing=Checkpointing(params.train.checkpoint_every,
+                                                        lambda state: checkpoint.save(state, state["gen_step"]),
+                                                        resume=checkpoint.load()))
         live.end()
     write_parquet(validate(ledger, TrainSteps, run_dir / "steps.parquet"), run_dir / "steps.parquet")
     with atomic_path(Path("models") / name) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+    checkpoint.clear()  # the outputs are complete: nothing left to resume
 
 
 if __name__ == "__main__":

@@ -1,11 +1,16 @@
 """Shared test inputs."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from twogrpo.config import ChainSumConfig, PrepareConfig
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def chain_sums(seed: int, train_size: int, n_test: int, max_terms: int = 2, max_digits: int = 1) -> PrepareConfig:
@@ -27,6 +32,29 @@ def shared_benchmarks() -> Path:
     if origin.returncode == 0 and Path(origin.stdout.strip()).is_dir():
         candidates.append(Path(origin.stdout.strip()).resolve().parent / "shared" / "benchmarks")
     return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+def new_project(project: Path, params: dict) -> Path:
+    """A copy of the study (code, dvc.yaml, the plots template, the paper's tables) in a fresh git + DVC repository
+    at `project`, with `params` as params.yaml, committed."""
+    for item in ("dvc.yaml", "stages", "twogrpo", "notebooks", "data/paper", ".dvcignore"):
+        src = ROOT / item
+        if src.is_dir():
+            shutil.copytree(src, project / item, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (project / item).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, project / item)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (project / ".gitignore").write_text("checkpoints/\n")
+    run(["git", "init", "-q"], project)
+    run(["git", "config", "user.name", "smoke test"], project)  # dvc exp commits need an identity
+    run(["git", "config", "user.email", "smoke@test.invalid"], project)
+    run(["dvc", "init", "-q"], project)
+    run(["dvc", "config", "core.analytics", "false"], project)
+    shutil.copytree(ROOT / ".dvc" / "plots", project / ".dvc" / "plots")  # the plots template dvc.yaml names
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "tiny study"], project)
+    return project
 
 
 def run(cmd: list[str], cwd: Path) -> str:

@@ -105,3 +105,26 @@ def test_a_missing_local_file_is_named(tmp_path):
     source = SourceConfig(hub="x/y", config="", split="test", revision="main", local="nowhere/test.jsonl")
     with pytest.raises(FileNotFoundError, match="nowhere/test.jsonl"):
         load_rows("amc23", source, str(tmp_path))
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "is empty"),
+    (b"\n  \n", "is empty"),
+    (b'{"problem": "What is 1+1?", "answer": "2"}\n{"problem": "caf\xe9", "answer": "3"}\n',
+     "line 2, column 17: not UTF-8 (byte 0xe9)"),
+])
+def test_an_empty_or_non_utf8_file_is_named_with_the_place(tmp_path, content, message):
+    (tmp_path / "amc23").mkdir()
+    (tmp_path / "amc23" / "test.jsonl").write_bytes(content)
+    source = SourceConfig(hub="x/y", config="", split="test", revision="main", local="amc23/test.jsonl")
+    with pytest.raises(ValueError, match="amc23/test.jsonl") as err:
+        load_rows("amc23", source, str(tmp_path))
+    assert message in str(err.value)
+
+
+def test_a_file_with_the_wrong_columns_rejects_every_row_by_id(tmp_path):
+    (tmp_path / "amc23").mkdir()
+    (tmp_path / "amc23" / "test.jsonl").write_text('{"question": "What is 1+1?", "solution": "2"}\n')
+    source = SourceConfig(hub="x/y", config="", split="test", revision="main", local="amc23/test.jsonl")
+    result = normalise("amc23", *load_rows("amc23", source, str(tmp_path)))
+    assert result.table.empty and result.rejected == ["amc23 id 0: missing or malformed field 'answer'"]

@@ -33,7 +33,7 @@ def test_pass_at_k_closed_forms():
 
 def records(correct_by_problem):
     rows = [{"problem_id": f"p{i}", "sample": j, "completion": "", "extracted": "", "correct": bool(c), "tokens": 3,
-             "truncated": False} for i, cs in enumerate(correct_by_problem) for j, c in enumerate(cs)]
+             "truncated": False, "timed_out": False} for i, cs in enumerate(correct_by_problem) for j, c in enumerate(cs)]
     return pd.DataFrame(rows)
 
 
@@ -63,9 +63,9 @@ def test_metrics_reject_unequal_sample_counts():
 
 def test_benchmark_metrics_average_benchmarks_equally():
     small = pd.DataFrame({"benchmark": "a", "problem_id": ["p0", "p0"], "correct": [True, True],
-                          "extracted": "1", "truncated": False, "tokens": 3})
+                          "extracted": "1", "truncated": False, "timed_out": False, "tokens": 3})
     large = pd.DataFrame({"benchmark": "b", "problem_id": [f"q{i}" for i in range(4) for _ in range(2)],
-                          "correct": [False] * 8, "extracted": "", "truncated": False, "tokens": 3})
+                          "correct": [False] * 8, "extracted": "", "truncated": False, "timed_out": False, "tokens": 3})
     m = benchmark_metrics(pd.concat([small, large]))
     assert m["benchmarks"]["a"]["mean_at_k"] == 1.0 and m["benchmarks"]["b"]["mean_at_k"] == 0.0
     assert m["mean_at_k"] == 0.5 and m["problems"] == 5 and m["k"] == 2  # not 2/10: each benchmark counts once
@@ -102,3 +102,42 @@ def test_majority_vote_matches_brute_force_over_small_cases():
         correct = [a == "a" for a in answers]
         expected = sum(correct) >= 2
         assert majority_correct(list(answers), correct) is expected
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_evaluation_resumes_without_regenerating_and_gives_the_same_records(tmp_path):
+    from tests.fixtures import chain_sums
+    from tests.test_trainer import BASE
+    from twogrpo.checkpoint import Checkpoint
+    from twogrpo.engine import HFEngine, Sampling
+    from twogrpo.evaluation import sample_records
+    from twogrpo.policy import build_char_tokenizer, build_tiny_model
+    from twogrpo.tasks import generate_problems
+
+    _, test = generate_problems(chain_sums(0, 8, 16, max_terms=2, max_digits=1))
+    tokenizer = build_char_tokenizer()
+    engine = HFEngine(build_tiny_model(BASE, tokenizer), tokenizer, batch_sequences=8)  # 4 problems x 2 per chunk
+    sampling = Sampling(0.7, 0.8, 20, 6, n=2)
+    whole = sample_records(engine, test, "{problem}", sampling, seed=3)
+
+    class KilledAfterTwoChunks(Checkpoint):
+        def save(self, state, step):
+            super().save(state, step)
+            if step == 8:
+                raise Interrupted
+
+    generated = []
+    original = engine.generate
+    engine.generate = lambda prompts, s: generated.append(len(prompts)) or original(prompts, s)
+    with pytest.raises(Interrupted):
+        sample_records(engine, test, "{problem}", sampling, seed=3, progress=KilledAfterTwoChunks("e", "f", tmp_path))
+    generated.clear()
+    resumed = sample_records(engine, test, "{problem}", sampling, seed=3, progress=Checkpoint("e", "f", tmp_path))
+    assert generated == [4, 4]  # only the two chunks not done
+    pd.testing.assert_frame_equal(whole, resumed)
+    other = sample_records(engine, test, "{problem}", sampling, seed=3, progress=Checkpoint("e", "g", tmp_path))
+    pd.testing.assert_frame_equal(whole, other)  # other settings: the saved state is ignored, all regenerated
+

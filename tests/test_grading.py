@@ -1,7 +1,10 @@
 """The grading table: (gold, completion) -> correct, through the real math-verify. Grows with every mis-grade found."""
 
+import time
+
 import pytest
 
+from twogrpo import grading
 from twogrpo.grading import grade, rewards
 
 CASES = [
@@ -67,3 +70,31 @@ def test_rewards_are_binary_and_aligned():
     assert rewards(["1", "2"], [r"\boxed{1}", r"\boxed{3}"]) == [1.0, 0.0]
     with pytest.raises(ValueError):
         rewards(["1"], [])
+
+
+HOSTILE = {
+    "100,000 characters": "x" * 100_000 + r" so \boxed{5}",
+    "deeply nested LaTeX": r"\boxed{" + r"\frac{1}{" * 300 + "2" + "}" * 300 + "}",
+    "huge exponent": r"\boxed{10^{10^{10}}}",
+    "many boxes": " ".join(rf"\boxed{{{i}}}" for i in range(2000)),
+    "no box": "I think it is five",
+}
+
+
+def test_hostile_outputs_are_graded_in_bounded_time_and_timeouts_are_flagged(monkeypatch):
+    """Model outputs that make a grader slow: each is graded (wrong or right) within the time limit, none raises,
+    and a step that ran out of time is flagged. The limit is lowered to 1 s to keep the test short."""
+    monkeypatch.setattr(grading, "TIMEOUT_S", 1)
+    grading.grade.cache_clear()
+    grading._parse.cache_clear()
+    results = {}
+    for name, text in HOSTILE.items():
+        start = time.perf_counter()
+        results[name] = grading.grade("5", text)
+        assert time.perf_counter() - start < 8, name  # parse + compare, each at most the limit (+ the 5 s print)
+    assert results["100,000 characters"] == (True, "5", False)
+    assert results["huge exponent"] == (False, "10^{10^{10}}", True)  # sympy cannot compare it in time
+    assert results["no box"] == (False, "", False)
+    assert not results["many boxes"][0] and not results["deeply nested LaTeX"][0]
+    grading.grade.cache_clear()
+    grading._parse.cache_clear()

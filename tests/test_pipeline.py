@@ -13,13 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-import yaml
 from safetensors.torch import load_file
 
-from tests.fixtures import run
+from tests.fixtures import new_project, run
 from twogrpo.schemas import EvalSamples, Problems, Summary, TrainSteps, read_table
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 TINY = {
@@ -40,7 +38,7 @@ TINY = {
               "grad_clip": 1.0, "clip_low": 0.2, "clip_high": 0.28, "clip_ratio_c": 3.0, "adv_std": "bessel",
               "adv_eps": 1.0e-6, "loss_agg": "token-mean", "kl_coef": 0.0, "entropy_coef": 0.0, "ppo_epochs": 1,
               "temperature": 1.0, "top_p": 1.0, "top_k": 0, "micro_batch_rollouts": 8,
-              "gradient_checkpointing": False, "eval_every": 1,
+              "gradient_checkpointing": False, "checkpoint_every": 1, "eval_every": 1,
               "eval_benchmark": "chain_sum", "eval_problems": 8, "eval_samples": 2},
     "evaluate": {"problems": 16, "samples": 4, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "max_new_tokens": 12,
                  "seed": 7},
@@ -54,20 +52,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    project = tmp_path_factory.mktemp("study")
-    for item in ("dvc.yaml", "stages", "twogrpo", "notebooks", "data/paper", ".dvcignore"):
-        src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, project / item,
-                                                           **({"ignore": shutil.ignore_patterns("__pycache__")} if src.is_dir() else {}))
-    (project / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
-    run(["git", "init", "-q"], project)
-    run(["git", "config", "user.name", "smoke test"], project)  # dvc exp commits need an identity
-    run(["git", "config", "user.email", "smoke@test.invalid"], project)
-    run(["dvc", "init", "-q"], project)
-    shutil.copytree(ROOT / ".dvc" / "plots", project / ".dvc" / "plots")  # the plots template dvc.yaml names
-    run(["dvc", "config", "core.analytics", "false"], project)
-    run(["git", "add", "-A"], project)
-    run(["git", "commit", "-qm", "tiny study"], project)
+    project = new_project(tmp_path_factory.mktemp("study"), TINY)
     run(["dvc", "repro"], project)
     return project
 

@@ -3,6 +3,7 @@ conf/, and each setup runs end to end (a dry run: real dvc, real loaders on the 
 random-init model saved in the hub's format standing in for the hub model, one generation step)."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -127,4 +128,12 @@ def test_dry_run_of_the_setup_end_to_end(dry_project, setup):
     assert set(bench["benchmark"]) == {"math500", "amc23", "minerva_math", "aime25", "olympiadbench"}
     assert set(bench["arm"]) == {"base", *params["train"]["arms"]} and (bench["problems"] == 4).all()
     html = (project / "reports/report.html").read_text()
-    assert "Per benchmark, beside the paper" in html and params["report"]["paper_model"] in html
+    assert "Table 1 layout" in html and params["report"]["paper_model"] in html
+    assert re.search(r"Δ 2-GRPO[^<]* - 16-GRPO", html)  # the paper's own rows and difference beside ours
+
+
+def test_an_unknown_setup_lists_the_known_ones():
+    """`dvc exp run -S setup=nope` composes through Hydra, whose error names the setups there are."""
+    with pytest.raises(Exception, match="Could not find 'setup/nope'") as err:
+        compose(["setup=nope"])
+    assert "qwen-1.5b-math" in str(err.value) and "embedded" in str(err.value)

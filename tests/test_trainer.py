@@ -1,5 +1,6 @@
 """The training loop's bookkeeping and variants on a tiny random policy (real HF generation and math-verify)."""
 
+import copy
 import dataclasses
 
 import pandas as pd
@@ -12,7 +13,7 @@ from twogrpo.engine import HFEngine
 from twogrpo.policy import build_char_tokenizer, build_tiny_model
 from twogrpo.schemas import TrainSteps, validate
 from twogrpo.tasks import generate_problems
-from twogrpo.trainer import PromptStream, train_grpo
+from twogrpo.trainer import Checkpointing, NonFiniteError, PromptStream, train_grpo
 
 TASK = TaskConfig(prompt_template="{problem}", max_new_tokens=6)
 EVAL = EvaluateConfig(problems=4, samples=2, temperature=0.7, top_p=0.8, top_k=20, max_new_tokens=6, seed=0)
@@ -21,7 +22,7 @@ TRAIN = TrainConfig(
     reference_lr=1e-3, reference_group_size=4, warmup_gen_steps=0, weight_decay=0.0, grad_clip=1.0, clip_low=0.2,
     clip_high=0.28, clip_ratio_c=3.0, adv_std="bessel", adv_eps=1e-6, loss_agg="token-mean", kl_coef=0.0,
     entropy_coef=0.0, ppo_epochs=1, temperature=1.0, top_p=1.0, top_k=0, micro_batch_rollouts=8, eval_every=2,
-    gradient_checkpointing=False, eval_benchmark="chain_sum", eval_problems=4, eval_samples=2)
+    gradient_checkpointing=False, checkpoint_every=0, eval_benchmark="chain_sum", eval_problems=4, eval_samples=2)
 BASE = BaseConfig(model="scratch", revision="main", seed=0, hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
                   intermediate_size=64, lr=1e-3, warmup_steps=1, weight_decay=0.0, batch_size=8, max_steps=1, eval_every=1, val_size=1,
                   target_accuracy=1.0)
@@ -125,3 +126,57 @@ def test_each_objective_knob_reaches_the_update(changes):
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
     assert not torch.allclose(step(TRAIN), step(dataclasses.replace(TRAIN, **changes)))
+
+
+def test_resuming_from_a_snapshot_ends_where_an_uninterrupted_run_ends(problems):
+    """Every piece of run state is in the snapshot: continue from step 2 of 4 in a fresh process-like setup (new
+    model from the same base, RNGs moved on) and the final weights and ledger equal the uninterrupted run's."""
+    arm = ArmConfig(2, "none", resample=True)  # resampling draws extra prompts: the stream position matters
+    cfg = dataclasses.replace(TRAIN, epochs=2, weight_decay=0.01)
+    saved = []
+
+    def train(resume=None):
+        tokenizer = build_char_tokenizer()
+        model = build_tiny_model(BASE, tokenizer)
+        keep = Checkpointing(1, lambda state: saved.append(copy.deepcopy(state)), resume=resume)
+        ledger = train_grpo(model, tokenizer, HFEngine(model, tokenizer), problems[0], problems[1], TASK, cfg, arm,
+                            seed=0, eval_cfg=EVAL, checkpointing=keep)
+        return ledger, model
+
+    whole, model = train()
+    assert [s["gen_step"] for s in saved] == [1, 2, 3]  # none after the last step
+    torch.manual_seed(123)  # a new process starts from other RNG states
+    resumed, again = train(resume=saved[1])
+    for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+    counters = ["gen_step", "prompts_seen", "rollouts", "tokens", "opt_steps", "mean_reward", "eval_accuracy"]
+    pd.testing.assert_frame_equal(whole[counters], resumed[counters])
+
+
+def test_a_nan_loss_stops_training_with_the_step_named(problems):
+    """A NaN injected into the logits of the update's forward pass only (train mode; sampling runs in eval mode)."""
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_model(BASE, tokenizer)
+    model.lm_head.register_forward_hook(lambda module, args, out: out * float("nan") if module.training else out)
+    with pytest.raises(NonFiniteError, match="generation step 1: the loss is nan"):
+        train_grpo(model, tokenizer, HFEngine(model, tokenizer), problems[0], problems[1], TASK, TRAIN,
+                   ArmConfig(4, "linear"), seed=0, eval_cfg=EVAL)
+
+
+def test_same_seed_same_run_and_another_seed_other_rollouts(problems):
+    """On the CPU with the HF engine a run is a function of its seed: bit-identical weights and ledger for the same
+    seed; another seed draws other prompts and other samples."""
+    def train(seed):
+        tokenizer = build_char_tokenizer()
+        model = build_tiny_model(BASE, tokenizer)
+        ledger = train_grpo(model, tokenizer, HFEngine(model, tokenizer), problems[0], problems[1], TASK,
+                            dataclasses.replace(TRAIN, weight_decay=0.01), ArmConfig(2, "none"), seed=seed,
+                            eval_cfg=EVAL)
+        return ledger, model.state_dict()
+
+    (a, wa), (b, wb), (c, wc) = train(0), train(0), train(1)
+    counters = ["rollouts", "tokens", "mean_reward", "dead_group_frac", "eval_accuracy", "entropy", "grad_norm"]
+    pd.testing.assert_frame_equal(a[counters], b[counters])
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert a["tokens"].tolist() != c["tokens"].tolist() or a["mean_reward"].tolist() != c["mean_reward"].tolist()
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)

@@ -208,6 +208,7 @@ class TrainConfig:
     top_k: int  # 0 = off
     micro_batch_rollouts: int  # rollouts per forward pass (memory only; does not change the result)
     gradient_checkpointing: bool  # recompute activations in the backward pass (memory only; same result)
+    checkpoint_every: int  # generation steps between resumable checkpoints (checkpoints/<arm>-s<seed>/); 0 = none
     eval_every: int  # evaluate on the test problems every this many generation steps (for the curves)
     eval_benchmark: str  # the benchmark of that in-training evaluation (one of prepare.benchmarks)
     eval_problems: int  # its first N problems
@@ -256,6 +257,8 @@ class TrainConfig:
                   grad_clip=self.grad_clip)
         if not self.seeds or not self.arms:
             raise ParamsError("train.seeds and train.arms must not be empty")
+        if self.checkpoint_every < 0:
+            raise ParamsError(f"train.checkpoint_every={self.checkpoint_every} must be >= 0 (0 = no checkpoints)")
         if self.kl_coef < 0 or self.entropy_coef < 0:
             raise ParamsError(f"train: kl_coef={self.kl_coef} and entropy_coef={self.entropy_coef} must be >= 0")
         if not 0 < self.clip_low < 1 or self.clip_high <= 0 or self.clip_ratio_c <= 1:

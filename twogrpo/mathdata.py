@@ -72,15 +72,33 @@ def load_rows(name: str, source: SourceConfig, local_root: str) -> tuple[list[di
             kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(path.suffix)
             if kind is None:
                 raise ValueError(f"{name}: {path}: expected .jsonl, .json or .parquet")
+            if kind == "json":
+                check_text_file(name, path)
             ds = datasets.load_dataset(kind, data_files=str(path), split="train")
             ids = []
     else:
         ds = datasets.load_dataset(source.hub, source.config or None, split=source.split, revision=source.revision)
         ids = []
     rows = ds.to_list()
+    if not rows:
+        raise ValueError(f"{name}: no rows ({path if local_root else source.hub})")
     if ids and len(ids) != len(rows):
         raise ValueError(f"{name}: {len(rows)} rows from {len(ids)} files; expected one problem per file")
     return rows, ids or [_row_id(row, i) for i, row in enumerate(rows)]
+
+
+def check_text_file(name: str, path: Path) -> None:
+    """A JSON(L) file must be non-empty UTF-8; otherwise say so with the line and column, before any parsing."""
+    data = path.read_bytes()
+    if not data.strip():
+        raise ValueError(f"{name}: {path} is empty")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise ValueError(f"{name}: {path}, line {line}, column {column}: not UTF-8 "
+                         f"(byte 0x{data[error.start]:02x})") from None
 
 
 def _row_id(row: dict, index: int) -> str:

@@ -39,7 +39,8 @@ def metrics(records: pd.DataFrame) -> dict[str, float]:
     votes = [majority_correct(g["extracted"].tolist(), g["correct"].tolist()) for _, g in records.groupby("problem_id")]
     out = {"k": k, "problems": len(per_problem), "mean_at_k": float(records["correct"].mean()),
            "maj_at_k": float(np.mean(votes)),
-           "truncated_frac": float(records["truncated"].mean()), "mean_tokens": float(records["tokens"].mean())}
+           "truncated_frac": float(records["truncated"].mean()), "timeout_frac": float(records["timed_out"].mean()),
+           "mean_tokens": float(records["tokens"].mean())}
     j = 1
     while j <= k:
         out[f"pass_at_{j}"] = float(np.mean([pass_at_k(k, int(c), j) for c in per_problem["sum"]]))

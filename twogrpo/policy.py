@@ -85,7 +85,11 @@ def load_policy(path: Path | str, revision: str | None = None) -> tuple[torch.nn
     if tokenizer.chat_template is None:
         raise ValueError(f"{path}: the tokenizer has no chat template; prompts are rendered with it")
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=torch.float32)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=torch.float32)
+    except Exception as error:  # a truncated safetensors file, a bad config.json, a missing weights file
+        raise ValueError(f"{path}: the model cannot be loaded, its files are incomplete or corrupt "
+                         f"({type(error).__name__}: {error}); rerun the stage that wrote it") from error
     return model.to(policy_device()), tokenizer
 
 

@@ -42,6 +42,7 @@ class EvalSamples(pa.DataFrameModel):
     correct: Series[bool]
     tokens: Series[int] = pa.Field(ge=0)  # response tokens, EOS included
     truncated: Series[bool]  # stopped by max_new_tokens before EOS
+    timed_out: Series[bool]  # grading ran out of time (twogrpo.grading.TIMEOUT_S): graded wrong
 
     class Config:
         strict = True

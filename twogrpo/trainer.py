@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from twogrpo import grpo
+from twogrpo.checkpoint import rng_states, set_rng_states
 from twogrpo.config import ArmConfig, EvaluateConfig, TaskConfig, TrainConfig
 from twogrpo.engine import Samples, Sampling
 from twogrpo.evaluation import sample_records
@@ -67,6 +68,26 @@ class PromptStream:
             out.append(self.pending.pop(0))
         self.drawn += k
         return out
+
+    def state(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "pending": list(self.pending), "drawn": self.drawn}
+
+    def restore(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.pending, self.drawn = list(state["pending"]), state["drawn"]
+
+
+class NonFiniteError(FloatingPointError):
+    """A NaN or infinite loss or gradient: training stops before the optimizer step, the last checkpoint stays."""
+
+
+@dataclass
+class Checkpointing:
+    """Periodic snapshots of a run, and the snapshot to resume from (twogrpo.checkpoint.Checkpoint stores them)."""
+
+    every: int  # generation steps between snapshots; 0 = none
+    save: Callable[[dict], None]
+    resume: dict | None = None
 
 
 @dataclass
@@ -193,21 +214,31 @@ def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_lo
             kl = grpo.low_var_kl(logp, ref_logp[part, : batch.width])
             loss = loss + cfg.kl_coef * agg(kl)
             stats["kl_sum"] += float((kl.detach() * mask).sum())
+        if not torch.isfinite(loss):
+            raise NonFiniteError(f"the loss is {float(loss)} on rollouts {part[0]}..{part[-1]}")
         loss.backward()
         stats["entropy_sum"] += float((entropy.detach() * mask).sum())
         for name, where in clipped.items():
             stats[f"clip_{name}"] += float((where * mask).sum())
     stats["tokens"] = tokens
     stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+    if not np.isfinite(stats["grad_norm"]):
+        raise NonFiniteError(f"the gradient norm is {stats['grad_norm']}")
     optimizer.step()
     return stats
 
 
 def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFrame, task: TaskConfig,
                cfg: TrainConfig, arm: ArmConfig, seed: int, eval_cfg: EvaluateConfig,
-               on_step: Callable[[dict], None] = lambda row: None) -> pd.DataFrame:
+               on_step: Callable[[dict], None] = lambda row: None,
+               checkpointing: Checkpointing | None = None) -> pd.DataFrame:
     """Train `model` in place, generating with `engine` (HF or vLLM, made from the same weights); return the ledger
-    (TrainSteps), one row per generation step, row 0 before training."""
+    (TrainSteps), one row per generation step, row 0 before training.
+
+    With `checkpointing`, a snapshot of the whole run state is saved every `every` generation steps, and a run given
+    a snapshot to resume continues after its step: on the CPU with the HF engine, the final weights and ledger equal
+    an uninterrupted run's (the seconds excepted: the work lost to the interruption is not counted). `on_step` sees
+    the resumed rows again, so per-step logs are complete. A non-finite loss or gradient raises NonFiniteError."""
     torch.manual_seed(seed)
     G = arm.group_size
     Q = cfg.prompts_per_minibatch(arm)
@@ -245,8 +276,30 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
         log.info("step %d/%d: reward %.3f, dead %.2f, eval %.3f, train %.1f s", gen_step, steps_total,
                  row["mean_reward"], row["dead_group_frac"], accuracy, row["train_time"])
 
-    record(0, {})
-    for gen_step in range(1, steps_total + 1):
+    def snapshot(gen_step: int) -> dict:
+        return {"gen_step": gen_step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": rng_states(), "stream": stream.state(),
+                "totals": dict(totals), "ledger": list(ledger), "seconds": dict(timer.seconds)}
+
+    first_step = 1
+    if checkpointing and checkpointing.resume:
+        state = checkpointing.resume
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        stream.restore(state["stream"])
+        totals.update(state["totals"])
+        timer.seconds.update(state["seconds"])
+        ledger.extend(state["ledger"])
+        set_rng_states(state["rng"])
+        engine.sync(model)
+        for row in ledger:
+            on_step(row)
+        first_step = state["gen_step"] + 1
+        log.info("resumed after generation step %d of %d", state["gen_step"], steps_total)
+    else:
+        record(0, {})
+    for gen_step in range(first_step, steps_total + 1):
         lr_used = scheduler.get_last_lr()[0]
         rollouts, generated, generated_tokens = source.step(cfg.generation_batch_prompts, arm.resample,
                                                             cfg.step_rollout_cap)
@@ -266,8 +319,12 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
                     live = [g for g in range(first, first + Q) if not dead[g]]
                     informative.append((len(live), sum(len(samples.response_ids[g * G + j])
                                                        for g in live for j in range(G))))
-                    updates.append(update_minibatch(model, optimizer, samples, rows, old_logp, ref_logp,
-                                                    advantages, cfg, task.max_new_tokens, pad))
+                    try:
+                        updates.append(update_minibatch(model, optimizer, samples, rows, old_logp, ref_logp,
+                                                        advantages, cfg, task.max_new_tokens, pad))
+                    except NonFiniteError as error:
+                        raise NonFiniteError(f"generation step {gen_step}: {error}; training stopped before the "
+                                             f"optimizer step (the last checkpoint, if any, is kept)") from None
                     totals["opt_steps"] += 1
             scheduler.step()
         with timer("sync"):
@@ -290,5 +347,7 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
             "mean_response_tokens": samples.num_tokens / len(samples.texts),
             "engine_logprob_gap": logprob_gap(samples, old_logp),
         })
+        if checkpointing and checkpointing.every and gen_step % checkpointing.every == 0 and gen_step < steps_total:
+            checkpointing.save(snapshot(gen_step))
     return pd.DataFrame(ledger)
 

@@ -1,0 +1,67 @@
+"""A real training stage killed with SIGKILL mid-run resumes from its checkpoint under `dvc repro` and ends exactly
+where an uninterrupted run ends (CPU, HF engine)."""
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.fixtures import new_project, run
+from tests.test_pipeline import TINY
+
+pytestmark = pytest.mark.slow
+
+PARAMS = copy.deepcopy(TINY)
+PARAMS["prepare"]["train_size"] = 120
+PARAMS["train"] |= {"arms": {"g2": {"group_size": 2, "lr_scaling": "linear"}}, "seeds": [0], "prompts": 64,
+                    "checkpoint_every": 1}  # 8 generation steps, a checkpoint after each
+PARAMS["train"]["reference_group_size"] = 2
+COUNTERS = ["gen_step", "prompts_seen", "rollouts", "tokens", "opt_steps", "mean_reward", "eval_accuracy", "lr"]
+
+
+def checkpoint_step(project: Path) -> int:
+    state = project / "checkpoints" / "g2-s0" / "state.json"
+    try:
+        return json.loads(state.read_text())["step"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
+def test_a_killed_training_stage_resumes_and_matches_an_uninterrupted_run(tmp_path):
+    reference = new_project(tmp_path / "uninterrupted", PARAMS)
+    run(["dvc", "repro", "train@g2-0"], reference)
+    weights = (reference / "models/g2-s0/model.safetensors").read_bytes()
+    ledger = pd.read_parquet(reference / "runs/g2-s0/steps.parquet")
+    live = json.loads((reference / "runs/g2-s0/live/metrics.json").read_text())
+    assert not (reference / "checkpoints" / "g2-s0").exists()  # deleted once the outputs were written
+
+    project = new_project(tmp_path / "killed", PARAMS)
+    run(["dvc", "repro", "base"], project)
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "TWOGRPO_THREADS": "1"}
+    job = subprocess.Popen(["dvc", "repro", "train@g2-0"], cwd=project, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while checkpoint_step(project) < 3 and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(job.pid, signal.SIGKILL)  # dvc and the stage's python, mid-run
+    job.wait()
+    killed_at = checkpoint_step(project)
+    assert 3 <= killed_at < 8, "the run was not killed mid-training"
+    assert not (project / "models/g2-s0").exists()  # no half-written output
+
+    rerun = subprocess.run(["dvc", "repro", "train@g2-0"], cwd=project, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resumed after generation step {killed_at} of 8" in rerun.stdout + rerun.stderr
+    assert (project / "models/g2-s0/model.safetensors").read_bytes() == weights
+    resumed = pd.read_parquet(project / "runs/g2-s0/steps.parquet")
+    pd.testing.assert_frame_equal(ledger[COUNTERS], resumed[COUNTERS])
+    relogged = json.loads((project / "runs/g2-s0/live/metrics.json").read_text())
+    assert relogged["step"] == live["step"] and relogged["train"]["rollouts"] == live["train"]["rollouts"]
+    assert not (project / "checkpoints" / "g2-s0").exists()

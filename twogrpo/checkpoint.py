@@ -1,0 +1,78 @@
+"""Checkpoints: what a killed stage needs to continue exactly as if it had never stopped.
+
+Training saves the policy, the optimizer and scheduler states, every RNG state (torch CPU and CUDA, the prompt
+stream's numpy generator), the prompt stream's position, the counters, the ledger so far and the phase timers
+(checkpoints/<arm>-s<seed>/); evaluation saves the records so far and the RNG state (checkpoints/eval-<model>/).
+A checkpoint lives outside DVC's outputs (DVC deletes a stage's outputs before rerunning it), is written atomically,
+and carries a fingerprint of everything that determines the result (params, arm, seed, weights, code): one from
+other settings or code is ignored, never resumed. The stage deletes it once its outputs are written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from twogrpo.io import atomic_path
+
+log = logging.getLogger(__name__)
+ROOT = Path("checkpoints")
+CODE = Path(__file__).resolve().parents[1]
+
+
+def fingerprint(*parts: object) -> str:
+    """A sha256 of the JSON of `parts` (dataclasses as dicts) and of the code (twogrpo/ and stages/, as DVC's deps):
+    a checkpoint resumes only under the same settings and the same code."""
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+    for source in sorted([*CODE.glob("twogrpo/*.py"), *CODE.glob("stages/*.py")]):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
+def rng_states() -> dict:
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"]:
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class Checkpoint:
+    """The checkpoint file of one run: checkpoints/<name>/state.pt, plus state.json (step, fingerprint) to read
+    without loading the tensors."""
+
+    def __init__(self, name: str, fingerprint: str, root: Path = ROOT) -> None:
+        self.dir = root / name
+        self.fingerprint = fingerprint
+
+    def save(self, state: dict, step: int) -> None:
+        """Write `state` atomically (a kill mid-write leaves the previous checkpoint); `step` says how far it got."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.dir / "state.pt") as tmp:
+            torch.save({**state, "step": step, "fingerprint": self.fingerprint}, tmp)
+        with atomic_path(self.dir / "state.json") as tmp:
+            tmp.write_text(json.dumps({"step": step, "fingerprint": self.fingerprint}))
+        log.info("checkpoint at step %d: %s", step, self.dir / "state.pt")
+
+    def load(self) -> dict | None:
+        """The saved state when there is one for these settings; None (and why, logged) otherwise."""
+        path = self.dir / "state.pt"
+        if not path.exists():
+            return None
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if state.get("fingerprint") != self.fingerprint:
+            log.warning("%s was saved with other settings (params, arm, seed or base model); starting over", path)
+            return None
+        log.info("resuming from %s at step %d", path, state["step"])
+        return state
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
