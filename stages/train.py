@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+from contextlib import nullcontext
 from pathlib import Path
 
 from dvclive import Live
 
 from twogrpo.engine import make_engine
 from twogrpo.checkpoint import Checkpoint, fingerprint
+from twogrpo.distributed import Dist
 from twogrpo.io import atomic_path, weights_sha256, write_parquet
 from twogrpo.policy import load_policy
 from twogrpo.run import start_stage
@@ -36,6 +38,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, required=True)
     args = parser.parse_args()
     params = start_stage("train")
+    dist = Dist.from_environment()  # several processes under `accelerate launch`; the first one writes
     arm = params.train.arm(args.arm)
     name = f"{args.arm}-s{args.seed}"
     log.info("arm %s: G=%d, %d prompts per mini-batch, lr %.3g", name, arm.group_size,
@@ -54,10 +57,12 @@ def main() -> None:
     # Everything that determines the run; a checkpoint saved under other settings is not resumed.
     checkpoint = Checkpoint(name, fingerprint(params.train, params.task, params.rollout, params.evaluate, args.arm,
                                               args.seed, weights_sha256("models/base")))
-    with atomic_path(run_dir / "live") as live_dir:
-        live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None)
+    with atomic_path(run_dir / "live") if dist.is_main else nullcontext() as live_dir:
+        live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) if dist.is_main else None
 
         def on_step(row: dict) -> None:
+            if live is None:
+                return
             for key in LOGGED:
                 if not math.isnan(row[key]):
                     live.log_metric(f"train/{key}", row[key])
@@ -67,8 +72,12 @@ def main() -> None:
                             params.evaluate, on_step=on_step,
                             checkpointing=Checkpointing(params.train.checkpoint_every,
                                                         lambda state: checkpoint.save(state, state["gen_step"]),
-                                                        resume=checkpoint.load()))
-        live.end()
+                                                        resume=checkpoint.load()),
+                            dist=dist)
+        if live is not None:
+            live.end()
+    if not dist.is_main:
+        return
     write_parquet(validate(ledger, TrainSteps, run_dir / "steps.parquet"), run_dir / "steps.parquet")
     with atomic_path(Path("models") / name) as tmp:
         model.save_pretrained(tmp)

@@ -37,7 +37,7 @@ def shared_benchmarks() -> Path:
 def new_project(project: Path, params: dict) -> Path:
     """A copy of the study (code, dvc.yaml, the plots template, the paper's tables) in a fresh git + DVC repository
     at `project`, with `params` as params.yaml, committed."""
-    for item in ("dvc.yaml", "stages", "twogrpo", "notebooks", "data/paper", ".dvcignore"):
+    for item in ("dvc.yaml", "stages", "twogrpo", "notebooks", "data/paper", "conf/accelerate", ".dvcignore"):
         src = ROOT / item
         if src.is_dir():
             shutil.copytree(src, project / item, ignore=shutil.ignore_patterns("__pycache__"))

@@ -38,7 +38,7 @@ TINY = {
               "grad_clip": 1.0, "clip_low": 0.2, "clip_high": 0.28, "clip_ratio_c": 3.0, "adv_std": "bessel",
               "adv_eps": 1.0e-6, "loss_agg": "token-mean", "kl_coef": 0.0, "entropy_coef": 0.0, "ppo_epochs": 1,
               "temperature": 1.0, "top_p": 1.0, "top_k": 0, "micro_batch_rollouts": 8,
-              "gradient_checkpointing": False, "checkpoint_every": 1, "eval_every": 1,
+              "gradient_checkpointing": False, "checkpoint_every": 1, "launch": "python", "eval_every": 1,
               "eval_benchmark": "chain_sum", "eval_problems": 8, "eval_samples": 2},
     "evaluate": {"problems": 16, "samples": 4, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "max_new_tokens": 12,
                  "seed": 7},

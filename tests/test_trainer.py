@@ -22,7 +22,7 @@ TRAIN = TrainConfig(
     reference_lr=1e-3, reference_group_size=4, warmup_gen_steps=0, weight_decay=0.0, grad_clip=1.0, clip_low=0.2,
     clip_high=0.28, clip_ratio_c=3.0, adv_std="bessel", adv_eps=1e-6, loss_agg="token-mean", kl_coef=0.0,
     entropy_coef=0.0, ppo_epochs=1, temperature=1.0, top_p=1.0, top_k=0, micro_batch_rollouts=8, eval_every=2,
-    gradient_checkpointing=False, checkpoint_every=0, eval_benchmark="chain_sum", eval_problems=4, eval_samples=2)
+    gradient_checkpointing=False, checkpoint_every=0, launch="python", eval_benchmark="chain_sum", eval_problems=4, eval_samples=2)
 BASE = BaseConfig(model="scratch", revision="main", seed=0, hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
                   intermediate_size=64, lr=1e-3, warmup_steps=1, weight_decay=0.0, batch_size=8, max_steps=1, eval_every=1, val_size=1,
                   target_accuracy=1.0)

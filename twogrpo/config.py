@@ -209,6 +209,7 @@ class TrainConfig:
     micro_batch_rollouts: int  # rollouts per forward pass (memory only; does not change the result)
     gradient_checkpointing: bool  # recompute activations in the backward pass (memory only; same result)
     checkpoint_every: int  # generation steps between resumable checkpoints (checkpoints/<arm>-s<seed>/); 0 = none
+    launch: str  # how the train stage starts: "python" (one process) or "accelerate launch --config_file ..."
     eval_every: int  # evaluate on the test problems every this many generation steps (for the curves)
     eval_benchmark: str  # the benchmark of that in-training evaluation (one of prepare.benchmarks)
     eval_problems: int  # its first N problems
@@ -257,6 +258,8 @@ class TrainConfig:
                   grad_clip=self.grad_clip)
         if not self.seeds or not self.arms:
             raise ParamsError("train.seeds and train.arms must not be empty")
+        if not self.launch.strip():
+            raise ParamsError("train.launch is empty: 'python', or 'accelerate launch --config_file <config>'")
         if self.checkpoint_every < 0:
             raise ParamsError(f"train.checkpoint_every={self.checkpoint_every} must be >= 0 (0 = no checkpoints)")
         if self.kl_coef < 0 or self.entropy_coef < 0:

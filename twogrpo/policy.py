@@ -6,6 +6,7 @@ both are saved in the hub's format, so the paper's models (Qwen2.5-Math) load th
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -72,8 +73,11 @@ def save_random_chat_model(path: Path | str, seed: int = 0) -> None:
 
 
 def policy_device() -> torch.device:
-    """The first GPU when there is one, else the CPU: where the policy trains and HF generation runs."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """This process's GPU when there is one (LOCAL_RANK under `accelerate launch`, else the first), else the CPU:
+    where the policy trains and HF generation runs."""
+    if torch.cuda.is_available():
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    return torch.device("cpu")
 
 
 def load_policy(path: Path | str, revision: str | None = None) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:

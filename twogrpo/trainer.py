@@ -24,6 +24,7 @@ import torch
 from twogrpo import grpo
 from twogrpo.checkpoint import rng_states, set_rng_states
 from twogrpo.config import ArmConfig, EvaluateConfig, TaskConfig, TrainConfig
+from twogrpo.distributed import Dist
 from twogrpo.engine import Samples, Sampling
 from twogrpo.evaluation import sample_records
 from twogrpo.grading import rewards as grade_rewards
@@ -156,21 +157,36 @@ class RolloutSource:
             rewards = torch.tensor(grade_rewards(golds, samples.texts))
         return Rollouts(rows, samples, rewards)
 
-    def step(self, n_prompts: int, resample: bool, rollout_cap: int) -> tuple[Rollouts, int, int]:
-        """A generation batch of n_prompts groups, and the rollouts and tokens generated for it (discarded included).
+    def step(self, n_prompts: int, resample: bool, rollout_cap: int, share: list[int] | None = None,
+             dist: Dist | None = None) -> tuple[Rollouts, int, int]:
+        """A generation batch of n_prompts groups (this process's `share` of them), and the rollouts and tokens this
+        process generated for it (discarded included).
 
         2-GRPO+RS: each dead group (all rewards equal) is dropped and replaced by a group of the next prompt of the
-        stream, round after round, until none is dead or the next replacement would pass rollout_cap.
+        stream, round after round, until none is dead or the next replacement would pass rollout_cap. Over several
+        processes, a round counts the dead groups of all of them, every process draws the same replacement prompts,
+        and each takes, in rank order, the ones for its own dead groups.
         """
         G = self.sampling.n
-        out = self.groups(self.stream.take(n_prompts))
-        generated, tokens = n_prompts * G, out.samples.num_tokens
+        dist = dist or Dist()
+        rows = self.stream.take(n_prompts)  # every process draws the same rows, then keeps its share
+        if share is not None:
+            rows = [rows[i] for i in share]
+        out = self.groups(rows)
+        generated, tokens, everyone = len(rows) * G, out.samples.num_tokens, n_prompts * G
         while resample:
             dead = grpo.dead_groups(out.rewards, G).nonzero().flatten().tolist()
-            replace = min(len(dead), (rollout_cap - generated) // G)
-            if replace == 0:
+            counts = dist.gather_objects(len(dead))
+            draw = min(sum(counts), (rollout_cap - everyone) // G)
+            if draw == 0:
                 break
-            fresh = self.groups(self.stream.take(replace))
+            drawn = self.stream.take(draw)
+            everyone += draw * G
+            allotted = [min(c, max(draw - sum(counts[:r]), 0)) for r, c in enumerate(counts)]
+            first, replace = sum(allotted[: dist.rank]), allotted[dist.rank]
+            if replace == 0:
+                continue
+            fresh = self.groups(drawn[first:first + replace])
             generated, tokens = generated + replace * G, tokens + fresh.samples.num_tokens
             keep = sorted(set(range(len(out.prompt_rows))) - set(dead[:replace]))
             rows = [g * G + j for g in keep for j in range(G)]
@@ -192,21 +208,26 @@ def logprob_gap(samples: Samples, trainer_logp: torch.Tensor) -> float:
 
 def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_logp: torch.Tensor,
                      ref_logp: torch.Tensor | None, advantages: torch.Tensor, cfg: TrainConfig, horizon: int,
-                     pad: int) -> dict[str, float]:
-    """One optimizer step on one mini-batch of whole groups; returns token counts and sums for the telemetry."""
+                     pad: int, minibatch: tuple[int, int] | None = None, world: int = 1) -> dict[str, float]:
+    """One optimizer step on one mini-batch of whole groups; returns token counts and sums for the telemetry.
+
+    Over several processes, `rows` are this process's share, `minibatch` the whole mini-batch's (sequences, response
+    tokens) that the loss is normalised by, and the loss is multiplied by `world` because DDP averages gradients:
+    the update is the one a single process would make on the whole mini-batch."""
     model.train()
-    sequences, tokens = len(rows), sum(len(samples.response_ids[i]) for i in rows)
+    tokens = sum(len(samples.response_ids[i]) for i in rows)
+    sequences, total_tokens = minibatch or (len(rows), tokens)
     stats: dict[str, float] = defaultdict(float)
     optimizer.zero_grad(set_to_none=True)
     for i in range(0, len(rows), cfg.micro_batch_rollouts):
         part = rows[i:i + cfg.micro_batch_rollouts]
-        batch = collate(samples, part, pad, model.device)
+        batch = collate(samples, part, pad, next(model.parameters()).device)  # model may be DDP-wrapped
         mask = batch.response_mask
         logp, entropy = logprobs(model, batch)
         terms, clipped = grpo.policy_loss_terms(logp, old_logp[part, : batch.width], advantages[part],
                                                 cfg.clip_low, cfg.clip_high, cfg.clip_ratio_c)
         agg = partial(grpo.aggregate, mask=mask, mode=cfg.loss_agg, minibatch_sequences=sequences,
-                      minibatch_tokens=tokens, horizon=horizon)
+                      minibatch_tokens=total_tokens, horizon=horizon)
         loss = agg(terms)
         if cfg.entropy_coef:
             loss = loss - cfg.entropy_coef * agg(entropy)
@@ -215,8 +236,8 @@ def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_lo
             loss = loss + cfg.kl_coef * agg(kl)
             stats["kl_sum"] += float((kl.detach() * mask).sum())
         if not torch.isfinite(loss):
-            raise NonFiniteError(f"the loss is {float(loss)} on rollouts {part[0]}..{part[-1]}")
-        loss.backward()
+            raise NonFiniteError(f"the loss is {float(loss.detach())} on rollouts {part[0]}..{part[-1]}")
+        (loss * world).backward()
         stats["entropy_sum"] += float((entropy.detach() * mask).sum())
         for name, where in clipped.items():
             stats[f"clip_{name}"] += float((where * mask).sum())
@@ -231,18 +252,25 @@ def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_lo
 def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFrame, task: TaskConfig,
                cfg: TrainConfig, arm: ArmConfig, seed: int, eval_cfg: EvaluateConfig,
                on_step: Callable[[dict], None] = lambda row: None,
-               checkpointing: Checkpointing | None = None) -> pd.DataFrame:
+               checkpointing: Checkpointing | None = None, dist: Dist | None = None) -> pd.DataFrame:
     """Train `model` in place, generating with `engine` (HF or vLLM, made from the same weights); return the ledger
     (TrainSteps), one row per generation step, row 0 before training.
 
     With `checkpointing`, a snapshot of the whole run state is saved every `every` generation steps, and a run given
     a snapshot to resume continues after its step: on the CPU with the HF engine, the final weights and ledger equal
     an uninterrupted run's (the seconds excepted: the work lost to the interruption is not counted). `on_step` sees
-    the resumed rows again, so per-step logs are complete. A non-finite loss or gradient raises NonFiniteError."""
-    torch.manual_seed(seed)
+    the resumed rows again, so per-step logs are complete. A non-finite loss or gradient raises NonFiniteError.
+
+    With `dist` over several processes (twogrpo.distributed), each process generates and trains on its share of
+    every mini-batch, the step's telemetry is summed over processes, and the first process evaluates; the ledger
+    describes the whole run on every process, with the first process's times."""
+    dist = dist or Dist()
+    torch.manual_seed(seed + 1_000_003 * dist.rank)  # each process samples its own rollouts
     G = arm.group_size
     Q = cfg.prompts_per_minibatch(arm)
+    share = dist.share(cfg.generation_batch_prompts, Q) if dist.world > 1 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr(arm), weight_decay=cfg.weight_decay)
+    trained = dist.prepare(model)  # DDP over several processes; `model` itself generates and scores
     # Linear warm-up counted in generation steps, then constant. Departure from verl/HF (which start at lr 0 and so
     # waste the first generation step): step s uses lr * min(1, (s + 1) / warmup).
     warmup = cfg.warmup_gen_steps
@@ -262,7 +290,7 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
 
     def record(gen_step: int, stats: dict) -> None:
         accuracy, eval_time = float("nan"), 0.0
-        if gen_step % cfg.eval_every == 0 or gen_step == steps_total:
+        if dist.is_main and (gen_step % cfg.eval_every == 0 or gen_step == steps_total):
             t0 = time.perf_counter()
             records = sample_records(engine, eval_problems, task.prompt_template, evaluation, seed=eval_cfg.seed)
             accuracy, eval_time = float(records["correct"].mean()), time.perf_counter() - t0
@@ -276,10 +304,11 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
         log.info("step %d/%d: reward %.3f, dead %.2f, eval %.3f, train %.1f s", gen_step, steps_total,
                  row["mean_reward"], row["dead_group_frac"], accuracy, row["train_time"])
 
-    def snapshot(gen_step: int) -> dict:
+    def snapshot(gen_step: int) -> dict:  # the stream, model and optimizer are the same on every process
         return {"gen_step": gen_step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": rng_states(), "stream": stream.state(),
-                "totals": dict(totals), "ledger": list(ledger), "seconds": dict(timer.seconds)}
+                "scheduler": scheduler.state_dict(), "rng_per_process": dist.gather_objects(rng_states()),
+                "stream": stream.state(), "totals": dict(totals), "ledger": list(ledger),
+                "seconds": dict(timer.seconds)}
 
     first_step = 1
     if checkpointing and checkpointing.resume:
@@ -291,7 +320,10 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
         totals.update(state["totals"])
         timer.seconds.update(state["seconds"])
         ledger.extend(state["ledger"])
-        set_rng_states(state["rng"])
+        if len(state["rng_per_process"]) != dist.world:
+            raise ValueError(f"the checkpoint was saved by {len(state['rng_per_process'])} processes; resume it with "
+                             f"as many (this run has {dist.world})")
+        set_rng_states(state["rng_per_process"][dist.rank])
         engine.sync(model)
         for row in ledger:
             on_step(row)
@@ -302,7 +334,7 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
     for gen_step in range(first_step, steps_total + 1):
         lr_used = scheduler.get_last_lr()[0]
         rollouts, generated, generated_tokens = source.step(cfg.generation_batch_prompts, arm.resample,
-                                                            cfg.step_rollout_cap)
+                                                            cfg.step_rollout_cap, share, dist)
         samples, rewards = rollouts.samples, rollouts.rewards
         advantages = grpo.group_advantages(rewards, G, cfg.adv_eps, cfg.adv_std).to(model.device)
         dead = grpo.dead_groups(rewards, G)
@@ -313,15 +345,18 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
         updates: list[dict] = []
         informative: list[tuple[int, int]] = []
         with timer("update"):
+            local_q = Q // dist.world  # this process's whole groups of each mini-batch of Q
             for _ in range(cfg.ppo_epochs):
-                for first in range(0, len(rollouts.prompt_rows), Q):  # Q whole groups; a group is never split
-                    rows = list(range(first * G, (first + Q) * G))
-                    live = [g for g in range(first, first + Q) if not dead[g]]
-                    informative.append((len(live), sum(len(samples.response_ids[g * G + j])
-                                                       for g in live for j in range(G))))
+                for first in range(0, len(rollouts.prompt_rows), local_q):  # a group is never split
+                    rows = list(range(first * G, (first + local_q) * G))
+                    live = [g for g in range(first, first + local_q) if not dead[g]]
+                    sizes = dist.sum([len(rows), sum(len(samples.response_ids[i]) for i in rows), len(live),
+                                      sum(len(samples.response_ids[g * G + j]) for g in live for j in range(G))])
+                    informative.append((float(sizes[2]), float(sizes[3])))
                     try:
-                        updates.append(update_minibatch(model, optimizer, samples, rows, old_logp, ref_logp,
-                                                        advantages, cfg, task.max_new_tokens, pad))
+                        updates.append(update_minibatch(trained, optimizer, samples, rows, old_logp, ref_logp,
+                                                        advantages, cfg, task.max_new_tokens, pad,
+                                                        minibatch=(int(sizes[0]), int(sizes[1])), world=dist.world))
                     except NonFiniteError as error:
                         raise NonFiniteError(f"generation step {gen_step}: {error}; training stopped before the "
                                              f"optimizer step (the last checkpoint, if any, is kept)") from None
@@ -330,24 +365,32 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
         with timer("sync"):
             engine.resume()
             engine.sync(model)
-        totals["rollouts"] += generated
-        totals["tokens"] += generated_tokens
-        update_tokens = sum(u["tokens"] for u in updates)
+        # The step's telemetry over all processes: sums of every count and token-weighted total.
+        sums = ("tokens", "clip_high", "clip_low", "clip_dual", "entropy_sum", "kl_sum")
+        total = dict(zip(("generated", "generated_tokens", "rewards", "rollouts", "response_tokens", "dead", "groups",
+                          "adv_abs", "logprob_gap", *sums), dist.sum([
+            generated, generated_tokens, float(rewards.sum()), len(rewards), samples.num_tokens, float(dead.sum()),
+            len(dead), float(advantages.abs().sum()), logprob_gap(samples, old_logp),
+            *(sum(u.get(k, 0.0) for u in updates) for k in sums)]).tolist()))
+        totals["rollouts"] += int(total["generated"])
+        totals["tokens"] += int(total["generated_tokens"])
         record(gen_step, {
             "lr": lr_used,
-            "mean_reward": float(rewards.mean()),
-            "dead_group_frac": float(dead.float().mean()),
+            "mean_reward": total["rewards"] / total["rollouts"],
+            "dead_group_frac": total["dead"] / total["groups"],
             "informative_prompts_per_update": float(np.mean([p for p, _ in informative])),
             "informative_tokens_per_update": float(np.mean([t for _, t in informative])),
-            "adv_abs_mean": float(advantages.abs().mean()),
-            **{f"clip_frac_{k}": sum(u[f"clip_{k}"] for u in updates) / update_tokens for k in ("high", "low", "dual")},
-            "entropy": sum(u["entropy_sum"] for u in updates) / update_tokens,
+            "adv_abs_mean": total["adv_abs"] / total["rollouts"],
+            **{f"clip_frac_{k}": total[f"clip_{k}"] / total["tokens"] for k in ("high", "low", "dual")},
+            "entropy": total["entropy_sum"] / total["tokens"],
             "grad_norm": float(np.mean([u["grad_norm"] for u in updates])),
-            "kl": sum(u["kl_sum"] for u in updates) / update_tokens if reference else float("nan"),
-            "mean_response_tokens": samples.num_tokens / len(samples.texts),
-            "engine_logprob_gap": logprob_gap(samples, old_logp),
+            "kl": total["kl_sum"] / total["tokens"] if reference else float("nan"),
+            "mean_response_tokens": total["response_tokens"] / total["rollouts"],
+            "engine_logprob_gap": total["logprob_gap"] / dist.world,
         })
         if checkpointing and checkpointing.every and gen_step % checkpointing.every == 0 and gen_step < steps_total:
-            checkpointing.save(snapshot(gen_step))
+            state = snapshot(gen_step)  # every process takes part (its RNG state); the first one saves
+            if dist.is_main:
+                checkpointing.save(state)
     return pd.DataFrame(ledger)
 

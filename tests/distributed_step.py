@@ -1,0 +1,55 @@
+"""One GRPO optimizer step on a fixed batch of rollouts, in one process or, under `accelerate launch`, split over
+several; the first process saves the weights before and after to argv[1]. Run by tests/test_distributed.py."""
+
+import sys
+
+import torch
+
+from tests.test_trainer import BASE, TRAIN
+from twogrpo import grpo
+from twogrpo.distributed import Dist
+from twogrpo.engine import Samples
+from twogrpo.policy import build_char_tokenizer, build_tiny_model
+from twogrpo.trainer import frozen_logprobs, update_minibatch
+
+GROUPS, G = 8, 4
+
+
+def fixed_rollouts(vocab: int) -> tuple[Samples, torch.Tensor]:
+    """8 prompts x 4 responses of varied lengths, with rewards that make some groups mixed and some dead."""
+    rng = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(4, vocab, (int(torch.randint(3, 9, (1,), generator=rng)),), generator=rng).tolist()
+               for _ in range(GROUPS)]
+    responses = [torch.randint(4, vocab, (int(torch.randint(1, 7, (1,), generator=rng)),), generator=rng).tolist()
+                 for _ in range(GROUPS * G)]
+    samples = Samples([prompts[i // G] for i in range(GROUPS * G)], responses, [""] * (GROUPS * G),
+                      [False] * (GROUPS * G))
+    rewards = torch.tensor([float((i * 7 + i // G) % 3 == 0) for i in range(GROUPS * G)])
+    return samples, rewards
+
+
+def main(out: str) -> None:
+    dist = Dist.from_environment()
+    torch.manual_seed(0)
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_model(BASE, tokenizer)
+    cfg = TRAIN
+    samples, rewards = fixed_rollouts(len(tokenizer))
+    advantages = grpo.group_advantages(rewards, G, cfg.adv_eps, cfg.adv_std)
+    groups = dist.share(GROUPS, GROUPS) if dist.world > 1 else list(range(GROUPS))
+    rows = [g * G + j for g in groups for j in range(G)]
+    local = samples.select(rows)
+    pad = tokenizer.pad_token_id
+    old_logp = frozen_logprobs(model, local, cfg.micro_batch_rollouts, pad)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
+    sizes = dist.sum([len(rows), local.num_tokens])
+    update_minibatch(dist.prepare(model), optimizer, local, list(range(len(rows))), old_logp, None,
+                     advantages[rows], cfg, horizon=6, pad=pad, minibatch=(int(sizes[0]), int(sizes[1])),
+                     world=dist.world)
+    if dist.is_main:
+        torch.save({"before": before, "after": model.state_dict()}, out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,109 @@
+"""Data parallelism: real processes under `accelerate launch` on the CPU (gloo)."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from twogrpo.distributed import Dist
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def as_process(rank: int, world: int) -> Dist:
+    dist = Dist()
+    dist.rank, dist.world = rank, world
+    return dist
+
+
+def test_each_minibatch_is_split_into_whole_groups_and_every_prompt_goes_to_one_process():
+    shares = [as_process(r, 2).share(8, 4) for r in range(2)]
+    assert shares == [[0, 1, 4, 5], [2, 3, 6, 7]]  # mini-batches {0..3} and {4..7}, half of each per process
+    assert sorted(shares[0] + shares[1]) == list(range(8))
+    with pytest.raises(ValueError, match="do not split over 3 processes"):
+        as_process(0, 3).share(8, 4)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def launch(processes: int, *args: str) -> None:
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    if processes == 1:
+        cmd = [sys.executable, *args]
+    else:
+        cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes",
+               str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(free_port()), *args]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_one_step_over_two_processes_equals_one_process_on_the_same_global_batch(tmp_path):
+    launch(1, "-m", "tests.distributed_step", str(tmp_path / "one.pt"))
+    launch(2, "-m", "tests.distributed_step", str(tmp_path / "two.pt"))
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert any(not torch.equal(one["before"][n], one["after"][n]) for n in one["after"])  # the step did something
+    for name, weight in one["after"].items():
+        # Over two processes the loss is summed in another order: equal up to float32 rounding.
+        torch.testing.assert_close(two["after"][name], weight, rtol=0, atol=1e-6, msg=name)
+
+
+@pytest.mark.slow
+def test_the_train_stage_under_accelerate_launch_with_two_processes(tmp_path):
+    """`dvc repro` runs the train stage as `accelerate launch ... -m stages.train` (train.launch): two processes
+    share every mini-batch, and the first writes one ledger, one dvclive log and one model."""
+    import copy
+    import json
+
+    import pandas as pd
+
+    from tests.fixtures import new_project, run
+    from tests.test_resume import PARAMS
+
+    params = copy.deepcopy(PARAMS)
+    params["train"]["launch"] = (f"accelerate launch --config_file conf/accelerate/cpu-2.yaml "
+                                 f"--main_process_port {free_port()}")
+    project = new_project(tmp_path / "study", params)
+    run(["dvc", "repro", "train@g2-0"], project)
+    ledger = pd.read_parquet(project / "runs/g2-s0/steps.parquet")
+    last = ledger.iloc[-1]
+    # Every prompt once (64 prompts, one epoch) and G rollouts each, over both processes together.
+    assert (last["prompts_seen"], last["rollouts"], last["gen_step"]) == (64, 128, 8)
+    assert last["opt_steps"] == 8 * 2  # 2 mini-batches of 4 prompts per step, counted once, not once per process
+    assert ledger["eval_accuracy"].notna().all()  # the first process evaluated every step
+    assert json.loads((project / "runs/g2-s0/live/metrics.json").read_text())["train"]["rollouts"] == 128
+    assert (project / "models/g2-s0/model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_resampling_over_two_processes_refills_dead_groups_within_the_budget(tmp_path):
+    """2-GRPO+RS over two processes: dead groups of both are refilled from one shared stream, within 16-GRPO's
+    (here 4-GRPO's) rollout budget."""
+    import copy
+
+    import pandas as pd
+
+    from tests.fixtures import new_project, run
+    from tests.test_resume import PARAMS
+
+    params = copy.deepcopy(PARAMS)
+    params["train"] |= {"arms": {"g4": {"group_size": 4, "lr_scaling": "linear"},
+                                 "g2-rs": {"group_size": 2, "lr_scaling": "none", "resample": True}},
+                        "reference_group_size": 4,
+                        "launch": f"accelerate launch --config_file conf/accelerate/cpu-2.yaml "
+                                  f"--main_process_port {free_port()}"}
+    project = new_project(tmp_path / "study", params)
+    run(["dvc", "repro", "train@g2-rs-0"], project)
+    last = pd.read_parquet(project / "runs/g2-rs-s0/steps.parquet").iloc[-1]
+    assert 64 * 2 < last["rollouts"] <= 64 * 4  # refills happened, within the reference arm's budget
+    assert last["prompts_seen"] == 64 + (last["rollouts"] - 64 * 2) / 2  # each refill is one more prompt
+    assert last["dead_group_frac"] < 1
