@@ -57,11 +57,30 @@ def new_project(project: Path, params: dict) -> Path:
     return project
 
 
+def tool_env() -> dict[str, str]:
+    """This environment's tools (dvc, accelerate) first on PATH, and one torch thread per stage."""
+    return os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                         "TWOGRPO_THREADS": "1"}
+
+
+def process_tree(root: int) -> list[int]:
+    """root and every process descended from it (read from /proc)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    tree, frontier = [root], [root]
+    while frontier:
+        frontier = [pid for pid, parent in parents.items() if parent in frontier]
+        tree += frontier
+    return tree
+
+
 def run(cmd: list[str], cwd: Path) -> str:
-    """Run a command (dvc, git) with this environment's tools first on PATH and one torch thread; its stdout, or a
-    failed assertion showing the ends of its output."""
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                        "TWOGRPO_THREADS": "1"}
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    """Run a command (dvc, git) with tool_env(); its stdout, or a failed assertion showing the ends of its output."""
+    result = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout

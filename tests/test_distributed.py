@@ -1,14 +1,18 @@
 """Data parallelism: real processes under `accelerate launch` on the CPU (gloo)."""
 
-import os
+import copy
+import json
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
+from tests.fixtures import new_project, run, tool_env
+from tests.test_resume import PARAMS, kill_training_midway, resume_training
 from twogrpo.distributed import Dist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,24 +38,8 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def process_tree(root: int) -> list[int]:
-    """root and every process descended from it (read from /proc)."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-    tree, frontier = [root], [root]
-    while frontier:
-        frontier = [pid for pid, parent in parents.items() if parent in frontier]
-        tree += frontier
-    return tree
-
-
 def launch(processes: int, *args: str) -> None:
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    env = tool_env() | {"OMP_NUM_THREADS": "1"}
     if processes == 1:
         cmd = [sys.executable, *args]
     else:
@@ -77,14 +65,6 @@ def test_one_step_over_two_processes_equals_one_process_on_the_same_global_batch
 def test_the_train_stage_under_accelerate_launch_with_two_processes(tmp_path):
     """`dvc repro` runs the train stage as `accelerate launch ... -m stages.train` (train.launch): two processes
     share every mini-batch, and the first writes one ledger, one dvclive log and one model."""
-    import copy
-    import json
-
-    import pandas as pd
-
-    from tests.fixtures import new_project, run
-    from tests.test_resume import PARAMS
-
     params = copy.deepcopy(PARAMS)
     params["train"]["launch"] = (f"accelerate launch --config_file conf/accelerate/cpu-2.yaml "
                                  f"--main_process_port {free_port()}")
@@ -104,13 +84,6 @@ def test_the_train_stage_under_accelerate_launch_with_two_processes(tmp_path):
 def test_resampling_over_two_processes_refills_dead_groups_within_the_budget(tmp_path):
     """2-GRPO+RS over two processes: dead groups of both are refilled from one shared stream, within 16-GRPO's
     (here 4-GRPO's) rollout budget."""
-    import copy
-
-    import pandas as pd
-
-    from tests.fixtures import new_project, run
-    from tests.test_resume import PARAMS
-
     params = copy.deepcopy(PARAMS)
     params["train"] |= {"arms": {"g4": {"group_size": 4, "lr_scaling": "linear"},
                                  "g2-rs": {"group_size": 2, "lr_scaling": "none", "resample": True}},
@@ -129,13 +102,6 @@ def test_resampling_over_two_processes_refills_dead_groups_within_the_budget(tmp
 def test_a_killed_two_process_training_resumes_and_matches_an_uninterrupted_one(tmp_path):
     """SIGKILL the launcher and both processes mid-run; the rerun resumes each process from its saved RNG state and
     ends with the weights of an uninterrupted 2-process run."""
-    import copy
-    import signal
-    import time
-
-    from tests.fixtures import new_project, run
-    from tests.test_resume import PARAMS, checkpoint_step
-
     params = copy.deepcopy(PARAMS)
     params["train"]["launch"] = (f"accelerate launch --config_file conf/accelerate/cpu-2.yaml "
                                  f"--main_process_port {free_port()}")
@@ -143,19 +109,6 @@ def test_a_killed_two_process_training_resumes_and_matches_an_uninterrupted_one(
     run(["dvc", "repro", "train@g2-0"], reference)
     project = new_project(tmp_path / "killed", params)
     run(["dvc", "repro", "base"], project)
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "TWOGRPO_THREADS": "1"}
-    job = subprocess.Popen(["dvc", "repro", "train@g2-0"], cwd=project, env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while checkpoint_step(project) < 3 and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    for pid in process_tree(job.pid):  # dvc, accelerate's launcher and both workers (torchrun starts its own group)
-        os.kill(pid, signal.SIGKILL)
-    job.wait()
-    killed_at = checkpoint_step(project)
-    assert 3 <= killed_at < 8, "the run was not killed mid-training"
-    rerun = subprocess.run(["dvc", "repro", "train@g2-0"], cwd=project, env=env, capture_output=True, text=True)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert f"resumed after generation step {killed_at} of 8" in rerun.stdout + rerun.stderr
+    resume_training(project, kill_training_midway(project))
     expected = (reference / "models/g2-s0/model.safetensors").read_bytes()
     assert (project / "models/g2-s0/model.safetensors").read_bytes() == expected

@@ -6,14 +6,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.fixtures import new_project, run
+from tests.fixtures import new_project, process_tree, run, tool_env
 from tests.test_pipeline import TINY
 
 pytestmark = pytest.mark.slow
@@ -34,6 +33,30 @@ def checkpoint_step(project: Path) -> int:
         return 0
 
 
+def kill_training_midway(project: Path) -> int:
+    """Start `dvc repro train@g2-0`, SIGKILL it and every process it started (torchrun's workers start their own
+    group, so not only the process group) once the checkpoint of step 3 of 8 exists; the step last checkpointed."""
+    job = subprocess.Popen(["dvc", "repro", "train@g2-0"], cwd=project, env=tool_env(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while checkpoint_step(project) < 3 and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in process_tree(job.pid):
+        os.kill(pid, signal.SIGKILL)
+    job.wait()
+    killed_at = checkpoint_step(project)
+    assert 3 <= killed_at < 8, "the run was not killed mid-training"
+    return killed_at
+
+
+def resume_training(project: Path, killed_at: int) -> None:
+    """Rerun `dvc repro train@g2-0` and check that it resumed after the step last checkpointed."""
+    rerun = subprocess.run(["dvc", "repro", "train@g2-0"], cwd=project, env=tool_env(), capture_output=True,
+                           text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resumed after generation step {killed_at} of 8" in rerun.stdout + rerun.stderr
+
+
 def test_a_killed_training_stage_resumes_and_matches_an_uninterrupted_run(tmp_path):
     reference = new_project(tmp_path / "uninterrupted", PARAMS)
     run(["dvc", "repro", "train@g2-0"], reference)
@@ -44,21 +67,10 @@ def test_a_killed_training_stage_resumes_and_matches_an_uninterrupted_run(tmp_pa
 
     project = new_project(tmp_path / "killed", PARAMS)
     run(["dvc", "repro", "base"], project)
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "TWOGRPO_THREADS": "1"}
-    job = subprocess.Popen(["dvc", "repro", "train@g2-0"], cwd=project, env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while checkpoint_step(project) < 3 and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.killpg(job.pid, signal.SIGKILL)  # dvc and the stage's python, mid-run
-    job.wait()
-    killed_at = checkpoint_step(project)
-    assert 3 <= killed_at < 8, "the run was not killed mid-training"
+    killed_at = kill_training_midway(project)
     assert not (project / "models/g2-s0").exists()  # no half-written output
 
-    rerun = subprocess.run(["dvc", "repro", "train@g2-0"], cwd=project, env=env, capture_output=True, text=True)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert f"resumed after generation step {killed_at} of 8" in rerun.stdout + rerun.stderr
+    resume_training(project, killed_at)
     assert (project / "models/g2-s0/model.safetensors").read_bytes() == weights
     resumed = pd.read_parquet(project / "runs/g2-s0/steps.parquet")
     pd.testing.assert_frame_equal(ledger[COUNTERS], resumed[COUNTERS])
