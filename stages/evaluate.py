@@ -4,6 +4,9 @@ Reads: models/<model>/, data/prepared/test.parquet; params `evaluate`, `task`, `
 Writes: eval/<model>/samples.parquet (per-sample records, schema EvalSamples), eval/<model>/metrics.json
 (Mean@k, Pass@j for j = 1, 2, 4, ..., k per benchmark, and their average over benchmarks at the top level, as the
 paper's "Avg"; DVC shows it). <model> is `base` or `<arm>-s<seed>`.
+
+Under `accelerate launch` (evaluate.launch) each process samples its share of the problems and the first writes the
+gathered records, which equal one process's (twogrpo.evaluation.sample_records).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from twogrpo.engine import Sampling, make_engine
 from twogrpo.evaluation import first_problems, sample_records
 from twogrpo.metrics import benchmark_metrics
 from twogrpo.checkpoint import Checkpoint, fingerprint
+from twogrpo.distributed import Dist
 from twogrpo.io import weights_sha256, write_json, write_parquet
 from twogrpo.policy import load_policy
 from twogrpo.run import start_stage
@@ -26,19 +30,25 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="a folder name under models/")
     args = parser.parse_args()
     params = start_stage("evaluate")
+    dist = Dist.from_environment()  # several processes under `accelerate launch`; the first one writes
     cfg = params.evaluate
     model_dir = Path("models") / args.model
     model, tokenizer = load_policy(model_dir)
     engine = make_engine(params.rollout, model, tokenizer, model_dir, cfg.seed)
     test = first_problems(read_table("data/prepared/test.parquet", Problems), cfg.problems)
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens, n=cfg.samples)
-    # Records are saved as they come (checkpoints/eval-<model>/); a rerun after a kill generates only the rest.
-    progress = Checkpoint(f"eval-{args.model}", fingerprint(cfg, params.task, params.rollout, test["id"].tolist(),
-                                                             weights_sha256(model_dir)))
-    records = sample_records(engine, test, params.task.prompt_template, sampling, seed=cfg.seed, progress=progress)
-    out = Path("eval") / args.model
-    write_parquet(validate(records, EvalSamples, out / "samples.parquet"), out / "samples.parquet")
-    write_json(benchmark_metrics(records), out / "metrics.json")
+    # Each process saves its chunks as they come (checkpoints/eval-<model>[-p<rank>of<world>]/); a rerun after a
+    # kill generates only the rest.
+    name = f"eval-{args.model}" + (f"-p{dist.rank}of{dist.world}" if dist.world > 1 else "")
+    progress = Checkpoint(name, fingerprint(cfg, params.task, params.rollout, test["id"].tolist(),
+                                            weights_sha256(model_dir)))
+    records = sample_records(engine, test, params.task.prompt_template, sampling, seed=cfg.seed, progress=progress,
+                             dist=dist)
+    if dist.is_main:
+        out = Path("eval") / args.model
+        write_parquet(validate(records, EvalSamples, out / "samples.parquet"), out / "samples.parquet")
+        write_json(benchmark_metrics(records), out / "metrics.json")
+    dist.close()  # every process's records are written: each may delete its checkpoint
     progress.clear()
 
 

@@ -76,13 +76,13 @@ def main() -> None:
                             dist=dist)
         if live is not None:
             live.end()
-    if not dist.is_main:
-        return
-    write_parquet(validate(ledger, TrainSteps, run_dir / "steps.parquet"), run_dir / "steps.parquet")
-    with atomic_path(Path("models") / name) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    checkpoint.clear()  # the outputs are complete: nothing left to resume
+    if dist.is_main:
+        write_parquet(validate(ledger, TrainSteps, run_dir / "steps.parquet"), run_dir / "steps.parquet")
+        with atomic_path(Path("models") / name) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        checkpoint.clear()  # the outputs are complete: nothing left to resume
+    dist.close()
 
 
 if __name__ == "__main__":

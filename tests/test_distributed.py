@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from tests.fixtures import new_project, run, tool_env
 from tests.test_resume import PARAMS, kill_training_midway, resume_training
@@ -30,6 +31,20 @@ def test_each_minibatch_is_split_into_whole_groups_and_every_prompt_goes_to_one_
     assert sorted(shares[0] + shares[1]) == list(range(8))
     with pytest.raises(ValueError, match="do not split over 3 processes"):
         as_process(0, 3).share(8, 4)
+
+
+def test_several_processes_generate_with_hf_and_refuse_vllm(monkeypatch):
+    from tests.test_trainer import BASE
+    from twogrpo.config import RolloutConfig
+    from twogrpo.engine import HFEngine, make_engine
+    from twogrpo.policy import build_char_tokenizer, build_tiny_model
+
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_model(BASE, tokenizer)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert isinstance(make_engine(RolloutConfig("auto", "float32", 0.2), model, tokenizer, "unused", 0), HFEngine)
+    with pytest.raises(RuntimeError, match="runs in one process only; this stage has 2"):
+        make_engine(RolloutConfig("vllm", "float32", 0.2), model, tokenizer, "unused", 0)
 
 
 def free_port() -> int:
@@ -62,14 +77,29 @@ def test_one_step_over_two_processes_equals_one_process_on_the_same_global_batch
 
 
 @pytest.mark.slow
-def test_the_train_stage_under_accelerate_launch_with_two_processes(tmp_path):
+def test_evaluation_over_two_processes_gives_the_records_of_one_process(tmp_path):
+    launch(1, "-m", "tests.distributed_eval", str(tmp_path / "one.parquet"))
+    launch(2, "-m", "tests.distributed_eval", str(tmp_path / "two.parquet"))
+    one, two = pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "two.parquet")
+    assert len(one) == 22 * 4 and one["completion"].nunique() > 10  # sampled, not all alike
+    pd.testing.assert_frame_equal(two, one)
+
+
+@pytest.mark.slow
+def test_the_train_and_evaluate_stages_under_accelerate_launch_with_two_processes(tmp_path):
     """`dvc repro` runs the train stage as `accelerate launch ... -m stages.train` (train.launch): two processes
-    share every mini-batch, and the first writes one ledger, one dvclive log and one model."""
+    share every mini-batch, and the first writes one ledger, one dvclive log and one model. The evaluate stage
+    (evaluate.launch) writes the records one process writes."""
     params = copy.deepcopy(PARAMS)
-    params["train"]["launch"] = (f"accelerate launch --config_file conf/accelerate/cpu-2.yaml "
-                                 f"--main_process_port {free_port()}")
+    two_processes = f"accelerate launch --config_file conf/accelerate/cpu-2.yaml --main_process_port {free_port()}"
+    params["train"]["launch"] = params["evaluate"]["launch"] = two_processes
     project = new_project(tmp_path / "study", params)
-    run(["dvc", "repro", "train@g2-0"], project)
+    run(["dvc", "repro", "evaluate@g2-0"], project)
+    shared = pd.read_parquet(project / "eval/g2-s0/samples.parquet")
+    params["evaluate"]["launch"] = "python"
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["dvc", "repro", "evaluate@g2-0"], project)  # the command changed: evaluated again, in one process
+    pd.testing.assert_frame_equal(shared, pd.read_parquet(project / "eval/g2-s0/samples.parquet"))
     ledger = pd.read_parquet(project / "runs/g2-s0/steps.parquet")
     last = ledger.iloc[-1]
     # Every prompt once (64 prompts, one epoch) and G rollouts each, over both processes together.

@@ -15,8 +15,9 @@ SECTIONS = {f.name for f in fields(Params)}
 
 
 def stage_module(stage: dict) -> Path:
-    # `python -m stages.<name>`, or `${train.launch} -m stages.<name>` (python or accelerate launch, from params)
-    match = re.fullmatch(r"(?:python|\$\{train\.launch\}) -m stages\.(\w+)( .*)?", stage["cmd"])
+    # `python -m stages.<name>`, or `${train.launch} -m stages.<name>` (python or accelerate launch, from params;
+    # likewise evaluate.launch)
+    match = re.fullmatch(r"(?:python|\$\{(?:train|evaluate)\.launch\}) -m stages\.(\w+)( .*)?", stage["cmd"])
     assert match, f"cmd {stage['cmd']!r} does not run a stage module"
     return ROOT / "stages" / f"{match.group(1)}.py"
 

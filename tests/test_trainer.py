@@ -16,13 +16,14 @@ from twogrpo.tasks import generate_problems
 from twogrpo.trainer import Checkpointing, NonFiniteError, PromptStream, train_grpo
 
 TASK = TaskConfig(prompt_template="{problem}", max_new_tokens=6)
-EVAL = EvaluateConfig(problems=4, samples=2, temperature=0.7, top_p=0.8, top_k=20, max_new_tokens=6, seed=0)
+EVAL = EvaluateConfig(problems=4, samples=2, temperature=0.7, top_p=0.8, top_k=20, max_new_tokens=6, seed=0,
+                      launch="python")
 TRAIN = TrainConfig(
     seeds=(0,), arms={}, prompts=16, epochs=1, rollouts_per_minibatch=16, generation_batch_prompts=8,
     reference_lr=1e-3, reference_group_size=4, warmup_gen_steps=0, weight_decay=0.0, grad_clip=1.0, clip_low=0.2,
     clip_high=0.28, clip_ratio_c=3.0, adv_std="bessel", adv_eps=1e-6, loss_agg="token-mean", kl_coef=0.0,
     entropy_coef=0.0, ppo_epochs=1, temperature=1.0, top_p=1.0, top_k=0, micro_batch_rollouts=8, eval_every=2,
-    gradient_checkpointing=False, checkpoint_every=0, launch="python", eval_benchmark="chain_sum", eval_problems=4, eval_samples=2)
+    gradient_checkpointing=False, skip_dead_groups=True, checkpoint_every=0, launch="python", eval_benchmark="chain_sum", eval_problems=4, eval_samples=2)
 BASE = BaseConfig(model="scratch", revision="main", seed=0, hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
                   intermediate_size=64, lr=1e-3, warmup_steps=1, weight_decay=0.0, batch_size=8, max_steps=1, eval_every=1, val_size=1,
                   target_accuracy=1.0)
@@ -60,6 +61,32 @@ def test_gradient_checkpointing_changes_memory_not_the_result(problems):
     assert checkpointed.is_gradient_checkpointing
     for (name, a), b in zip(plain.state_dict().items(), checkpointed.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_skipping_dead_groups_changes_the_work_not_the_result(problems):
+    """Dead groups (zero advantage) give exactly zero gradient: updating on the informative groups only ends with
+    the weights of the full pass (float rounding aside: other batch shapes) and runs fewer rows through the update."""
+    rows_with_grad = {}
+
+    def count(model, args, kwargs):
+        if torch.is_grad_enabled():
+            rows_with_grad[skip] += kwargs["input_ids"].shape[0]
+
+    models, ledgers = {}, {}
+    for skip in (False, True):
+        rows_with_grad[skip] = 0
+        tokenizer = build_char_tokenizer()
+        model = build_tiny_model(BASE, tokenizer)
+        model.register_forward_pre_hook(count, with_kwargs=True)
+        ledgers[skip] = train_grpo(model, tokenizer, HFEngine(model, tokenizer), problems[0], problems[1], TASK,
+                                   dataclasses.replace(TRAIN, skip_dead_groups=skip), ArmConfig(2, "linear"), seed=0,
+                                   eval_cfg=EVAL)
+        models[skip] = model
+    assert ledgers[True]["dead_group_frac"].iloc[1:].gt(0).all()  # there were dead groups to skip
+    assert rows_with_grad[True] < rows_with_grad[False] == 16 * 2  # 16 prompts x G = 2, each updated once
+    pd.testing.assert_series_equal(ledgers[True]["mean_reward"], ledgers[False]["mean_reward"])  # same rollouts
+    for (name, a), b in zip(models[False].state_dict().items(), models[True].state_dict().values()):
+        torch.testing.assert_close(b, a, msg=name)
 
 
 def test_ppo_epochs_repeat_the_passes(problems):

@@ -2,7 +2,8 @@
 
 Training saves the policy, the optimizer and scheduler states, every RNG state (torch CPU and CUDA, the prompt
 stream's numpy generator), the prompt stream's position, the counters, the ledger so far and the phase timers
-(checkpoints/<arm>-s<seed>/); evaluation saves the records so far and the RNG state (checkpoints/eval-<model>/).
+(checkpoints/<arm>-s<seed>/); evaluation saves the records of the chunks done, each sampled under its own seed
+(checkpoints/eval-<model>/, one per process).
 A checkpoint lives outside DVC's outputs (DVC deletes a stage's outputs before rerunning it), is written atomically,
 and carries a fingerprint of everything that determines the result (params, arm, seed, weights, code): one from
 other settings or code is ignored, never resumed. The stage deletes it once its outputs are written.

@@ -208,6 +208,10 @@ class TrainConfig:
     top_k: int  # 0 = off
     micro_batch_rollouts: int  # rollouts per forward pass (memory only; does not change the result)
     gradient_checkpointing: bool  # recompute activations in the backward pass (memory only; same result)
+    # Update (and old log-probs) only on the rollouts of informative groups: a dead group's zero advantage gives exactly
+    # zero gradient, so the update is verl's full pass minus work (float rounding aside). Off when kl_coef or
+    # entropy_coef is set (dead groups then have a gradient). false = verl's full pass, as the paper timed it.
+    skip_dead_groups: bool
     checkpoint_every: int  # generation steps between resumable checkpoints (checkpoints/<arm>-s<seed>/); 0 = none
     launch: str  # how the train stage starts: "python" (one process) or "accelerate launch --config_file ..."
     eval_every: int  # evaluate on the test problems every this many generation steps (for the curves)
@@ -302,12 +306,15 @@ class EvaluateConfig:
     top_k: int
     max_new_tokens: int  # response length limit (paper: 4096 for every model)
     seed: int  # sampling seed, the same for every model so differences are the models'
+    launch: str  # how the evaluate stages start: "python" or "accelerate launch ..." (default: train.launch)
 
     def check(self) -> None:
         _positive("evaluate", samples=self.samples, temperature=self.temperature, top_p=self.top_p,
                   max_new_tokens=self.max_new_tokens)
         if self.problems < 0:
             raise ParamsError(f"evaluate.problems={self.problems} must be >= 0 (0 = all)")
+        if not self.launch.strip():
+            raise ParamsError("evaluate.launch is empty: 'python', or 'accelerate launch --config_file <config>'")
 
 
 @dataclass(frozen=True)

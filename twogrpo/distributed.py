@@ -1,6 +1,6 @@
 """Data parallelism over processes with accelerate: every process generates and trains on its share of each
 optimizer mini-batch (whole groups, so a group's advantage sees all its rewards), DDP averages the gradients, the
-step's telemetry is summed over processes, and the first process evaluates and writes.
+step's telemetry is summed over processes, evaluation chunks are shared out, and the first process writes.
 
 Launched by `accelerate launch` (or torchrun), WORLD_SIZE > 1 and this is accelerate's state; otherwise it is one
 process, and the same code runs with world = 1.
@@ -26,8 +26,15 @@ class Dist:
         """accelerate's processes when launched with WORLD_SIZE > 1 (gloo on CPUs, NCCL on GPUs), else one."""
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from accelerate import Accelerator
+            from accelerate.utils import DistributedType
 
-            return Dist(Accelerator(cpu=not torch.cuda.is_available()))
+            accelerator = Accelerator(cpu=not torch.cuda.is_available())
+            if accelerator.distributed_type not in (DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):
+                # Sharded weights (FSDP, DeepSpeed ZeRO-3) would need gathering for generation, saving and vLLM's
+                # weight sync; none of that is written yet, so such a run stops here rather than train wrongly.
+                raise RuntimeError(f"accelerate's {accelerator.distributed_type.value} is not supported: the trainer "
+                                   "runs data parallelism (DDP); use conf/accelerate/gpus-*.yaml or nodes-2x8.yaml")
+            return Dist(accelerator)
         return Dist()
 
     @property
@@ -49,10 +56,6 @@ class Dist:
             torch.distributed.all_reduce(tensor)
         return tensor
 
-    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Concatenation over processes in rank order (equal shapes on every process)."""
-        return self.accelerator.gather(tensor) if self.world > 1 else tensor
-
     def gather_objects(self, item) -> list:
         """[item of process 0, item of process 1, ...] on every process."""
         if self.world == 1:
@@ -64,3 +67,10 @@ class Dist:
     def prepare(self, model):
         """The model to train: DDP-wrapped over several processes (it shares its parameters with `model`)."""
         return self.accelerator.prepare_model(model) if self.world > 1 else model
+
+    def close(self) -> None:
+        """Leave the process group together (a process that exits while another is still in a collective can abort
+        it: "terminate called without an active exception")."""
+        if self.world > 1:
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()

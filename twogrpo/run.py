@@ -1,11 +1,16 @@
-"""What every stage does first: logging, offline mode, thread count, and the validated params."""
+"""What every stage does first: logging, offline mode, thread count, the validated params, and a last log line with
+the stage's seconds and peak memory (bench/study_timing.py reads it)."""
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import logging
 import os
+import resource
+import time
+from pathlib import Path
 
 import torch
 
@@ -31,7 +36,22 @@ def start_stage(name: str) -> Params:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    torch.set_num_threads(int(os.environ.get("TWOGRPO_THREADS", os.cpu_count() or 1)))
+    # The cores are shared by this machine's processes (LOCAL_WORLD_SIZE under `accelerate launch`).
+    cores = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    torch.set_num_threads(int(os.environ.get("TWOGRPO_THREADS", cores)))
     params = load_params()
-    logging.getLogger(name).info("params: %s", json.dumps(dataclasses.asdict(params), default=str))
+    log = logging.getLogger(name)
+    log.info("params: %s", json.dumps(dataclasses.asdict(params), default=str))
+    atexit.register(_log_resources, log)
     return params
+
+
+def _log_resources(log: logging.Logger) -> None:
+    """The process's wall-clock seconds since it started (imports included) and its peak resident memory (and the
+    peak GPU memory torch allocated)."""
+    started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # clock ticks after boot
+    seconds = time.clock_gettime(time.CLOCK_BOOTTIME) - started / os.sysconf("SC_CLK_TCK")
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    gpu = (f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
+           if torch.cuda.is_available() and torch.cuda.is_initialized() else "")
+    log.info("resources: %.1f s, peak memory %.0f MiB%s (rank %s)", seconds, rss_mib, gpu, os.environ.get("RANK", "0"))

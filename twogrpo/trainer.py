@@ -120,14 +120,28 @@ def logprobs(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def frozen_logprobs(model, samples: Samples, micro: int, pad: int) -> torch.Tensor:
-    """[R, T] log-probs of every rollout's tokens under `model` as it is now (old policy or frozen reference)."""
+def frozen_logprobs(model, samples: Samples, micro: int, pad: int, rows: list[int] | None = None) -> torch.Tensor:
+    """[R, T] log-probs of the rollouts' tokens under `model` as it is now (old policy or frozen reference): of every
+    rollout, or of `rows` only (the other rows are zeros)."""
     model.eval()
     n = len(samples.response_ids)
-    parts = [logprobs(model, collate(samples, list(range(i, min(i + micro, n))), pad, model.device))[0]
-             for i in range(0, n, micro)]
-    width = max(p.shape[1] for p in parts)
-    return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])
+    rows = list(range(n)) if rows is None else rows
+    out = torch.zeros(n, max(map(len, samples.response_ids)), device=model.device)
+    for i in range(0, len(rows), micro):
+        part = rows[i:i + micro]
+        logp = logprobs(model, collate(samples, part, pad, model.device))[0]
+        out[part, : logp.shape[1]] = logp
+    return out
+
+
+def rows_to_update(rows: list[int], dead: torch.Tensor, group_size: int, skip_dead: bool) -> list[int]:
+    """The rollouts of a mini-batch that the update runs forward and backward on: all, or with skip_dead those of
+    informative groups only (rows are prompt-major, so row // G is the group). A mini-batch of dead groups keeps one
+    row: its gradient is zeros rather than missing (AdamW still decays and moves by its momentum, as in the full
+    pass), and every process takes part in DDP's gradient all-reduce."""
+    if not skip_dead:
+        return rows
+    return [i for i in rows if not dead[i // group_size]] or rows[:1]
 
 
 @dataclass
@@ -211,9 +225,11 @@ def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_lo
                      pad: int, minibatch: tuple[int, int] | None = None, world: int = 1) -> dict[str, float]:
     """One optimizer step on one mini-batch of whole groups; returns token counts and sums for the telemetry.
 
-    Over several processes, `rows` are this process's share, `minibatch` the whole mini-batch's (sequences, response
-    tokens) that the loss is normalised by, and the loss is multiplied by `world` because DDP averages gradients:
-    the update is the one a single process would make on the whole mini-batch."""
+    `rows` are the rollouts it runs on: this process's share of the mini-batch, less the dead groups' rollouts when
+    they are skipped (rows_to_update); `minibatch` is the whole mini-batch's (sequences, response tokens) that the
+    loss is normalised by (default: `rows`'). Over several processes the loss is multiplied by `world` because DDP
+    averages gradients: the update is the one a single process would make on the whole mini-batch. The telemetry
+    (entropy, clip counts) covers the tokens of `rows`."""
     model.train()
     tokens = sum(len(samples.response_ids[i]) for i in rows)
     sequences, total_tokens = minibatch or (len(rows), tokens)
@@ -262,7 +278,7 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
     the resumed rows again, so per-step logs are complete. A non-finite loss or gradient raises NonFiniteError.
 
     With `dist` over several processes (twogrpo.distributed), each process generates and trains on its share of
-    every mini-batch, the step's telemetry is summed over processes, and the first process evaluates; the ledger
+    every mini-batch, the step's telemetry is summed over processes, the evaluation is shared; the ledger
     describes the whole run on every process, with the first process's times."""
     dist = dist or Dist()
     torch.manual_seed(seed + 1_000_003 * dist.rank)  # each process samples its own rollouts
@@ -290,9 +306,10 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
 
     def record(gen_step: int, stats: dict) -> None:
         accuracy, eval_time = float("nan"), 0.0
-        if dist.is_main and (gen_step % cfg.eval_every == 0 or gen_step == steps_total):
+        if gen_step % cfg.eval_every == 0 or gen_step == steps_total:
             t0 = time.perf_counter()
-            records = sample_records(engine, eval_problems, task.prompt_template, evaluation, seed=eval_cfg.seed)
+            records = sample_records(engine, eval_problems, task.prompt_template, evaluation, seed=eval_cfg.seed,
+                                     dist=dist)
             accuracy, eval_time = float(records["correct"].mean()), time.perf_counter() - t0
         row = {"gen_step": gen_step, "epoch": max(stream.drawn - 1, 0) // cfg.prompts, "prompts_seen": stream.drawn,
                **totals, "rs_budget_used": totals["rollouts"] / (cfg.step_rollout_cap * max(gen_step, 1)),
@@ -338,23 +355,28 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
         samples, rewards = rollouts.samples, rollouts.rewards
         advantages = grpo.group_advantages(rewards, G, cfg.adv_eps, cfg.adv_std).to(model.device)
         dead = grpo.dead_groups(rewards, G)
+        local_q = Q // dist.world  # this process's whole groups of each mini-batch of Q
+        minibatches = [list(range(first * G, (first + local_q) * G))  # a group is never split
+                       for first in range(0, len(rollouts.prompt_rows), local_q)]
+        skip_dead = cfg.skip_dead_groups and not cfg.kl_coef and not cfg.entropy_coef
+        updated = [rows_to_update(rows, dead, G, skip_dead) for rows in minibatches]
         with timer("old_logprob"):
-            old_logp = frozen_logprobs(model, samples, cfg.micro_batch_rollouts, pad)
+            needed = sorted(set().union(*updated))
+            old_logp = frozen_logprobs(model, samples, cfg.micro_batch_rollouts, pad, needed)
             ref_logp = frozen_logprobs(reference, samples, cfg.micro_batch_rollouts, pad) if reference else None
         engine.release()
         updates: list[dict] = []
         informative: list[tuple[int, int]] = []
         with timer("update"):
-            local_q = Q // dist.world  # this process's whole groups of each mini-batch of Q
             for _ in range(cfg.ppo_epochs):
-                for first in range(0, len(rollouts.prompt_rows), local_q):  # a group is never split
-                    rows = list(range(first * G, (first + local_q) * G))
-                    live = [g for g in range(first, first + local_q) if not dead[g]]
+                for rows, run_rows in zip(minibatches, updated):
+                    live = [g for g in range(rows[0] // G, rows[-1] // G + 1) if not dead[g]]
                     sizes = dist.sum([len(rows), sum(len(samples.response_ids[i]) for i in rows), len(live),
                                       sum(len(samples.response_ids[g * G + j]) for g in live for j in range(G))])
                     informative.append((float(sizes[2]), float(sizes[3])))
                     try:
-                        updates.append(update_minibatch(trained, optimizer, samples, rows, old_logp, ref_logp,
+                        # Normalised by the whole mini-batch (dead groups' tokens included, as verl's token-mean).
+                        updates.append(update_minibatch(trained, optimizer, samples, run_rows, old_logp, ref_logp,
                                                         advantages, cfg, task.max_new_tokens, pad,
                                                         minibatch=(int(sizes[0]), int(sizes[1])), world=dist.world))
                     except NonFiniteError as error:
@@ -370,7 +392,7 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
         total = dict(zip(("generated", "generated_tokens", "rewards", "rollouts", "response_tokens", "dead", "groups",
                           "adv_abs", "logprob_gap", *sums), dist.sum([
             generated, generated_tokens, float(rewards.sum()), len(rewards), samples.num_tokens, float(dead.sum()),
-            len(dead), float(advantages.abs().sum()), logprob_gap(samples, old_logp),
+            len(dead), float(advantages.abs().sum()), logprob_gap(samples.select(needed), old_logp[needed]),
             *(sum(u.get(k, 0.0) for u in updates) for k in sums)]).tolist()))
         totals["rollouts"] += int(total["generated"])
         totals["tokens"] += int(total["generated_tokens"])

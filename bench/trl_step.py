@@ -1,0 +1,150 @@
+"""Our GRPO generation step against TRL's GRPOTrainer, side by side in one process, at the embedded default's scale.
+
+    python bench/trl_step.py                              # G = 16 and G = 2, 3 generation steps, 2 repeats
+    python bench/trl_step.py --groups 2 --gen-steps 2 --repeats 1
+
+A generation step is the whole cycle: generation of generation_batch_prompts x G rollouts (HF `generate`, 32 new
+tokens at most), math-verify rewards, old log-probs, and one optimizer step per mini-batch of rollouts_per_minibatch
+rollouts. Both trainers get the same model (models/base: `dvc repro base` first), the same rendered prompts of
+data/prepared/train.parquet, the same reward function, learning rate, clip (0.2 / 0.28), no KL, token-mean loss
+(TRL's "bnpo"), float32, and the same torch threads. TRL (the pinned dev dependency, trl==1.16.0) computes old
+log-probs here as ours does, because a generation batch feeds several optimizer steps. The runs alternate (ours,
+TRL, ...) so that the machine's drift hits both; the math-verify cache is cleared before each run. "ours" skips
+dead groups in the update (train.skip_dead_groups, the default); "ours, full pass" runs every rollout through it,
+as verl and TRL do.
+Ours is timed by its phase timers (its in-training evaluation excluded), TRL from its first step's start to each
+generation cycle's last step (a callback). Prints one row per run, the medians and the TRL / ours ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import pandas as pd
+import torch
+import trl
+from datasets import Dataset
+from transformers import PrinterCallback, TrainerCallback
+
+from twogrpo.config import load_params
+from twogrpo.engine import HFEngine
+from twogrpo.grading import _parse, grade, rewards
+from twogrpo.policy import load_policy, render_prompts
+from twogrpo.trainer import PHASES, train_grpo
+
+ARMS = {16: "g16", 2: "g2"}
+
+
+def clear_grading_cache() -> None:
+    grade.cache_clear()
+    _parse.cache_clear()
+
+
+def ours(params, arm_name: str, train: pd.DataFrame, test: pd.DataFrame, gen_steps: int, skip_dead: bool) -> dict:
+    cfg = dataclasses.replace(params.train, prompts=params.train.generation_batch_prompts * gen_steps,
+                              eval_every=10**9, eval_problems=1, checkpoint_every=0, skip_dead_groups=skip_dead)
+    model, tokenizer = load_policy("models/base")
+    clear_grading_cache()
+    ledger = train_grpo(model, tokenizer, HFEngine(model, tokenizer), train, test, params.task, cfg,
+                        cfg.arm(arm_name), 0, params.evaluate)
+    steps = ledger.iloc[1:]
+    return {"seconds": steps["train_time"].diff().fillna(steps["train_time"]).tolist(),
+            "rollouts": int(ledger.iloc[-1]["rollouts"]), "tokens": int(ledger.iloc[-1]["tokens"]),
+            "reward": float(steps["mean_reward"].mean()),
+            "phases": {p: float(ledger.iloc[-1][f"time_{p}"]) for p in PHASES}}
+
+
+class Clock(TrainerCallback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.times = [time.perf_counter()]
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter())
+
+
+def trl_run(params, arm_name: str, train: pd.DataFrame, gen_steps: int) -> dict:
+    cfg = params.train
+    arm = cfg.arm(arm_name)
+    G = arm.group_size
+    model, tokenizer = load_policy("models/base")
+    prompts = render_prompts(tokenizer, train["problem"].tolist(), params.task.prompt_template)
+    per_generation = cfg.generation_batch_prompts * G // cfg.rollouts_per_minibatch  # optimizer steps per cycle
+
+    def correct(completions, answer, **_):
+        return rewards(list(answer), list(completions))
+
+    with tempfile.TemporaryDirectory() as out:
+        args = trl.GRPOConfig(
+            output_dir=out, per_device_train_batch_size=cfg.rollouts_per_minibatch, gradient_accumulation_steps=1,
+            steps_per_generation=per_generation, num_generations=G, max_completion_length=params.task.max_new_tokens,
+            temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, loss_type="bnpo", beta=0.0,
+            epsilon=cfg.clip_low, epsilon_high=cfg.clip_high, learning_rate=cfg.lr(arm), lr_scheduler_type="constant",
+            weight_decay=cfg.weight_decay, max_grad_norm=cfg.grad_clip, max_steps=per_generation * gen_steps,
+            report_to=[], use_cpu=True, logging_steps=1, save_strategy="no", bf16=False, fp16=False,
+            disable_tqdm=True, shuffle_dataset=False, seed=0)
+        clock = Clock()
+        trainer = trl.GRPOTrainer(model=model, args=args, processing_class=tokenizer, reward_funcs=correct,
+                                  train_dataset=Dataset.from_dict({"prompt": prompts, "answer": train["answer"]}),
+                                  callbacks=[clock])
+        trainer.remove_callback(PrinterCallback)  # its per-step log lines; the log history is still kept
+        clear_grading_cache()
+        trainer.train()
+    ends = clock.times[::per_generation]
+    logs = [row for row in trainer.state.log_history if "reward" in row]
+    lengths = [row["completions/mean_length"] for row in logs]
+    return {"seconds": [b - a for a, b in zip(ends, ends[1:])],
+            "rollouts": cfg.generation_batch_prompts * G * gen_steps,
+            "tokens": round(statistics.mean(lengths) * cfg.generation_batch_prompts * G * gen_steps),
+            "reward": statistics.mean(row["reward"] for row in logs)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--groups", type=int, nargs="+", default=[16, 2], choices=sorted(ARMS))
+    parser.add_argument("--gen-steps", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("TWOGRPO_THREADS", os.cpu_count() or 1)))
+    params = load_params("params.yaml")
+    prompts = params.train.generation_batch_prompts * args.gen_steps
+    train = pd.read_parquet("data/prepared/train.parquet").iloc[:prompts]
+    test = pd.read_parquet("data/prepared/test.parquet")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch "
+          f"threads; torch {torch.__version__}, trl {trl.__version__}; {params.train.generation_batch_prompts} "
+          f"prompts x G per generation step, {params.train.rollouts_per_minibatch} rollouts per optimizer step, "
+          f"{params.task.max_new_tokens} new tokens at most, {args.gen_steps} generation steps per run", flush=True)
+    print("| G | trainer | repeat | s per generation step (each) | rollouts | response tokens | mean reward |")
+    print("|---|---|---|---|---|---|---|")
+    medians = {}
+    for G in args.groups:
+        runs = {"ours": [], "ours, full pass": [], "TRL": []}
+        for repeat in range(args.repeats):
+            for name, result in (("ours", lambda: ours(params, ARMS[G], train, test, args.gen_steps, True)),
+                                 ("ours, full pass", lambda: ours(params, ARMS[G], train, test, args.gen_steps, False)),
+                                 ("TRL", lambda: trl_run(params, ARMS[G], train, args.gen_steps))):
+                r = result()
+                runs[name] += r["seconds"]
+                print(f"| {G} | {name} | {repeat} | {', '.join(f'{s:.2f}' for s in r['seconds'])} | "
+                      f"{r['rollouts']:,} | {r['tokens']:,} | {r['reward']:.3f} |", flush=True)
+                if "phases" in r:
+                    print(f"|   | {name}: seconds per phase over the run | | "
+                          f"{', '.join(f'{p} {s:.1f}' for p, s in r['phases'].items())} | | | |", flush=True)
+        medians[G] = {name: statistics.median(s) for name, s in runs.items()}
+    print("\n| G | ours s per generation step (median) | ours, full pass | TRL | TRL / ours | TRL / ours, full pass |")
+    print("|---|---|---|---|---|---|")
+    for G, m in medians.items():
+        print(f"| {G} | {m['ours']:.2f} | {m['ours, full pass']:.2f} | {m['TRL']:.2f} | {m['TRL'] / m['ours']:.2f} | "
+              f"{m['TRL'] / m['ours, full pass']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
