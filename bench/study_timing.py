@@ -1,7 +1,7 @@
-"""The whole study from clean: wall-clock of `dvc repro` in a fresh clone, per stage, with each stage's peak memory,
-and the 2-GRPO / 16-GRPO training-time ratio it measured.
+"""The whole study from clean: wall-clock of `dvc repro --force` in a fresh clone, per stage, with each stage's peak
+memory, and the 2-GRPO / 16-GRPO training-time ratio it measured.
 
-    python bench/study_timing.py                 # clones this checkout's HEAD into a temporary folder, runs dvc repro
+    python bench/study_timing.py                 # clones HEAD into a temporary folder, runs dvc repro -f there
     python bench/study_timing.py --keep /tmp/s   # keep the clone there (and its outputs)
 
 Uses this environment's tools (dvc, python) and the committed params (the embedded default unless HEAD says other).
@@ -34,9 +34,12 @@ def run_study(project: Path) -> tuple[float, str]:
     subprocess.run(["git", "clone", "-q", str(ROOT), str(project)], check=True)
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     start = time.perf_counter()
-    done = subprocess.run(["dvc", "repro"], cwd=project, env=env, capture_output=True, text=True)
+    # One stream, so that each stage's lines follow DVC's "Running stage" line.
+    # --force: a stage whose committed metrics match its (deterministic) inputs would otherwise be skipped.
+    done = subprocess.run(["dvc", "repro", "--force"], cwd=project, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
     seconds = time.perf_counter() - start
-    log = done.stdout + done.stderr
+    log = done.stdout
     (project / "study_timing.log").write_text(log)
     if done.returncode:
         raise SystemExit(f"dvc repro failed (log: {project / 'study_timing.log'}):\n{log[-3000:]}")
@@ -74,8 +77,8 @@ def main() -> None:
     print("| stage | seconds | peak memory MiB |" + (" peak GPU MiB |" if table["gpu_mib"].any() else ""))
     print("|---|---|---|" + ("---|" if table["gpu_mib"].any() else ""))
     for name, row in table.iterrows():
-        gpu = f" {row['gpu_mib']} |" if table["gpu_mib"].any() else ""
-        print(f"| {name} | {row['seconds']:.1f} | {row['peak_mib']} |{gpu}")
+        gpu = f" {row['gpu_mib']:.0f} |" if table["gpu_mib"].any() else ""
+        print(f"| {name} | {row['seconds']:.1f} | {row['peak_mib']:.0f} |{gpu}")
     groups = table.groupby(table.index.str.split("@").str[0], sort=False)["seconds"].sum()
     print("\nper stage kind: " + ", ".join(f"{kind} {s:.0f} s" for kind, s in groups.items()))
     print(f"stages {table['seconds'].sum():.0f} s; DVC and the rest {wall - table['seconds'].sum():.0f} s; "
