@@ -33,20 +33,6 @@ def test_each_minibatch_is_split_into_whole_groups_and_every_prompt_goes_to_one_
         as_process(0, 3).share(8, 4)
 
 
-def test_several_processes_generate_with_hf_and_refuse_vllm(monkeypatch):
-    from tests.test_trainer import BASE
-    from twogrpo.config import RolloutConfig
-    from twogrpo.engine import HFEngine, make_engine
-    from twogrpo.policy import build_char_tokenizer, build_tiny_model
-
-    tokenizer = build_char_tokenizer()
-    model = build_tiny_model(BASE, tokenizer)
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    assert isinstance(make_engine(RolloutConfig("auto", "float32", 0.2), model, tokenizer, "unused", 0), HFEngine)
-    with pytest.raises(RuntimeError, match="runs in one process only; this stage has 2"):
-        make_engine(RolloutConfig("vllm", "float32", 0.2), model, tokenizer, "unused", 0)
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

