@@ -1,6 +1,7 @@
 """One GRPO optimizer step on a fixed batch of rollouts, in one process or, under `accelerate launch`, split over
 several; the first process saves the weights before and after to argv[1]. Run by tests/test_distributed.py."""
 
+import dataclasses
 import sys
 
 import torch
@@ -10,7 +11,7 @@ from twogrpo import grpo
 from twogrpo.distributed import Dist
 from twogrpo.engine import Samples
 from twogrpo.policy import build_char_tokenizer, build_tiny_model
-from twogrpo.trainer import frozen_logprobs, update_minibatch
+from twogrpo.trainer import frozen_logprobs, rows_to_update, update_minibatch
 
 GROUPS, G = 8, 4
 
@@ -24,7 +25,8 @@ def fixed_rollouts(vocab: int) -> tuple[Samples, torch.Tensor]:
                  for _ in range(GROUPS * G)]
     samples = Samples([prompts[i // G] for i in range(GROUPS * G)], responses, [""] * (GROUPS * G),
                       [False] * (GROUPS * G))
-    rewards = torch.tensor([float((i * 7 + i // G) % 3 == 0) for i in range(GROUPS * G)])
+    # Groups 4, 5 and 6 all wrong (dead): over 2 processes the second keeps 1 live group, the first 4.
+    rewards = torch.tensor([float((i * 7 + i // G) % 3 == 0 and not 4 <= i // G <= 6) for i in range(GROUPS * G)])
     return samples, rewards
 
 
@@ -33,20 +35,22 @@ def main(out: str) -> None:
     torch.manual_seed(0)
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(BASE, tokenizer)
-    cfg = TRAIN
+    # 4 rollouts per forward/backward: the processes run different numbers of micro-batches once dead groups are
+    # skipped (the first 4, the second 1), as a paper setup's processes do (8 rollouts per micro-batch).
+    cfg = dataclasses.replace(TRAIN, micro_batch_rollouts=4)
     samples, rewards = fixed_rollouts(len(tokenizer))
     advantages = grpo.group_advantages(rewards, G, cfg.adv_eps, cfg.adv_std)
     groups = dist.share(GROUPS, GROUPS) if dist.world > 1 else list(range(GROUPS))
     rows = [g * G + j for g in groups for j in range(G)]
     local = samples.select(rows)
+    live = rows_to_update(list(range(len(rows))), grpo.dead_groups(rewards[rows], G), G, skip_dead=True)
     pad = tokenizer.pad_token_id
-    old_logp = frozen_logprobs(model, local, cfg.micro_batch_rollouts, pad)
+    old_logp = frozen_logprobs(model, local, cfg.micro_batch_rollouts, pad, live)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
     sizes = dist.sum([len(rows), local.num_tokens])
-    update_minibatch(dist.prepare(model), optimizer, local, list(range(len(rows))), old_logp, None,
-                     advantages[rows], cfg, horizon=6, pad=pad, minibatch=(int(sizes[0]), int(sizes[1])),
-                     world=dist.world)
+    update_minibatch(dist.prepare(model), optimizer, local, live, old_logp, None, advantages[rows], cfg, horizon=6,
+                     pad=pad, minibatch=(int(sizes[0]), int(sizes[1])), world=dist.world)
     if dist.is_main:
         torch.save({"before": before, "after": model.state_dict()}, out)
     dist.close()

@@ -13,7 +13,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from dataclasses import dataclass
 
@@ -235,25 +235,30 @@ def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_lo
     sequences, total_tokens = minibatch or (len(rows), tokens)
     stats: dict[str, float] = defaultdict(float)
     optimizer.zero_grad(set_to_none=True)
-    for i in range(0, len(rows), cfg.micro_batch_rollouts):
+    starts = range(0, len(rows), cfg.micro_batch_rollouts)
+    for i in starts:
         part = rows[i:i + cfg.micro_batch_rollouts]
         batch = collate(samples, part, pad, next(model.parameters()).device)  # model may be DDP-wrapped
         mask = batch.response_mask
-        logp, entropy = logprobs(model, batch)
-        terms, clipped = grpo.policy_loss_terms(logp, old_logp[part, : batch.width], advantages[part],
-                                                cfg.clip_low, cfg.clip_high, cfg.clip_ratio_c)
-        agg = partial(grpo.aggregate, mask=mask, mode=cfg.loss_agg, minibatch_sequences=sequences,
-                      minibatch_tokens=total_tokens, horizon=horizon)
-        loss = agg(terms)
-        if cfg.entropy_coef:
-            loss = loss - cfg.entropy_coef * agg(entropy)
-        if ref_logp is not None:
-            kl = grpo.low_var_kl(logp, ref_logp[part, : batch.width])
-            loss = loss + cfg.kl_coef * agg(kl)
-            stats["kl_sum"] += float((kl.detach() * mask).sum())
-        if not torch.isfinite(loss):
-            raise NonFiniteError(f"the loss is {float(loss.detach())} on rollouts {part[0]}..{part[-1]}")
-        (loss * world).backward()
+        # DDP reduces the gradients in every backward outside no_sync: here only in the last micro-batch, so each
+        # process reduces once per step however many micro-batches its rows make (with dead groups skipped, the
+        # processes' counts differ, and unequal reductions would hang).
+        with model.no_sync() if world > 1 and i != starts[-1] else nullcontext():
+            logp, entropy = logprobs(model, batch)
+            terms, clipped = grpo.policy_loss_terms(logp, old_logp[part, : batch.width], advantages[part],
+                                                    cfg.clip_low, cfg.clip_high, cfg.clip_ratio_c)
+            agg = partial(grpo.aggregate, mask=mask, mode=cfg.loss_agg, minibatch_sequences=sequences,
+                          minibatch_tokens=total_tokens, horizon=horizon)
+            loss = agg(terms)
+            if cfg.entropy_coef:
+                loss = loss - cfg.entropy_coef * agg(entropy)
+            if ref_logp is not None:
+                kl = grpo.low_var_kl(logp, ref_logp[part, : batch.width])
+                loss = loss + cfg.kl_coef * agg(kl)
+                stats["kl_sum"] += float((kl.detach() * mask).sum())
+            if not torch.isfinite(loss):
+                raise NonFiniteError(f"the loss is {float(loss.detach())} on rollouts {part[0]}..{part[-1]}")
+            (loss * world).backward()
         stats["entropy_sum"] += float((entropy.detach() * mask).sum())
         for name, where in clipped.items():
             stats[f"clip_{name}"] += float((where * mask).sum())
