@@ -34,23 +34,18 @@ from transformers import PrinterCallback, TrainerCallback
 
 from twogrpo.config import load_params
 from twogrpo.engine import HFEngine
-from twogrpo.grading import _parse, grade, rewards
+from twogrpo.grading import clear_cache, rewards
 from twogrpo.policy import load_policy, render_prompts
 from twogrpo.trainer import PHASES, train_grpo
 
 ARMS = {16: "g16", 2: "g2"}
 
 
-def clear_grading_cache() -> None:
-    grade.cache_clear()
-    _parse.cache_clear()
-
-
 def ours(params, arm_name: str, train: pd.DataFrame, test: pd.DataFrame, gen_steps: int, skip_dead: bool) -> dict:
     cfg = dataclasses.replace(params.train, prompts=params.train.generation_batch_prompts * gen_steps,
                               eval_every=10**9, eval_problems=1, checkpoint_every=0, skip_dead_groups=skip_dead)
     model, tokenizer = load_policy("models/base")
-    clear_grading_cache()
+    clear_cache()
     ledger = train_grpo(model, tokenizer, HFEngine(model, tokenizer), train, test, params.task, cfg,
                         cfg.arm(arm_name), 0, params.evaluate)
     steps = ledger.iloc[1:]
@@ -96,7 +91,7 @@ def trl_run(params, arm_name: str, train: pd.DataFrame, gen_steps: int) -> dict:
                                   train_dataset=Dataset.from_dict({"prompt": prompts, "answer": train["answer"]}),
                                   callbacks=[clock])
         trainer.remove_callback(PrinterCallback)  # its per-step log lines; the log history is still kept
-        clear_grading_cache()
+        clear_cache()
         trainer.train()
     ends = clock.times[::per_generation]
     logs = [row for row in trainer.state.log_history if "reward" in row]

@@ -114,7 +114,8 @@ def make_engine(cfg: RolloutConfig, model: torch.nn.Module, tokenizer: PreTraine
                 model_dir: Path | str, seed: int):
     """The engine cfg.engine names: hf, vllm, or auto (vLLM when it is installed and a GPU is present, else HF).
     vLLM loads the weights from model_dir, which must hold the same weights as `model`; under several processes each
-    process gets its own engine, seeded seed + its rank (twogrpo.vllm_engine)."""
+    process gets its own engine, seeded per process (twogrpo.distributed.process_seed)."""
+    from twogrpo.distributed import process_seed
     from twogrpo.vllm_engine import VLLMEngine, vllm_available
 
     name = cfg.engine
@@ -125,5 +126,5 @@ def make_engine(cfg: RolloutConfig, model: torch.nn.Module, tokenizer: PreTraine
     if not vllm_available():
         raise RuntimeError("rollout.engine=vllm but vLLM is not installed in this environment: on the CPU run from "
                            ".venv-vllm (make install-vllm), on a GPU install requirements-vllm-gpu.txt (see README)")
-    rank = int(os.environ.get("RANK", "0"))
-    return VLLMEngine(model_dir, tokenizer, seed + 1_000_003 * rank, cfg.vllm_dtype, cfg.vllm_memory_utilization)
+    seed = process_seed(seed, int(os.environ.get("RANK", "0")))
+    return VLLMEngine(model_dir, tokenizer, seed, cfg.vllm_dtype, cfg.vllm_memory_utilization)

@@ -61,6 +61,12 @@ def grade(gold: str, completion: str) -> tuple[bool, str, bool]:
     return correct, extracted, timed_out or time.perf_counter() - start >= TIMEOUT_S
 
 
+def clear_cache() -> None:
+    """Forget every grade and parse (for timings and tests that need a cold grader)."""
+    grade.cache_clear()
+    _parse.cache_clear()
+
+
 def rewards(golds: list[str], completions: list[str]) -> list[float]:
     """Binary verifiable rewards, 1.0 for a correct answer and 0.0 otherwise (paper §2.1)."""
     return [float(grade(g, c)[0]) for g, c in zip(golds, completions, strict=True)]

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from twogrpo.config import Params, load_params
+from twogrpo.distributed import cores_per_process
 
 
 def hub_commit(repo_id: str, revision: str, repo_type: str) -> str:
@@ -36,9 +37,7 @@ def start_stage(name: str) -> Params:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # The cores are shared by this machine's processes (LOCAL_WORLD_SIZE under `accelerate launch`).
-    cores = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    torch.set_num_threads(int(os.environ.get("TWOGRPO_THREADS", cores)))
+    torch.set_num_threads(int(os.environ.get("TWOGRPO_THREADS", cores_per_process())))
     params = load_params()
     log = logging.getLogger(name)
     log.info("params: %s", json.dumps(dataclasses.asdict(params), default=str))

@@ -24,7 +24,7 @@ import torch
 from twogrpo import grpo
 from twogrpo.checkpoint import rng_states, set_rng_states
 from twogrpo.config import ArmConfig, EvaluateConfig, TaskConfig, TrainConfig
-from twogrpo.distributed import Dist
+from twogrpo.distributed import Dist, process_seed
 from twogrpo.engine import Samples, Sampling
 from twogrpo.evaluation import sample_records
 from twogrpo.grading import rewards as grade_rewards
@@ -286,7 +286,7 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
     every mini-batch, the step's telemetry is summed over processes, the evaluation is shared; the ledger
     describes the whole run on every process, with the first process's times."""
     dist = dist or Dist()
-    torch.manual_seed(seed + 1_000_003 * dist.rank)  # each process samples its own rollouts
+    torch.manual_seed(process_seed(seed, dist.rank))
     G = arm.group_size
     Q = cfg.prompts_per_minibatch(arm)
     share = dist.share(cfg.generation_batch_prompts, Q) if dist.world > 1 else None

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
+from twogrpo.distributed import cores_per_process
 from twogrpo.engine import Samples, Sampling
 
 # In-process engine (colocated with training) on this process's share of the cores; set before vLLM is imported.
 PROCESSES = int(os.environ.get("WORLD_SIZE", "1"))
-_local, _cores = int(os.environ.get("LOCAL_RANK", "0")), os.cpu_count() or 1
-_share = max(1, _cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+_local, _cores, _share = int(os.environ.get("LOCAL_RANK", "0")), os.cpu_count() or 1, cores_per_process()
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 _first = _local * _share % _cores  # more local processes than cores: they wrap around and share
