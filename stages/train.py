@@ -20,7 +20,7 @@ from dvclive import Live
 
 from twogrpo.engine import make_engine
 from twogrpo.checkpoint import Checkpoint, fingerprint
-from twogrpo.distributed import Dist
+from twogrpo.distributed import Dist, full_state_dict, unsharded
 from twogrpo.io import atomic_path, weights_sha256, write_parquet
 from twogrpo.policy import load_policy
 from twogrpo.run import start_stage
@@ -76,10 +76,11 @@ def main() -> None:
                             dist=dist)
         if live is not None:
             live.end()
+    weights = full_state_dict(model)  # every process takes part when the weights are sharded
     if dist.is_main:
         write_parquet(validate(ledger, TrainSteps, run_dir / "steps.parquet"), run_dir / "steps.parquet")
         with atomic_path(Path("models") / name) as tmp:
-            model.save_pretrained(tmp)
+            unsharded(model, weights).save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         checkpoint.clear()  # the outputs are complete: nothing left to resume
     dist.close()

@@ -1,5 +1,6 @@
 """One GRPO optimizer step on a fixed batch of rollouts, in one process or, under `accelerate launch`, split over
-several; the first process saves the weights before and after to argv[1]. Run by tests/test_distributed.py."""
+several (weights replicated, or sharded with an FSDP config); the first process saves the weights before and after
+to argv[1]. Run by tests/test_distributed.py."""
 
 import dataclasses
 import sys
@@ -8,7 +9,7 @@ import torch
 
 from tests.test_trainer import BASE, TRAIN
 from twogrpo import grpo
-from twogrpo.distributed import Dist
+from twogrpo.distributed import Dist, full_state_dict, is_sharded, local_value
 from twogrpo.engine import Samples
 from twogrpo.policy import build_char_tokenizer, build_tiny_model
 from twogrpo.trainer import frozen_logprobs, rows_to_update, update_minibatch
@@ -36,7 +37,8 @@ def main(out: str) -> None:
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(BASE, tokenizer)
     # 4 rollouts per forward/backward: the processes run different numbers of micro-batches once dead groups are
-    # skipped (the first 4, the second 1), as a paper setup's processes do (8 rollouts per micro-batch).
+    # skipped (the first 4, the second 1), as a paper setup's processes do (8 rollouts per micro-batch); sharded,
+    # the second pads its forward and backward passes to 4.
     cfg = dataclasses.replace(TRAIN, micro_batch_rollouts=4)
     samples, rewards = fixed_rollouts(len(tokenizer))
     advantages = grpo.group_advantages(rewards, G, cfg.adv_eps, cfg.adv_std)
@@ -45,14 +47,17 @@ def main(out: str) -> None:
     local = samples.select(rows)
     live = rows_to_update(list(range(len(rows))), grpo.dead_groups(rewards[rows], G), G, skip_dead=True)
     pad = tokenizer.pad_token_id
-    old_logp = frozen_logprobs(model, local, cfg.micro_batch_rollouts, pad, live)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
+    trained = dist.prepare(model)  # DDP, or FSDP sharding `model` in place
+    optimizer = torch.optim.AdamW(trained.parameters(), lr=1e-2, weight_decay=0.01)
+    old_logp = frozen_logprobs(model, local, cfg.micro_batch_rollouts, pad, live)
     sizes = dist.sum([len(rows), local.num_tokens])
-    update_minibatch(dist.prepare(model), optimizer, local, live, old_logp, None, advantages[rows], cfg, horizon=6,
+    update_minibatch(trained, optimizer, local, live, old_logp, None, advantages[rows], cfg, horizon=6,
                      pad=pad, minibatch=(int(sizes[0]), int(sizes[1])), world=dist.world)
+    after = full_state_dict(model)  # gathered when sharded: every process takes part
+    grads = {name: local_value(p.grad) for name, p in model.named_parameters()}
     if dist.is_main:
-        torch.save({"before": before, "after": model.state_dict()}, out)
+        torch.save({"before": before, "after": after, "grads": grads, "sharded": is_sharded(model)}, out)
     dist.close()
 
 

@@ -147,17 +147,18 @@ def test_a_short_grpo_run_with_vllm_trains_and_writes_the_same_schema(vllm, poli
     assert any(not torch.equal(a, b) for a, b in zip(initial, model.parameters()))
 
 
-def test_every_process_runs_its_own_engine_under_accelerate_launch(policy_dir, tmp_path):
+@pytest.mark.parametrize("config", ["cpu-2", "fsdp-cpu-2"])
+def test_every_process_runs_its_own_engine_under_accelerate_launch(policy_dir, tmp_path, config):
     """Two processes, each with a vLLM engine (external_launcher) on its share of the cores: GRPO trains over both
-    and every engine follows its process's weights after each step; the evaluation's records are gathered whole
-    although only the first process has a chunk to generate."""
+    and every engine follows its process's weights after each step (replicated, or sharded and gathered for the
+    sync); the evaluation's records are gathered whole although only the first process has a chunk to generate."""
     from tests.test_distributed import launch
 
-    launch(2, "-m", "tests.distributed_vllm", str(policy_dir), str(tmp_path / "out.pt"))
+    launch(config, "-m", "tests.distributed_vllm", str(policy_dir), str(tmp_path / "out.pt"))
     out = torch.load(tmp_path / "out.pt", weights_only=False)
     ledger, records = validate(out["ledger"], TrainSteps, "vllm ledger"), out["records"]
     steps = ledger.iloc[1:]
     assert ledger.iloc[-1]["rollouts"] == 16 * 4  # every prompt once, over both processes
-    assert (steps["engine_logprob_gap"] < 1e-3).all()  # each engine synced to the DDP-updated weights every step
+    assert (steps["engine_logprob_gap"] < 1e-3).all()  # each engine synced to the updated weights every step
     assert steps["mean_reward"].notna().all()
     assert len(records) == 16 * 2 and records["problem_id"].nunique() == 16

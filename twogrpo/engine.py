@@ -7,6 +7,7 @@ Two engines share one interface (`generate`, `sync`, `release`, `resume`): HF `g
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from twogrpo.config import RolloutConfig
+from twogrpo.distributed import is_sharded, max_over_processes, process_seed
 
 
 @dataclass(frozen=True)
@@ -66,23 +68,39 @@ class HFEngine:
         configured = configured if isinstance(configured, list) else [] if configured is None else [configured]
         self.stop_ids = list(dict.fromkeys([*configured, tokenizer.eos_token_id]))
 
+    @property
+    def collective(self) -> bool:
+        """Whether generating takes every process (sharded weights): then all of them call generate together."""
+        return is_sharded(self.model)
+
     @torch.no_grad()
     def generate(self, prompts: list[str], sampling: Sampling) -> Samples:
+        """n samples per prompt. With sharded weights every process must call this at once, with any number of
+        prompts (none included): each runs as many generate calls as the process with the most, on a one-token
+        dummy when it has run out (its RNG state restored after), and HF's synced_gpus keeps every call stepping
+        until all processes are done (a finished process samples nothing more), so the samples are those of
+        replicated weights."""
         tok = self.tokenizer
         encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
         repeated = [ids for ids in encoded for _ in range(sampling.n)]
+        chunks = [repeated[i:i + self.batch_sequences] for i in range(0, len(repeated), self.batch_sequences)]
+        calls = max_over_processes(len(chunks)) if self.collective else len(chunks)
         was_training = self.model.training
         self.model.eval()
         out = Samples([], [], [], [])
-        for start in range(0, len(repeated), self.batch_sequences):
-            chunk = repeated[start:start + self.batch_sequences]
+        for k in range(calls):
+            chunk = chunks[k] if k < len(chunks) else [[tok.pad_token_id]]  # the dummy's output is dropped
             batch = tok.pad({"input_ids": chunk}, padding=True, return_tensors="pt").to(self.model.device)
             knobs = (dict(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
                      if sampling.temperature > 0 else dict(do_sample=False, temperature=None, top_p=None, top_k=None))
-            generated = self.model.generate(
-                **batch, **knobs, max_new_tokens=sampling.max_new_tokens, pad_token_id=tok.pad_token_id,
-                eos_token_id=self.stop_ids,
-            )[:, batch["input_ids"].shape[1]:]
+            dummy = k >= len(chunks)
+            with torch.random.fork_rng() if dummy else nullcontext():  # a dummy leaves the sampling RNG as it was
+                generated = self.model.generate(
+                    **batch, **knobs, max_new_tokens=sampling.max_new_tokens, pad_token_id=tok.pad_token_id,
+                    eos_token_id=self.stop_ids, synced_gpus=self.collective,
+                )[:, batch["input_ids"].shape[1]:]
+            if dummy:
+                continue
             for prompt_ids, row in zip(chunk, generated.tolist(), strict=True):
                 response, truncated = cut_at_stop(row, self.stop_ids)
                 out.prompt_ids.append(prompt_ids)
@@ -115,7 +133,6 @@ def make_engine(cfg: RolloutConfig, model: torch.nn.Module, tokenizer: PreTraine
     """The engine cfg.engine names: hf, vllm, or auto (vLLM when it is installed and a GPU is present, else HF).
     vLLM loads the weights from model_dir, which must hold the same weights as `model`; under several processes each
     process gets its own engine, seeded per process (twogrpo.distributed.process_seed)."""
-    from twogrpo.distributed import process_seed
     from twogrpo.vllm_engine import VLLMEngine, vllm_available
 
     name = cfg.engine

@@ -24,7 +24,8 @@ import torch
 from twogrpo import grpo
 from twogrpo.checkpoint import rng_states, set_rng_states
 from twogrpo.config import ArmConfig, EvaluateConfig, TaskConfig, TrainConfig
-from twogrpo.distributed import Dist, process_seed
+from twogrpo.distributed import (Dist, full_optimizer_state, full_state_dict, is_sharded, load_full_states,
+                                 local_value, max_over_processes, process_seed)
 from twogrpo.engine import Samples, Sampling
 from twogrpo.evaluation import sample_records
 from twogrpo.grading import rewards as grade_rewards
@@ -119,6 +120,15 @@ def logprobs(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     return grpo.token_logprobs(model, batch.input_ids, batch.attention_mask, batch.response_start, batch.width)
 
 
+def micro_batches(rows: list[int], size: int, collective: bool) -> list[tuple[list[int], bool]]:
+    """`rows` in slices of `size`, each flagged real. With sharded weights every forward pass is collective, so a
+    process with fewer slices than another appends dummy ones (rows[:1], flagged False) whose results are dropped."""
+    parts = [(rows[i:i + size], True) for i in range(0, len(rows), size)]
+    if collective:
+        parts += [(rows[:1], False)] * (max_over_processes(len(parts)) - len(parts))
+    return parts
+
+
 @torch.no_grad()
 def frozen_logprobs(model, samples: Samples, micro: int, pad: int, rows: list[int] | None = None) -> torch.Tensor:
     """[R, T] log-probs of the rollouts' tokens under `model` as it is now (old policy or frozen reference): of every
@@ -127,10 +137,10 @@ def frozen_logprobs(model, samples: Samples, micro: int, pad: int, rows: list[in
     n = len(samples.response_ids)
     rows = list(range(n)) if rows is None else rows
     out = torch.zeros(n, max(map(len, samples.response_ids)), device=model.device)
-    for i in range(0, len(rows), micro):
-        part = rows[i:i + micro]
+    for part, real in micro_batches(rows, micro, is_sharded(model)):
         logp = logprobs(model, collate(samples, part, pad, model.device))[0]
-        out[part, : logp.shape[1]] = logp
+        if real:
+            out[part, : logp.shape[1]] = logp
     return out
 
 
@@ -198,7 +208,7 @@ class RolloutSource:
             everyone += draw * G
             allotted = [min(c, max(draw - sum(counts[:r]), 0)) for r, c in enumerate(counts)]
             first, replace = sum(allotted[: dist.rank]), allotted[dist.rank]
-            if replace == 0:
+            if replace == 0 and not self.engine.collective:  # sharded weights: generate along with the others
                 continue
             fresh = self.groups(drawn[first:first + replace])
             generated, tokens = generated + replace * G, tokens + fresh.samples.num_tokens
@@ -228,22 +238,23 @@ def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_lo
     `rows` are the rollouts it runs on: this process's share of the mini-batch, less the dead groups' rollouts when
     they are skipped (rows_to_update); `minibatch` is the whole mini-batch's (sequences, response tokens) that the
     loss is normalised by (default: `rows`'). Over several processes the loss is multiplied by `world` because DDP
-    averages gradients: the update is the one a single process would make on the whole mini-batch. The telemetry
-    (entropy, clip counts) covers the tokens of `rows`."""
+    and FSDP average gradients: the update is the one a single process would make on the whole mini-batch. The
+    telemetry (entropy, clip counts) covers the tokens of `rows`."""
     model.train()
     tokens = sum(len(samples.response_ids[i]) for i in rows)
     sequences, total_tokens = minibatch or (len(rows), tokens)
     stats: dict[str, float] = defaultdict(float)
     optimizer.zero_grad(set_to_none=True)
-    starts = range(0, len(rows), cfg.micro_batch_rollouts)
-    for i in starts:
-        part = rows[i:i + cfg.micro_batch_rollouts]
+    sharded = is_sharded(model)
+    parts = micro_batches(rows, cfg.micro_batch_rollouts, sharded)
+    for k, (part, real) in enumerate(parts):
         batch = collate(samples, part, pad, next(model.parameters()).device)  # model may be DDP-wrapped
         mask = batch.response_mask
         # DDP reduces the gradients in every backward outside no_sync: here only in the last micro-batch, so each
         # process reduces once per step however many micro-batches its rows make (with dead groups skipped, the
-        # processes' counts differ, and unequal reductions would hang).
-        with model.no_sync() if world > 1 and i != starts[-1] else nullcontext():
+        # processes' counts differ, and unequal reductions would hang). FSDP reduce-scatters in every backward; its
+        # processes run equally many (micro_batches pads them).
+        with model.no_sync() if world > 1 and not sharded and k < len(parts) - 1 else nullcontext():
             logp, entropy = logprobs(model, batch)
             terms, clipped = grpo.policy_loss_terms(logp, old_logp[part, : batch.width], advantages[part],
                                                     cfg.clip_low, cfg.clip_high, cfg.clip_ratio_c)
@@ -258,12 +269,14 @@ def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_lo
                 stats["kl_sum"] += float((kl.detach() * mask).sum())
             if not torch.isfinite(loss):
                 raise NonFiniteError(f"the loss is {float(loss.detach())} on rollouts {part[0]}..{part[-1]}")
-            (loss * world).backward()
+            (loss * (world if real else 0.0)).backward()
+        if not real:
+            continue
         stats["entropy_sum"] += float((entropy.detach() * mask).sum())
         for name, where in clipped.items():
             stats[f"clip_{name}"] += float((where * mask).sum())
     stats["tokens"] = tokens
-    stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+    stats["grad_norm"] = float(local_value(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)))
     if not np.isfinite(stats["grad_norm"]):
         raise NonFiniteError(f"the gradient norm is {stats['grad_norm']}")
     optimizer.step()
@@ -290,13 +303,13 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
     G = arm.group_size
     Q = cfg.prompts_per_minibatch(arm)
     share = dist.share(cfg.generation_batch_prompts, Q) if dist.world > 1 else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr(arm), weight_decay=cfg.weight_decay)
-    trained = dist.prepare(model)  # DDP over several processes; `model` itself generates and scores
+    reference = copy.deepcopy(model).eval().requires_grad_(False) if cfg.kl_coef else None  # never sharded
+    trained = dist.prepare(model)  # DDP or FSDP over several processes; `model` itself generates and scores
+    optimizer = torch.optim.AdamW(trained.parameters(), lr=cfg.lr(arm), weight_decay=cfg.weight_decay)
     # Linear warm-up counted in generation steps, then constant. Departure from verl/HF (which start at lr 0 and so
     # waste the first generation step): step s uses lr * min(1, (s + 1) / warmup).
     warmup = cfg.warmup_gen_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
-    reference = copy.deepcopy(model).eval().requires_grad_(False) if cfg.kl_coef else None
     timer = PhaseTimer()
     stream = PromptStream(cfg.prompts, seed)
     source = RolloutSource(engine, prompts, stream, task.prompt_template,
@@ -326,8 +339,9 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
         log.info("step %d/%d: reward %.3f, dead %.2f, eval %.3f, train %.1f s", gen_step, steps_total,
                  row["mean_reward"], row["dead_group_frac"], accuracy, row["train_time"])
 
-    def snapshot(gen_step: int) -> dict:  # the stream, model and optimizer are the same on every process
-        return {"gen_step": gen_step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+    def snapshot(gen_step: int) -> dict:  # every process calls it (RNG states; sharded weights are gathered)
+        return {"gen_step": gen_step, "model": full_state_dict(model),
+                "optimizer": full_optimizer_state(model, optimizer),
                 "scheduler": scheduler.state_dict(), "rng_per_process": dist.gather_objects(rng_states()),
                 "stream": stream.state(), "totals": dict(totals), "ledger": list(ledger),
                 "seconds": dict(timer.seconds)}
@@ -335,8 +349,7 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
     first_step = 1
     if checkpointing and checkpointing.resume:
         state = checkpointing.resume
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_full_states(model, optimizer, state["model"], state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         stream.restore(state["stream"])
         totals.update(state["totals"])
@@ -416,7 +429,7 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
             "engine_logprob_gap": total["logprob_gap"] / dist.world,
         })
         if checkpointing and checkpointing.every and gen_step % checkpointing.every == 0 and gen_step < steps_total:
-            state = snapshot(gen_step)  # every process takes part (its RNG state); the first one saves
+            state = snapshot(gen_step)  # whole on the first process, which saves it
             if dist.is_main:
                 checkpointing.save(state)
     return pd.DataFrame(ledger)

@@ -9,7 +9,7 @@ own log-probs (../shared pitfalls, item 7).
 Under `accelerate launch` every process runs its own engine on its own device with vLLM's `external_launcher`
 backend (as TRL's colocate mode), each an independent replica (tensor parallel size 1, no data-parallel lockstep,
 so processes may generate different amounts), seeded per process, and each syncs its own weights (the same after
-DDP's step); on a CPU the cores are split between the processes.
+DDP's step; with FSDP, each gathers the whole weights first); on a CPU the cores are split between the processes.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from twogrpo.distributed import cores_per_process
+from twogrpo.distributed import cores_per_process, full_weights
 from twogrpo.engine import Samples, Sampling
 
 # In-process engine (colocated with training) on this process's share of the cores; set before vLLM is imported.
@@ -41,6 +41,8 @@ def vllm_available() -> bool:
 
 
 class VLLMEngine:
+    collective = False  # each process's engine generates on its own
+
     def __init__(self, model_dir: Path | str, tokenizer, seed: int, dtype: str, memory_utilization: float):
         from vllm import LLM
 
@@ -72,8 +74,9 @@ class VLLMEngine:
         return out
 
     def sync(self, model: torch.nn.Module) -> None:
-        """Load the trainer's current weights into the engine."""
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(model.state_dict().items())})
+        """Load the trainer's current weights into the engine (when sharded, gathered one tensor at a time as the
+        engine reads them: every process calls it after each step)."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": full_weights(model)})
         self.llm.reset_prefix_cache()
 
     def release(self) -> None:
