@@ -180,3 +180,22 @@ def test_accelerate_settings_the_trainer_does_not_implement_stop_with_a_clear_er
         monkeypatch.setenv(name, value)
     with pytest.raises(RuntimeError, match=message):
         Dist.from_environment()
+
+
+CONFIGS = {  # name: (processes, machines, distributed_type)
+    "gpus-1": (1, 1, "NO"), "gpus-4": (4, 1, "MULTI_GPU"), "gpus-8": (8, 1, "MULTI_GPU"),
+    "nodes-2x8": (16, 2, "MULTI_GPU"), "cpu-2": (2, 1, "MULTI_GPU"), "fsdp-gpus-4": (4, 1, "FSDP"),
+    "fsdp-gpus-8": (8, 1, "FSDP"), "fsdp-nodes-2x8": (16, 2, "FSDP"), "fsdp-cpu-2": (2, 1, "FSDP")}
+
+
+def test_every_accelerate_config_parses_and_asks_for_what_the_trainer_runs():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    assert sorted(p.stem for p in (ROOT / "conf/accelerate").glob("*.yaml")) == sorted(CONFIGS)
+    for name, (processes, machines, kind) in CONFIGS.items():
+        config = load_config_from_file(str(ROOT / f"conf/accelerate/{name}.yaml"))
+        assert (config.num_processes, config.num_machines) == (processes, machines), name
+        assert config.distributed_type.value == kind, name
+        if kind == "FSDP":  # what Dist.from_environment accepts
+            assert config.fsdp_config == {"fsdp_version": 2, "fsdp_reshard_after_forward": True,
+                                          "fsdp_offload_params": False, "fsdp_cpu_ram_efficient_loading": False}
