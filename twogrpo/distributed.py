@@ -7,7 +7,7 @@ process, and the same code runs with world = 1. The weights are replicated (DDP)
 distributed_type FSDP, sharded with torch's FSDP2 (`fully_shard` on each decoder layer and the whole model: each
 process holds 1/world of the weights, gradients and AdamW state). Sharded weights make every forward pass a
 collective (each layer's weights are all-gathered), so all processes must run as many forward passes as each other:
-`max_over_processes` pads the generate calls and micro-batches of a process that has fewer.
+`pad_to_most` pads the generate calls and micro-batches of a process that has fewer.
 """
 
 from __future__ import annotations
@@ -55,6 +55,15 @@ def max_over_processes(n: int) -> int:
     return int(tensor)
 
 
+def pad_to_most(items: list, collective: bool, dummy) -> list[tuple[object, bool]]:
+    """`items`, each flagged real; when `collective`, followed by (dummy, False) up to as many as the process with
+    the most has, so that every process makes as many collective calls (a dummy's result is dropped)."""
+    flagged = [(item, True) for item in items]
+    if collective:
+        flagged += [(dummy, False)] * (max_over_processes(len(items)) - len(items))
+    return flagged
+
+
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's whole weights, to save. Sharded: gathered into the first process's CPU memory (every process
     must call it; the others get {})."""
@@ -65,7 +74,7 @@ def full_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, whole tensor) one at a time on every process, for an engine's weight sync: a sharded model gathers
     one tensor at a time (every process must iterate it whole), so no process holds a second full copy."""
     for name, tensor in model.state_dict().items():
-        yield name, tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+        yield name, local_value(tensor)
 
 
 def unsharded(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> torch.nn.Module:

@@ -15,7 +15,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from twogrpo.config import RolloutConfig
-from twogrpo.distributed import is_sharded, max_over_processes, process_seed
+from twogrpo.distributed import is_sharded, pad_to_most, process_seed
 
 
 @dataclass(frozen=True)
@@ -84,22 +84,19 @@ class HFEngine:
         encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
         repeated = [ids for ids in encoded for _ in range(sampling.n)]
         chunks = [repeated[i:i + self.batch_sequences] for i in range(0, len(repeated), self.batch_sequences)]
-        calls = max_over_processes(len(chunks)) if self.collective else len(chunks)
         was_training = self.model.training
         self.model.eval()
         out = Samples([], [], [], [])
-        for k in range(calls):
-            chunk = chunks[k] if k < len(chunks) else [[tok.pad_token_id]]  # the dummy's output is dropped
+        for chunk, real in pad_to_most(chunks, self.collective, [[tok.pad_token_id]]):
             batch = tok.pad({"input_ids": chunk}, padding=True, return_tensors="pt").to(self.model.device)
             knobs = (dict(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
                      if sampling.temperature > 0 else dict(do_sample=False, temperature=None, top_p=None, top_k=None))
-            dummy = k >= len(chunks)
-            with torch.random.fork_rng() if dummy else nullcontext():  # a dummy leaves the sampling RNG as it was
+            with nullcontext() if real else torch.random.fork_rng():  # a dummy leaves the sampling RNG as it was
                 generated = self.model.generate(
                     **batch, **knobs, max_new_tokens=sampling.max_new_tokens, pad_token_id=tok.pad_token_id,
                     eos_token_id=self.stop_ids, synced_gpus=self.collective,
                 )[:, batch["input_ids"].shape[1]:]
-            if dummy:
+            if not real:
                 continue
             for prompt_ids, row in zip(chunk, generated.tolist(), strict=True):
                 response, truncated = cut_at_stop(row, self.stop_ids)

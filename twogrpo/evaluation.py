@@ -7,7 +7,7 @@ import pandas as pd
 import torch
 
 from twogrpo.checkpoint import Checkpoint
-from twogrpo.distributed import Dist, max_over_processes
+from twogrpo.distributed import Dist, pad_to_most
 from twogrpo.engine import HFEngine, Sampling
 from twogrpo.grading import grade
 from twogrpo.policy import render_prompts
@@ -31,15 +31,14 @@ def sample_records(engine: HFEngine, problems: pd.DataFrame, template: str, samp
     state = progress.load() if progress else None
     done: dict[int, pd.DataFrame] = state["chunks"] if state else {}
     todo = [start for start in mine if start not in done]
-    # Sharded weights: generating is collective, so a process with fewer chunks left joins the others' calls.
-    calls = max_over_processes(len(todo)) if engine.collective else len(todo)
     with torch.random.fork_rng():
-        for k in range(calls):
-            if k >= len(todo):
+        # Sharded weights: generating is collective, so a process with fewer chunks left joins the others' calls.
+        for start, real in pad_to_most(todo, engine.collective, None):
+            if not real:
                 engine.generate([], sampling)
                 continue
-            torch.manual_seed(seed + todo[k])
-            done[todo[k]] = _graded(engine, problems.iloc[todo[k]:todo[k] + per_chunk], template, sampling)
+            torch.manual_seed(seed + start)
+            done[start] = _graded(engine, problems.iloc[start:start + per_chunk], template, sampling)
             if progress and len(done) < len(mine):
                 progress.save({"chunks": done}, len(done))
     chunks = {start: records for part in dist.gather_objects(done) for start, records in part.items()}

@@ -25,7 +25,7 @@ from twogrpo import grpo
 from twogrpo.checkpoint import rng_states, set_rng_states
 from twogrpo.config import ArmConfig, EvaluateConfig, TaskConfig, TrainConfig
 from twogrpo.distributed import (Dist, full_optimizer_state, full_state_dict, is_sharded, load_full_states,
-                                 local_value, max_over_processes, process_seed)
+                                 local_value, pad_to_most, process_seed)
 from twogrpo.engine import Samples, Sampling
 from twogrpo.evaluation import sample_records
 from twogrpo.grading import rewards as grade_rewards
@@ -123,10 +123,7 @@ def logprobs(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
 def micro_batches(rows: list[int], size: int, collective: bool) -> list[tuple[list[int], bool]]:
     """`rows` in slices of `size`, each flagged real. With sharded weights every forward pass is collective, so a
     process with fewer slices than another appends dummy ones (rows[:1], flagged False) whose results are dropped."""
-    parts = [(rows[i:i + size], True) for i in range(0, len(rows), size)]
-    if collective:
-        parts += [(rows[:1], False)] * (max_over_processes(len(parts)) - len(parts))
-    return parts
+    return pad_to_most([rows[i:i + size] for i in range(0, len(rows), size)], collective, rows[:1])
 
 
 @torch.no_grad()
