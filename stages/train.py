@@ -20,6 +20,7 @@ from dvclive import Live
 
 from twogrpo.engine import make_engine
 from twogrpo.checkpoint import Checkpoint, fingerprint
+from twogrpo.config import Params
 from twogrpo.distributed import Dist, full_state_dict, unsharded
 from twogrpo.io import atomic_path, weights_sha256, write_parquet
 from twogrpo.policy import load_policy
@@ -39,6 +40,11 @@ def main() -> None:
     args = parser.parse_args()
     params = start_stage("train")
     dist = Dist.from_environment()  # several processes under `accelerate launch`; the first one writes
+    train(args, params, dist)
+    dist.close()  # after train() has released the model (Dist.close)
+
+
+def train(args: argparse.Namespace, params: Params, dist: Dist) -> None:
     arm = params.train.arm(args.arm)
     name = f"{args.arm}-s{args.seed}"
     log.info("arm %s: G=%d, %d prompts per mini-batch, lr %.3g", name, arm.group_size,
@@ -83,7 +89,6 @@ def main() -> None:
             unsharded(model, weights).save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         checkpoint.clear()  # the outputs are complete: nothing left to resume
-    dist.close()
 
 
 if __name__ == "__main__":

@@ -33,6 +33,11 @@ def fixed_rollouts(vocab: int) -> tuple[Samples, torch.Tensor]:
 
 def main(out: str) -> None:
     dist = Dist.from_environment()
+    step(dist, out)
+    dist.close()  # after step() has released the model (Dist.close)
+
+
+def step(dist: Dist, out: str) -> None:
     torch.manual_seed(0)
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(BASE, tokenizer)
@@ -58,7 +63,6 @@ def main(out: str) -> None:
     grads = {name: local_value(p.grad) for name, p in model.named_parameters()}
     if dist.is_main:
         torch.save({"before": before, "after": after, "grads": grads, "sharded": is_sharded(model)}, out)
-    dist.close()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,11 @@ from twogrpo.trainer import train_grpo
 
 def main(policy_dir: str, out: str) -> None:
     dist = Dist.from_environment()
+    run(dist, policy_dir, out)
+    dist.close()  # after run() has released the model (Dist.close)
+
+
+def run(dist: Dist, policy_dir: str, out: str) -> None:
     model, tokenizer = load_policy(policy_dir)
     engine = make_engine(RolloutConfig("vllm", "float32", 0.2), model, tokenizer, policy_dir, seed=0)
     train, test = generate_problems(chain_sums(0, 64, 16, max_terms=2, max_digits=1))
@@ -28,7 +33,6 @@ def main(policy_dir: str, out: str) -> None:
     records = sample_records(engine, test, "{problem}", Sampling(0.7, 0.8, 20, 12, n=2), seed=0, dist=dist)
     if dist.is_main:
         torch.save({"ledger": ledger, "records": records}, out)
-    dist.close()
 
 
 if __name__ == "__main__":
