@@ -27,7 +27,8 @@ log = logging.getLogger("base")
 def save_pretrained_base(cfg: BaseConfig) -> None:
     """Copy a pretrained model into models/base through from_pretrained/save_pretrained, recording its origin."""
     local = Path(cfg.model).is_dir()
-    model, tokenizer = load_policy(cfg.model, revision=None if local else cfg.revision)
+    model, tokenizer = load_policy(cfg.model, revision=None if local else cfg.revision,
+                                   max_positions=cfg.max_position_embeddings)
     if local:
         origin = {"path": str(Path(cfg.model).resolve())}
     else:
@@ -37,7 +38,9 @@ def save_pretrained_base(cfg: BaseConfig) -> None:
         tokenizer.save_pretrained(tmp)
         origin["sha256"] = weights_sha256(tmp)
     log.info("base model %s: %d parameters, %s", cfg.model, model.num_parameters(), origin)
-    write_json({"model": cfg.model, "parameters": model.num_parameters(), **origin}, METRICS)
+    write_json({"model": cfg.model, "parameters": model.num_parameters(),
+                "max_position_embeddings": model.config.max_position_embeddings,
+                "positions_raised": bool(cfg.max_position_embeddings), **origin}, METRICS)
 
 
 def main() -> None:
@@ -59,6 +62,8 @@ def main() -> None:
         digest = weights_sha256(tmp)
     last = curve.iloc[-1]
     write_json({"model": "scratch", "sha256": digest, "parameters": model.num_parameters(),
+                "max_position_embeddings": model.config.max_position_embeddings,
+                "positions_raised": bool(cfg.max_position_embeddings),
                 "sft_steps": int(last["step"]), "val_accuracy": float(last["val_accuracy"]), "sft_seconds": float(last["seconds"]),
                 "reached_target": bool(last["val_accuracy"] >= cfg.target_accuracy),
                 "curve": curve.to_dict(orient="records")}, METRICS)

@@ -23,7 +23,7 @@ from twogrpo.checkpoint import Checkpoint, fingerprint
 from twogrpo.config import Params
 from twogrpo.distributed import Dist, full_state_dict, unsharded
 from twogrpo.io import atomic_path, weights_sha256, write_parquet
-from twogrpo.policy import load_policy
+from twogrpo.policy import check_context, load_policy, render_prompts
 from twogrpo.run import start_stage
 from twogrpo.schemas import DataError, Problems, TrainSteps, read_table, validate
 from twogrpo.trainer import PHASES, STEP_STATS, Checkpointing, train_grpo
@@ -52,13 +52,19 @@ def train(args: argparse.Namespace, params: Params, dist: Dist) -> None:
     model, tokenizer = load_policy("models/base")
     if params.train.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    engine = make_engine(params.rollout, model, tokenizer, "models/base", args.seed)
     train_table = read_table("data/prepared/train.parquet", Problems)
     if len(train_table) < params.train.prompts:
         raise DataError(f"data/prepared/train.parquet: {len(train_table)} problems, fewer than train.prompts="
                         f"{params.train.prompts}")
     prompts = train_table.iloc[: params.train.prompts]
     test = read_table("data/prepared/test.parquet", Problems)
+    positions, template = model.config.max_position_embeddings, params.task.prompt_template
+    check_context(tokenizer, positions, render_prompts(tokenizer, prompts["problem"].tolist(), template),
+                  params.task.max_new_tokens, "task.max_new_tokens")
+    in_training_eval = test[test["dataset"] == params.train.eval_benchmark].iloc[: params.train.eval_problems]
+    check_context(tokenizer, positions, render_prompts(tokenizer, in_training_eval["problem"].tolist(), template),
+                  params.evaluate.max_new_tokens, "evaluate.max_new_tokens")
+    engine = make_engine(params.rollout, model, tokenizer, "models/base", args.seed)
     run_dir = Path("runs") / name
     # Everything that determines the run; a checkpoint saved under other settings is not resumed.
     checkpoint = Checkpoint(name, fingerprint(params.train, params.task, params.rollout, params.evaluate, args.arm,

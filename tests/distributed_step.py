@@ -12,7 +12,7 @@ from twogrpo import grpo
 from twogrpo.distributed import Dist, full_state_dict, is_sharded, local_value
 from twogrpo.engine import Samples
 from twogrpo.policy import build_char_tokenizer, build_tiny_model
-from twogrpo.trainer import frozen_logprobs, rows_to_update, update_minibatch
+from twogrpo.trainer import Forward, frozen_logprobs, rows_to_update, update_minibatch
 
 GROUPS, G = 8, 4
 
@@ -55,7 +55,7 @@ def step(dist: Dist, out: str) -> None:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trained = dist.prepare(model)  # DDP, or FSDP sharding `model` in place
     optimizer = torch.optim.AdamW(trained.parameters(), lr=1e-2, weight_decay=0.01)
-    old_logp = frozen_logprobs(model, local, cfg.micro_batch_rollouts, pad, live)
+    old_logp = frozen_logprobs(model, local, Forward.of(cfg), pad, live)
     sizes = dist.sum([len(rows), local.num_tokens])
     update_minibatch(trained, optimizer, local, live, old_logp, None, advantages[rows], cfg, horizon=6,
                      pad=pad, minibatch=(int(sizes[0]), int(sizes[1])), world=dist.world)

@@ -128,25 +128,3 @@ def test_low_var_kl_is_zero_at_the_reference_and_positive_elsewhere():
     x = ref - logp
     torch.testing.assert_close(grpo.low_var_kl(logp, ref), torch.exp(x) - x - 1)
     assert (grpo.low_var_kl(logp, ref)[:2] > 0).all()
-
-
-def test_token_logprobs_pick_each_response_window():
-    torch.manual_seed(0)
-    vocab = 7
-
-    class Bigram(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.table = torch.nn.Parameter(torch.randn(vocab, vocab))
-
-        def forward(self, input_ids, attention_mask):
-            return type("Out", (), {"logits": self.table[input_ids]})()
-
-    model = Bigram()
-    ids = torch.tensor([[1, 2, 3, 4, 0], [5, 6, 2, 0, 0]])  # prompts [1,2] and [5]; responses [3,4] and [6,2]
-    out, entropy = grpo.token_logprobs(model, ids, torch.ones_like(ids), torch.tensor([2, 1]), width=2)
-    logp = torch.log_softmax(model.table, dim=-1).detach()
-    expected = torch.tensor([[logp[2, 3], logp[3, 4]], [logp[5, 6], logp[6, 2]]])
-    torch.testing.assert_close(out, expected)
-    h = -(logp.exp() * logp).sum(-1)  # entropy of each row of the bigram table
-    torch.testing.assert_close(entropy.detach(), torch.stack([h[[2, 3]], h[[5, 6]]]))

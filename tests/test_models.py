@@ -1,10 +1,13 @@
 """A model folder that cannot be used is named, with what is wrong, before any work."""
 
+import dataclasses
 import json
+from pathlib import Path
 
 import pytest
+import torch
 
-from twogrpo.policy import load_policy, save_random_chat_model
+from twogrpo.policy import check_context, load_policy, render_prompts, save_random_chat_model
 
 
 @pytest.fixture
@@ -39,3 +42,29 @@ def test_a_tokenizer_without_a_chat_template_is_named(model_dir):
         extra.unlink()
     with pytest.raises(ValueError, match="no chat template"):
         load_policy(model_dir)
+
+
+def test_prompt_plus_response_beyond_the_positions_stops_unless_the_limit_is_raised(tmp_path, monkeypatch):
+    """As Qwen2.5-Math (4,096 positions, 4,096-token responses): a model with fewer positions than prompt + response
+    is refused, naming the setting; the base stage's override raises the limit in the saved model, which both
+    engines then read."""
+    from stages.base import save_pretrained_base
+    from tests.test_trainer import BASE
+
+    save_random_chat_model(tmp_path / "hub", max_positions=64)
+    model, tokenizer = load_policy(tmp_path / "hub")
+    prompts = render_prompts(tokenizer, ["What is 12 + 30?", "1 + 1"], "{problem} Think step by step.")
+    longest = len(tokenizer(prompts[0], add_special_tokens=False)["input_ids"])
+    check_context(tokenizer, model.config.max_position_embeddings, prompts, 64 - longest, "task.max_new_tokens")
+    with pytest.raises(ValueError, match=rf"longest prompt \({longest} tokens\) plus task.max_new_tokens=48 exceeds "
+                                         rf"the model's 64 positions.*raise base.max_position_embeddings"):
+        check_context(tokenizer, model.config.max_position_embeddings, prompts, 48, "task.max_new_tokens")
+
+    monkeypatch.chdir(tmp_path)
+    save_pretrained_base(dataclasses.replace(BASE, model=str(tmp_path / "hub"), max_position_embeddings=256))
+    assert json.loads(Path("models/base/config.json").read_text())["max_position_embeddings"] == 256
+    recorded = json.loads(Path("metrics/base.json").read_text())
+    assert recorded["max_position_embeddings"] == 256 and recorded["positions_raised"]
+    raised, _ = load_policy("models/base")
+    check_context(tokenizer, raised.config.max_position_embeddings, prompts, 48, "task.max_new_tokens")
+    torch.testing.assert_close(raised.state_dict(), model.state_dict())  # the weights are untouched

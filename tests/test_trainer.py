@@ -13,7 +13,7 @@ from twogrpo.engine import HFEngine
 from twogrpo.policy import build_char_tokenizer, build_tiny_model
 from twogrpo.schemas import TrainSteps, validate
 from twogrpo.tasks import generate_problems
-from twogrpo.trainer import Checkpointing, NonFiniteError, PromptStream, train_grpo
+from twogrpo.trainer import Checkpointing, Forward, NonFiniteError, PromptStream, train_grpo
 
 TASK = TaskConfig(prompt_template="{problem}", max_new_tokens=6)
 EVAL = EvaluateConfig(problems=4, samples=2, temperature=0.7, top_p=0.8, top_k=20, max_new_tokens=6, seed=0,
@@ -34,14 +34,15 @@ def problems():
     return generate_problems(chain_sums(0, 16, 4, max_terms=2, max_digits=1))
 
 
-def run(problems, arm, checkpointing=False, **changes):
+def run(problems, arm, checkpointing=False, checkpointing_to=None, **changes):
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(BASE, tokenizer)
     if checkpointing:
         model.gradient_checkpointing_enable()
     cfg = dataclasses.replace(TRAIN, **changes)
+    saving = None if checkpointing_to is None else Checkpointing(cfg.checkpoint_every, checkpointing_to.append)
     ledger = train_grpo(model, tokenizer, HFEngine(model, tokenizer), problems[0], problems[1], TASK, cfg, arm,
-                        seed=0, eval_cfg=EVAL)
+                        seed=0, eval_cfg=EVAL, checkpointing=saving)
     return validate(ledger, TrainSteps, "ledger"), model
 
 
@@ -147,7 +148,7 @@ def test_each_objective_knob_reaches_the_update(changes):
     def step(cfg):
         model = build_tiny_model(BASE, tokenizer)
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-        old = frozen_logprobs(model, samples, 4, tokenizer.pad_token_id) - 0.1  # ratio 1.105: clip_high can bind
+        old = frozen_logprobs(model, samples, Forward(4), tokenizer.pad_token_id) - 0.1  # ratio 1.105: clip_high can bind
         ref = old + 0.5 if cfg.kl_coef else None
         update_minibatch(model, optimizer, samples, [0, 1, 2, 3], old, ref, advantages, cfg, 6, tokenizer.pad_token_id)
         return torch.cat([p.detach().flatten() for p in model.parameters()])
@@ -207,3 +208,20 @@ def test_same_seed_same_run_and_another_seed_other_rollouts(problems):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert a["tokens"].tolist() != c["tokens"].tolist() or a["mean_reward"].tolist() != c["mean_reward"].tolist()
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_out_of_memory_in_the_update_names_the_micro_batch_budget_and_keeps_the_checkpoint(problems, monkeypatch):
+    import twogrpo.trainer as trainer
+
+    real, calls, saved = trainer.update_minibatch, [], []
+
+    def update_then_run_out(*args, **kwargs):  # fault injection: the third optimizer step runs out of memory
+        calls.append(1)
+        if len(calls) == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "update_minibatch", update_then_run_out)
+    with pytest.raises(torch.OutOfMemoryError, match=r"step 2, update.*lower train\.micro_batch_rollouts=8"):
+        run(problems, ArmConfig(4, "linear"), checkpoint_every=1, checkpointing_to=saved)
+    assert [state["gen_step"] for state in saved] == [1]  # step 1's checkpoint, nothing of the failed step

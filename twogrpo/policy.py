@@ -39,7 +39,8 @@ def build_tiny_model(cfg: BaseConfig, tokenizer: PreTrainedTokenizerFast) -> Qwe
     config = Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
-        intermediate_size=cfg.intermediate_size, max_position_embeddings=128, tie_word_embeddings=True,
+        intermediate_size=cfg.intermediate_size, max_position_embeddings=cfg.max_position_embeddings or 128,
+        tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
     )
     torch.manual_seed(cfg.seed)
@@ -51,7 +52,7 @@ CHATML_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['ro
                    "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
 
 
-def save_random_chat_model(path: Path | str, seed: int = 0) -> None:
+def save_random_chat_model(path: Path | str, seed: int = 0, max_positions: int = 8192) -> None:
     """A randomly initialised Qwen2 model with a byte-level tokenizer and a ChatML chat template, saved in the hub's
     format: the stand-in for a hub model in dry runs of the paper's setups (it reads any text, solves nothing)."""
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -64,7 +65,7 @@ def save_random_chat_model(path: Path | str, seed: int = 0) -> None:
                                         additional_special_tokens=specials[1:2], padding_side="left")
     tokenizer.chat_template = CHATML_TEMPLATE
     config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=1, intermediate_size=128, max_position_embeddings=8192,
+                         num_key_value_heads=1, intermediate_size=128, max_position_embeddings=max_positions,
                          tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
                          eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
     torch.manual_seed(seed)
@@ -80,9 +81,10 @@ def policy_device() -> torch.device:
     return torch.device("cpu")
 
 
-def load_policy(path: Path | str, revision: str | None = None) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
+def load_policy(path: Path | str, revision: str | None = None,
+                max_positions: int = 0) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
     """A model in float32 on policy_device() and its tokenizer: from a saved folder (ours, or a hub model in the
-    hub's format), or with a revision from the hub by id."""
+    hub's format), or with a revision from the hub by id; `max_positions` > 0 sets its position limit."""
     if revision is None and not (Path(path) / "config.json").exists():
         raise FileNotFoundError(f"{path}: no config.json; not a saved model folder (run `dvc repro base`)")
     tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
@@ -90,7 +92,8 @@ def load_policy(path: Path | str, revision: str | None = None) -> tuple[torch.nn
         raise ValueError(f"{path}: the tokenizer has no chat template; prompts are rendered with it")
     tokenizer.padding_side = "left"
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=torch.float32)
+        raised = {"max_position_embeddings": max_positions} if max_positions else {}
+        model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=torch.float32, **raised)
     except Exception as error:  # a truncated safetensors file, a bad config.json, a missing weights file
         raise ValueError(f"{path}: the model cannot be loaded, its files are incomplete or corrupt "
                          f"({type(error).__name__}: {error}); rerun the stage that wrote it") from error
@@ -104,3 +107,15 @@ def render_prompts(tokenizer: PreTrainedTokenizerFast, problems: list[str], temp
                                       tokenize=False, add_generation_prompt=True)
         for p in problems
     ]
+
+
+def check_context(tokenizer: PreTrainedTokenizerFast, positions: int, prompts: list[str], max_new_tokens: int,
+                  response_key: str) -> None:
+    """Stop before any work when the longest rendered prompt plus `max_new_tokens` exceeds the model's `positions`:
+    HF would run past the positions it was trained on, vLLM would cut the response short, each differently."""
+    longest = max((len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]), default=0)
+    if longest + max_new_tokens > positions:
+        raise ValueError(f"the longest prompt ({longest} tokens) plus {response_key}={max_new_tokens} exceeds the "
+                         f"model's {positions} positions (max_position_embeddings in models/base/config.json): raise "
+                         f"base.max_position_embeddings (verl's practice for Qwen2.5-Math: 32768) or lower "
+                         f"{response_key}")

@@ -83,6 +83,20 @@ class NonFiniteError(FloatingPointError):
     """A NaN or infinite loss or gradient: training stops before the optimizer step, the last checkpoint stays."""
 
 
+@contextmanager
+def out_of_memory_names_the_budget(cfg: TrainConfig, gen_step: int, phase: str):
+    """A GPU out-of-memory error in a forward/backward phase, reraised naming the setting that bounds its memory;
+    training stops before the optimizer step, so the last checkpoint stays the one to resume from."""
+    try:
+        yield
+    except torch.OutOfMemoryError as error:
+        budget = (f"train.micro_batch_tokens={cfg.micro_batch_tokens}" if cfg.micro_batch_tokens else
+                  f"train.micro_batch_rollouts={cfg.micro_batch_rollouts} (or set train.micro_batch_tokens)")
+        raise torch.OutOfMemoryError(
+            f"generation step {gen_step}, {phase}: out of GPU memory; lower {budget}, which bounds the tokens of "
+            f"one forward and backward pass, and rerun: the last checkpoint, if any, is kept. ({error})") from None
+
+
 @dataclass
 class Checkpointing:
     """Periodic snapshots of a run, and the snapshot to resume from (twogrpo.checkpoint.Checkpoint stores them)."""
@@ -92,50 +106,112 @@ class Checkpointing:
     resume: dict | None = None
 
 
+@dataclass(frozen=True)
+class Forward:
+    """How the trainer's forward passes run: micro-batches by rollouts (right-padded) or by a token budget (packed
+    into one row, no padding: verl's dynamic batch size), in float32 or bf16 autocast. Micro-batching changes memory
+    and speed, not the result (float rounding aside); bf16 changes the rounding."""
+
+    rollouts: int  # rollouts per micro-batch (train.micro_batch_rollouts), when tokens is 0
+    tokens: int = 0  # prompt + response tokens per micro-batch (train.micro_batch_tokens); 0 = by rollouts
+    precision: str = "float32"  # train.precision: float32, or bfloat16 compute over float32 weights
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> Forward:
+        return cls(cfg.micro_batch_rollouts, cfg.micro_batch_tokens, cfg.precision)
+
+    def split(self, samples: Samples, rows: list[int]) -> list[list[int]]:
+        """`rows` in order, cut into micro-batches: `rollouts` at a time, or as many as fit `tokens` (a longer
+        rollout makes a micro-batch of its own)."""
+        if not self.tokens:
+            return [rows[i:i + self.rollouts] for i in range(0, len(rows), self.rollouts)]
+        parts: list[list[int]] = []
+        used = 0
+        for i in rows:
+            n = len(samples.prompt_ids[i]) + len(samples.response_ids[i])
+            if not parts or used + n > self.tokens:
+                parts.append([])
+                used = 0
+            parts[-1].append(i)
+            used += n
+        return parts
+
+    def autocast(self, device: torch.device):
+        """bf16 autocast (verl's FSDP mixed precision: bf16 compute, float32 master weights and AdamW state)."""
+        if self.precision == "bfloat16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+
 @dataclass
 class Batch:
-    """A padded slice of rollouts for one forward pass."""
+    """Rollouts for one forward pass: right-padded rows, or packed end to end in one row (no padding)."""
 
-    input_ids: torch.Tensor  # [N, L] prompt + response, right-padded
-    attention_mask: torch.Tensor  # [N, L]
-    response_start: torch.Tensor  # [N]
-    response_mask: torch.Tensor  # [N, T] 1 on real response tokens
-    width: int  # T, the longest response in the slice
+    input_ids: torch.Tensor  # [B, L] prompt + response
+    attention_mask: torch.Tensor | None  # [B, L]; None when packed
+    position_ids: torch.Tensor | None  # [1, L] restarting at 0 for each packed rollout; None when padded
+    predict: torch.Tensor  # [M] flat positions (in B * L) that predict a response token, one per real token
+    targets: torch.Tensor  # [M] the response token each predicts
+    where: tuple[torch.Tensor, torch.Tensor]  # [M] row and column of each in the [n, width] result
+    response_mask: torch.Tensor  # [n, width] 1 on real response tokens
+    width: int  # the longest response in the slice
 
 
-def collate(samples: Samples, rows: list[int], pad_id: int, device: torch.device) -> Batch:
+def collate(samples: Samples, rows: list[int], pad_id: int, device: torch.device, packed: bool = False) -> Batch:
     seqs = [samples.prompt_ids[i] + samples.response_ids[i] for i in rows]
+    starts = [len(samples.prompt_ids[i]) for i in rows]
     resp_len = [len(samples.response_ids[i]) for i in rows]
     length, width = max(map(len, seqs)), max(resp_len)
+    # Where each sequence begins in the flattened input: one after another when packed, every `length` when padded.
+    offsets = np.cumsum([0] + list(map(len, seqs)))[:-1] if packed else np.arange(len(seqs)) * length
+    predict = [int(o) + s - 1 + t for o, s, n in zip(offsets, starts, resp_len) for t in range(n)]
+    flat = [tok for seq in seqs for tok in seq]
+    targets = [samples.response_ids[i][t] for i in rows for t in range(len(samples.response_ids[i]))]
+
+    def tensor(values, dtype=torch.long):
+        return torch.tensor(values, dtype=dtype, device=device)
+
+    where = (tensor([r for r, n in enumerate(resp_len) for _ in range(n)]), tensor([t for n in resp_len for t in range(n)]))
+    mask = tensor([[1.0] * n + [0.0] * (width - n) for n in resp_len], torch.float32)
+    if packed:
+        positions = [p for seq in seqs for p in range(len(seq))]
+        return Batch(tensor([flat]), None, tensor([positions]), tensor(predict), tensor(targets), where, mask, width)
     return Batch(
-        input_ids=torch.tensor([s + [pad_id] * (length - len(s)) for s in seqs], device=device),
-        attention_mask=torch.tensor([[1] * len(s) + [0] * (length - len(s)) for s in seqs], device=device),
-        response_start=torch.tensor([len(samples.prompt_ids[i]) for i in rows], device=device),
-        response_mask=torch.tensor([[1.0] * n + [0.0] * (width - n) for n in resp_len], device=device),
+        input_ids=tensor([s + [pad_id] * (length - len(s)) for s in seqs]),
+        attention_mask=tensor([[1] * len(s) + [0] * (length - len(s)) for s in seqs]),
+        position_ids=None, predict=tensor(predict), targets=tensor(targets), where=where, response_mask=mask,
         width=width,
     )
 
 
-def logprobs(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    return grpo.token_logprobs(model, batch.input_ids, batch.attention_mask, batch.response_start, batch.width)
+def logprobs(model, batch: Batch, entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """[n, width] log-probs and entropies of the batch's response tokens (zeros past each response's end); the
+    full-vocabulary logits exist only for real response tokens, a chunk at a time (grpo.head_logprobs)."""
+    hidden = grpo.final_hidden_states(model, batch.input_ids, batch.attention_mask, batch.position_ids)
+    logp, entropy = grpo.head_logprobs(grpo.output_layer(model), hidden.flatten(0, 1)[batch.predict], batch.targets,
+                                       entropy_grad)
+    zeros = batch.response_mask.new_zeros(batch.response_mask.shape)
+    return zeros.index_put(batch.where, logp), zeros.index_put(batch.where, entropy)
 
 
-def micro_batches(rows: list[int], size: int, collective: bool) -> list[tuple[list[int], bool]]:
-    """`rows` in slices of `size`, each flagged real. With sharded weights every forward pass is collective, so a
-    process with fewer slices than another appends dummy ones (rows[:1], flagged False) whose results are dropped."""
-    return pad_to_most([rows[i:i + size] for i in range(0, len(rows), size)], collective, rows[:1])
+def micro_batches(parts: list[list[int]], collective: bool) -> list[tuple[list[int], bool]]:
+    """Micro-batches, each flagged real. With sharded weights every forward pass is collective, so a process with
+    fewer micro-batches than another appends dummy ones (its first rollout, flagged False) whose results are
+    dropped."""
+    return pad_to_most(parts, collective, parts[0][:1] if parts else [])
 
 
 @torch.no_grad()
-def frozen_logprobs(model, samples: Samples, micro: int, pad: int, rows: list[int] | None = None) -> torch.Tensor:
+def frozen_logprobs(model, samples: Samples, forward: Forward, pad: int, rows: list[int] | None = None) -> torch.Tensor:
     """[R, T] log-probs of the rollouts' tokens under `model` as it is now (old policy or frozen reference): of every
     rollout, or of `rows` only (the other rows are zeros)."""
     model.eval()
     n = len(samples.response_ids)
     rows = list(range(n)) if rows is None else rows
     out = torch.zeros(n, max(map(len, samples.response_ids)), device=model.device)
-    for part, real in micro_batches(rows, micro, is_sharded(model)):
-        logp = logprobs(model, collate(samples, part, pad, model.device))[0]
+    for part, real in micro_batches(forward.split(samples, rows), is_sharded(model)):
+        with forward.autocast(model.device):
+            logp = logprobs(model, collate(samples, part, pad, model.device, packed=bool(forward.tokens)))[0]
         if real:
             out[part, : logp.shape[1]] = logp
     return out
@@ -243,16 +319,19 @@ def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_lo
     stats: dict[str, float] = defaultdict(float)
     optimizer.zero_grad(set_to_none=True)
     sharded = is_sharded(model)
-    parts = micro_batches(rows, cfg.micro_batch_rollouts, sharded)
+    forward = Forward.of(cfg)
+    device = next(model.parameters()).device  # model may be DDP-wrapped
+    parts = micro_batches(forward.split(samples, rows), sharded)
     for k, (part, real) in enumerate(parts):
-        batch = collate(samples, part, pad, next(model.parameters()).device)  # model may be DDP-wrapped
+        batch = collate(samples, part, pad, device, packed=bool(forward.tokens))
         mask = batch.response_mask
         # DDP reduces the gradients in every backward outside no_sync: here only in the last micro-batch, so each
         # process reduces once per step however many micro-batches its rows make (with dead groups skipped, the
         # processes' counts differ, and unequal reductions would hang). FSDP reduce-scatters in every backward; its
         # processes run equally many (micro_batches pads them).
         with model.no_sync() if world > 1 and not sharded and k < len(parts) - 1 else nullcontext():
-            logp, entropy = logprobs(model, batch)
+            with forward.autocast(device):
+                logp, entropy = logprobs(model, batch, entropy_grad=bool(cfg.entropy_coef))
             terms, clipped = grpo.policy_loss_terms(logp, old_logp[part, : batch.width], advantages[part],
                                                     cfg.clip_low, cfg.clip_high, cfg.clip_ratio_c)
             agg = partial(grpo.aggregate, mask=mask, mode=cfg.loss_agg, minibatch_sequences=sequences,
@@ -301,7 +380,7 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
     Q = cfg.prompts_per_minibatch(arm)
     share = dist.share(cfg.generation_batch_prompts, Q) if dist.world > 1 else None
     reference = copy.deepcopy(model).eval().requires_grad_(False) if cfg.kl_coef else None  # never sharded
-    trained = dist.prepare(model)  # DDP or FSDP over several processes; `model` itself generates and scores
+    trained = dist.prepare(model, cfg.precision)  # DDP or FSDP over several processes; `model` itself generates and scores
     optimizer = torch.optim.AdamW(trained.parameters(), lr=cfg.lr(arm), weight_decay=cfg.weight_decay)
     # Linear warm-up counted in generation steps, then constant. Departure from verl/HF (which start at lr 0 and so
     # waste the first generation step): step s uses lr * min(1, (s + 1) / warmup).
@@ -375,14 +454,14 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
                        for first in range(0, len(rollouts.prompt_rows), local_q)]
         skip_dead = cfg.skip_dead_groups and not cfg.kl_coef and not cfg.entropy_coef
         updated = [rows_to_update(rows, dead, G, skip_dead) for rows in minibatches]
-        with timer("old_logprob"):
+        engine.release()  # the engine's KV cache makes room for the old log-probs and the update
+        with timer("old_logprob"), out_of_memory_names_the_budget(cfg, gen_step, "old log-probs"):
             needed = sorted(set().union(*updated))
-            old_logp = frozen_logprobs(model, samples, cfg.micro_batch_rollouts, pad, needed)
-            ref_logp = frozen_logprobs(reference, samples, cfg.micro_batch_rollouts, pad) if reference else None
-        engine.release()
+            old_logp = frozen_logprobs(model, samples, Forward.of(cfg), pad, needed)
+            ref_logp = frozen_logprobs(reference, samples, Forward.of(cfg), pad) if reference else None
         updates: list[dict] = []
         informative: list[tuple[int, int]] = []
-        with timer("update"):
+        with timer("update"), out_of_memory_names_the_budget(cfg, gen_step, "update"):
             for _ in range(cfg.ppo_epochs):
                 for rows, run_rows in zip(minibatches, updated):
                     live = [g for g in range(rows[0] // G, rows[-1] // G + 1) if not dead[g]]

@@ -43,7 +43,8 @@ def vllm_available() -> bool:
 class VLLMEngine:
     collective = False  # each process's engine generates on its own
 
-    def __init__(self, model_dir: Path | str, tokenizer, seed: int, dtype: str, memory_utilization: float):
+    def __init__(self, model_dir: Path | str, tokenizer, seed: int, dtype: str, memory_utilization: float,
+                 max_model_len: int | None = None):
         from vllm import LLM
 
         self.tokenizer = tokenizer
@@ -51,7 +52,8 @@ class VLLMEngine:
         # Several processes: the process group exists already (accelerate's); external_launcher joins it.
         self.llm = LLM(model=str(model_dir), seed=seed, dtype=dtype, enforce_eager=True,
                        distributed_executor_backend="external_launcher" if PROCESSES > 1 else "uni",
-                       gpu_memory_utilization=memory_utilization, enable_sleep_mode=self.on_gpu)
+                       gpu_memory_utilization=memory_utilization, enable_sleep_mode=self.on_gpu,
+                       max_model_len=max_model_len)
 
     def generate(self, prompts: list[str], sampling: Sampling) -> Samples:
         from vllm import SamplingParams

@@ -1,0 +1,123 @@
+"""The trainer's log-probs: chunked over the vocabulary, packed or padded, by rollouts or by a token budget, in
+float32 or bf16, against the straightforward full-logits computation."""
+
+import dataclasses
+
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from tests.test_trainer import TRAIN
+from twogrpo import grpo
+from twogrpo.engine import Samples
+from twogrpo.trainer import Forward, collate, frozen_logprobs, logprobs, update_minibatch
+
+VOCAB = 1000
+
+
+def full_logits_logprobs(model, input_ids, attention_mask, response_start, width):
+    """The reference: every position's full-vocabulary logits at once, then each row's response window."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()  # [N, L-1, V]
+    index = (response_start - 1).unsqueeze(1) + torch.arange(width).unsqueeze(0)
+    index = index.clamp(max=logits.shape[1] - 1)
+    logits = logits.gather(1, index.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+    logp_all = torch.log_softmax(logits, dim=-1)
+    targets = input_ids.gather(1, (index + 1).clamp(max=input_ids.shape[1] - 1))
+    return logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1), -(logp_all.exp() * logp_all).sum(-1)
+
+
+def tiny_model(vocab: int = VOCAB, seed: int = 0) -> Qwen2ForCausalLM:
+    torch.manual_seed(seed)
+    return Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                        num_key_value_heads=1, intermediate_size=128, max_position_embeddings=256,
+                                        tie_word_embeddings=True))
+
+
+def rollouts(n: int = 6, seed: int = 0) -> Samples:
+    """n rollouts of unequal prompt and response lengths (token ids >= 1; 0 pads)."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, 9, (n, 2), generator=gen).tolist()
+    prompts = [torch.randint(1, VOCAB, (p,), generator=gen).tolist() for p, _ in lengths]
+    responses = [torch.randint(1, VOCAB, (r,), generator=gen).tolist() for _, r in lengths]
+    return Samples(prompts, responses, [""] * n, [False] * n)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(grpo, "LOGIT_CHUNK_ELEMENTS", 5 * VOCAB)  # 5 tokens' logits at a time: many chunks
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_chunked_logprobs_and_gradients_equal_the_full_logits_ones(small_chunks, packed):
+    samples, rows = rollouts(), list(range(6))
+    model, reference = tiny_model(), tiny_model()
+    padded = collate(samples, rows, 0, torch.device("cpu"))
+    start = torch.tensor([len(samples.prompt_ids[i]) for i in rows])
+    expected, expected_entropy = full_logits_logprobs(reference, padded.input_ids, padded.attention_mask, start,
+                                                      padded.width)
+    batch = collate(samples, rows, 0, torch.device("cpu"), packed=packed)
+    logp, entropy = logprobs(model, batch, entropy_grad=True)
+    mask = batch.response_mask.bool()
+    torch.testing.assert_close(logp[mask], expected[mask], atol=1e-5, rtol=0)
+    torch.testing.assert_close(entropy[mask], expected_entropy[mask], atol=1e-5, rtol=0)
+    ((logp + 0.1 * entropy) * batch.response_mask).sum().backward()
+    ((expected + 0.1 * expected_entropy) * padded.response_mask).sum().backward()
+    for (name, a), b in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_entropy_carries_a_gradient_only_when_it_is_in_the_loss(small_chunks):
+    batch = collate(rollouts(), list(range(6)), 0, torch.device("cpu"))
+    model = tiny_model()
+    logp, entropy = logprobs(model, batch)
+    assert logp.requires_grad and not entropy.requires_grad
+    assert logprobs(model, batch, entropy_grad=True)[1].requires_grad
+
+
+def test_a_token_budget_cuts_micro_batches_in_order_within_the_budget():
+    samples = rollouts(8)
+    lengths = [len(p) + len(r) for p, r in zip(samples.prompt_ids, samples.response_ids)]
+    parts = Forward(rollouts=2, tokens=20).split(samples, list(range(8)))
+    assert [i for part in parts for i in part] == list(range(8))
+    for part in parts:
+        assert sum(lengths[i] for i in part) <= 20 or len(part) == 1
+    for a, b in zip(parts, parts[1:]):  # each cut was forced: the next rollout did not fit
+        assert sum(lengths[i] for i in a) + lengths[b[0]] > 20
+    assert Forward(rollouts=3).split(samples, list(range(8))) == [[0, 1, 2], [3, 4, 5], [6, 7]]
+
+
+def test_micro_batches_by_token_budget_give_the_update_of_micro_batches_by_rollouts():
+    """Under the mini-batch-wide normalisation, how rollouts are cut into micro-batches (and packing) is
+    result-neutral: the weights after one optimizer step agree to float rounding. (SGD: AdamW's first step divides
+    each gradient by its own size, which turns rounding noise in near-zero gradients into whole steps.)"""
+    samples = rollouts(8)
+    advantages = torch.tensor([0.7, -0.7, 1.0, -1.0, 0.5, -0.5, 0.2, -0.2])
+    old = frozen_logprobs(tiny_model(), samples, Forward(8), 0)
+    weights = []
+    for forward in (dict(micro_batch_rollouts=8), dict(micro_batch_rollouts=1), dict(micro_batch_tokens=25),
+                    dict(micro_batch_tokens=10_000)):
+        model = tiny_model()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        update_minibatch(model, optimizer, samples, list(range(8)), old, None, advantages,
+                         dataclasses.replace(TRAIN, **forward), horizon=8, pad=0)
+        weights.append(model.state_dict())
+    for other in weights[1:]:
+        for name, value in weights[0].items():
+            torch.testing.assert_close(other[name], value, atol=1e-6, rtol=1e-5)
+
+
+def test_bf16_computes_in_bf16_and_keeps_float32_weights_and_optimizer_state():
+    samples = rollouts(4)
+    model = tiny_model()
+    cfg = dataclasses.replace(TRAIN, precision="bfloat16", micro_batch_rollouts=4)
+    old32 = frozen_logprobs(model, samples, Forward(4), 0)
+    old16 = frozen_logprobs(model, samples, Forward.of(cfg), 0)
+    mask = collate(samples, list(range(4)), 0, torch.device("cpu")).response_mask.bool()
+    gap = (old32 - old16)[mask].abs().max()
+    assert 0 < gap < 0.5  # bf16 rounding: close to float32, not equal
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    update_minibatch(model, optimizer, samples, list(range(4)), old16, None, torch.tensor([1.0, -1.0, 0.5, -0.5]),
+                     cfg, horizon=8, pad=0)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(v.dtype == torch.float32 for state in optimizer.state.values() for v in state.values()
+               if v.is_floating_point() and v.dim())
