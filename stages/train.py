@@ -22,6 +22,7 @@ from twogrpo.engine import make_engine
 from twogrpo.checkpoint import Checkpoint, fingerprint
 from twogrpo.config import Params
 from twogrpo.distributed import Dist, full_state_dict, unsharded
+from twogrpo.plan import preflight
 from twogrpo.io import atomic_path, weights_sha256, write_parquet
 from twogrpo.policy import check_context, load_policy, render_prompts
 from twogrpo.run import start_stage
@@ -40,6 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     params = start_stage("train")
     dist = Dist.from_environment()  # several processes under `accelerate launch`; the first one writes
+    preflight(params, "models/base", dist.sharded)  # the GPUs and their free memory, before any work
     train(args, params, dist)
     dist.close()  # after train() has released the model (Dist.close)
 

@@ -7,6 +7,7 @@ Derived values (prompts per mini-batch, the learning rate of an arm) are propert
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,6 +233,27 @@ class TrainConfig:
     # float32, or bfloat16: bf16 compute (autocast; FSDP all-gathers bf16 weights) over float32 master weights,
     # gradients and AdamW state, as verl's FSDP mixed precision (param bf16, reduce float32).
     precision: Literal["float32", "bfloat16"] = "float32"
+    # GPUs the run trains on, one process each (the paper: 4 for 1.5B models, 8 for 7B); 0 = the CPU. Set with
+    # train.launch by one choice of conf/hardware/ (`-S hardware=gpus-4`); the train stage first checks that this
+    # machine has them, with the free memory the plan needs (twogrpo.plan.preflight).
+    gpus: int = 0
+
+    @property
+    def launch_processes(self) -> tuple[int, bool]:
+        """(processes, sharded) that train.launch starts: one for `python`, else its accelerate config's (or its
+        --num_processes)."""
+        words = shlex.split(self.launch)
+        if "--config_file" not in words[:-1]:
+            return 1, False
+        path = Path(words[words.index("--config_file") + 1])
+        try:
+            config = yaml.safe_load(path.read_text())
+            processes = words[words.index("--num_processes") + 1] if "--num_processes" in words[:-1] else \
+                config["num_processes"]
+            return int(processes), config.get("distributed_type") == "FSDP"
+        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as error:
+            raise ParamsError(f"train.launch={self.launch!r}: cannot read num_processes from {path} "
+                              f"({type(error).__name__}: {error})") from None
 
     def prompts_per_minibatch(self, arm: ArmConfig) -> int:
         return arm.prompts_per_minibatch or self.rollouts_per_minibatch // arm.group_size
@@ -278,6 +300,12 @@ class TrainConfig:
             raise ParamsError("train.seeds and train.arms must not be empty")
         if not self.launch.strip():
             raise ParamsError("train.launch is empty: 'python', or 'accelerate launch --config_file <config>'")
+        if self.gpus < 0:
+            raise ParamsError(f"train.gpus={self.gpus} must be >= 0 (0 = the CPU)")
+        if self.gpus and self.launch_processes[0] != self.gpus:
+            raise ParamsError(f"train.gpus={self.gpus} but train.launch={self.launch!r} starts "
+                              f"{self.launch_processes[0]} process(es): choose both with -S hardware=<name> "
+                              f"(conf/hardware/)")
         if self.micro_batch_tokens < 0:
             raise ParamsError(f"train.micro_batch_tokens={self.micro_batch_tokens} must be >= 0 (0 = by rollouts)")
         if self.checkpoint_every < 0:

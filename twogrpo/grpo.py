@@ -34,9 +34,9 @@ def dead_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     return (groups == groups[:, :1]).all(dim=1)
 
 
-# Full-vocabulary logits exist for at most this many elements at once (2^28 float32 = 1 GiB; 1,766 tokens at
+# Full-vocabulary logits exist for at most this many elements at once (2^26 float32 = 256 MiB; 441 tokens at
 # Qwen2.5's 151,936 entries): the update's memory then grows with tokens x hidden size, not tokens x vocabulary.
-LOGIT_CHUNK_ELEMENTS = 2**28
+LOGIT_CHUNK_ELEMENTS = 2**26
 
 
 def _head_chunk(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
@@ -70,12 +70,18 @@ def head_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Te
 
 def final_hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                         position_ids: torch.Tensor | None = None) -> torch.Tensor:
-    """[B, L, H] the model's last hidden states (after the final norm, what the output layer reads). The forward
-    pass keeps one position's logits only; `attention_mask` None with `position_ids` restarting at 0 marks several
+    """[B, L, H] the model's last hidden states (after the final norm, what the output layer reads), taken from a
+    forward pass of the whole model (so that FSDP gathers the output layer too) that keeps one position's logits; `attention_mask` None with `position_ids` restarting at 0 marks several
     sequences packed into one row (no padding)."""
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
-                output_hidden_states=True, logits_to_keep=1)
-    return out.hidden_states[-1]
+    captured = []
+    body = getattr(model, "module", model).get_decoder()  # the model without its output layer (through DDP)
+    hook = body.register_forward_hook(lambda module, args, out: captured.append(out.last_hidden_state))
+    try:
+        model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+              logits_to_keep=1)
+    finally:
+        hook.remove()
+    return captured[0]
 
 
 def output_layer(model: torch.nn.Module) -> torch.nn.Module:

@@ -1,7 +1,8 @@
 """The study's setups, composed with Hydra from conf/ exactly as `dvc exp run -S setup=<name>` composes params.yaml.
 
-`python -m twogrpo.setups <name> [override ...]` prints a setup's resolved params and what follows from them (prompts
-per mini-batch and learning rate of each arm, steps, rollouts), without running anything.
+`python -m twogrpo.setups <name> [override ...] [--gpus N --gpu-memory GiB]` prints a setup's resolved params and what
+follows from them (prompts per mini-batch and learning rate of each arm, steps, rollouts) and, for a GPU setup, its
+plan (twogrpo.plan: memory per GPU and phase, hours per arm), without running anything.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from twogrpo import plan
 from twogrpo.config import Params, load_params
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -51,10 +53,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("setup", choices=setup_names())
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as given to dvc exp run -S")
+    parser.add_argument("--gpus", type=int, help="plan for this many GPUs (default: the setup's train.gpus)")
+    parser.add_argument("--gpu-memory", type=float, default=141.0, help="GiB per GPU (default 141: an H200)")
+    parser.add_argument("--prompt-tokens", type=float, default=plan.MEAN_PROMPT_TOKENS, help="mean, for the hours")
+    parser.add_argument("--response-tokens", type=float, default=plan.MEAN_RESPONSE_TOKENS, help="mean, for the hours")
     args = parser.parse_args()
     raw, params = compose([f"setup={args.setup}", *args.overrides])
     print(yaml.safe_dump(raw, sort_keys=False, width=120), end="")
     print("# " + describe(params).replace("\n", "\n# "))
+    gpus = args.gpus or params.train.gpus
+    if gpus:
+        text = plan.describe_plan(params, gpus, args.gpu_memory, args.prompt_tokens, args.response_tokens)
+        print("# " + text.replace("\n", "\n# "))
 
 
 if __name__ == "__main__":

@@ -478,6 +478,7 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
                                              f"optimizer step (the last checkpoint, if any, is kept)") from None
                     totals["opt_steps"] += 1
             scheduler.step()
+            optimizer.zero_grad(set_to_none=True)  # no gradients held while the engine generates
         with timer("sync"):
             engine.resume()
             engine.sync(model)

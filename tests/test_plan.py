@@ -1,0 +1,111 @@
+"""The planner's memory model against peak memory measured on the CPU, the preflight, and the hardware choice."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.fixtures import ROOT
+from twogrpo import plan
+from twogrpo.config import ParamsError
+from twogrpo.setups import compose
+
+GIB = 2**30
+
+
+@pytest.mark.parametrize("shape", [
+    "--hidden 64 --response-tokens 192",
+    "--hidden 128 --heads 4 --kv-heads 2 --intermediate 384 --response-tokens 448 --gradient-checkpointing",
+    "--hidden 256 --layers 4 --heads 4 --kv-heads 2 --intermediate 768 --response-tokens 448",
+])
+def test_the_memory_model_is_within_a_quarter_of_the_peak_measured_on_the_cpu(shape):
+    """8 rollouts of 64 prompt tokens with Qwen2.5's vocabulary (151,936): one process per shape, its peak resident
+    memory above its imports (glibc returning freed tensors: MALLOC_MMAP_THRESHOLD_) against the plan."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "PYTHONWARNINGS": "ignore"}
+    out = subprocess.run([sys.executable, "-m", "tests.memory_probe", *shape.split()], cwd=ROOT, env=env,
+                         capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["measured"] > 0.5 * GIB  # the logits of a chunk alone are 0.75 GiB: a real measurement
+    assert abs(result["estimate"] / result["measured"] - 1) <= 0.25, result
+
+
+def paper(*overrides):
+    return compose(["setup=qwen-1.5b-math", *overrides])[1]
+
+
+def test_each_paper_setup_states_the_papers_gpus_and_bf16():
+    for setup, gpus, sharded in (("qwen-1.5b-math", 4, False), ("qwen-1.5b-dapo", 4, False), ("ds-1.5b-math", 4, False),
+                                 ("qwen-7b-math", 8, True), ("ablation-qwen-7b-dapo", 8, True)):
+        params = compose([f"setup={setup}"])[1]
+        assert (params.train.gpus, params.train.launch_processes) == (gpus, (gpus, sharded)), setup
+        assert params.train.precision == "bfloat16" and params.train.micro_batch_tokens > 0, setup
+    assert paper("hardware=gpus-1").train.launch_processes == (1, False)  # one setting overrides them
+    assert compose([])[1].train.gpus == 0  # the embedded default: the CPU
+
+
+def test_gpus_that_the_launch_does_not_start_are_refused_naming_the_setting():
+    with pytest.raises(ParamsError, match=r"train.gpus=4 but train.launch='python' starts 1 process.*hardware"):
+        paper("train.launch=python")
+
+
+def test_the_preflight_stops_a_gpu_setup_on_a_machine_without_its_gpus():
+    import torch
+
+    if torch.cuda.device_count() >= 4:
+        pytest.skip("this machine has the GPUs")
+    with pytest.raises(RuntimeError, match=rf"train.gpus=4 GPUs; this machine has {torch.cuda.device_count()}.*"
+                                           rf"-S hardware=<name>"):
+        plan.preflight(paper(), ROOT / "models" / "nowhere", sharded=False)
+    plan.preflight(compose([])[1], ROOT / "models" / "base", sharded=False)  # the CPU: nothing to check
+
+
+def test_the_preflight_stops_when_the_gpus_have_less_free_memory_than_the_plan(monkeypatch, tmp_path):
+    """No GPU here: the machine's answers are stood in for (4 GPUs of 80 GiB with 10 GiB free each)."""
+    import torch
+
+    s = plan.HUB_SHAPES["Qwen/Qwen2.5-Math-1.5B"]
+    (tmp_path / "config.json").write_text(json.dumps({
+        "vocab_size": s.vocab, "hidden_size": s.hidden, "intermediate_size": s.intermediate,
+        "num_hidden_layers": s.layers, "num_attention_heads": s.heads, "num_key_value_heads": s.kv_heads,
+        "tie_word_embeddings": s.tied, "max_position_embeddings": 32768}))
+    assert plan.model_shape(paper(), tmp_path) == dataclasses.replace(s, positions=32768)
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10 * GIB, 80 * GIB))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a busy GPU")
+    with pytest.raises(RuntimeError, match=r"a busy GPU has 10.0 GiB free of 80.0; the plan needs [\d.]+ GiB per GPU"
+                                           r".*train.micro_batch_tokens or rollout.vllm_memory_utilization"):
+        plan.preflight(paper(), tmp_path, sharded=False)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (79 * GIB, 80 * GIB))
+    plan.preflight(paper(), tmp_path, sharded=False)  # the setup fits 4 idle 80 GiB GPUs
+
+
+def test_the_plan_tells_whether_a_machine_fits():
+    params = paper()
+    fits = plan.describe_plan(params, gpus=4, gpu_memory_gib=141)
+    assert "fits" in fits and "NOT" not in fits
+    assert "does NOT fit" in plan.describe_plan(params, gpus=1, gpu_memory_gib=24)
+    shape, work = plan.HUB_SHAPES["Qwen/Qwen2.5-Math-7B"], plan.workload(paper(), 8, 141 * GIB, sharded=True)
+    replicated = plan.workload(paper(), 8, 141 * GIB, sharded=False)
+    assert plan.peak_memory(shape, work) < plan.peak_memory(shape, replicated)  # sharding divides the state
+    assert plan.HUB_SHAPES["Qwen/Qwen2.5-Math-1.5B"].parameters == pytest.approx(1.544e9, rel=0.001)
+    assert shape.parameters == pytest.approx(7.616e9, rel=0.001)
+
+
+def test_hours_follow_the_rollouts_of_each_arm():
+    hours = plan.arm_hours(paper(), plan.HUB_SHAPES["Qwen/Qwen2.5-Math-1.5B"], gpus=4)
+    assert hours["g16"]["rollouts"] == 8 * hours["g2"]["rollouts"] == 7168 * 10 * 16
+    assert hours["g16"]["hours"] == pytest.approx(8 * hours["g2"]["hours"])
+    assert 0 < hours["g2"]["update_hours"] < hours["g2"]["hours"]
+
+
+def test_the_gpu_script_runs_its_phases_at_a_tiny_shape_on_the_cpu():
+    out = subprocess.run([sys.executable, "bench/gpu_paper_shape.py", "--tiny", "--engine", "hf", "--prompts", "2"],
+                         cwd=ROOT, env={**os.environ, "PYTHONWARNINGS": "ignore"}, capture_output=True, text=True,
+                         check=True).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "seconds" not in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| generation (HF, bf16 autocast)", "| old log-probs",
+                                                     "| update (one optimizer mini-batch)"]

@@ -1,0 +1,241 @@
+"""What a setup needs of a GPU machine: memory per GPU and per phase, hours per arm, and the preflight that stops a
+run before any work when the GPUs present cannot hold it.
+
+The memory model counts the tensors the trainer keeps (twogrpo.trainer, twogrpo.grpo), in bytes per GPU:
+- weights, gradients and AdamW's two moments in float32, each split over the GPUs when sharded (FSDP);
+- gathered: what is whole on a GPU beside its shards: with FSDP the root (embedding, output layer; kept from the
+  forward to the backward pass) and two decoder layers (the one running and the one prefetched), in the compute
+  dtype; with DDP, its gradient buckets (a float32 copy of the gradients) and under bf16 autocast the bf16 copies
+  of the weights that the backward pass keeps;
+- activations of one micro-batch of T tokens: per decoder layer about 10 hidden-size and 4 intermediate-size values
+  per token (norms, q/k/v, attention output, the MLP's gate, up and product), all layers without gradient
+  checkpointing; with it each layer's input plus two layers' worth while one is recomputed; plus the final hidden
+  states, whole and at the response positions; and for a packed micro-batch its block-diagonal attention mask;
+- logits: a chunk of at most grpo.LOGIT_CHUNK_ELEMENTS float32 values (fewer when the micro-batch has fewer response
+  tokens), of which three copies live at once: in the forward pass the log-softmax, its exponential and their
+  product (the entropy), in the backward pass the log-softmax, the gradient it receives and the one it passes on;
+  and in the backward pass one float32 gradient of the output layer's weight;
+- vLLM: rollout.vllm_memory_utilization of the GPU's memory while it generates; asleep (weights offloaded, KV cache
+  freed) from the old log-probs to the sync.
+A test checks it against the peak memory measured on the CPU at three shapes with Qwen2.5's vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from twogrpo.config import Params
+from twogrpo.grpo import LOGIT_CHUNK_ELEMENTS
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """A Qwen2 model's dimensions, as its config.json states them."""
+
+    vocab: int
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    tied: bool  # the output layer shares the embedding's weights
+    positions: int
+
+    @classmethod
+    def from_config(cls, config: dict) -> ModelShape:
+        return cls(config["vocab_size"], config["hidden_size"], config["intermediate_size"],
+                   config["num_hidden_layers"], config["num_attention_heads"], config["num_key_value_heads"],
+                   bool(config.get("tie_word_embeddings", False)), config["max_position_embeddings"])
+
+    @property
+    def embedding_parameters(self) -> int:
+        return self.vocab * self.hidden * (1 if self.tied else 2)
+
+    @property
+    def layer_parameters(self) -> int:
+        kv = self.hidden // self.heads * self.kv_heads
+        attention = self.hidden * (self.hidden + 2 * kv) + (self.hidden + 2 * kv) + self.hidden * self.hidden
+        return attention + 3 * self.hidden * self.intermediate + 2 * self.hidden
+
+    @property
+    def parameters(self) -> int:
+        return self.embedding_parameters + self.layers * self.layer_parameters + self.hidden
+
+
+# The paper's models, from their config.json on the hub (read from the hub's copies; see docs/gpu.md).
+HUB_SHAPES = {
+    "Qwen/Qwen2.5-Math-1.5B": ModelShape(151936, 1536, 8960, 28, 12, 2, True, 4096),
+    "Qwen/Qwen2.5-Math-7B": ModelShape(152064, 3584, 18944, 28, 28, 4, False, 4096),
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B": ModelShape(151936, 1536, 8960, 28, 12, 2, False, 131072),
+}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """How the training runs on each GPU."""
+
+    gpus: int
+    sharded: bool  # FSDP (weights, gradients and AdamW state split over the GPUs) rather than DDP
+    precision: str  # float32 or bfloat16 (compute)
+    gradient_checkpointing: bool
+    micro_batch_tokens: int  # prompt + response tokens of one forward and backward pass
+    response_tokens: int  # of which response tokens (their log-probs go through the output layer)
+    vllm_fraction: float  # rollout.vllm_memory_utilization (0 = no vLLM on the GPU)
+    gpu_memory: int  # bytes of one GPU
+    packed: bool = False  # each micro-batch is one packed row (train.micro_batch_tokens > 0)
+
+
+def phase_memory(shape: ModelShape, work: Workload) -> dict[str, dict[str, float]]:
+    """Bytes per GPU of each part, in each phase: generation, old_logprob, update (see the module docstring)."""
+    P, H, V, T = shape.parameters, shape.hidden, shape.vocab, work.micro_batch_tokens
+    split = work.gpus if work.sharded else 1
+    compute = 2 if work.precision == "bfloat16" else 4
+    weights, optimizer = 4 * P / split, 8 * P / split
+    if work.sharded:
+        gathered = compute * (shape.embedding_parameters + 2 * shape.layer_parameters)
+    else:
+        gathered = (4 * P if work.gpus > 1 else 0) + (2 * P if work.precision == "bfloat16" else 0)
+    layer = T * (10 * H + 4 * shape.intermediate) * compute
+    saved = shape.layers * T * H * compute + 2 * layer if work.gradient_checkpointing else shape.layers * layer
+    chunk = min(work.response_tokens, max(1, LOGIT_CHUNK_ELEMENTS // V)) * V * 4
+    hidden = 2 * T * H * 4
+    if work.packed:  # the block-diagonal causal mask over the packed row: bool, and the attention kernel's bf16 copy
+        hidden += 3 * T * T
+    return {
+        "generation": {"weights": weights, "optimizer": optimizer, "vllm": work.vllm_fraction * work.gpu_memory},
+        "old_logprob": {"weights": weights, "optimizer": optimizer,
+                        "gathered": gathered - (4 * P if not work.sharded and work.gpus > 1 else 0),
+                        "activations": layer + hidden, "logits": 3 * chunk},
+        "update": {"weights": weights, "gradients": 4 * P / split, "optimizer": optimizer, "gathered": gathered,
+                   "activations": saved + hidden, "logits": 3 * chunk + V * H * 4},
+    }
+
+
+PHASES = ("generation", "old_logprob", "update")
+
+
+def peak_memory(shape: ModelShape, work: Workload) -> float:
+    return max(sum(parts.values()) for parts in phase_memory(shape, work).values())
+
+
+# The throughputs the hours are estimated from, per GPU, each with the model size it was measured at and its source.
+# Another model size scales them by parameters (the work per token grows with them).
+END_TO_END = (1_581, 8.03e9, "NeMo RL's published GRPO throughput (NVIDIA-NeMo/RL docs/about/performance-summary.md, "
+              "v0.5): Llama-3.1-8B, 16 H100 GPUs, bf16, on-policy with colocated generation, sequences up to 4,096 "
+              "tokens, mean generated length 1,019; prompt + generated tokens per second per GPU, whole steps")
+UPDATE = (27_191, 1.544e9, "bench/gpu_step.py on one NVIDIA H100 80GB HBM3 (this project, docs/gpu.md): forward, "
+          "backward and AdamW step of the Qwen2.5-Math-1.5B shape, bf16 autocast, 8 x 1,024 tokens")
+# Not stated by the paper; assumed for the hours (both scale them linearly), overridable on the command line.
+MEAN_PROMPT_TOKENS, MEAN_RESPONSE_TOKENS = 150, 600
+PROMPT_TOKENS = 300  # an upper estimate of a rendered MATH prompt, for the width of a micro-batch of rollouts
+
+
+def workload(params: Params, gpus: int, gpu_memory: int, sharded: bool) -> Workload:
+    t = params.train
+    longest = params.task.max_new_tokens + PROMPT_TOKENS
+    return Workload(gpus=gpus, sharded=sharded, precision=t.precision, gradient_checkpointing=t.gradient_checkpointing,
+                    micro_batch_tokens=t.micro_batch_tokens or t.micro_batch_rollouts * longest,
+                    response_tokens=t.micro_batch_tokens or t.micro_batch_rollouts * params.task.max_new_tokens,
+                    packed=bool(t.micro_batch_tokens),
+                    vllm_fraction=params.rollout.vllm_memory_utilization if params.rollout.engine != "hf" else 0.0,
+                    gpu_memory=gpu_memory)
+
+
+def arm_hours(params: Params, shape: ModelShape, gpus: int, prompt_tokens: float = MEAN_PROMPT_TOKENS,
+              response_tokens: float = MEAN_RESPONSE_TOKENS) -> dict[str, dict[str, float]]:
+    """Hours of each arm's training on `gpus` GPUs at END_TO_END's throughput (verl's full pass: every rollout
+    through the old log-probs and the update), and the part of them that the old log-probs (a forward pass, a third
+    of a training step's work) and the update take at UPDATE's throughput."""
+    t = params.train
+    whole = END_TO_END[0] * END_TO_END[1] / shape.parameters * gpus
+    update = UPDATE[0] * UPDATE[1] / shape.parameters * gpus
+    out = {}
+    for name, arm in t.arms.items():
+        per_prompt = t.step_rollout_cap // t.generation_batch_prompts if arm.resample else arm.group_size
+        rollouts = t.prompts * t.epochs * per_prompt  # 2-GRPO+RS: at most 16-GRPO's budget
+        tokens = rollouts * (prompt_tokens + response_tokens)
+        out[name] = {"rollouts": rollouts, "capped": arm.resample, "hours": tokens / whole / 3600,
+                     "update_hours": tokens * (1 + 1 / 3) / update / 3600}
+    return out
+
+
+def model_shape(params: Params, model_dir: Path | str | None = None) -> ModelShape:
+    """The base model's shape: from a saved model folder's config.json (the train stage's models/base, which holds
+    the raised position limit), else from base.model (a folder, or one of the paper's models) and
+    base.max_position_embeddings."""
+    if model_dir is not None:
+        return ModelShape.from_config(json.loads((Path(model_dir) / "config.json").read_text()))
+    config = Path(params.base.model) / "config.json"
+    if config.exists():
+        shape = ModelShape.from_config(json.loads(config.read_text()))
+    elif params.base.model in HUB_SHAPES:
+        shape = HUB_SHAPES[params.base.model]
+    else:
+        raise ValueError(f"base.model={params.base.model}: no config.json to read its shape from")
+    if params.base.max_position_embeddings:
+        shape = dataclasses.replace(shape, positions=params.base.max_position_embeddings)
+    return shape
+
+
+def preflight(params: Params, model_dir: Path | str, sharded: bool) -> None:
+    """Stop before any work when this machine cannot train the setup: fewer GPUs than train.gpus, or less free
+    memory on this process's GPU than the plan's peak (`model_dir` holds the model's config.json). Nothing to check
+    on the CPU (train.gpus 0)."""
+    import torch
+
+    need = params.train.gpus
+    if not need:
+        return
+    present = torch.cuda.device_count()
+    if present < need:
+        raise RuntimeError(f"the setup trains on train.gpus={need} GPUs; this machine has {present}: choose a "
+                           f"machine that fits with -S hardware=<name> (conf/hardware/)")
+    free, total = torch.cuda.mem_get_info(int(os.environ.get("LOCAL_RANK", "0")))
+    peak = peak_memory(model_shape(params, model_dir), workload(params, need, total, sharded))
+    if free < peak:
+        raise RuntimeError(
+            f"GPU {torch.cuda.get_device_name()} has {free / GIB:.1f} GiB free of {total / GIB:.1f}; the plan needs "
+            f"{peak / GIB:.1f} GiB per GPU (python -m twogrpo.setups <setup> --gpus {need} --gpu-memory "
+            f"{total / GIB:.0f}): shard over more GPUs (-S hardware=<name>, conf/hardware/), or lower "
+            f"train.micro_batch_tokens or rollout.vllm_memory_utilization")
+
+
+def describe_plan(params: Params, gpus: int, gpu_memory_gib: float, prompt_tokens: float = MEAN_PROMPT_TOKENS,
+                  response_tokens: float = MEAN_RESPONSE_TOKENS) -> str:
+    """The plan as text: memory per GPU by phase and part, and hours per arm with their sources."""
+    shape = model_shape(params)
+    _, sharded = params.train.launch_processes
+    work = workload(params, gpus, int(gpu_memory_gib * GIB), sharded)
+    mode = "FSDP" if sharded else "DDP" if gpus > 1 else "one process"
+    lines = [f"{params.base.model}: {shape.parameters / 1e9:.3f} B parameters, vocabulary {shape.vocab:,}, "
+             f"{shape.positions:,} positions; {gpus} GPU(s) of {gpu_memory_gib:g} GiB, {mode}, "
+             f"{params.train.precision}, micro-batches of {work.micro_batch_tokens:,} tokens"
+             f"{', gradient checkpointing' if work.gradient_checkpointing else ''}",
+             "memory per GPU, GiB:"]
+    for phase, parts in phase_memory(shape, work).items():
+        lines.append(f"  {phase:<12} {sum(parts.values()) / GIB:6.1f} = "
+                     + ", ".join(f"{k} {v / GIB:.1f}" for k, v in parts.items()))
+    peak = peak_memory(shape, work)
+    verdict = "fits" if peak <= gpu_memory_gib * GIB else (
+        "does NOT fit: more GPUs or FSDP (-S hardware=<name>), or lower train.micro_batch_tokens or "
+        "rollout.vllm_memory_utilization")
+    lines.append(f"  peak {peak / GIB:.1f} of {gpu_memory_gib:g} GiB: {verdict}")
+    lines.append(f"hours per arm (prompts {prompt_tokens:g} and responses {response_tokens:g} tokens on average, "
+                 f"assumed; --prompt-tokens, --response-tokens):")
+    for name, h in arm_hours(params, shape, gpus, prompt_tokens, response_tokens).items():
+        upto = "at most " if h["capped"] else ""  # 2-GRPO+RS: within 16-GRPO's budget
+        lines.append(f"  {name}: {upto}{h['rollouts']:,} rollouts, {upto}{h['hours']:.2f} h, of which old log-probs "
+                     f"and update {h['update_hours']:.2f} h")
+    lines.append(f"  whole steps at {END_TO_END[0]:,} tokens/s per GPU for {END_TO_END[1] / 1e9:.2f} B parameters, "
+                 f"scaled by parameters; source: {END_TO_END[2]}")
+    lines.append(f"  old log-probs and update at {UPDATE[0]:,} tokens/s per GPU for {UPDATE[1] / 1e9:.3f} B "
+                 f"parameters, scaled by parameters; source: {UPDATE[2]}")
+    return "\n".join(lines)
