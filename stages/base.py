@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from transformers import AutoConfig
+
 from twogrpo.config import BaseConfig
 from twogrpo.io import atomic_path, weights_sha256, write_json
 from twogrpo.policy import build_char_tokenizer, build_tiny_model, load_policy
@@ -27,8 +29,12 @@ log = logging.getLogger("base")
 def save_pretrained_base(cfg: BaseConfig) -> None:
     """Copy a pretrained model into models/base through from_pretrained/save_pretrained, recording its origin."""
     local = Path(cfg.model).is_dir()
-    model, tokenizer = load_policy(cfg.model, revision=None if local else cfg.revision,
-                                   max_positions=cfg.max_position_embeddings)
+    revision = None if local else cfg.revision
+    model, tokenizer = load_policy(cfg.model, revision=revision, max_positions=cfg.max_position_embeddings)
+    own = AutoConfig.from_pretrained(cfg.model, revision=revision).max_position_embeddings
+    if model.config.max_position_embeddings < own:
+        raise ValueError(f"base.max_position_embeddings={cfg.max_position_embeddings} would lower {cfg.model}'s own "
+                         f"{own} positions; it only raises them (0 keeps the model's own)")
     if local:
         origin = {"path": str(Path(cfg.model).resolve())}
     else:
@@ -40,7 +46,7 @@ def save_pretrained_base(cfg: BaseConfig) -> None:
     log.info("base model %s: %d parameters, %s", cfg.model, model.num_parameters(), origin)
     write_json({"model": cfg.model, "parameters": model.num_parameters(),
                 "max_position_embeddings": model.config.max_position_embeddings,
-                "positions_raised": bool(cfg.max_position_embeddings), **origin}, METRICS)
+                "positions_raised": model.config.max_position_embeddings > own, **origin}, METRICS)
 
 
 def main() -> None:

@@ -68,9 +68,10 @@ def train(args: argparse.Namespace, params: Params, dist: Dist) -> None:
                   params.evaluate.max_new_tokens, "evaluate.max_new_tokens")
     engine = make_engine(params.rollout, model, tokenizer, "models/base", args.seed)
     run_dir = Path("runs") / name
-    # Everything that determines the run; a checkpoint saved under other settings is not resumed.
-    checkpoint = Checkpoint(name, fingerprint(params.train, params.task, params.rollout, params.evaluate, args.arm,
-                                              args.seed, weights_sha256("models/base")))
+    # Everything that determines the run; a checkpoint saved under other settings is not resumed (memory-only
+    # settings aside: after running out of memory, a smaller micro-batch resumes).
+    checkpoint = Checkpoint(name, fingerprint(params.train.result_settings, params.task, params.rollout,
+                                              params.evaluate, args.arm, args.seed, weights_sha256("models/base")))
     with atomic_path(run_dir / "live") if dist.is_main else nullcontext() as live_dir:
         live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) if dist.is_main else None
 

@@ -74,15 +74,21 @@ def test_entropy_carries_a_gradient_only_when_it_is_in_the_loss(small_chunks):
     assert logprobs(model, batch, entropy_grad=True)[1].requires_grad
 
 
-def test_a_token_budget_cuts_micro_batches_in_order_within_the_budget():
+def test_a_token_budget_cuts_micro_batches_within_the_budget():
     samples = rollouts(8)
     lengths = [len(p) + len(r) for p, r in zip(samples.prompt_ids, samples.response_ids)]
-    parts = Forward(rollouts=2, tokens=20).split(samples, list(range(8)))
-    assert [i for part in parts for i in part] == list(range(8))
-    for part in parts:
+    packed = Forward(rollouts=2, tokens=20).split(samples, list(range(8)), packed=True)
+    assert [i for part in packed for i in part] == list(range(8))  # in order
+    for part, after in zip(packed, packed[1:] + [None]):
         assert sum(lengths[i] for i in part) <= 20 or len(part) == 1
-    for a, b in zip(parts, parts[1:]):  # each cut was forced: the next rollout did not fit
-        assert sum(lengths[i] for i in a) + lengths[b[0]] > 20
+        assert after is None or sum(lengths[i] for i in part) + lengths[after[0]] > 20  # each cut was forced
+    padded = Forward(rollouts=2, tokens=20).split(samples, list(range(8)))
+    assert sorted(i for part in padded for i in part) == list(range(8))
+    order = [i for part in padded for i in part]
+    assert [lengths[i] for i in order] == sorted(lengths, reverse=True)  # longest first
+    for part, after in zip(padded, padded[1:] + [None]):
+        assert len(part) * lengths[part[0]] <= 20 or len(part) == 1  # padded to its longest, within the budget
+        assert after is None or (len(part) + 1) * lengths[part[0]] > 20
     assert Forward(rollouts=3).split(samples, list(range(8))) == [[0, 1, 2], [3, 4, 5], [6, 7]]
 
 

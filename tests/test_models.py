@@ -68,3 +68,5 @@ def test_prompt_plus_response_beyond_the_positions_stops_unless_the_limit_is_rai
     raised, _ = load_policy("models/base")
     check_context(tokenizer, raised.config.max_position_embeddings, prompts, 48, "task.max_new_tokens")
     torch.testing.assert_close(raised.state_dict(), model.state_dict())  # the weights are untouched
+    with pytest.raises(ValueError, match="base.max_position_embeddings=32 would lower .*64 positions"):
+        save_pretrained_base(dataclasses.replace(BASE, model=str(tmp_path / "hub"), max_position_embeddings=32))

@@ -56,8 +56,8 @@ def test_the_preflight_stops_a_gpu_setup_on_a_machine_without_its_gpus():
 
     if torch.cuda.device_count() >= 4:
         pytest.skip("this machine has the GPUs")
-    with pytest.raises(RuntimeError, match=rf"train.gpus=4 GPUs; this machine has {torch.cuda.device_count()}.*"
-                                           rf"-S hardware=<name>"):
+    with pytest.raises(RuntimeError, match=rf"train.gpus=4 GPUs, 4 on this machine, which has "
+                                           rf"{torch.cuda.device_count()}.*-S hardware=<name>"):
         plan.preflight(paper(), ROOT / "models" / "nowhere", sharded=False)
     plan.preflight(compose([])[1], ROOT / "models" / "base", sharded=False)  # the CPU: nothing to check
 

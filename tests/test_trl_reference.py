@@ -46,11 +46,26 @@ def trl_trainer(tmp_path, loss_type, beta):
     return trainer, tokenizer
 
 
+def token_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   response_start: torch.Tensor, width: int,
+                   entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N, width] log-probs and entropies of each right-padded row's response window (response_start: [N]), through
+    the trainer's own pieces (values past a row's end are meaningless and must be masked)."""
+    hidden = grpo.final_hidden_states(model, input_ids, attention_mask)  # [N, L, H]
+    # Each row's window [start-1, start-1+width) of predicting positions.
+    index = (response_start - 1).unsqueeze(1) + torch.arange(width, device=input_ids.device).unsqueeze(0)
+    index = index.clamp(max=hidden.shape[1] - 1)  # [N, width]
+    targets = input_ids.gather(1, (index + 1).clamp(max=input_ids.shape[1] - 1))  # [N, width]
+    window = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # [N, width, H]
+    logp, entropy = grpo.head_logprobs(grpo.output_layer(model), window.flatten(0, 1), targets.flatten(), entropy_grad)
+    return logp.view(targets.shape), entropy.view(targets.shape)
+
+
 def our_loss(model, prompt, completion, mask, advantages, old, ref, mode, beta):
     ids = torch.cat([prompt, completion], 1)
     attention = torch.cat([torch.ones_like(prompt), mask], 1)
     start = torch.full((4,), prompt.shape[1])
-    logp, _ = grpo.token_logprobs(model, ids, attention, start, HORIZON)
+    logp, _ = token_logprobs(model, ids, attention, start, HORIZON)
     terms, _ = grpo.policy_loss_terms(logp, old, advantages, 0.2, 0.28, clip_ratio_c=1e9)
     m = mask.float()
     loss = grpo.aggregate(terms, m, mode, 4, int(m.sum()), HORIZON)
@@ -68,7 +83,7 @@ def test_loss_and_gradient_equal_trl(tmp_path, loss_type, beta):
     # Old and reference log-probs off the current policy, so ratios leave the clip range on both sides.
     with torch.no_grad():
         ids = torch.cat([prompt, completion], 1)
-        current, _ = grpo.token_logprobs(model, ids, torch.ones_like(ids), torch.full((4,), prompt.shape[1]), HORIZON)
+        current, _ = token_logprobs(model, ids, torch.ones_like(ids), torch.full((4,), prompt.shape[1]), HORIZON)
     noise = torch.randn(current.shape, generator=torch.Generator().manual_seed(1))
     old, ref = current + 0.3 * noise, current - 0.2 * noise
     inputs = {"prompt_ids": prompt, "prompt_mask": torch.ones_like(prompt), "completion_ids": completion,

@@ -242,18 +242,27 @@ class TrainConfig:
     def launch_processes(self) -> tuple[int, bool]:
         """(processes, sharded) that train.launch starts: one for `python`, else its accelerate config's (or its
         --num_processes)."""
-        words = shlex.split(self.launch)
-        if "--config_file" not in words[:-1]:
+        options = _launch_options(self.launch)
+        if "config_file" not in options:
             return 1, False
-        path = Path(words[words.index("--config_file") + 1])
+        path = Path(options["config_file"])
+        if not path.is_absolute() and not path.exists():  # relative to the project, wherever it is run from
+            path = Path(__file__).resolve().parents[1] / path
         try:
             config = yaml.safe_load(path.read_text())
-            processes = words[words.index("--num_processes") + 1] if "--num_processes" in words[:-1] else \
-                config["num_processes"]
+            processes = options.get("num_processes", config["num_processes"])
             return int(processes), config.get("distributed_type") == "FSDP"
         except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as error:
             raise ParamsError(f"train.launch={self.launch!r}: cannot read num_processes from {path} "
                               f"({type(error).__name__}: {error})") from None
+
+    @property
+    def result_settings(self) -> TrainConfig:
+        """These settings less those that change only memory and speed (micro-batching, gradient checkpointing, the
+        checkpoint interval): a checkpoint resumes across them, so an out-of-memory run resumes with a smaller
+        micro-batch."""
+        return dataclasses.replace(self, micro_batch_rollouts=1, micro_batch_tokens=0, gradient_checkpointing=False,
+                                   checkpoint_every=0)
 
     def prompts_per_minibatch(self, arm: ArmConfig) -> int:
         return arm.prompts_per_minibatch or self.rollouts_per_minibatch // arm.group_size
@@ -489,6 +498,18 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise ParamsError(f"{key}={value!r}: expected {hint.__name__}, got {type(value).__name__}")
     return value
+
+
+def _launch_options(launch: str) -> dict[str, str]:
+    """The --options of a launch command: `--config_file x`, `--config_file=x` and `--config-file x` alike."""
+    words, options = shlex.split(launch), {}
+    for i, word in enumerate(words):
+        if word.startswith("--"):
+            name, _, value = word[2:].partition("=")
+            if not value and i + 1 < len(words) and not words[i + 1].startswith("-"):
+                value = words[i + 1]
+            options[name.replace("-", "_")] = value
+    return options
 
 
 def _positive(section: str, **values: float) -> None:

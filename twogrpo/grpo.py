@@ -89,25 +89,6 @@ def output_layer(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model).get_output_embeddings()
 
 
-def token_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   response_start: torch.Tensor, width: int,
-                   entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs and entropies of the response tokens under `model`.
-
-    input_ids, attention_mask: [N, L] right-padded prompt+response; response_start: [N] index of each row's first
-    response token. Returns two [N, width] tensors: at t, log p(response token t) and the entropy of the
-    distribution it was drawn from; values past a row's end are meaningless and must be masked.
-    """
-    hidden = final_hidden_states(model, input_ids, attention_mask)  # [N, L, H]
-    # Each row's window [start-1, start-1+width) of predicting positions.
-    index = (response_start - 1).unsqueeze(1) + torch.arange(width, device=input_ids.device).unsqueeze(0)
-    index = index.clamp(max=hidden.shape[1] - 1)  # [N, width]
-    targets = input_ids.gather(1, (index + 1).clamp(max=input_ids.shape[1] - 1))  # [N, width]
-    window = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # [N, width, H]
-    logp, entropy = head_logprobs(output_layer(model), window.flatten(0, 1), targets.flatten(), entropy_grad)
-    return logp.view(targets.shape), entropy.view(targets.shape)
-
-
 def policy_loss_terms(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, clip_low: float,
                       clip_high: float, clip_ratio_c: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-token clipped surrogate loss with verl's dual clip, and where each clip bound.

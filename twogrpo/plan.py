@@ -2,19 +2,21 @@
 run before any work when the GPUs present cannot hold it.
 
 The memory model counts the tensors the trainer keeps (twogrpo.trainer, twogrpo.grpo), in bytes per GPU:
-- weights, gradients and AdamW's two moments in float32, each split over the GPUs when sharded (FSDP);
-- gathered: what is whole on a GPU beside its shards: with FSDP the root (embedding, output layer; kept from the
-  forward to the backward pass) and two decoder layers (the one running and the one prefetched), in the compute
-  dtype; with DDP, its gradient buckets (a float32 copy of the gradients) and under bf16 autocast the bf16 copies
-  of the weights that the backward pass keeps;
+- resident in every phase: float32 weights and AdamW's two moments, split over the GPUs when sharded (FSDP); with
+  DDP its gradient buckets (a float32 copy of the gradients, allocated when it wraps the model); with a KL penalty
+  the frozen reference policy, whole;
+- gradients, float32, split when sharded, during the update (freed once the step's updates are done);
+- gathered: with FSDP the root (embedding, output layer; kept from the forward to the backward pass) and two
+  decoder layers (the one running and the one prefetched), in the compute dtype; with DDP under bf16 autocast
+  without gradient checkpointing, the bf16 copies of the weights that the backward pass keeps;
 - activations of one micro-batch of T tokens: per decoder layer about 10 hidden-size and 4 intermediate-size values
   per token (norms, q/k/v, attention output, the MLP's gate, up and product), all layers without gradient
-  checkpointing; with it each layer's input plus two layers' worth while one is recomputed; plus the final hidden
-  states, whole and at the response positions; and for a packed micro-batch its block-diagonal attention mask;
+  checkpointing; with it each layer's input (float32 under autocast: the residual stream) plus two layers' worth
+  while one is recomputed; plus the final hidden states, whole and at the response positions;
 - logits: a chunk of at most grpo.LOGIT_CHUNK_ELEMENTS float32 values (fewer when the micro-batch has fewer response
   tokens), of which three copies live at once: in the forward pass the log-softmax, its exponential and their
-  product (the entropy), in the backward pass the log-softmax, the gradient it receives and the one it passes on;
-  and in the backward pass one float32 gradient of the output layer's weight;
+  product (the entropy), in the backward pass the log-softmax, the gradient it receives and the one it passes on
+  (two more with an entropy bonus); and in the backward pass one float32 gradient of the output layer's weight;
 - vLLM: rollout.vllm_memory_utilization of the GPU's memory while it generates; asleep (weights offloaded, KV cache
   freed) from the old log-probs to the sync.
 A test checks it against the peak memory measured on the CPU at three shapes with Qwen2.5's vocabulary.
@@ -27,8 +29,6 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
 
 from twogrpo.config import Params
 from twogrpo.grpo import LOGIT_CHUNK_ELEMENTS
@@ -86,36 +86,40 @@ class Workload:
     sharded: bool  # FSDP (weights, gradients and AdamW state split over the GPUs) rather than DDP
     precision: str  # float32 or bfloat16 (compute)
     gradient_checkpointing: bool
-    micro_batch_tokens: int  # prompt + response tokens of one forward and backward pass
+    micro_batch_tokens: int  # (padded) prompt + response tokens of one forward and backward pass
     response_tokens: int  # of which response tokens (their log-probs go through the output layer)
     vllm_fraction: float  # rollout.vllm_memory_utilization (0 = no vLLM on the GPU)
     gpu_memory: int  # bytes of one GPU
-    packed: bool = False  # each micro-batch is one packed row (train.micro_batch_tokens > 0)
+    reference: bool = False  # a frozen reference policy for the KL penalty (train.kl_coef > 0), never sharded
+    entropy_grad: bool = False  # an entropy bonus (train.entropy_coef > 0): its gradient goes through the logits
 
 
 def phase_memory(shape: ModelShape, work: Workload) -> dict[str, dict[str, float]]:
     """Bytes per GPU of each part, in each phase: generation, old_logprob, update (see the module docstring)."""
     P, H, V, T = shape.parameters, shape.hidden, shape.vocab, work.micro_batch_tokens
     split = work.gpus if work.sharded else 1
-    compute = 2 if work.precision == "bfloat16" else 4
-    weights, optimizer = 4 * P / split, 8 * P / split
+    bf16 = work.precision == "bfloat16"
+    compute = 2 if bf16 else 4
+    stream = 2 if bf16 and work.sharded else 4  # autocast keeps the residual stream in float32; FSDP's bf16 weights not
+    resident = {"weights": 4 * P / split, "optimizer": 8 * P / split}
+    if work.reference:
+        resident["reference"] = 4 * P
+    if not work.sharded and work.gpus > 1:
+        resident["DDP buckets"] = 4 * P  # a float32 copy of the gradients, allocated when DDP wraps the model
     if work.sharded:
         gathered = compute * (shape.embedding_parameters + 2 * shape.layer_parameters)
-    else:
-        gathered = (4 * P if work.gpus > 1 else 0) + (2 * P if work.precision == "bfloat16" else 0)
+    else:  # autocast's bf16 weight copies, kept for the backward pass unless the layers are recomputed
+        gathered = 2 * P if bf16 and not work.gradient_checkpointing else 0
     layer = T * (10 * H + 4 * shape.intermediate) * compute
-    saved = shape.layers * T * H * compute + 2 * layer if work.gradient_checkpointing else shape.layers * layer
+    saved = shape.layers * T * H * stream + 2 * layer if work.gradient_checkpointing else shape.layers * layer
     chunk = min(work.response_tokens, max(1, LOGIT_CHUNK_ELEMENTS // V)) * V * 4
     hidden = 2 * T * H * 4
-    if work.packed:  # the block-diagonal causal mask over the packed row: bool, and the attention kernel's bf16 copy
-        hidden += 3 * T * T
     return {
-        "generation": {"weights": weights, "optimizer": optimizer, "vllm": work.vllm_fraction * work.gpu_memory},
-        "old_logprob": {"weights": weights, "optimizer": optimizer,
-                        "gathered": gathered - (4 * P if not work.sharded and work.gpus > 1 else 0),
-                        "activations": layer + hidden, "logits": 3 * chunk},
-        "update": {"weights": weights, "gradients": 4 * P / split, "optimizer": optimizer, "gathered": gathered,
-                   "activations": saved + hidden, "logits": 3 * chunk + V * H * 4},
+        "generation": {**resident, "vllm": work.vllm_fraction * work.gpu_memory},
+        "old_logprob": {**resident, "gathered": gathered if work.sharded else 0, "activations": layer + hidden,
+                        "logits": 3 * chunk},
+        "update": {**resident, "gradients": 4 * P / split, "gathered": gathered, "activations": saved + hidden,
+                   "logits": (5 if work.entropy_grad else 3) * chunk + V * H * 4},
     }
 
 
@@ -140,20 +144,19 @@ PROMPT_TOKENS = 300  # an upper estimate of a rendered MATH prompt, for the widt
 
 def workload(params: Params, gpus: int, gpu_memory: int, sharded: bool) -> Workload:
     t = params.train
-    longest = params.task.max_new_tokens + PROMPT_TOKENS
+    longest = params.task.max_new_tokens + PROMPT_TOKENS  # a rollout longer than the budget is a micro-batch alone
+    tokens = max(t.micro_batch_tokens, longest) if t.micro_batch_tokens else t.micro_batch_rollouts * longest
     return Workload(gpus=gpus, sharded=sharded, precision=t.precision, gradient_checkpointing=t.gradient_checkpointing,
-                    micro_batch_tokens=t.micro_batch_tokens or t.micro_batch_rollouts * longest,
-                    response_tokens=t.micro_batch_tokens or t.micro_batch_rollouts * params.task.max_new_tokens,
-                    packed=bool(t.micro_batch_tokens),
+                    micro_batch_tokens=tokens, response_tokens=tokens,
                     vllm_fraction=params.rollout.vllm_memory_utilization if params.rollout.engine != "hf" else 0.0,
-                    gpu_memory=gpu_memory)
+                    gpu_memory=gpu_memory, reference=t.kl_coef > 0, entropy_grad=t.entropy_coef > 0)
 
 
 def arm_hours(params: Params, shape: ModelShape, gpus: int, prompt_tokens: float = MEAN_PROMPT_TOKENS,
               response_tokens: float = MEAN_RESPONSE_TOKENS) -> dict[str, dict[str, float]]:
     """Hours of each arm's training on `gpus` GPUs at END_TO_END's throughput (verl's full pass: every rollout
-    through the old log-probs and the update), and the part of them that the old log-probs (a forward pass, a third
-    of a training step's work) and the update take at UPDATE's throughput."""
+    through the old log-probs and the update), and the part of them that the old log-probs and the update take at
+    UPDATE's throughput."""
     t = params.train
     whole = END_TO_END[0] * END_TO_END[1] / shape.parameters * gpus
     update = UPDATE[0] * UPDATE[1] / shape.parameters * gpus
@@ -162,8 +165,11 @@ def arm_hours(params: Params, shape: ModelShape, gpus: int, prompt_tokens: float
         per_prompt = t.step_rollout_cap // t.generation_batch_prompts if arm.resample else arm.group_size
         rollouts = t.prompts * t.epochs * per_prompt  # 2-GRPO+RS: at most 16-GRPO's budget
         tokens = rollouts * (prompt_tokens + response_tokens)
+        # The old log-probs are a forward pass (2 of a step's 6 x parameters FLOPs per token); recomputing the
+        # checkpointed layers adds another forward to the update (UPDATE was measured without it).
+        work = (2 + (8 if t.gradient_checkpointing else 6)) / 6
         out[name] = {"rollouts": rollouts, "capped": arm.resample, "hours": tokens / whole / 3600,
-                     "update_hours": tokens * (1 + 1 / 3) / update / 3600}
+                     "update_hours": tokens * work / update / 3600}
     return out
 
 
@@ -195,9 +201,10 @@ def preflight(params: Params, model_dir: Path | str, sharded: bool) -> None:
     if not need:
         return
     present = torch.cuda.device_count()
-    if present < need:
-        raise RuntimeError(f"the setup trains on train.gpus={need} GPUs; this machine has {present}: choose a "
-                           f"machine that fits with -S hardware=<name> (conf/hardware/)")
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", need))  # this machine's share of several machines' processes
+    if present < local:
+        raise RuntimeError(f"the setup trains on train.gpus={need} GPUs, {local} on this machine, which has "
+                           f"{present}: choose a machine that fits with -S hardware=<name> (conf/hardware/)")
     free, total = torch.cuda.mem_get_info(int(os.environ.get("LOCAL_RANK", "0")))
     peak = peak_memory(model_shape(params, model_dir), workload(params, need, total, sharded))
     if free < peak:
@@ -222,7 +229,7 @@ def describe_plan(params: Params, gpus: int, gpu_memory_gib: float, prompt_token
              "memory per GPU, GiB:"]
     for phase, parts in phase_memory(shape, work).items():
         lines.append(f"  {phase:<12} {sum(parts.values()) / GIB:6.1f} = "
-                     + ", ".join(f"{k} {v / GIB:.1f}" for k, v in parts.items()))
+                     + ", ".join(f"{k} {v / GIB:.1f}" for k, v in parts.items() if v))
     peak = peak_memory(shape, work)
     verdict = "fits" if peak <= gpu_memory_gib * GIB else (
         "does NOT fit: more GPUs or FSDP (-S hardware=<name>), or lower train.micro_batch_tokens or "

@@ -108,32 +108,32 @@ class Checkpointing:
 
 @dataclass(frozen=True)
 class Forward:
-    """How the trainer's forward passes run: micro-batches by rollouts (right-padded) or by a token budget (packed
-    into one row, no padding: verl's dynamic batch size), in float32 or bf16 autocast. Micro-batching changes memory
-    and speed, not the result (float rounding aside); bf16 changes the rounding."""
+    """How the trainer's forward passes run: micro-batches of a number of rollouts, or of a token budget (verl's
+    dynamic batch size), in float32 or bf16 autocast. Micro-batching changes memory and speed, not the result (float
+    rounding aside); bf16 changes the rounding."""
 
     rollouts: int  # rollouts per micro-batch (train.micro_batch_rollouts), when tokens is 0
-    tokens: int = 0  # prompt + response tokens per micro-batch (train.micro_batch_tokens); 0 = by rollouts
+    tokens: int = 0  # tokens per micro-batch (train.micro_batch_tokens); 0 = by rollouts
     precision: str = "float32"  # train.precision: float32, or bfloat16 compute over float32 weights
 
     @classmethod
     def of(cls, cfg: TrainConfig) -> Forward:
         return cls(cfg.micro_batch_rollouts, cfg.micro_batch_tokens, cfg.precision)
 
-    def split(self, samples: Samples, rows: list[int]) -> list[list[int]]:
-        """`rows` in order, cut into micro-batches: `rollouts` at a time, or as many as fit `tokens` (a longer
-        rollout makes a micro-batch of its own)."""
+    def split(self, samples: Samples, rows: list[int], packed: bool = False) -> list[list[int]]:
+        """`rows` cut into micro-batches: `rollouts` at a time, in order; or within the token budget: packed, as many
+        rollouts in order as their tokens fit; padded, longest first, as many as fit once padded to the longest (so
+        little padding is computed). A rollout longer than the budget makes a micro-batch of its own."""
         if not self.tokens:
             return [rows[i:i + self.rollouts] for i in range(0, len(rows), self.rollouts)]
+        length = {i: len(samples.prompt_ids[i]) + len(samples.response_ids[i]) for i in rows}
         parts: list[list[int]] = []
-        used = 0
-        for i in rows:
-            n = len(samples.prompt_ids[i]) + len(samples.response_ids[i])
-            if not parts or used + n > self.tokens:
-                parts.append([])
-                used = 0
-            parts[-1].append(i)
-            used += n
+        for i in rows if packed else sorted(rows, key=lambda i: -length[i]):
+            if parts and (sum(length[j] for j in parts[-1]) + length[i] if packed else
+                          (len(parts[-1]) + 1) * length[parts[-1][0]]) <= self.tokens:
+                parts[-1].append(i)
+            else:
+                parts.append([i])
         return parts
 
     def autocast(self, device: torch.device):
@@ -141,6 +141,14 @@ class Forward:
         if self.precision == "bfloat16":
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return nullcontext()
+
+
+def packs(model) -> bool:
+    """Whether micro-batches by token budget are packed into one row: under flash attention, which attends within
+    each packed rollout from the position ids. Under SDPA or eager attention a packed row needs a dense
+    block-diagonal mask and attends over the whole row (quadratic in the micro-batch's tokens), so rollouts are
+    right-padded instead."""
+    return (getattr(model, "module", model).config._attn_implementation or "").startswith("flash")
 
 
 @dataclass
@@ -158,6 +166,8 @@ class Batch:
 
 
 def collate(samples: Samples, rows: list[int], pad_id: int, device: torch.device, packed: bool = False) -> Batch:
+    if not rows:
+        raise ValueError("an empty micro-batch")  # micro_batches never makes one: rows_to_update keeps a row
     seqs = [samples.prompt_ids[i] + samples.response_ids[i] for i in rows]
     starts = [len(samples.prompt_ids[i]) for i in rows]
     resp_len = [len(samples.response_ids[i]) for i in rows]
@@ -209,9 +219,10 @@ def frozen_logprobs(model, samples: Samples, forward: Forward, pad: int, rows: l
     n = len(samples.response_ids)
     rows = list(range(n)) if rows is None else rows
     out = torch.zeros(n, max(map(len, samples.response_ids)), device=model.device)
-    for part, real in micro_batches(forward.split(samples, rows), is_sharded(model)):
+    packed = bool(forward.tokens) and packs(model)
+    for part, real in micro_batches(forward.split(samples, rows, packed), is_sharded(model)):
         with forward.autocast(model.device):
-            logp = logprobs(model, collate(samples, part, pad, model.device, packed=bool(forward.tokens)))[0]
+            logp = logprobs(model, collate(samples, part, pad, model.device, packed))[0]
         if real:
             out[part, : logp.shape[1]] = logp
     return out
@@ -321,9 +332,10 @@ def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_lo
     sharded = is_sharded(model)
     forward = Forward.of(cfg)
     device = next(model.parameters()).device  # model may be DDP-wrapped
-    parts = micro_batches(forward.split(samples, rows), sharded)
+    packed = bool(forward.tokens) and packs(model)
+    parts = micro_batches(forward.split(samples, rows, packed), sharded)
     for k, (part, real) in enumerate(parts):
-        batch = collate(samples, part, pad, device, packed=bool(forward.tokens))
+        batch = collate(samples, part, pad, device, packed)
         mask = batch.response_mask
         # DDP reduces the gradients in every backward outside no_sync: here only in the last micro-batch, so each
         # process reduces once per step however many micro-batches its rows make (with dead groups skipped, the
@@ -480,6 +492,8 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)  # no gradients held while the engine generates
         with timer("sync"):
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # the update's cached blocks go back to the device before vLLM wakes
             engine.resume()
             engine.sync(model)
         # The step's telemetry over all processes: sums of every count and token-weighted total.
