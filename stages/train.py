@@ -11,11 +11,13 @@ it once the outputs are written.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import math
 from contextlib import nullcontext
 from pathlib import Path
 
+import torch
 from dvclive import Live
 
 from twogrpo.engine import make_engine
@@ -52,6 +54,8 @@ def train(args: argparse.Namespace, params: Params, dist: Dist) -> None:
     log.info("arm %s: G=%d, %d prompts per mini-batch, lr %.3g", name, arm.group_size,
              params.train.prompts_per_minibatch(arm), params.train.lr(arm))
     model, tokenizer = load_policy("models/base")
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn"):
+        model.set_attn_implementation("flash_attention_2")  # micro-batches by token budget packed, without padding
     if params.train.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     train_table = read_table("data/prepared/train.parquet", Problems)

@@ -226,9 +226,10 @@ class TrainConfig:
     eval_benchmark: str  # the benchmark of that in-training evaluation (one of prepare.benchmarks)
     eval_problems: int  # its first N problems
     eval_samples: int  # samples per problem in that evaluation
-    # Prompt + response tokens per micro-batch of the update and old log-probs, packed into one row without padding
-    # (verl's use_dynamic_bsz with ppo_max_token_len_per_gpu); 0 = micro_batch_rollouts rollouts, right-padded. Memory
-    # and speed only: under the mini-batch-wide loss normalisation the result is the same (float rounding aside).
+    # Prompt + response tokens per micro-batch of the update and old log-probs (verl's use_dynamic_bsz with
+    # ppo_max_token_len_per_gpu): rollouts longest first, as many as fit once right-padded; packed into one row
+    # without padding under flash attention (twogrpo.trainer.packs). 0 = micro_batch_rollouts rollouts, in order.
+    # Memory and speed only: under the mini-batch-wide loss normalisation the result is the same (rounding aside).
     micro_batch_tokens: int = 0
     # float32, or bfloat16: bf16 compute (autocast; FSDP all-gathers bf16 weights) over float32 master weights,
     # gradients and AdamW state, as verl's FSDP mixed precision (param bf16, reduce float32).
