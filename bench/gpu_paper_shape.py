@@ -132,7 +132,8 @@ def main() -> None:
     total_memory = torch.cuda.get_device_properties(0).total_memory if device.type == "cuda" else 0
     estimate = plan.phase_memory(shape, plan.workload(params, 1, total_memory, sharded=False))
     print("| phase | seconds | tokens/s | peak memory, GiB | planner, GiB |\n|---|---|---|---|---|")
-    tokens = [generated, generated + len(responses) * args.prompt_tokens, generated + len(responses) * args.prompt_tokens]
+    with_prompts = generated + len(responses) * args.prompt_tokens
+    tokens = [generated, with_prompts, with_prompts]
     for (phase, seconds, peak), key, n in zip(rows, plan.PHASES, tokens):
         print(f"| {phase} | {seconds:.1f} | {n / seconds:,.0f} | {peak / GIB:.1f} | "
               f"{sum(estimate[key].values()) / GIB:.1f} |")

@@ -31,20 +31,22 @@ def fixed_rollouts(vocab: int) -> tuple[Samples, torch.Tensor]:
     return samples, rewards
 
 
-def main(out: str) -> None:
+def main(out: str, *changes: str) -> None:
+    """changes: `key=value` settings of the step (precision=bfloat16, micro_batch_tokens=40)."""
     dist = Dist.from_environment()
-    step(dist, out)
+    step(dist, out, dict(change.split("=") for change in changes))
     dist.close()  # after step() has released the model (Dist.close)
 
 
-def step(dist: Dist, out: str) -> None:
+def step(dist: Dist, out: str, changes: dict[str, str]) -> None:
     torch.manual_seed(0)
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(BASE, tokenizer)
     # 4 rollouts per forward/backward: the processes run different numbers of micro-batches once dead groups are
     # skipped (the first 4, the second 1), as a paper setup's processes do (8 rollouts per micro-batch); sharded,
     # the second pads its forward and backward passes to 4.
-    cfg = dataclasses.replace(TRAIN, micro_batch_rollouts=4)
+    cfg = dataclasses.replace(TRAIN, micro_batch_rollouts=4, precision=changes.get("precision", "float32"),
+                              micro_batch_tokens=int(changes.get("micro_batch_tokens", 0)))
     samples, rewards = fixed_rollouts(len(tokenizer))
     advantages = grpo.group_advantages(rewards, G, cfg.adv_eps, cfg.adv_std)
     groups = dist.share(GROUPS, GROUPS) if dist.world > 1 else list(range(GROUPS))
@@ -53,7 +55,7 @@ def step(dist: Dist, out: str) -> None:
     live = rows_to_update(list(range(len(rows))), grpo.dead_groups(rewards[rows], G), G, skip_dead=True)
     pad = tokenizer.pad_token_id
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    trained = dist.prepare(model)  # DDP, or FSDP sharding `model` in place
+    trained = dist.prepare(model, cfg.precision)  # DDP, or FSDP sharding `model` in place
     optimizer = torch.optim.AdamW(trained.parameters(), lr=1e-2, weight_decay=0.01)
     old_logp = frozen_logprobs(model, local, Forward.of(cfg), pad, live)
     sizes = dist.sum([len(rows), local.num_tokens])
@@ -66,4 +68,4 @@ def step(dist: Dist, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

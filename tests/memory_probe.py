@@ -52,7 +52,8 @@ def main() -> None:
                        heads=args.heads, kv_heads=args.kv_heads, tied=True, positions=args.prompt_tokens +
                        args.response_tokens)
     cfg = dataclasses.replace(TRAIN, micro_batch_rollouts=args.micro_batch_rollouts,
-                              micro_batch_tokens=args.micro_batch_tokens, gradient_checkpointing=args.gradient_checkpointing)
+                              micro_batch_tokens=args.micro_batch_tokens,
+                              gradient_checkpointing=args.gradient_checkpointing)
     if args.full_logits:
         trainer.logprobs = full_logits
     baseline = resident_bytes()

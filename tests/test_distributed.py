@@ -71,6 +71,23 @@ def test_one_step_over_two_processes_equals_one_process_on_the_same_global_batch
 
 
 @pytest.mark.slow
+def test_a_sharded_bf16_step_with_a_token_budget_follows_the_float32_step(tmp_path):
+    """FSDP's bf16 mixed precision (bf16 weights gathered, float32 gradients reduced) with micro-batches by token
+    budget: float32 weights and gradients, close to the one-process float32 gradient to bf16 rounding."""
+    launch(None, "-m", "tests.distributed_step", str(tmp_path / "one.pt"))
+    launch("fsdp-cpu-2", "-m", "tests.distributed_step", str(tmp_path / "two.pt"), "precision=bfloat16",
+           "micro_batch_tokens=40")
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert two["sharded"]
+    assert all(w.dtype == torch.float32 for w in two["after"].values())
+    assert all(g.dtype == torch.float32 for g in two["grads"].values())
+    full = torch.cat([g.flatten() for g in one["grads"].values()])
+    mixed = torch.cat([two["grads"][name].flatten() for name in one["grads"]])
+    assert not torch.equal(mixed, full)  # computed in bf16
+    assert (mixed - full).norm() < 0.05 * full.norm()
+
+
+@pytest.mark.slow
 def test_evaluation_over_two_processes_gives_the_records_of_one_process(tmp_path):
     launch(None, "-m", "tests.distributed_eval", str(tmp_path / "one.parquet"))
     launch("cpu-2", "-m", "tests.distributed_eval", str(tmp_path / "two.parquet"))

@@ -62,17 +62,14 @@ def head_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Te
     else:
         parts = [checkpoint(_head_chunk, head, hidden[i:i + chunk], targets[i:i + chunk], entropy_grad,
                             use_reentrant=False) for i in range(0, hidden.shape[0], chunk)]
-    if not parts:
-        empty = hidden.new_zeros(0, dtype=torch.float32)
-        return empty, empty
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def final_hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                         position_ids: torch.Tensor | None = None) -> torch.Tensor:
-    """[B, L, H] the model's last hidden states (after the final norm, what the output layer reads), taken from a
-    forward pass of the whole model (so that FSDP gathers the output layer too) that keeps one position's logits; `attention_mask` None with `position_ids` restarting at 0 marks several
-    sequences packed into one row (no padding)."""
+    """[B, L, H] the model's last hidden states (after the final norm: what the output layer reads), from a forward
+    pass of the whole model (so that FSDP gathers the output layer too) that computes one position's logits only.
+    `attention_mask` None with `position_ids` restarting at 0 marks several sequences packed into one row."""
     captured = []
     body = getattr(model, "module", model).get_decoder()  # the model without its output layer (through DDP)
     hook = body.register_forward_hook(lambda module, args, out: captured.append(out.last_hidden_state))

@@ -181,7 +181,8 @@ def collate(samples: Samples, rows: list[int], pad_id: int, device: torch.device
     def tensor(values, dtype=torch.long):
         return torch.tensor(values, dtype=dtype, device=device)
 
-    where = (tensor([r for r, n in enumerate(resp_len) for _ in range(n)]), tensor([t for n in resp_len for t in range(n)]))
+    where = (tensor([r for r, n in enumerate(resp_len) for _ in range(n)]),
+             tensor([t for n in resp_len for t in range(n)]))
     mask = tensor([[1.0] * n + [0.0] * (width - n) for n in resp_len], torch.float32)
     if packed:
         positions = [p for seq in seqs for p in range(len(seq))]
@@ -392,7 +393,7 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
     Q = cfg.prompts_per_minibatch(arm)
     share = dist.share(cfg.generation_batch_prompts, Q) if dist.world > 1 else None
     reference = copy.deepcopy(model).eval().requires_grad_(False) if cfg.kl_coef else None  # never sharded
-    trained = dist.prepare(model, cfg.precision)  # DDP or FSDP over several processes; `model` itself generates and scores
+    trained = dist.prepare(model, cfg.precision)  # DDP or FSDP over several processes; `model` generates and scores
     optimizer = torch.optim.AdamW(trained.parameters(), lr=cfg.lr(arm), weight_decay=cfg.weight_decay)
     # Linear warm-up counted in generation steps, then constant. Departure from verl/HF (which start at lr 0 and so
     # waste the first generation step): step s uses lr * min(1, (s + 1) / warmup).
