@@ -88,10 +88,7 @@ def main() -> None:
             engine = "hf"
 
     torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
-                         num_hidden_layers=shape.layers, num_attention_heads=shape.heads,
-                         num_key_value_heads=shape.kv_heads, tie_word_embeddings=shape.tied,
-                         max_position_embeddings=positions, rope_theta=10000.0)
+    config = Qwen2Config(**dataclasses.replace(shape, positions=positions).config(), rope_theta=10000.0)
     model = Qwen2ForCausalLM(config).to(device)
     model.gradient_checkpointing_enable()
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"

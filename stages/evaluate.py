@@ -20,7 +20,7 @@ from twogrpo.metrics import benchmark_metrics
 from twogrpo.checkpoint import Checkpoint, fingerprint
 from twogrpo.distributed import Dist
 from twogrpo.io import weights_sha256, write_json, write_parquet
-from twogrpo.policy import check_context, load_policy, render_prompts
+from twogrpo.policy import check_context, load_policy
 from twogrpo.run import start_stage
 from twogrpo.schemas import EvalSamples, Problems, read_table, validate
 
@@ -35,9 +35,8 @@ def main() -> None:
     model_dir = Path("models") / args.model
     model, tokenizer = load_policy(model_dir)
     test = first_problems(read_table("data/prepared/test.parquet", Problems), cfg.problems)
-    check_context(tokenizer, model.config.max_position_embeddings,
-                  render_prompts(tokenizer, test["problem"].tolist(), params.task.prompt_template), cfg.max_new_tokens,
-                  "evaluate.max_new_tokens")
+    check_context(tokenizer, model.config.max_position_embeddings, test["problem"].tolist(),
+                  params.task.prompt_template, cfg.max_new_tokens, "evaluate.max_new_tokens")
     engine = make_engine(params.rollout, model, tokenizer, model_dir, cfg.seed)
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens, n=cfg.samples)
     # Each process saves its chunks as they come (checkpoints/eval-<model>[-p<rank>of<world>]/); a rerun after a

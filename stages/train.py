@@ -26,7 +26,7 @@ from twogrpo.config import Params
 from twogrpo.distributed import Dist, full_state_dict, unsharded
 from twogrpo.plan import preflight
 from twogrpo.io import atomic_path, weights_sha256, write_parquet
-from twogrpo.policy import check_context, load_policy, render_prompts
+from twogrpo.policy import check_context, load_policy
 from twogrpo.run import start_stage
 from twogrpo.schemas import DataError, Problems, TrainSteps, read_table, validate
 from twogrpo.trainer import PHASES, STEP_STATS, Checkpointing, train_grpo
@@ -65,10 +65,10 @@ def train(args: argparse.Namespace, params: Params, dist: Dist) -> None:
     prompts = train_table.iloc[: params.train.prompts]
     test = read_table("data/prepared/test.parquet", Problems)
     positions, template = model.config.max_position_embeddings, params.task.prompt_template
-    check_context(tokenizer, positions, render_prompts(tokenizer, prompts["problem"].tolist(), template),
-                  params.task.max_new_tokens, "task.max_new_tokens")
+    check_context(tokenizer, positions, prompts["problem"].tolist(), template, params.task.max_new_tokens,
+                  "task.max_new_tokens")
     in_training_eval = test[test["dataset"] == params.train.eval_benchmark].iloc[: params.train.eval_problems]
-    check_context(tokenizer, positions, render_prompts(tokenizer, in_training_eval["problem"].tolist(), template),
+    check_context(tokenizer, positions, in_training_eval["problem"].tolist(), template,
                   params.evaluate.max_new_tokens, "evaluate.max_new_tokens")
     engine = make_engine(params.rollout, model, tokenizer, "models/base", args.seed)
     run_dir = Path("runs") / name

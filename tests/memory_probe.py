@@ -59,10 +59,7 @@ def main() -> None:
     baseline = resident_bytes()
 
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=shape.vocab, hidden_size=shape.hidden,
-                                         intermediate_size=shape.intermediate, num_hidden_layers=shape.layers,
-                                         num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads,
-                                         tie_word_embeddings=True, max_position_embeddings=shape.positions))
+    model = Qwen2ForCausalLM(Qwen2Config(**shape.config()))
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     ids = torch.randint(1, shape.vocab, (args.rollouts, args.prompt_tokens + args.response_tokens)).tolist()

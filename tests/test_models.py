@@ -53,12 +53,14 @@ def test_prompt_plus_response_beyond_the_positions_stops_unless_the_limit_is_rai
 
     save_random_chat_model(tmp_path / "hub", max_positions=64)
     model, tokenizer = load_policy(tmp_path / "hub")
-    prompts = render_prompts(tokenizer, ["What is 12 + 30?", "1 + 1"], "{problem} Think step by step.")
-    longest = len(tokenizer(prompts[0], add_special_tokens=False)["input_ids"])
-    check_context(tokenizer, model.config.max_position_embeddings, prompts, 64 - longest, "task.max_new_tokens")
+    problems, template = ["What is 12 + 30?", "1 + 1"], "{problem} Think step by step."
+    first = render_prompts(tokenizer, problems[:1], template)[0]
+    longest = len(tokenizer(first, add_special_tokens=False)["input_ids"])
+    check_context(tokenizer, model.config.max_position_embeddings, problems, template, 64 - longest,
+                  "task.max_new_tokens")
     with pytest.raises(ValueError, match=rf"longest prompt \({longest} tokens\) plus task.max_new_tokens=48 exceeds "
                                          rf"the model's 64 positions.*raise base.max_position_embeddings"):
-        check_context(tokenizer, model.config.max_position_embeddings, prompts, 48, "task.max_new_tokens")
+        check_context(tokenizer, model.config.max_position_embeddings, problems, template, 48, "task.max_new_tokens")
 
     monkeypatch.chdir(tmp_path)
     save_pretrained_base(dataclasses.replace(BASE, model=str(tmp_path / "hub"), max_position_embeddings=256))
@@ -66,7 +68,7 @@ def test_prompt_plus_response_beyond_the_positions_stops_unless_the_limit_is_rai
     recorded = json.loads(Path("metrics/base.json").read_text())
     assert recorded["max_position_embeddings"] == 256 and recorded["positions_raised"]
     raised, _ = load_policy("models/base")
-    check_context(tokenizer, raised.config.max_position_embeddings, prompts, 48, "task.max_new_tokens")
+    check_context(tokenizer, raised.config.max_position_embeddings, problems, template, 48, "task.max_new_tokens")
     torch.testing.assert_close(raised.state_dict(), model.state_dict())  # the weights are untouched
     with pytest.raises(ValueError, match="base.max_position_embeddings=32 would lower .*64 positions"):
         save_pretrained_base(dataclasses.replace(BASE, model=str(tmp_path / "hub"), max_position_embeddings=32))

@@ -66,12 +66,9 @@ def test_the_preflight_stops_when_the_gpus_have_less_free_memory_than_the_plan(m
     """No GPU here: the machine's answers are stood in for (4 GPUs of 80 GiB with 10 GiB free each)."""
     import torch
 
-    s = plan.HUB_SHAPES["Qwen/Qwen2.5-Math-1.5B"]
-    (tmp_path / "config.json").write_text(json.dumps({
-        "vocab_size": s.vocab, "hidden_size": s.hidden, "intermediate_size": s.intermediate,
-        "num_hidden_layers": s.layers, "num_attention_heads": s.heads, "num_key_value_heads": s.kv_heads,
-        "tie_word_embeddings": s.tied, "max_position_embeddings": 32768}))
-    assert plan.model_shape(paper(), tmp_path) == dataclasses.replace(s, positions=32768)
+    shape = dataclasses.replace(plan.HUB_SHAPES["Qwen/Qwen2.5-Math-1.5B"], positions=32768)
+    (tmp_path / "config.json").write_text(json.dumps(shape.config()))
+    assert plan.model_shape(paper(), tmp_path) == shape
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10 * GIB, 80 * GIB))

@@ -55,6 +55,13 @@ class ModelShape:
                    config["num_hidden_layers"], config["num_attention_heads"], config["num_key_value_heads"],
                    bool(config.get("tie_word_embeddings", False)), config["max_position_embeddings"])
 
+    def config(self) -> dict:
+        """The config.json keys of this shape (from_config's inverse): Qwen2Config(**shape.config())."""
+        return {"vocab_size": self.vocab, "hidden_size": self.hidden, "intermediate_size": self.intermediate,
+                "num_hidden_layers": self.layers, "num_attention_heads": self.heads,
+                "num_key_value_heads": self.kv_heads, "tie_word_embeddings": self.tied,
+                "max_position_embeddings": self.positions}
+
     @property
     def embedding_parameters(self) -> int:
         return self.vocab * self.hidden * (1 if self.tied else 2)

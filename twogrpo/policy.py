@@ -109,10 +109,12 @@ def render_prompts(tokenizer: PreTrainedTokenizerFast, problems: list[str], temp
     ]
 
 
-def check_context(tokenizer: PreTrainedTokenizerFast, positions: int, prompts: list[str], max_new_tokens: int,
-                  response_key: str) -> None:
-    """Stop before any work when the longest rendered prompt plus `max_new_tokens` exceeds the model's `positions`:
-    HF would run past the positions it was trained on, vLLM would cut the response short, each differently."""
+def check_context(tokenizer: PreTrainedTokenizerFast, positions: int, problems: list[str], template: str,
+                  max_new_tokens: int, response_key: str) -> None:
+    """Stop before any work when the longest prompt (rendered as render_prompts does) plus `max_new_tokens` exceeds
+    the model's `positions`: HF would run past the positions it was trained on, vLLM would cut the response short,
+    each differently."""
+    prompts = render_prompts(tokenizer, problems, template)
     longest = max((len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]), default=0)
     if longest + max_new_tokens > positions:
         raise ValueError(f"the longest prompt ({longest} tokens) plus {response_key}={max_new_tokens} exceeds the "
