@@ -1,13 +1,18 @@
-"""Grading throughput: graded (gold, completion) pairs per second with math-verify, in 1 and 2 worker processes.
+"""Grading throughput: graded (gold, completion) pairs per second, in 1 and 2 worker processes; and the check that the
+math-verify grader (last box, fast path, cache) decides as math-verify on the whole text of every pair with at most
+one box.
 
     python bench/grading_throughput.py
-    python bench/grading_throughput.py --processes 1 2 4 --math500 ../shared/benchmarks/math500/test.jsonl
+    python bench/grading_throughput.py --processes 1 2 4 --grader verl-math --math500 <MATH-500 test.jsonl>
 
 Two sets of pairs:
 - embedded: every sample of eval/*/samples.parquet of this checkout's study (`dvc repro` first), graded against
   its problem's answer: short arithmetic completions, many repeated (the grader caches per pair, as in the study);
 - MATH-500 solutions: each reference solution of MATH-500 (LaTeX prose ending in \\boxed{...}) graded against its
-  answer, every pair distinct: the paper's kind of output, no cache hits.
+  answer, every pair distinct: the paper's kind of output, no cache hits (default: the 100 of tests/data; pass the
+  whole file with --math500). Every solution's box is its gold's text, the grader's fast path;
+- MATH-500 solutions, wrong gold: each solution graded against the next problem's answer: wrong, no fast path,
+  math-verify parses both.
 Each run starts fresh worker processes (a cold cache; math-verify's time limits need each grader in the main thread
 of its process) and grades the pairs in chunks; the seconds cover the grading only, not the workers' start-up.
 Prints a markdown table: pairs, samples/s per process count, and the speed-up over one process.
@@ -24,10 +29,12 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from math_verify import parse, verify
 
-from twogrpo.grading import grade
+from twogrpo.grading import GRADERS, grade, gold_grades_itself
 
 CHUNK = 64
+GRADER = "math-verify"
 
 
 def embedded_pairs() -> list[tuple[str, str]]:
@@ -42,7 +49,18 @@ def math500_pairs(path: Path) -> list[tuple[str, str]]:
 
 
 def grade_chunk(pairs: list[tuple[str, str]]) -> int:
-    return sum(grade(gold, completion)[0] for gold, completion in pairs)
+    return sum(grade(gold, completion, GRADER).correct for gold, completion in pairs)
+
+
+def whole_text_disagreements(pairs: list[tuple[str, str]]) -> tuple[int, int]:
+    """(pairs checked, pairs where the grader and math-verify on the whole completion disagree): every pair with at
+    most one box whose gold grades itself (the fast path's precondition, checked by the prepare stage)."""
+    checked = differ = 0
+    for gold, completion in set(pairs):
+        if completion.count("\\boxed") + completion.count("\\fbox") <= 1 and gold_grades_itself(gold):
+            checked += 1
+            differ += grade(gold, completion).correct != bool(verify(parse(f"\\boxed{{{gold}}}"), parse(completion)))
+    return checked, differ
 
 
 def warm(_: int) -> None:
@@ -59,18 +77,24 @@ def throughput(pairs: list[tuple[str, str]], processes: int) -> tuple[float, int
 
 
 def main() -> None:
+    global GRADER
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--math500", type=Path, default=Path("../shared/benchmarks/math500/test.jsonl"))
+    parser.add_argument("--math500", type=Path, default=Path("tests/data/math500_first100.jsonl"))
+    parser.add_argument("--grader", choices=GRADERS, default=GRADER)
     args = parser.parse_args()
+    GRADER = args.grader  # the forked workers inherit it
     sets = {}
     if Path("eval").is_dir():
         sets["embedded study samples"] = embedded_pairs()
     if args.math500.exists():
         sets["MATH-500 solutions"] = math500_pairs(args.math500)
+        golds, solutions = zip(*sets["MATH-500 solutions"])
+        sets["MATH-500 solutions, wrong gold"] = list(zip(golds[1:] + golds[:1], solutions))
     if not sets:
         raise SystemExit("no pairs: run `dvc repro` (eval/*/samples.parquet) or pass --math500 <test.jsonl>")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {CHUNK} pairs per task")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores; grader {GRADER}; "
+          f"{CHUNK} pairs per task")
     print("| pairs | n | distinct | " + " | ".join(f"{p} proc samples/s" for p in args.processes)
           + " | speed-up | correct |")
     print("|---" * (5 + len(args.processes)) + "|")
@@ -81,6 +105,10 @@ def main() -> None:
         print(f"| {name} | {len(pairs):,} | {len(set(pairs)):,} | "
               + " | ".join(f"{rate:,.0f}" for rate, _ in results)
               + f" | {results[-1][0] / results[0][0]:.2f}x | {results[0][1]:,} |", flush=True)
+    for name, pairs in sets.items():
+        checked, differ = whole_text_disagreements(pairs)
+        print(f"# {name}: the grader and whole-text math-verify disagree on {differ} of {checked:,} distinct pairs "
+              f"with at most one box")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,17 @@
-"""The grading table: (gold, completion) -> correct, through the real math-verify. Grows with every mis-grade found."""
+"""The grading tables: (gold, completion) -> correct, through the real math-verify and verl's two string rules. Grow
+with every mis-grade found."""
 
+import json
 import time
+from pathlib import Path
 
 import pytest
+from math_verify import parse, verify
 
 from twogrpo import grading
-from twogrpo.grading import grade, rewards
+from twogrpo.grading import GRADERS, grade, gold_grades_itself, hendrycks_normalise, last_box, minerva_normalise, rewards
+
+MATH500 = [json.loads(line) for line in (Path(__file__).parent / "data" / "math500_first100.jsonl").open()]
 
 CASES = [
     # --- the embedded task's own format
@@ -42,7 +48,8 @@ CASES = [
     ("3", "no answer", False),
     ("3", "", False),
     ("3", r"\boxed{}", False),
-    ("3", r"\boxed{2} then \boxed{3}", False),  # two different boxed answers read as a set {2, 3}: not the gold
+    ("3", r"\boxed{2} then \boxed{3}", True),  # the last box (math-verify alone reads the set {2, 3})
+    ("2", r"\boxed{2} then \boxed{3}", False),
     ("3", r"\boxed{3} then \boxed{3}", True),
     ("2", r"\boxed 2", True),  # MATH-style box without braces
     ("5", r"\boxed{5", False),  # unclosed box, nothing else to read
@@ -64,10 +71,112 @@ def test_the_table_has_at_least_thirty_cases():
 def test_extracted_answer_is_recorded_and_empty_when_none():
     assert grade("60", r"27+33=60\boxed{60}")[1] == "60"
     assert grade("3", "no answer")[1] == ""
+    assert grade("7", r"\boxed{2/4}").extracted == r"\frac{2}{4}"  # math-verify's reading of a wrong answer
+
+
+def test_right_answers_vote_as_the_gold():
+    """Equivalent right answers are recorded as the gold's text, so a majority vote counts them together."""
+    assert grade(r"\frac{1}{2}", r"\boxed{0.5}").extracted == grade(r"\frac{1}{2}", r"\boxed{\frac12}").extracted
+
+
+VERL_MATH = [
+    (r"\frac{1}{2}", r"so \boxed{\dfrac12}", True),
+    (r"\frac{1}{2}", r"\boxed{1/2}", True),
+    (r"\frac{1}{2}", r"\boxed{0.5}", True),
+    (r"\frac{3}{4}", r"\boxed{0.75}", False),  # strings, not values
+    ("10", r"\boxed{10\text{ cm}}", True),  # units on the right
+    ("3", r"\boxed{x = 3}", True),
+    (r"\sqrt{2}", r"\boxed{\sqrt2}", True),
+    ("30", r"\boxed{30^\circ}", True),
+    (r"(1,2)", r"\boxed{\left( 1, 2 \right)}", True),
+    ("3", "the answer is 3", False),  # no box scores 0
+    ("3", r"\boxed{3", False),  # unclosed
+    ("3", r"\boxed{2} then \boxed{3}", True),
+    ("2", r"\boxed{2} then \boxed{3}", False),
+    ("2", r"\boxed 2", True),
+]
+
+VERL_DAPO = [
+    ("42", "Work.\nAnswer: 42", True),
+    ("42", r"The answer is \boxed{42}", False),  # no Answer line
+    ("1000", "Answer: 1,000", True),
+    ("5", "Answer: $5$", True),
+    ("5", "Answer: x = 5", True),
+    ("5", "answer:5 dollars", True),
+    ("5", "Answer: 4\nNo, wait.\nAnswer: 5", True),  # the last line
+    ("4", "Answer: 4\nNo, wait.\nAnswer: 5", False),
+    ("5", r"Answer: \boxed{4} or rather \boxed{5}", True),  # the last box of the line
+    ("5", "Answer: 5" + "." * 300, False),  # only the last 300 characters are read
+]
+
+
+@pytest.mark.parametrize(("gold", "completion", "correct"), VERL_MATH)
+def test_verl_math_rule(gold, completion, correct):
+    assert grade(gold, completion, "verl-math").correct is correct
+
+
+@pytest.mark.parametrize(("gold", "completion", "correct"), VERL_DAPO)
+def test_verl_dapo_rule(gold, completion, correct):
+    assert grade(gold, completion, "verl-dapo").correct is correct
+
+
+@pytest.mark.parametrize("grader", GRADERS)
+def test_every_grader_reads_the_last_box(grader):
+    prefix = "Answer: " if grader == "verl-dapo" else ""
+    assert grade("3", prefix + r"\boxed{2} no: \boxed{3}", grader).correct
+    assert not grade("2", prefix + r"\boxed{2} no: \boxed{3}", grader).correct
+
+
+def test_last_box():
+    assert last_box(r"a \boxed{x^{2}} b \boxed{\frac{1}{2}} c") == r"\frac{1}{2}"
+    assert last_box(r"\fbox{7}") == "7"
+    assert last_box(r"$\boxed 9$.") == "9"
+    assert last_box("none") is None
+    assert last_box(r"\boxed{1} \boxed{2") is grading.UNCLOSED
+
+
+def test_normalisations():
+    assert hendrycks_normalise(r"\left( \tfrac12, .5 \right)") == r"(\frac{1}{2},0.5)"
+    assert hendrycks_normalise("k = 5") == "5"
+    assert minerva_normalise(r"$\text{5 dollars}$") == "5"
+    assert minerva_normalise("1,234") == "1234"
+
+
+def test_unknown_grader_is_named():
+    with pytest.raises(ValueError, match="unknown grader 'sympy'"):
+        grade("1", "1", "sympy")
+
+
+def whole_text_math_verify(gold: str, completion: str) -> bool:
+    """math-verify on the whole completion, no fast path and no cache: the grader before the last-box rule."""
+    return bool(verify(parse(f"\\boxed{{{gold}}}"), parse(completion)))
+
+
+@pytest.mark.parametrize("rows", [[(g, c) for g, c, _ in CASES] + [(r["answer"], r["solution"]) for r in MATH500]],
+                         ids=["table+math500"])
+def test_fast_path_and_last_box_equal_whole_text_math_verify_where_there_is_one_box(rows):
+    """The grader (last box alone, fast path, cache) decides as math-verify on the whole text wherever a completion
+    has at most one box; with several, the last box decides (test_every_grader_reads_the_last_box). Stored study
+    samples are checked the same way by bench/grading_throughput.py."""
+    grading.clear_cache()
+    checked = 0
+    for gold, completion in rows:
+        if completion.count("\\boxed") + completion.count("\\fbox") <= 1 and gold_grades_itself(gold):
+            assert grade(gold, completion).correct == whole_text_math_verify(gold, completion), (gold, completion)
+            checked += 1
+    assert checked >= 120
+
+
+def test_math500_reference_solutions_are_right_under_each_rule():
+    """The reference solutions end in the gold's box: right under math-verify and verl's MATH rule, never under the
+    DAPO rule (no Answer: line)."""
+    graded = {g: sum(grade(r["answer"], r["solution"], g).correct for r in MATH500) for g in GRADERS}
+    assert graded == {"math-verify": 100, "verl-math": 100, "verl-dapo": 0}
 
 
 def test_rewards_are_binary_and_aligned():
     assert rewards(["1", "2"], [r"\boxed{1}", r"\boxed{3}"]) == [1.0, 0.0]
+    assert rewards(["1", "2"], ["Answer: 1", r"\boxed{2}"], "verl-dapo") == [1.0, 0.0]
     with pytest.raises(ValueError):
         rewards(["1"], [])
 

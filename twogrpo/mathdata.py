@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from twogrpo.config import SourceConfig
-from twogrpo.grading import grade
+from twogrpo.grading import gold_grades_itself
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ def normalise(name: str, rows: list[dict], ids: list[str]) -> Loaded:
                 raise ValueError(f"control character {_OTHER_CONTROL.search(problem).group(0)!r} in the problem")
             if not problem.strip() or not answer.strip():
                 raise ValueError("empty problem or answer")
-            if not grade(answer, f"\\boxed{{{answer}}}")[0]:
+            if not gold_grades_itself(answer):
                 raise ValueError(f"gold answer {answer!r} does not parse or verify against itself with math-verify")
         except (KeyError, TypeError, IndexError) as err:
             out.rejected.append(f"{where}: missing or malformed field {err}")
