@@ -8,7 +8,7 @@ BenchmarkResults, per benchmark), results/pass_at_k.csv (Pass@j for j = 1..k per
 benchmark, from the samples), results/curves.csv
 (all ledgers), results/time_to_target.csv (per run),
 metrics/claims.json (each arm against train.reference_group_size's arm: accuracy gap with its 95% bootstrap interval
-on average and per benchmark, rollout ratio, training-time ratio; DVC shows it).
+on average and per benchmark, rollout ratio, training-time ratio and the work it was measured on; DVC shows it).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from twogrpo.io import write_csv, write_json
 from twogrpo.run import start_stage
 from twogrpo.stats import Cells, bootstrap_gap, time_to_target
 from twogrpo.summary import (Evaluated, benchmark_results, check_budgets, claims, load_evaluations, pass_curves,
-                             summarise)
+                             summarise, time_mode)
 
 EVAL = Path("eval")
 
@@ -52,8 +52,8 @@ def main() -> None:
     write_csv(reached, "results/time_to_target.csv")
     write_csv(pass_curves(evaluated), "results/pass_at_k.csv")
     resampling = frozenset(name for name, arm in cfg.arms.items() if arm.resample)
-    write_json({"reference_arm": reference, "arms": claims(summary, reference, intervals, resampling)},
-               "metrics/claims.json")
+    write_json({"reference_arm": reference, "grader": evaluated[0].metrics.get("grader", ""),
+                "arms": claims(summary, reference, intervals, resampling, time_mode(cfg))}, "metrics/claims.json")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """contrastive: the paper's Table 2 on the base policy, the covariance of positive and negative rollout gradients.
 
-Reads: models/base/, data/prepared/train.parquet; params `contrastive`, `train` (rollout sampling), `task`.
+Reads: models/base/, data/prepared/train.parquet; params `contrastive`, `train` (rollout sampling), `task`,
+`grading.reward` (which rollouts are positive).
 Writes: metrics/contrastive.json (same-prompt and permuted covariances and correlations; DVC shows it).
 """
 
@@ -22,7 +23,7 @@ def main() -> None:
     sampling = Sampling(train.temperature, train.top_p, train.top_k, params.task.max_new_tokens, n=cfg.responses)
     try:
         result = gradient_covariance(model, tokenizer, problems, params.task.prompt_template, sampling, cfg.seed,
-                                     cfg.permutations)
+                                     cfg.permutations, params.grading.reward)
     except TooFewMixedPrompts as err:  # a base model that solves nothing (a dry run's random model): say so
         result = {"not_measured": str(err)}
     write_json(result, "metrics/contrastive.json")

@@ -1,9 +1,8 @@
-"""evaluate: k samples per benchmark problem at the paper's evaluation sampling, graded with math-verify.
+"""evaluate: k samples per benchmark problem at the paper's evaluation sampling (the grade stage grades them).
 
 Reads: models/<model>/, data/prepared/test.parquet; params `evaluate`, `task`, `rollout` (the engine).
-Writes: eval/<model>/samples.parquet (per-sample records, schema EvalSamples), eval/<model>/metrics.json
-(Mean@k, Pass@j for j = 1, 2, 4, ..., k per benchmark, and their average over benchmarks at the top level, as the
-paper's "Avg"; DVC shows it). <model> is `base` or `<arm>-s<seed>`.
+Writes: eval/<model>/generations.parquet (per-sample completions, schema Generations). <model> is `base` or
+`<arm>-s<seed>`.
 
 Under `accelerate launch` (evaluate.launch) each process samples its share of the problems and the first writes the
 gathered records, which equal one process's (twogrpo.evaluation.sample_records).
@@ -16,13 +15,12 @@ from pathlib import Path
 
 from twogrpo.engine import Sampling, make_engine
 from twogrpo.evaluation import first_problems, sample_records
-from twogrpo.metrics import benchmark_metrics
 from twogrpo.checkpoint import Checkpoint, fingerprint
 from twogrpo.distributed import Dist
-from twogrpo.io import weights_sha256, write_json, write_parquet
+from twogrpo.io import weights_sha256, write_parquet
 from twogrpo.policy import check_context, load_policy
 from twogrpo.run import start_stage
-from twogrpo.schemas import EvalSamples, Problems, read_table, validate
+from twogrpo.schemas import Generations, Problems, read_table, validate
 
 
 def main() -> None:
@@ -47,9 +45,8 @@ def main() -> None:
     records = sample_records(engine, test, params.task.prompt_template, sampling, seed=cfg.seed, progress=progress,
                              dist=dist)
     if dist.is_main:
-        out = Path("eval") / args.model
-        write_parquet(validate(records, EvalSamples, out / "samples.parquet"), out / "samples.parquet")
-        write_json(benchmark_metrics(records), out / "metrics.json")
+        out = Path("eval") / args.model / "generations.parquet"
+        write_parquet(validate(records, Generations, out), out)
     dist.close()  # every process's records are written: each may delete its checkpoint
     progress.clear()
 

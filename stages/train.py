@@ -1,7 +1,7 @@
 """train: GRPO from the base policy for one arm and one seed (a DVC matrix over train.arms x train.seeds).
 
-Reads: models/base/, data/prepared/{train,test}.parquet; params `train`, `task`, `rollout` (the engine),
-`evaluate` (in-training eval).
+Reads: models/base/, data/prepared/{train,test}.parquet; params `train`, `task`, `grading.reward`, `rollout` (the
+engine), `evaluate` (in-training eval).
 Writes: models/<arm>-s<seed>/ (the trained policy), runs/<arm>-s<seed>/steps.parquet (ledger, schema TrainSteps),
 runs/<arm>-s<seed>/live/ (dvclive per-step metrics). Keeps checkpoints/<arm>-s<seed>/ every train.checkpoint_every
 generation steps while it runs (not a DVC output, so it survives a kill): rerun, the stage resumes from it, and deletes
@@ -75,7 +75,8 @@ def train(args: argparse.Namespace, params: Params, dist: Dist) -> None:
     # Everything that determines the run; a checkpoint saved under other settings is not resumed (memory-only
     # settings aside: after running out of memory, a smaller micro-batch resumes).
     checkpoint = Checkpoint(name, fingerprint(params.train.result_settings, params.task, params.rollout,
-                                              params.evaluate, args.arm, args.seed, weights_sha256("models/base")))
+                                              params.evaluate, params.grading.reward, args.arm, args.seed,
+                                              weights_sha256("models/base")))
     with atomic_path(run_dir / "live") if dist.is_main else nullcontext() as live_dir:
         live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) if dist.is_main else None
 
@@ -92,7 +93,7 @@ def train(args: argparse.Namespace, params: Params, dist: Dist) -> None:
                             checkpointing=Checkpointing(params.train.checkpoint_every,
                                                         lambda state: checkpoint.save(state, state["gen_step"]),
                                                         resume=checkpoint.load()),
-                            dist=dist)
+                            dist=dist, grader=params.grading.reward)
         if live is not None:
             live.end()
     weights = full_state_dict(model)  # every process takes part when the weights are sharded

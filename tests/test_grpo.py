@@ -1,5 +1,6 @@
 """The GRPO objective on hand-computed cases (verl semantics)."""
 
+import functools
 import math
 
 import numpy as np
@@ -82,6 +83,23 @@ def test_aggregation_modes_hand_computed_and_split_over_micro_batches(mode, expe
     assert whole.item() == pytest.approx(expected)
     parts = [grpo.aggregate(VALUES[i:i + 1], MASK[i:i + 1], mode, 2, 3, 4) for i in range(2)]
     assert sum(p.item() for p in parts) == pytest.approx(expected)
+
+
+def test_micro_token_mean_is_each_micro_batch_token_mean_weighted_by_its_rows():
+    """verl's actor at the paper's time: a micro-batch's token mean times its rows / the mini-batch's rows."""
+    values = torch.tensor([[1.0, 2.0, 9.0], [3.0, 9.0, 9.0], [4.0, 6.0, 8.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])  # 2, 1 and 3 tokens
+    micro = functools.partial(grpo.aggregate, mode="micro-token-mean", minibatch_sequences=3, minibatch_tokens=6,
+                              horizon=4)
+    whole = micro(values, mask)
+    assert whole.item() == pytest.approx((1 + 2 + 3 + 4 + 6 + 8) / 6)  # one micro-batch: token-mean
+    # Micro-batches [0, 1] (3 tokens) and [2] (3 tokens): (6/3) * 2/3 + (18/3) * 1/3.
+    assert (micro(values[:2], mask[:2]) + micro(values[2:], mask[2:])).item() == pytest.approx(2 * 2 / 3 + 6 / 3)
+    # Micro-batches [0] and [1, 2]: (3/2) * 1/3 + (21/4) * 2/3: the split changes the loss.
+    assert (micro(values[:1], mask[:1]) + micro(values[1:], mask[1:])).item() == pytest.approx(1.5 / 3 + 5.25 * 2 / 3)
+    # One row per micro-batch: the mean over sequences of their token means (seq-mean-token-mean).
+    singles = sum(micro(values[i:i + 1], mask[i:i + 1]).item() for i in range(3))
+    assert singles == pytest.approx(grpo.aggregate(values, mask, "seq-mean-token-mean", 3, 6, 4).item())
 
 
 def test_token_mean_weights_long_sequences_more_than_seq_mean():

@@ -112,6 +112,29 @@ def test_micro_batches_by_token_budget_give_the_update_of_micro_batches_by_rollo
             torch.testing.assert_close(other[name], value, atol=1e-6, rtol=1e-5)
 
 
+def test_under_micro_token_mean_the_micro_batch_size_shapes_the_update():
+    """verl's paper-time normalisation: one micro-batch per mini-batch gives the token-mean update, one rollout per
+    micro-batch the seq-mean-token-mean update (rollouts here differ in length, so the two differ)."""
+    samples = rollouts(8)
+    assert len({len(r) for r in samples.response_ids}) > 1
+    advantages = torch.tensor([0.7, -0.7, 1.0, -1.0, 0.5, -0.5, 0.2, -0.2])
+    old = frozen_logprobs(tiny_model(), samples, Forward(8), 0)
+
+    def step(**settings):
+        model = tiny_model()
+        update_minibatch(model, torch.optim.SGD(model.parameters(), lr=1.0), samples, list(range(8)), old, None,
+                         advantages, dataclasses.replace(TRAIN, **settings), horizon=8, pad=0)
+        return model.state_dict()
+
+    def close(a, b):
+        return all(torch.allclose(a[n], b[n], atol=1e-6, rtol=1e-5) for n in a)
+
+    whole, singles = (step(loss_agg="micro-token-mean", micro_batch_rollouts=n) for n in (8, 1))
+    assert close(whole, step(loss_agg="token-mean", micro_batch_rollouts=1))
+    assert close(singles, step(loss_agg="seq-mean-token-mean", micro_batch_rollouts=8))
+    assert not close(whole, singles)
+
+
 def test_bf16_computes_in_bf16_and_keeps_float32_weights_and_optimizer_state():
     samples = rollouts(4)
     model = tiny_model()

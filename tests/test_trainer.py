@@ -110,6 +110,11 @@ def test_resampling_replaces_dead_groups_within_the_reference_budget(problems):
     assert rs.iloc[-1]["rs_budget_used"] <= 1.0
     assert rs.iloc[-1]["prompts_seen"] * 2 == rs.iloc[-1]["rollouts"]  # every drawn prompt made one group
     assert rs.iloc[-1]["opt_steps"] == plain.iloc[-1]["opt_steps"]  # the optimisation cost is 2-GRPO's
+    # Our choice (not verl's DAPO recipe, whose epochs end sooner): the same generation steps and schedule as the
+    # other arms; the refills come from the same prompt stream, so 2-GRPO+RS reaches further into the epochs.
+    assert rs["gen_step"].tolist() == plain["gen_step"].tolist()
+    assert rs.iloc[-1]["prompts_seen"] > plain.iloc[-1]["prompts_seen"] == 16
+    assert rs.iloc[-1]["epoch"] > plain.iloc[-1]["epoch"] == 0
 
 
 def test_kl_and_entropy_are_logged_and_the_kl_is_off_by_default(problems):
@@ -131,6 +136,24 @@ def test_prompt_stream_gives_each_prompt_once_per_epoch():
     first, second = stream.take(10), stream.take(10)
     assert sorted(first) == sorted(second) == list(range(10)) and first != second
     assert stream.drawn == 20
+
+
+def test_prompt_stream_reshuffles_every_epoch_and_drops_the_last_incomplete_batch_as_verl():
+    stream = PromptStream(10, seed=3, batch=4)  # 2 batches of 4 per epoch: 2 prompts left out of each
+    epochs = [stream.take(8) for _ in range(6)]
+    assert all(len(set(epoch)) == 8 for epoch in epochs)
+    assert len({frozenset(range(10)) - set(epoch) for epoch in epochs}) > 1  # a different remainder each epoch
+    assert set().union(*epochs) == set(range(10))  # every problem seen over the epochs
+    assert PromptStream(10, seed=3, batch=4).take(8) == epochs[0]
+    assert PromptStream(10, seed=4, batch=4).take(8) != epochs[0]  # the order follows the seed
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_paper_setups_see_every_math_problem_over_their_ten_epochs(seed):
+    """MATH's 7,500 problems in generation batches of 512: 14 batches an epoch, 332 problems left out of each."""
+    stream = PromptStream(7500, seed, batch=512)
+    seen = [stream.take(512 * 14) for _ in range(10)]
+    assert stream.epoch_size == 7168 and set().union(*seen) == set(range(7500))
 
 
 @pytest.mark.parametrize("changes", [{"loss_agg": "seq-mean-token-mean"}, {"loss_agg": "seq-mean-token-sum-norm"},

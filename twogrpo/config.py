@@ -102,6 +102,24 @@ class TaskConfig:
         _positive("task", max_new_tokens=self.max_new_tokens)
 
 
+GraderName = Literal["math-verify", "verl-math", "verl-dapo"]  # twogrpo.grading.GRADERS
+
+
+@dataclass(frozen=True)
+class GradingConfig:
+    """Which verifier grades (twogrpo.grading): the training reward, and the benchmark evaluation the claims use."""
+
+    reward: GraderName  # the training reward (also the in-training evaluation curves and Table 2's signs)
+    evaluation: Literal["", "math-verify", "verl-math", "verl-dapo"]  # "" = the reward's grader
+
+    @property
+    def metric(self) -> GraderName:
+        return self.evaluation or self.reward
+
+    def check(self) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class RolloutConfig:
     """The generation engine for rollouts and evaluation; both give the same sampling semantics."""
@@ -187,7 +205,9 @@ class TrainConfig:
 
     seeds: tuple[int, ...]
     arms: dict[str, ArmConfig]
-    prompts: int  # train prompts used by GRPO (the first N of the train table)
+    # Train problems GRPO draws from (the first N of the train table). As verl's dataloader: each epoch a new seeded
+    # permutation of them, cut to whole generation batches (drop_last: a different remainder left out each epoch).
+    prompts: int
     epochs: int  # passes over those prompts, the same for every arm
     rollouts_per_minibatch: int  # B = Q * G, the same for every arm (paper: 512)
     generation_batch_prompts: int  # prompts per generation step (paper: 512), split into mini-batches of Q prompts
@@ -203,18 +223,20 @@ class TrainConfig:
     # population = the paper's equations (+-1), none = Dr. GRPO's r - mean (+-0.5).
     adv_std: Literal["bessel", "population", "none"]
     adv_eps: float  # verl: 1e-6
-    # Loss aggregation over an optimizer mini-batch: token-mean = all response tokens of the mini-batch, discarded
-    # groups included (verl's default); seq-mean-token-mean = each sequence's token mean, then the mean over sequences
+    # Loss aggregation over an optimizer mini-batch (twogrpo.grpo.aggregate): token-mean = all response tokens of the
+    # mini-batch, discarded groups included (verl's new engine workers, from November 2025); micro-token-mean = the
+    # token mean within each micro-batch, weighted by its rows (verl's actor at the paper's time; the micro-batch
+    # size then shapes the result); seq-mean-token-mean = each sequence's token mean, then the mean over sequences
     # (the paper's equations); seq-mean-token-sum-norm = each sequence's token sum over the constant
     # task.max_new_tokens, then the mean over sequences (Dr. GRPO's constant normaliser).
-    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+    loss_agg: Literal["token-mean", "micro-token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
     kl_coef: float  # KL penalty to the frozen base policy, verl's low_var_kl estimator in the loss (verl: off, 0)
     entropy_coef: float  # entropy bonus, subtracted from the loss (verl: 0)
     ppo_epochs: int  # passes over each generation batch (verl ppo_epochs: 1)
     temperature: float  # rollout sampling (paper: 1.0, top-p 1.0)
     top_p: float
     top_k: int  # 0 = off
-    micro_batch_rollouts: int  # rollouts per forward pass (memory only; does not change the result)
+    micro_batch_rollouts: int  # rollouts per forward pass (memory only, unless loss_agg is micro-token-mean)
     gradient_checkpointing: bool  # recompute activations in the backward pass (memory only; same result)
     # Update (and old log-probs) only on the rollouts of informative groups: a dead group's zero advantage gives exactly
     # zero gradient, so the update is verl's full pass minus work (float rounding aside). Off when kl_coef or
@@ -229,7 +251,8 @@ class TrainConfig:
     # Prompt + response tokens per micro-batch of the update and old log-probs (verl's use_dynamic_bsz with
     # ppo_max_token_len_per_gpu): rollouts longest first, as many as fit once right-padded; packed into one row
     # without padding under flash attention (twogrpo.trainer.packs). 0 = micro_batch_rollouts rollouts, in order.
-    # Memory and speed only: under the mini-batch-wide loss normalisation the result is the same (rounding aside).
+    # Memory and speed only under a mini-batch-wide loss normalisation (rounding aside); under micro-token-mean (the
+    # paper-time verl) it shapes the result, as verl's ppo_max_token_len_per_gpu did.
     micro_batch_tokens: int = 0
     # float32, or bfloat16: bf16 compute (autocast; FSDP all-gathers bf16 weights) over float32 master weights,
     # gradients and AdamW state, as verl's FSDP mixed precision (param bf16, reduce float32).
@@ -259,11 +282,20 @@ class TrainConfig:
 
     @property
     def result_settings(self) -> TrainConfig:
-        """These settings less those that change only memory and speed (micro-batching, gradient checkpointing, the
-        checkpoint interval): a checkpoint resumes across them, so an out-of-memory run resumes with a smaller
-        micro-batch."""
-        return dataclasses.replace(self, micro_batch_rollouts=1, micro_batch_tokens=0, gradient_checkpointing=False,
-                                   checkpoint_every=0)
+        """These settings less those that change only memory and speed (micro-batching, unless the loss is normalised
+        per micro-batch; gradient checkpointing; the checkpoint interval): a checkpoint resumes across them, so an
+        out-of-memory run resumes with a smaller micro-batch."""
+        neutral = {"gradient_checkpointing": False, "checkpoint_every": 0}
+        if self.loss_agg != "micro-token-mean":
+            neutral |= {"micro_batch_rollouts": 1, "micro_batch_tokens": 0}
+        return dataclasses.replace(self, **neutral)
+
+    @property
+    def skips_dead_groups(self) -> bool:
+        """Whether the update and the old log-probs skip dead groups: asked for, and result-neutral (no KL or entropy
+        term, which give a dead group a gradient; a loss normalised by the whole mini-batch)."""
+        return (self.skip_dead_groups and not self.kl_coef and not self.entropy_coef
+                and self.loss_agg != "micro-token-mean")
 
     def prompts_per_minibatch(self, arm: ArmConfig) -> int:
         return arm.prompts_per_minibatch or self.rollouts_per_minibatch // arm.group_size
@@ -280,6 +312,11 @@ class TrainConfig:
     @property
     def steps_per_epoch(self) -> int:
         return self.prompts // self.generation_batch_prompts
+
+    @property
+    def prompts_per_epoch(self) -> int:
+        """Prompts an epoch trains on: whole generation batches, the remainder dropped (verl's drop_last)."""
+        return self.steps_per_epoch * self.generation_batch_prompts
 
     @property
     def step_rollout_cap(self) -> int:
@@ -325,9 +362,9 @@ class TrainConfig:
         if not 0 < self.clip_low < 1 or self.clip_high <= 0 or self.clip_ratio_c <= 1:
             raise ParamsError(f"train: need 0 < clip_low < 1, clip_high > 0, clip_ratio_c > 1; got "
                               f"{self.clip_low}, {self.clip_high}, {self.clip_ratio_c}")
-        if self.prompts % self.generation_batch_prompts:
-            raise ParamsError(f"train.prompts={self.prompts} is not divisible by "
-                              f"generation_batch_prompts={self.generation_batch_prompts}")
+        if self.prompts < self.generation_batch_prompts:
+            raise ParamsError(f"train.prompts={self.prompts} is fewer than one generation batch "
+                              f"(generation_batch_prompts={self.generation_batch_prompts})")
         self._check_group("reference_group_size", self.reference_group_size, 0)
         for name, arm in self.arms.items():
             if arm.prompts_per_minibatch < 0:
@@ -412,6 +449,7 @@ class ReportConfig:
 class Params:
     prepare: PrepareConfig
     task: TaskConfig
+    grading: GradingConfig
     rollout: RolloutConfig
     base: BaseConfig
     train: TrainConfig
@@ -420,7 +458,8 @@ class Params:
     report: ReportConfig
 
     def check(self) -> None:
-        for section in (self.prepare, self.task, self.rollout, self.base, self.train, self.evaluate, self.contrastive, self.report):
+        for section in (self.prepare, self.task, self.grading, self.rollout, self.base, self.train, self.evaluate,
+                        self.contrastive, self.report):
             section.check()
         if self.contrastive.prompts > self.train.prompts:
             raise ParamsError(f"contrastive.prompts={self.contrastive.prompts} > train.prompts={self.train.prompts}")

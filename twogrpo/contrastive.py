@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from twogrpo.engine import HFEngine, Sampling
-from twogrpo.grading import grade
+from twogrpo.grading import Grader, grade
 from twogrpo.policy import render_prompts
 
 
@@ -36,8 +36,9 @@ class TooFewMixedPrompts(ValueError):
 
 
 def gradient_covariance(model, tokenizer, problems: pd.DataFrame, template: str, sampling: Sampling, seed: int,
-                        permutations: int) -> dict[str, float]:
-    """Cov(g+, g-) for same-prompt pairs and for permuted pairs, with the correlations, over `problems`."""
+                        permutations: int, grader: Grader = "math-verify") -> dict[str, float]:
+    """Cov(g+, g-) for same-prompt pairs and for permuted pairs, with the correlations, over `problems` (a rollout is
+    positive when `grader` finds it right)."""
     prompts = render_prompts(tokenizer, problems["problem"].tolist(), template)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -49,7 +50,7 @@ def gradient_covariance(model, tokenizer, problems: pd.DataFrame, template: str,
     square_norms = {+1: 0.0, -1: 0.0}
     for q, gold in enumerate(problems["answer"]):
         rows = range(q * n, (q + 1) * n)
-        signs = [+1 if grade(gold, samples.texts[i])[0] else -1 for i in rows]
+        signs = [+1 if grade(gold, samples.texts[i], grader).correct else -1 for i in rows]
         if len(set(signs)) < 2:
             continue  # all right or all wrong: no pair (a discarded group in GRPO)
         total = {+1: 0.0, -1: 0.0}

@@ -1,4 +1,6 @@
-"""Per-sample evaluation records: k graded samples per problem (metrics from them: twogrpo.metrics)."""
+"""Per-sample evaluation records: k samples per problem (sample_records), then graded (graded; metrics from them:
+twogrpo.metrics). Generating and grading are apart, so samples can be regraded under another grader without
+generating them again."""
 
 from __future__ import annotations
 
@@ -9,13 +11,13 @@ import torch
 from twogrpo.checkpoint import Checkpoint
 from twogrpo.distributed import Dist, pad_to_most
 from twogrpo.engine import HFEngine, Sampling
-from twogrpo.grading import grade
+from twogrpo.grading import GRADERS, Grader, grade
 from twogrpo.policy import render_prompts
 
 
 def sample_records(engine: HFEngine, problems: pd.DataFrame, template: str, sampling: Sampling,
                    seed: int, progress: Checkpoint | None = None, dist: Dist | None = None) -> pd.DataFrame:
-    """k samples per problem, graded; one row per sample (the EvalSamples schema), on every process.
+    """k samples per problem, one row per sample (the Generations schema), on every process.
 
     Problems go to the engine in chunks of whole engine batches (batch_sequences / k problems). Each chunk is sampled
     under its own seed (seed + its first problem's position), with the caller's RNG state restored afterwards, so a
@@ -38,29 +40,50 @@ def sample_records(engine: HFEngine, problems: pd.DataFrame, template: str, samp
                 engine.generate([], sampling)
                 continue
             torch.manual_seed(seed + start)
-            done[start] = _graded(engine, problems.iloc[start:start + per_chunk], template, sampling)
+            done[start] = _generated(engine, problems.iloc[start:start + per_chunk], template, sampling)
             if progress and len(done) < len(mine):
                 progress.save({"chunks": done}, len(done))
     chunks = {start: records for part in dist.gather_objects(done) for start, records in part.items()}
     return pd.concat([chunks[start] for start in sorted(chunks)], ignore_index=True)
 
 
-def _graded(engine, problems: pd.DataFrame, template: str, sampling: Sampling) -> pd.DataFrame:
+def _generated(engine, problems: pd.DataFrame, template: str, sampling: Sampling) -> pd.DataFrame:
     prompts = render_prompts(engine.tokenizer, problems["problem"].tolist(), template)
     samples = engine.generate(prompts, sampling)
-    golds = np.repeat(problems["answer"].to_numpy(), sampling.n)
-    graded = [grade(gold, text) for gold, text in zip(golds, samples.texts, strict=True)]
     return pd.DataFrame({
         "benchmark": np.repeat(problems["dataset"].to_numpy(), sampling.n),
         "problem_id": np.repeat(problems["id"].to_numpy(), sampling.n),
         "sample": np.tile(np.arange(sampling.n), len(problems)),
         "completion": samples.texts,
-        "extracted": [extracted for _, extracted, _ in graded],
-        "correct": [correct for correct, _, _ in graded],
         "tokens": [len(r) for r in samples.response_ids],
         "truncated": samples.truncated,
-        "timed_out": [timed_out for _, _, timed_out in graded],
     })
+
+
+def correct_column(grader: Grader) -> str:
+    """The EvalSamples column of a grader's verdicts: correct_math_verify, correct_verl_math, correct_verl_dapo."""
+    return "correct_" + grader.replace("-", "_")
+
+
+def graded(generations: pd.DataFrame, problems: pd.DataFrame, grader: Grader,
+           also: tuple[Grader, ...] = ()) -> pd.DataFrame:
+    """The samples graded against their problems' answers (the EvalSamples schema): `correct`, `extracted` and
+    `timed_out` by `grader`, and a correct_<name> column for it and each grader of `also`."""
+    golds = problems.set_index("id")["answer"].loc[generations["problem_id"]].tolist()
+    out = generations.copy()
+    for name in dict.fromkeys((grader, *also)):
+        grades = [grade(gold, text, name) for gold, text in zip(golds, generations["completion"], strict=True)]
+        out[correct_column(name)] = [g.correct for g in grades]
+        if name == grader:
+            out["correct"] = out[correct_column(name)]
+            out["extracted"] = [g.extracted for g in grades]
+            out["timed_out"] = [g.timed_out for g in grades]
+    return out
+
+
+def graded_by_all(generations: pd.DataFrame, problems: pd.DataFrame, grader: Grader) -> pd.DataFrame:
+    """graded() by `grader`, with every other grader's verdicts beside it (the report's accuracy per grader)."""
+    return graded(generations, problems, grader, GRADERS)
 
 
 def first_problems(problems: pd.DataFrame, n: int) -> pd.DataFrame:

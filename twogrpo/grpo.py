@@ -11,7 +11,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 AdvStd = Literal["bessel", "population", "none"]
-LossAgg = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+LossAgg = Literal["token-mean", "micro-token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, eps: float, std: AdvStd = "bessel") -> torch.Tensor:
@@ -115,13 +115,20 @@ def aggregate(values: torch.Tensor, mask: torch.Tensor, mode: LossAgg, minibatch
     """This micro-batch's share of the mini-batch loss under `mode`; shares summed over micro-batches give the
     mini-batch loss. values, mask: [n, T].
 
-    token-mean: sum / all response tokens of the mini-batch (verl's default; discarded groups' tokens count);
+    token-mean: sum / all response tokens of the mini-batch (discarded groups' tokens count; verl's new engine
+    workers, from November 2025);
+    micro-token-mean: the token mean of this micro-batch, weighted by its share of the mini-batch's sequences (verl's
+    actor at the paper's time, dp_actor.update_policy: each micro-batch's token-mean loss times micro-batch rows /
+    mini-batch rows, or 1 / gradient-accumulation steps with equal micro-batches; gradients averaged over
+    processes). Micro-batches count about equally whatever their tokens, so the micro-batch size shapes the result;
     seq-mean-token-mean: each sequence's token mean, summed / sequences of the mini-batch (the paper's equations);
     seq-mean-token-sum-norm: each sequence's token sum / horizon (a constant), summed / sequences (Dr. GRPO).
     """
     per_token = values * mask
     if mode == "token-mean":
         return per_token.sum() / minibatch_tokens
+    if mode == "micro-token-mean":
+        return per_token.sum() / mask.sum() * mask.shape[0] / minibatch_sequences
     if mode == "seq-mean-token-mean":
         return (per_token.sum(-1) / mask.sum(-1)).sum() / minibatch_sequences
     if mode == "seq-mean-token-sum-norm":

@@ -170,7 +170,7 @@ def arm_hours(params: Params, shape: ModelShape, gpus: int, prompt_tokens: float
     out = {}
     for name, arm in t.arms.items():
         per_prompt = t.step_rollout_cap // t.generation_batch_prompts if arm.resample else arm.group_size
-        rollouts = t.prompts * t.epochs * per_prompt  # 2-GRPO+RS: at most 16-GRPO's budget
+        rollouts = t.prompts_per_epoch * t.epochs * per_prompt  # 2-GRPO+RS: at most 16-GRPO's budget
         tokens = rollouts * (prompt_tokens + response_tokens)
         # The old log-probs are a forward pass (2 of a step's 6 x parameters FLOPs per token); recomputing the
         # checkpointed layers adds another forward to the update (UPDATE was measured without it).

@@ -31,22 +31,33 @@ class Problems(pa.DataFrameModel):
         coerce = False
 
 
-class EvalSamples(pa.DataFrameModel):
-    """Per-sample evaluation records (eval/<model>/samples.parquet): every metric is recomputed from these."""
+class Generations(pa.DataFrameModel):
+    """Per-sample generations of an evaluation (eval/<model>/generations.parquet), before grading."""
 
     benchmark: Series[str]
     problem_id: Series[str]
     sample: Series[int] = pa.Field(ge=0)
     completion: Series[str]
-    extracted: Series[str]  # math-verify's reading of the completion; "" when it found no answer
-    correct: Series[bool]
     tokens: Series[int] = pa.Field(ge=0)  # response tokens, EOS included
     truncated: Series[bool]  # stopped by max_new_tokens before EOS
-    timed_out: Series[bool]  # grading ran out of time (twogrpo.grading.TIMEOUT_S): graded wrong
 
     class Config:
         strict = True
         unique = ["problem_id", "sample"]
+
+
+class EvalSamples(Generations):
+    """Per-sample evaluation records, graded (eval/<model>/samples.parquet): every metric is recomputed from these.
+    `correct`, `extracted` and `timed_out` are the evaluation grader's (grading.evaluation); correct_<grader> holds
+    each grader's verdict (twogrpo.grading)."""
+
+    # The answer the grader read ("" when none; the gold's text when correct, so equal answers vote together).
+    extracted: Series[str]
+    correct: Series[bool]
+    timed_out: Series[bool]  # grading ran out of time (twogrpo.grading.TIMEOUT_S): graded wrong
+    correct_math_verify: Series[bool]
+    correct_verl_math: Series[bool]
+    correct_verl_dapo: Series[bool]
 
 
 class TrainSteps(pa.DataFrameModel):

@@ -38,14 +38,15 @@ def describe(params: Params) -> str:
     t = params.train
     lines = [f"base model {params.base.model}; train set {params.prepare.train_set} ({params.prepare.train_size}); "
              f"benchmarks {', '.join(params.prepare.benchmarks)}",
-             f"{t.steps_per_epoch} generation steps of {t.generation_batch_prompts} prompts per epoch x {t.epochs} "
+             f"{t.steps_per_epoch} generation steps of {t.generation_batch_prompts} prompts per epoch (of "
+             f"{t.prompts} problems, reshuffled every epoch) x {t.epochs} "
              f"epochs; responses up to {params.task.max_new_tokens} tokens "
              f"(evaluation {params.evaluate.max_new_tokens})"]
     for name, arm in t.arms.items():
         q = t.prompts_per_minibatch(arm)
         lines.append(f"  {name}: G={arm.group_size}, {q} prompts x {arm.group_size} = {q * arm.group_size} "
                      f"rollouts per mini-batch, {t.generation_batch_prompts // q} updates per step, lr {t.lr(arm):.3g}"
-                     f"{', resampling' if arm.resample else ''}; {t.prompts * t.epochs * arm.group_size:,} rollouts")
+                     f"{', resampling' if arm.resample else ''}; {t.prompts_per_epoch * t.epochs * arm.group_size:,} rollouts")
     return "\n".join(lines)
 
 

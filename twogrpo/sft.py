@@ -10,7 +10,7 @@ import torch
 
 from twogrpo.config import BaseConfig
 from twogrpo.engine import HFEngine, Sampling
-from twogrpo.evaluation import sample_records
+from twogrpo.evaluation import graded, sample_records
 from twogrpo.policy import render_prompts
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ def train_sft(model, tokenizer, train: pd.DataFrame, val: pd.DataFrame, template
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            records = sample_records(engine, val, template, sampling, seed=cfg.seed + step)
+            # Graded by math-verify whatever grading.reward says: the base stage is shared by every grader choice.
+            records = graded(sample_records(engine, val, template, sampling, seed=cfg.seed + step), val, "math-verify")
             accuracy = float(records["correct"].mean())
             seconds = (pd.Timestamp.now() - start).total_seconds()
             curve.append({"step": step, "loss": float(np.mean(losses)), "val_accuracy": accuracy, "seconds": seconds})

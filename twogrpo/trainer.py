@@ -27,8 +27,8 @@ from twogrpo.config import ArmConfig, EvaluateConfig, TaskConfig, TrainConfig
 from twogrpo.distributed import (Dist, full_optimizer_state, full_state_dict, is_sharded, load_full_states,
                                  local_value, pad_to_most, process_seed)
 from twogrpo.engine import Samples, Sampling
-from twogrpo.evaluation import sample_records
-from twogrpo.grading import rewards as grade_rewards
+from twogrpo.evaluation import graded, sample_records
+from twogrpo.grading import Grader, rewards as grade_rewards
 from twogrpo.policy import render_prompts
 
 log = logging.getLogger(__name__)
@@ -54,10 +54,13 @@ class PhaseTimer:
 
 
 class PromptStream:
-    """Prompt indices, epoch after epoch, each epoch a fresh permutation from one seeded generator."""
+    """Prompt indices as verl's dataloader gives them (shuffle with a seeded generator, drop_last): epoch after epoch a
+    fresh permutation of the n prompts, cut to whole batches, so each epoch leaves out a different remainder and
+    over the epochs every prompt is seen. 2-GRPO+RS draws its refills from the same stream, ahead of the batches."""
 
-    def __init__(self, n: int, seed: int) -> None:
+    def __init__(self, n: int, seed: int, batch: int = 1) -> None:
         self.n = n
+        self.epoch_size = n // batch * batch
         self.rng = np.random.default_rng(seed)
         self.pending: list[int] = []
         self.drawn = 0
@@ -66,7 +69,7 @@ class PromptStream:
         out = []
         while len(out) < k:
             if not self.pending:
-                self.pending = self.rng.permutation(self.n).tolist()
+                self.pending = self.rng.permutation(self.n)[: self.epoch_size].tolist()
             out.append(self.pending.pop(0))
         self.drawn += k
         return out
@@ -252,9 +255,9 @@ class RolloutSource:
     """Draws prompts, generates and grades groups; with `resample`, refills groups whose rewards are all equal."""
 
     def __init__(self, engine, prompts: pd.DataFrame, stream: PromptStream, template: str,
-                 sampling: Sampling, timer: PhaseTimer) -> None:
+                 sampling: Sampling, timer: PhaseTimer, grader: Grader = "math-verify") -> None:
         self.engine, self.prompts, self.stream = engine, prompts, stream
-        self.template, self.sampling, self.timer = template, sampling, timer
+        self.template, self.sampling, self.timer, self.grader = template, sampling, timer, grader
 
     def groups(self, rows: list[int]) -> Rollouts:
         batch = self.prompts.iloc[rows]
@@ -263,7 +266,7 @@ class RolloutSource:
             samples = self.engine.generate(texts, self.sampling)
         with self.timer("reward"):
             golds = [a for a in batch["answer"] for _ in range(self.sampling.n)]
-            rewards = torch.tensor(grade_rewards(golds, samples.texts))
+            rewards = torch.tensor(grade_rewards(golds, samples.texts, self.grader))
         return Rollouts(rows, samples, rewards)
 
     def step(self, n_prompts: int, resample: bool, rollout_cap: int, share: list[int] | None = None,
@@ -375,7 +378,8 @@ def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_lo
 def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFrame, task: TaskConfig,
                cfg: TrainConfig, arm: ArmConfig, seed: int, eval_cfg: EvaluateConfig,
                on_step: Callable[[dict], None] = lambda row: None,
-               checkpointing: Checkpointing | None = None, dist: Dist | None = None) -> pd.DataFrame:
+               checkpointing: Checkpointing | None = None, dist: Dist | None = None,
+               grader: Grader = "math-verify") -> pd.DataFrame:
     """Train `model` in place, generating with `engine` (HF or vLLM, made from the same weights); return the ledger
     (TrainSteps), one row per generation step, row 0 before training.
 
@@ -386,7 +390,8 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
 
     With `dist` over several processes (twogrpo.distributed), each process generates and trains on its share of
     every mini-batch, the step's telemetry is summed over processes, the evaluation is shared; the ledger
-    describes the whole run on every process, with the first process's times."""
+    describes the whole run on every process, with the first process's times. `grader` grades the rollouts' rewards
+    and the in-training evaluation (twogrpo.grading)."""
     dist = dist or Dist()
     torch.manual_seed(process_seed(seed, dist.rank))
     G = arm.group_size
@@ -400,9 +405,9 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
     warmup = cfg.warmup_gen_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     timer = PhaseTimer()
-    stream = PromptStream(cfg.prompts, seed)
+    stream = PromptStream(cfg.prompts, seed, cfg.generation_batch_prompts)
     source = RolloutSource(engine, prompts, stream, task.prompt_template,
-                           Sampling(cfg.temperature, cfg.top_p, cfg.top_k, task.max_new_tokens, n=G), timer)
+                           Sampling(cfg.temperature, cfg.top_p, cfg.top_k, task.max_new_tokens, n=G), timer, grader)
     evaluation = Sampling(eval_cfg.temperature, eval_cfg.top_p, eval_cfg.top_k, eval_cfg.max_new_tokens,
                           n=cfg.eval_samples)
     eval_problems = test[test["dataset"] == cfg.eval_benchmark].iloc[: cfg.eval_problems]
@@ -415,10 +420,10 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
         accuracy, eval_time = float("nan"), 0.0
         if gen_step % cfg.eval_every == 0 or gen_step == steps_total:
             t0 = time.perf_counter()
-            records = sample_records(engine, eval_problems, task.prompt_template, evaluation, seed=eval_cfg.seed,
-                                     dist=dist)
+            records = graded(sample_records(engine, eval_problems, task.prompt_template, evaluation,
+                                            seed=eval_cfg.seed, dist=dist), eval_problems, grader)
             accuracy, eval_time = float(records["correct"].mean()), time.perf_counter() - t0
-        row = {"gen_step": gen_step, "epoch": max(stream.drawn - 1, 0) // cfg.prompts, "prompts_seen": stream.drawn,
+        row = {"gen_step": gen_step, "epoch": max(stream.drawn - 1, 0) // stream.epoch_size, "prompts_seen": stream.drawn,
                **totals, "rs_budget_used": totals["rollouts"] / (cfg.step_rollout_cap * max(gen_step, 1)),
                **dict.fromkeys(STEP_STATS, float("nan")), "lr": 0.0, **stats,
                **{f"time_{p}": timer.seconds[p] for p in PHASES}, "train_time": sum(timer.seconds.values()),
@@ -465,8 +470,7 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
         local_q = Q // dist.world  # this process's whole groups of each mini-batch of Q
         minibatches = [list(range(first * G, (first + local_q) * G))  # a group is never split
                        for first in range(0, len(rollouts.prompt_rows), local_q)]
-        skip_dead = cfg.skip_dead_groups and not cfg.kl_coef and not cfg.entropy_coef
-        updated = [rows_to_update(rows, dead, G, skip_dead) for rows in minibatches]
+        updated = [rows_to_update(rows, dead, G, cfg.skips_dead_groups) for rows in minibatches]
         engine.release()  # the engine's KV cache makes room for the old log-probs and the update
         with timer("old_logprob"), out_of_memory_names_the_budget(cfg, gen_step, "old log-probs"):
             needed = sorted(set().union(*updated))
