@@ -34,12 +34,13 @@ def test_committed_params_load_and_derive_the_arms():
 
 def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
     raw["prepare"]["train_size"] = 7500
-    raw["train"] |= {"rollouts_per_minibatch": 512, "generation_batch_prompts": 512, "prompts": 7168,
+    raw["train"] |= {"rollouts_per_minibatch": 512, "generation_batch_prompts": 512, "prompts": 7500,
                      "reference_lr": 1.0e-6}
     t = load_params(write(tmp_path, raw)).train
     assert t.prompts_per_minibatch(ArmConfig(16, "linear")) == 32
     assert t.prompts_per_minibatch(ArmConfig(2, "linear")) == 256
     assert t.lr(ArmConfig(2, "linear")) == pytest.approx(8e-6)
+    assert (t.steps_per_epoch, t.prompts_per_epoch) == (14, 7168)  # verl's drop_last
     # Table 4's ablation: 32 prompts per mini-batch whatever G, so every G trains at the reference 1e-6.
     for g in (2, 4, 8, 16):
         ablation = ArmConfig(g, "linear", prompts_per_minibatch=32)
@@ -59,7 +60,10 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
     (lambda r: r["train"]["arms"]["g2"].update(group_size=3), "rollouts_per_minibatch=128 is not divisible by train.arms.g2.group_size=3"),
     (lambda r: r["train"]["arms"]["g2"].update(lr_scaling="sqrt"), "train.arms.g2.lr_scaling='sqrt'"),
     (lambda r: r["train"].update(generation_batch_prompts=96, prompts=960), "generation_batch_prompts=96 is not divisible into mini-batches of 64 prompts"),
-    (lambda r: r["train"].update(prompts=1000), "train.prompts=1000 is not divisible by generation_batch_prompts=128"),
+    (lambda r: r["train"].update(prompts=100), "train.prompts=100 is fewer than one generation batch"),
+    (lambda r: r["train"].update(skip_dead_groups=True), "train.skip_dead_groups=true with train.loss_agg=micro-token"),
+    (lambda r: r["grading"].update(reward="sympy"), "grading.reward='sympy': expected one of"),
+    (lambda r: r["grading"].update(evaluation="exact"), "grading.evaluation='exact': expected one of"),
     (lambda r: r["base"].update(num_heads=8), "head_dim = hidden_size/num_heads = 16"),
     (lambda r: r["task"].update(prompt_template="Solve:"), "must contain '{problem}'"),
     (lambda r: r["evaluate"].update(problems=10_000), "evaluate.problems=10000 > prepare.chain_sum.n_test=500"),

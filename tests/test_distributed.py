@@ -106,11 +106,11 @@ def test_the_train_and_evaluate_stages_under_accelerate_launch_with_two_processe
     params["train"]["launch"] = params["evaluate"]["launch"] = two_processes
     project = new_project(tmp_path / "study", params)
     run(["dvc", "repro", "evaluate@g2-0"], project)
-    shared = pd.read_parquet(project / "eval/g2-s0/samples.parquet")
+    shared = pd.read_parquet(project / "eval/g2-s0/generations.parquet")
     params["evaluate"]["launch"] = "python"
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["dvc", "repro", "evaluate@g2-0"], project)  # the command changed: evaluated again, in one process
-    pd.testing.assert_frame_equal(shared, pd.read_parquet(project / "eval/g2-s0/samples.parquet"))
+    pd.testing.assert_frame_equal(shared, pd.read_parquet(project / "eval/g2-s0/generations.parquet"))
     ledger = pd.read_parquet(project / "runs/g2-s0/steps.parquet")
     last = ledger.iloc[-1]
     # Every prompt once (64 prompts, one epoch) and G rollouts each, over both processes together.

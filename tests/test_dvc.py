@@ -49,7 +49,7 @@ def test_matrix_expands_to_every_arm_and_seed_of_params():
     expected = {f"{arm}-{seed}" for arm in params.train.arms for seed in params.train.seeds}
     with Repo(str(ROOT)) as repo:
         names = {stage.addressing for stage in repo.index.stages}
-    for stage in ("train", "evaluate"):
+    for stage in ("train", "evaluate", "grade"):
         assert {n.split("@", 1)[1] for n in names if n.startswith(f"{stage}@")} == expected
 
 

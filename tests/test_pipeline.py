@@ -4,6 +4,7 @@ The project is copied into a fresh git repository with a tiny params.yaml; `dvc 
 """
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -26,6 +28,7 @@ TINY = {
                 "sources": {}, "chain_sum": {"n_test": 30, "min_terms": 2, "max_terms": 2, "min_digits": 1,
                                              "max_digits": 1}},
     "task": {"prompt_template": "{problem}", "max_new_tokens": 12},
+    "grading": {"reward": "math-verify", "evaluation": ""},
     "rollout": {"engine": "hf", "vllm_dtype": "float32", "vllm_memory_utilization": 0.2},
     "base": {"model": "scratch", "revision": "main", "seed": 0, "hidden_size": 64, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1,
              "intermediate_size": 128, "lr": 3.0e-3, "warmup_steps": 10, "weight_decay": 0.01, "batch_size": 32,
@@ -147,6 +150,31 @@ def test_report_renders_in_a_browser_without_script_errors(study, tmp_path):
 def test_repro_after_a_run_does_nothing(study):
     out = run(["dvc", "repro"], study)
     assert "Running stage" not in out
+
+
+def test_a_grader_change_regrades_the_stored_samples_and_reruns_nothing_before(study):
+    """grading.evaluation is read by the grade stages only: no training and no generation reruns; the samples are
+    regraded and the claims follow. Then the original grader again."""
+    params_file = study / "params.yaml"
+    original = params_file.read_text()
+    changed = yaml.safe_load(original)
+    changed["grading"]["evaluation"] = "verl-math"
+    generations = {path: path.stat().st_mtime_ns for path in study.glob("eval/*/generations.parquet")}
+    params_file.write_text(yaml.safe_dump(changed, sort_keys=False))
+    try:
+        out = run(["dvc", "repro"], study)
+        metrics = json.loads((study / "eval/g4-s0/metrics.json").read_text())
+    finally:
+        params_file.write_text(original)
+        run(["dvc", "repro"], study)
+    models = [f"{arm}-{seed}" for arm in ("g4", "g2", "g2-rs") for seed in (0, 1)]
+    assert set(re.findall(r"Running stage '([^']+)'", out)) == {
+        "grade-base", *(f"grade@{m}" for m in models), "aggregate", "report"}
+    assert {path: path.stat().st_mtime_ns for path in generations} == generations  # nothing generated again
+    assert metrics["grader"] == "verl-math" and set(metrics["mean_at_k_by_grader"]) == {
+        "math-verify", "verl-math", "verl-dapo"}
+    assert metrics["mean_at_k_by_grader"]["verl-math"] == metrics["mean_at_k"]
+    assert json.loads((study / "eval/g4-s0/metrics.json").read_text())["grader"] == "math-verify"
 
 
 def test_exp_run_varies_a_train_knob_and_exp_show_lists_it(study):

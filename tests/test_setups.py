@@ -51,7 +51,11 @@ def test_setup_resolves_to_the_papers_settings(setup):
     assert (t.epochs, t.generation_batch_prompts, t.warmup_gen_steps) == (10, 512, 10)
     assert t.steps_per_epoch == 14  # 7,500 // 512, verl's drop_last
     assert (t.clip_low, t.clip_high, t.temperature, t.top_p, t.top_k) == (0.2, 0.28, 1.0, 1.0, 0)
-    assert (t.adv_std, t.loss_agg, t.kl_coef, t.entropy_coef, t.ppo_epochs) == ("bessel", "token-mean", 0, 0, 1)
+    # verl at the paper's time: token-mean within each micro-batch, every rollout through the update, all 7,500
+    # problems reshuffled every epoch; math-verify grades.
+    assert (t.adv_std, t.loss_agg, t.kl_coef, t.entropy_coef, t.ppo_epochs) == ("bessel", "micro-token-mean", 0, 0, 1)
+    assert (t.skip_dead_groups, t.skips_dead_groups, t.micro_batch_tokens, t.prompts) == (False, False, 16384, 7500)
+    assert (p.grading.reward, p.grading.metric) == ("math-verify", "math-verify")
     e = p.evaluate
     assert (e.problems, e.samples, e.temperature, e.top_p, e.top_k, e.max_new_tokens) == (0, 32, 0.7, 0.8, 20, 4096)
     shape = {name: (arm.group_size, t.prompts_per_minibatch(arm), t.lr(arm), arm.resample)
@@ -65,6 +69,14 @@ def test_setup_resolves_to_the_papers_settings(setup):
     assert (p.report.paper_model, p.report.paper_train_set) == (
         {"qwen-1.5b": "Qwen-1.5B", "qwen-7b": "Qwen-7B", "ds-1.5b": "DS-1.5B"}[short],
         {"math": "MATH", "dapo": "DAPO-Math-Sub"}[data])
+
+
+@pytest.mark.parametrize("setup", [s for s in PAPER_SETUPS if s.endswith("dapo")])
+def test_the_dapo_prompt_option_is_dapos_own_instruction_with_verls_dapo_reward(setup):
+    _, p = compose([f"setup={setup}", "prompt=dapo"])
+    assert p.task.prompt_template == DAPO_PREFIX + "{problem}" + DAPO_SUFFIX
+    assert (p.grading.reward, p.grading.metric) == ("verl-dapo", "verl-dapo")
+    assert compose([f"setup={setup}"])[1].task.prompt_template != p.task.prompt_template  # not the default
 
 
 def write_dapo_fixture(path: Path, aime: pd.DataFrame) -> None:

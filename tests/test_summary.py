@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from twogrpo.config import ArmConfig
-from twogrpo.summary import BudgetError, accuracy_verdict, check_budgets, claims, claims_table, table1_layout, verdicts
+from twogrpo.summary import (BudgetError, accuracy_verdict, check_budgets, claims, claims_table, grader_table,
+                             semantics_table, table1_layout, time_mode, verdicts)
 from tests.test_trainer import TRAIN
 
 
@@ -112,3 +113,34 @@ def test_claims_table_has_three_claims_per_arm_with_the_papers_values():
     table = claims_table({"g2": entry(-0.01, 0.01, 0.125, [0.2])}, pd.read_csv("data/paper/tables.csv"), 0.02)
     assert len(table) == 3 and set(table["verdict"]) == {"reproduced", "reproduced: equivalent within the margin"}
     assert table.loc[2, "paper"].startswith("0.210")  # v2 Table 1: mean time ratio over its five runs
+
+
+def test_claims_record_the_work_the_times_measured():
+    s = summary([{"model": "g4-s0", "arm": "g4", "seed": 0, "rollouts": 64, "mean_at_k": 0.5, "train_time": 10.0},
+                 {"model": "g2-s0", "arm": "g2", "seed": 0, "rollouts": 32, "mean_at_k": 0.5, "train_time": 2.0}])
+    intervals = {"g2": {"average": {"low": -0.01, "high": 0.01}}}
+    assert time_mode(CFG) == "dead groups skipped"  # TRAIN skips them
+    assert time_mode(dataclasses.replace(CFG, skip_dead_groups=False)) == "verl's full pass"
+    entry_ = claims(s, "g4", intervals, mode="verl's full pass")["g2"]
+    assert entry_["time_mode"] == "verl's full pass"
+    assert "verl's full pass" in claims_table({"g2": entry_}, pd.read_csv("data/paper/tables.csv"), 0.02).loc[2, "measured"]
+
+
+def test_grader_table_gives_each_arms_accuracy_and_gap_under_every_grader():
+    rows = [{"arm": arm, "mean_at_k_math_verify": mv, "mean_at_k_verl_math": vm, "mean_at_k_verl_dapo": 0.0}
+            for arm, mv, vm in [("base", 0.1, 0.1), ("g4", 0.5, 0.4), ("g4", 0.7, 0.6), ("g2", 0.5, 0.3)]]
+    table = grader_table(pd.DataFrame(rows), "g4")
+    assert table.loc["g4", ("Mean@k", "math-verify")] == pytest.approx(60)
+    assert table.loc["g2", ("gap to g4", "math-verify")] == pytest.approx(-10)
+    assert table.loc["g2", ("gap to g4", "verl-math")] == pytest.approx(-20)
+    assert pd.isna(table.loc["base", ("gap to g4", "verl-math")])
+
+
+def test_semantics_table_names_each_choice_with_its_key():
+    from twogrpo.config import load_params
+    params = load_params("params.yaml")
+    table = semantics_table(params, {"verl's full pass"}).set_index("key")["value"]
+    assert table["train.loss_agg"].startswith("micro-token-mean (micro-batches of 256 rollouts)")
+    assert table["train.skip_dead_groups"] == "verl's full pass"
+    assert table["grading.evaluation"] == table["grading.reward"] == "math-verify"
+    assert "1,024 trained on" in table["train.prompts"]

@@ -293,9 +293,8 @@ class TrainConfig:
     @property
     def skips_dead_groups(self) -> bool:
         """Whether the update and the old log-probs skip dead groups: asked for, and result-neutral (no KL or entropy
-        term, which give a dead group a gradient; a loss normalised by the whole mini-batch)."""
-        return (self.skip_dead_groups and not self.kl_coef and not self.entropy_coef
-                and self.loss_agg != "micro-token-mean")
+        term, which give a dead group a gradient; micro-token-mean is refused with it by check())."""
+        return self.skip_dead_groups and not self.kl_coef and not self.entropy_coef
 
     def prompts_per_minibatch(self, arm: ArmConfig) -> int:
         return arm.prompts_per_minibatch or self.rollouts_per_minibatch // arm.group_size
@@ -357,6 +356,10 @@ class TrainConfig:
             raise ParamsError(f"train.micro_batch_tokens={self.micro_batch_tokens} must be >= 0 (0 = by rollouts)")
         if self.checkpoint_every < 0:
             raise ParamsError(f"train.checkpoint_every={self.checkpoint_every} must be >= 0 (0 = no checkpoints)")
+        if self.skip_dead_groups and self.loss_agg == "micro-token-mean":
+            raise ParamsError("train.skip_dead_groups=true with train.loss_agg=micro-token-mean: dead groups' tokens "
+                              "weigh in each micro-batch's token mean there, so skipping them would change the result; "
+                              "set train.loss_agg=token-mean to skip them")
         if self.kl_coef < 0 or self.entropy_coef < 0:
             raise ParamsError(f"train: kl_coef={self.kl_coef} and entropy_coef={self.entropy_coef} must be >= 0")
         if not 0 < self.clip_low < 1 or self.clip_high <= 0 or self.clip_ratio_c <= 1:

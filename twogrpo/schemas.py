@@ -111,6 +111,10 @@ class Summary(pa.DataFrameModel):
     mean_at_k: Series[float] = pa.Field(ge=0, le=1)
     pass_at_k: Series[float] = pa.Field(ge=0, le=1)
     k: Series[int] = pa.Field(ge=1)
+    # Mean@k under each grader (twogrpo.grading; mean_at_k is grading.evaluation's), from the same samples.
+    mean_at_k_math_verify: Series[float] = pa.Field(ge=0, le=1)
+    mean_at_k_verl_math: Series[float] = pa.Field(ge=0, le=1)
+    mean_at_k_verl_dapo: Series[float] = pa.Field(ge=0, le=1)
     prompts_seen: Series[int] = pa.Field(ge=0)
     rollouts: Series[int] = pa.Field(ge=0)
     tokens: Series[int] = pa.Field(ge=0)

@@ -173,7 +173,9 @@ def check_budgets(cfg: TrainConfig, summary: pd.DataFrame) -> None:
 
 
 def _accuracy(metrics: dict) -> dict:
-    return {"mean_at_k": metrics["mean_at_k"], "pass_at_k": metrics["pass_at_k"], "k": metrics["k"]}
+    return {"mean_at_k": metrics["mean_at_k"], "pass_at_k": metrics["pass_at_k"], "k": metrics["k"],
+            **{f"mean_at_k_{grader.replace('-', '_')}": value
+               for grader, value in metrics["mean_at_k_by_grader"].items()}}
 
 
 def time_mode(cfg: TrainConfig) -> str:
@@ -324,3 +326,38 @@ def results_table(summary: pd.DataFrame, reference_arm: str) -> pd.DataFrame:
     })
     out.insert(5, "Mean@k diff", out["Mean@k"] - out.loc[reference_arm, "Mean@k"])
     return out
+
+
+def semantics_table(params, time_modes: set[str]) -> pd.DataFrame:
+    """The choices a claim depends on, each with its key and value: which verifier graded the reward and the
+    evaluation, how the loss was normalised, which work the times measured, the prompt order, 2-GRPO+RS's refills.
+    `params` is twogrpo.config.Params; `time_modes` the time_mode of every arm in metrics/claims.json."""
+    t = params.train
+    rows = [
+        ("evaluation grader (the accuracy claims)", "grading.evaluation", params.grading.metric),
+        ("reward grader (training, in-training curves)", "grading.reward", params.grading.reward),
+        ("loss normalisation", "train.loss_agg",
+         f"{t.loss_agg}" + (f" (micro-batches of {t.micro_batch_tokens:,} tokens)" if t.micro_batch_tokens else
+                            f" (micro-batches of {t.micro_batch_rollouts} rollouts)")
+         * (t.loss_agg == "micro-token-mean")),
+        ("training time measured on", "train.skip_dead_groups", ", ".join(sorted(time_modes)) or "-"),
+        ("prompt order", "train.prompts",
+         f"a seeded permutation of {t.prompts:,} problems every epoch, {t.prompts_per_epoch:,} trained on "
+         f"(whole generation batches of {t.generation_batch_prompts})"),
+    ]
+    if any(arm.resample for arm in t.arms.values()):
+        rows.append(("2-GRPO+RS refills", "train.arms.<arm>.resample",
+                     "from the same prompt stream, within the reference arm's rollouts per step; the same "
+                     "generation steps as the other arms"))
+    return pd.DataFrame(rows, columns=["choice", "key", "value"])
+
+
+def grader_table(summary: pd.DataFrame, reference_arm: str) -> pd.DataFrame:
+    """Mean@k (points, mean over seeds) of every arm under each grader, and the gap to the reference arm under each:
+    the same samples, graded three ways."""
+    columns = {"math-verify": "mean_at_k_math_verify", "verl-math": "mean_at_k_verl_math",
+               "verl-dapo": "mean_at_k_verl_dapo"}
+    means = 100 * summary.groupby("arm", sort=False)[list(columns.values())].mean()
+    means.columns = list(columns)
+    gaps = means.drop(index=["base", reference_arm], errors="ignore") - means.loc[reference_arm]
+    return pd.concat({"Mean@k": means, f"gap to {reference_arm}": gaps}, axis=1)
