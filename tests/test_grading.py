@@ -9,7 +9,8 @@ import pytest
 from math_verify import parse, verify
 
 from twogrpo import grading
-from twogrpo.grading import GRADERS, grade, gold_grades_itself, hendrycks_normalise, last_box, minerva_normalise, rewards
+from twogrpo.grading import (GRADERS, gold_grades_itself, grade, hendrycks_normalise, last_box, minerva_normalise,
+                             rewards)
 
 MATH500 = [json.loads(line) for line in (Path(__file__).parent / "data" / "math500_first100.jsonl").open()]
 

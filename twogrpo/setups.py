@@ -46,7 +46,8 @@ def describe(params: Params) -> str:
         q = t.prompts_per_minibatch(arm)
         lines.append(f"  {name}: G={arm.group_size}, {q} prompts x {arm.group_size} = {q * arm.group_size} "
                      f"rollouts per mini-batch, {t.generation_batch_prompts // q} updates per step, lr {t.lr(arm):.3g}"
-                     f"{', resampling' if arm.resample else ''}; {t.prompts_per_epoch * t.epochs * arm.group_size:,} rollouts")
+                     f"{', resampling' if arm.resample else ''}; "
+                     f"{t.prompts_per_epoch * t.epochs * arm.group_size:,} rollouts")
     return "\n".join(lines)
 
 

@@ -168,7 +168,8 @@ def check_budgets(cfg: TrainConfig, summary: pd.DataFrame) -> None:
                                   f"arm's budget of {reference_rollouts}")
         elif row.prompts_seen != prompts or row.rollouts != prompts * arm.group_size:
             raise BudgetError(f"{row.model}: saw {row.prompts_seen} prompts and generated {row.rollouts} rollouts; "
-                              f"the study declares {prompts} prompts (whole generation batches of train.prompts x epochs) and "
+                              f"the study declares {prompts} prompts (the whole generation batches of train.prompts, "
+                              f"x epochs) and "
                               f"{prompts * arm.group_size} rollouts (x G={arm.group_size})")
 
 

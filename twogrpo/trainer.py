@@ -423,7 +423,8 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
             records = graded(sample_records(engine, eval_problems, task.prompt_template, evaluation,
                                             seed=eval_cfg.seed, dist=dist), eval_problems, grader)
             accuracy, eval_time = float(records["correct"].mean()), time.perf_counter() - t0
-        row = {"gen_step": gen_step, "epoch": max(stream.drawn - 1, 0) // stream.epoch_size, "prompts_seen": stream.drawn,
+        row = {"gen_step": gen_step, "epoch": max(stream.drawn - 1, 0) // stream.epoch_size,
+               "prompts_seen": stream.drawn,
                **totals, "rs_budget_used": totals["rollouts"] / (cfg.step_rollout_cap * max(gen_step, 1)),
                **dict.fromkeys(STEP_STATS, float("nan")), "lr": 0.0, **stats,
                **{f"time_{p}": timer.seconds[p] for p in PHASES}, "train_time": sum(timer.seconds.values()),
