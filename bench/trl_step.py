@@ -10,8 +10,8 @@ data/prepared/train.parquet, the same reward function, learning rate, clip (0.2 
 (TRL's "bnpo"), float32, and the same torch threads. TRL (the pinned dev dependency, trl==1.16.0) computes old
 log-probs here as ours does, because a generation batch feeds several optimizer steps. The runs alternate (ours,
 TRL, ...) so that the machine's drift hits both; the math-verify cache is cleared before each run. "ours" skips
-dead groups in the update (train.skip_dead_groups, the default); "ours, full pass" runs every rollout through it,
-as verl and TRL do.
+dead groups in the update (train.skip_dead_groups=true, a speed option, with loss_agg token-mean); "ours, full pass"
+runs every rollout through it, as verl and TRL do (the default).
 Ours is timed by its phase timers (its in-training evaluation excluded), TRL from its first step's start to each
 generation cycle's last step (a callback). Prints one row per run, the medians and the TRL / ours ratio.
 """
@@ -43,7 +43,9 @@ ARMS = {16: "g16", 2: "g2"}
 
 def ours(params, arm_name: str, train: pd.DataFrame, test: pd.DataFrame, gen_steps: int, skip_dead: bool) -> dict:
     cfg = dataclasses.replace(params.train, prompts=params.train.generation_batch_prompts * gen_steps,
-                              eval_every=10**9, eval_problems=1, checkpoint_every=0, skip_dead_groups=skip_dead)
+                              eval_every=10**9, eval_problems=1, checkpoint_every=0, skip_dead_groups=skip_dead,
+                              loss_agg="token-mean")
+    cfg.check()
     model, tokenizer = load_policy("models/base")
     clear_cache()
     ledger = train_grpo(model, tokenizer, HFEngine(model, tokenizer), train, test, params.task, cfg,

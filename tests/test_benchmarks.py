@@ -56,6 +56,16 @@ def test_math_train_reads_the_original_folder_and_rejects_the_two_empty_boxes(lo
 
 
 @needs_files
+def test_the_math_setups_train_on_every_problem_the_prepare_stage_keeps():
+    """train.prompts of the MATH setups is the whole prepared train table (verl draws from all of it)."""
+    from stages.prepare import prepare
+    _, params = compose(["setup=qwen-1.5b-math", f"prepare.local_root={SHARED}"])
+    train, _, record = prepare(params.prepare)
+    assert len(train) == params.train.prompts == 7497
+    assert record["math"]["duplicates_dropped"] == 1
+
+
+@needs_files
 def test_aime25_control_characters_are_repaired_and_logged(loaded):
     result = loaded("aime25")
     table = result.table.set_index("id")

@@ -63,6 +63,7 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
     (lambda r: r["train"].update(prompts=100), "train.prompts=100 is fewer than one generation batch"),
     (lambda r: r["train"].update(skip_dead_groups=True), "train.skip_dead_groups=true with train.loss_agg=micro-token"),
     (lambda r: r["grading"].update(reward="sympy"), "grading.reward='sympy': expected one of"),
+    (lambda r: r["grading"].update(reward="verl-dapo"), "grading.reward=verl-dapo reads an \"Answer:\" line"),
     (lambda r: r["grading"].update(evaluation="exact"), "grading.evaluation='exact': expected one of"),
     (lambda r: r["base"].update(num_heads=8), "head_dim = hidden_size/num_heads = 16"),
     (lambda r: r["task"].update(prompt_template="Solve:"), "must contain '{problem}'"),
@@ -93,3 +94,11 @@ def test_the_reference_arm_is_found_or_its_absence_named():
 def test_unknown_arm_is_named():
     with pytest.raises(ParamsError, match="unknown arm 'g3'"):
         load_params(ROOT / "params.yaml").train.arm("g3")
+
+
+def test_the_grader_names_of_the_params_are_the_graders():
+    import typing
+
+    from twogrpo.config import GraderName
+    from twogrpo.grading import GRADERS
+    assert typing.get_args(GraderName) == GRADERS

@@ -54,6 +54,7 @@ CASES = [
     ("3", r"\boxed{3} then \boxed{3}", True),
     ("2", r"\boxed 2", True),  # MATH-style box without braces
     ("5", r"\boxed{5", False),  # unclosed box, nothing else to read
+    ("2", r"\boxed{2} no wait \boxed{3", False),  # a last box left open is no answer, not the earlier one
     # --- no box: math-verify reads the last expression
     ("60", "27+33=60", True),
     ("3", "27+33=60", False),
@@ -95,6 +96,11 @@ VERL_MATH = [
     ("3", r"\boxed{2} then \boxed{3}", True),
     ("2", r"\boxed{2} then \boxed{3}", False),
     ("2", r"\boxed 2", True),
+    ("2", r"so $\boxed 2$ and more", True),  # a brace-less box runs to the next $
+    ("7", r"\fbox{7}", False),  # verl reads \fbox only to fail on it
+    ("x/y", r"\boxed{x/y}", True),
+    ("x/y", r"\boxed{x / y}", False),  # verl's a/b fix raises on non-integers: the raw strings are compared
+    ("2", r"\boxed{2} no wait \boxed{3", False),
 ]
 
 VERL_DAPO = [
@@ -106,7 +112,8 @@ VERL_DAPO = [
     ("5", "answer:5 dollars", True),
     ("5", "Answer: 4\nNo, wait.\nAnswer: 5", True),  # the last line
     ("4", "Answer: 4\nNo, wait.\nAnswer: 5", False),
-    ("5", r"Answer: \boxed{4} or rather \boxed{5}", True),  # the last box of the line
+    ("5", r"Answer: \boxed{4} or rather \boxed{5}", True),  # our deviation: the last of several boxes in the line
+    ("5", r"Answer: The final answer is \boxed{5}", False),  # one box: the whole line is normalised, as verl
     ("5", "Answer: 5" + "." * 300, False),  # only the last 300 characters are read
 ]
 

@@ -49,12 +49,14 @@ def test_setup_resolves_to_the_papers_settings(setup):
                                       "\\boxed{}.")
     assert p.task.max_new_tokens == (8192 if short == "ds-1.5b" else 4096)
     assert (t.epochs, t.generation_batch_prompts, t.warmup_gen_steps) == (10, 512, 10)
-    assert t.steps_per_epoch == 14  # 7,500 // 512, verl's drop_last
+    assert t.steps_per_epoch == 14  # 7,497 or 7,500 // 512, verl's drop_last
     assert (t.clip_low, t.clip_high, t.temperature, t.top_p, t.top_k) == (0.2, 0.28, 1.0, 1.0, 0)
     # verl at the paper's time: token-mean within each micro-batch, every rollout through the update, all 7,500
     # problems reshuffled every epoch; math-verify grades.
     assert (t.adv_std, t.loss_agg, t.kl_coef, t.entropy_coef, t.ppo_epochs) == ("bessel", "micro-token-mean", 0, 0, 1)
-    assert (t.skip_dead_groups, t.skips_dead_groups, t.micro_batch_tokens, t.prompts) == (False, False, 16384, 7500)
+    # Every problem of the train table: MATH's 7,497 that load (tests/test_benchmarks.py), DAPO-Math-Sub's 7,500.
+    assert (t.skip_dead_groups, t.skips_dead_groups, t.micro_batch_tokens) == (False, False, 16384)
+    assert t.prompts == {"math": 7497, "dapo": 7500}[data]
     assert (p.grading.reward, p.grading.metric) == ("math-verify", "math-verify")
     e = p.evaluate
     assert (e.problems, e.samples, e.temperature, e.top_p, e.top_k, e.max_new_tokens) == (0, 32, 0.7, 0.8, 20, 4096)

@@ -288,6 +288,8 @@ class TrainConfig:
         neutral = {"gradient_checkpointing": False, "checkpoint_every": 0}
         if self.loss_agg != "micro-token-mean":
             neutral |= {"micro_batch_rollouts": 1, "micro_batch_tokens": 0}
+        elif self.micro_batch_tokens:  # the token budget cuts the micro-batches; the rollout count is unused
+            neutral |= {"micro_batch_rollouts": 1}
         return dataclasses.replace(self, **neutral)
 
     @property
@@ -464,6 +466,10 @@ class Params:
         for section in (self.prepare, self.task, self.grading, self.rollout, self.base, self.train, self.evaluate,
                         self.contrastive, self.report):
             section.check()
+        if self.grading.reward == "verl-dapo" and "Answer:" not in self.task.prompt_template:
+            raise ParamsError(f"grading.reward=verl-dapo reads an \"Answer:\" line, which task.prompt_template="
+                              f"{self.task.prompt_template!r} does not ask for: every reward would be 0 and training "
+                              f"would do nothing (-S prompt=dapo sets both)")
         if self.contrastive.prompts > self.train.prompts:
             raise ParamsError(f"contrastive.prompts={self.contrastive.prompts} > train.prompts={self.train.prompts}")
         if self.train.prompts > self.prepare.train_size:

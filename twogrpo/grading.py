@@ -11,13 +11,15 @@ Three rules, chosen by name (params `grading.reward`, `grading.evaluation`). The
 
 Every grader reads the **last** box of a completion that has several (verl's rule; math-verify alone would read
 `\\boxed{2} ... \\boxed{3}` as the set {2, 3}). A last box opened and never closed (a truncated response) is no
-answer to verl's rules, and leaves math-verify to its own reading of the whole completion.
+answer, in every grader. Deviations from verl's code: verl's MATH rule reads a brace-less `\\boxed x` whenever one
+appears anywhere in the completion, here only when it is the last box; verl's DAPO rule normalises an Answer: line
+with several boxes whole, here its last box alone.
 
 math-verify times out with signal.alarm, so it runs in the main thread of a process. Every step has a time limit
 (TIMEOUT_S): an output that would take longer (10^{10^{10}} compared with a number) is graded wrong and flagged as
 timed out, never hangs the stage. The fast path: math-verify reads the last box alone, so a box whose text is the
-gold's is the call `grade(gold, "\\boxed{gold}")`, which the prepare stage checks to be correct for every problem
-(twogrpo.mathdata): it is decided without parsing. Other answers are cached per (gold, answer text), since a policy
+gold's is the call `grade(gold, "\\boxed{gold}")`, which the prepare stage checks to be correct for every problem of
+the real datasets (twogrpo.mathdata; the chain sums' answers are integers): it is decided without parsing. Other answers are cached per (gold, answer text), since a policy
 repeats its answers.
 """
 
@@ -47,17 +49,18 @@ class Grade(NamedTuple):
     timed_out: bool  # a math-verify step ran out of time (the sample is graded wrong)
 
 
-def last_box(text: str):
-    """The content of the last \\boxed{...} (or \\fbox{...}) of text, braces balanced; `\\boxed x` (no braces, as in
-    some MATH solutions) runs to the next $ or line end. None when text has no box, UNCLOSED when the last is open."""
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+def last_box(text: str, fbox: bool = True):
+    """The content of the last \\boxed{...} (or, with `fbox`, \\fbox{...}) of text, braces balanced; `\\boxed x` (no
+    braces, as in some MATH solutions) runs to the next $. None when text has no box; UNCLOSED when the last is open
+    or malformed (a `\\boxed` followed by neither a brace nor a space)."""
+    start = max(text.rfind("\\boxed"), text.rfind("\\fbox") if fbox else -1)
     if start < 0:
         return None
     rest = text[start + (6 if text.startswith("\\boxed", start) else 5):]
     if rest.startswith(" "):
-        return re.split(r"[$\n]", rest[1:], maxsplit=1)[0].strip()
+        return rest[1:].split("$", 1)[0].strip()
     if not rest.startswith("{"):
-        return None if "\\boxed" not in text[:start] else last_box(text[:start])
+        return UNCLOSED
     depth = 0
     for i, char in enumerate(rest):
         depth += {"{": 1, "}": -1}.get(char, 0)
@@ -111,23 +114,31 @@ def gold_grades_itself(gold: str) -> bool:
 
 
 def _grade_math_verify(gold: str, completion: str) -> Grade:
-    """The last box alone when there is one, else math-verify's default extraction over the whole completion (a box
-    first, else the last expression)."""
+    """The last box alone when there is one, else math-verify's default extraction over the whole completion (the
+    last expression)."""
     box = last_box(completion)
+    if box is UNCLOSED:
+        return Grade(False, "", False)
     if box == gold:  # the fast path (module docstring)
         return Grade(True, gold, False)
-    return _math_verify(gold, f"\\boxed{{{box}}}" if isinstance(box, str) else completion)
+    return _math_verify(gold, completion if box is None else f"\\boxed{{{box}}}")
 
 
 # --- verl's MATH rule: the normalisation of Hendrycks et al. (2021), as verl's math_reward.py applies it
 
+class _Unnormalisable(ValueError):
+    """verl's normalisation raised: verl then compares the two answers as they are (math_reward.is_equiv)."""
+
+
 def _fix_fracs(text: str) -> str:
-    r"""\frac12 -> \frac{1}{2}, \frac1{72} -> \frac{1}{72}; a \frac with fewer than 2 characters after it leaves the
-    text as it was."""
+    r"""\frac12 -> \frac{1}{2}, \frac1{72} -> \frac{1}{72}; a \frac with 1 character after it leaves the text as it
+    was, one at the very end raises (as verl's code does)."""
     head, *tails = text.split("\\frac")
     out = head
     for tail in tails:
         out += "\\frac"
+        if not tail:
+            raise _Unnormalisable(text)
         if tail.startswith("{"):
             out += tail
         elif len(tail) < 2:
@@ -140,26 +151,37 @@ def _fix_fracs(text: str) -> str:
 
 
 def _fix_a_slash_b(text: str) -> str:
+    """a/b of two integers written plainly -> \\frac{a}{b}; a/b where either is no integer raises (as verl's code,
+    whose int() error escapes)."""
     parts = text.split("/")
-    if len(parts) == 2 and all(re.fullmatch(r"-?\d+", p) and str(int(p)) == p for p in parts):
-        return f"\\frac{{{parts[0]}}}{{{parts[1]}}}"
-    return text
+    if len(parts) != 2:
+        return text
+    try:
+        a, b = int(parts[0]), int(parts[1])
+    except ValueError:
+        raise _Unnormalisable(text) from None
+    return f"\\frac{{{a}}}{{{b}}}" if text == f"{a}/{b}" else text
 
 
 def _fix_sqrt(text: str) -> str:
-    r"""\sqrt3 -> \sqrt{3} (the first character after a brace-less \sqrt)."""
+    r"""\sqrt3 -> \sqrt{3} (the first character after a brace-less \sqrt); a \sqrt at the very end raises."""
     head, *tails = text.split("\\sqrt")
-    return head + "".join("\\sqrt" + (t if t.startswith("{") or not t else "{" + t[0] + "}" + t[1:]) for t in tails)
+    if any(not t for t in tails):
+        raise _Unnormalisable(text)
+    return head + "".join("\\sqrt" + (t if t.startswith("{") else "{" + t[0] + "}" + t[1:]) for t in tails)
 
 
 def hendrycks_normalise(text: str) -> str:
     """An answer string in MATH's canonical form: no spaces, line breaks, \\left/\\right, degrees, dollars,
     percents or right-hand units (`\\text{ cm}`); \\dfrac and \\tfrac as \\frac; braces added to \\frac12 and
-    \\sqrt3; "k = 5" as 5; 0.5 as \\frac{1}{2}; a/b of integers as \\frac{a}{b}."""
+    \\sqrt3; "k = 5" as 5; 0.5 as \\frac{1}{2}; a/b of integers as \\frac{a}{b}. Raises _Unnormalisable where verl's
+    code raises."""
     for old, new in (("\n", ""), ("\\!", ""), ("\\\\", "\\"), ("tfrac", "frac"), ("dfrac", "frac"), ("\\left", ""),
                      ("\\right", ""), ("^{\\circ}", ""), ("^\\circ", ""), ("\\$", "")):
         text = text.replace(old, new)
     if "\\text{ " in text:  # units on the right
+        if text.count("\\text{ ") > 1:
+            raise _Unnormalisable(text)
         text = text.split("\\text{ ")[0]
     text = text.replace("\\%", "").replace(" .", " 0.").replace("{.", "{0.")
     if not text:
@@ -174,11 +196,16 @@ def hendrycks_normalise(text: str) -> str:
 
 
 def _grade_verl_math(gold: str, completion: str) -> Grade:
-    box = last_box(completion)
+    """verl reads \\fbox only to fail on it, so an \\fbox answer scores 0; where either normalisation raises, the two
+    answers are compared as they are."""
+    box = last_box(completion, fbox=False)
     if box is None or box is UNCLOSED:
         return Grade(False, "", False)
-    answer = hendrycks_normalise(box)
-    return Grade(answer == hendrycks_normalise(gold), answer, False)
+    try:
+        answer = hendrycks_normalise(box)
+        return Grade(answer == hendrycks_normalise(gold), answer, False)
+    except _Unnormalisable:
+        return Grade(box == gold, box, False)
 
 
 # --- verl's DAPO rule: Minerva's normalisation (Lewkowycz et al. 2022), as verl's math_dapo.py applies it
@@ -213,11 +240,15 @@ def minerva_normalise(text: str) -> str:
 
 
 def _grade_verl_dapo(gold: str, completion: str) -> Grade:
+    """The last "Answer:" line, normalised whole as verl does; a deviation from verl: when that line holds several
+    boxes, the last one alone (verl's normalisation would keep the text between the first and the last)."""
     lines = re.findall(r"(?i)Answer\s*:\s*([^\n]+)", completion[-DAPO_TAIL:])
     if not lines:
         return Grade(False, "", False)
-    box = last_box(lines[-1])
-    answer = minerva_normalise(lines[-1] if box is None or box is UNCLOSED else f"\\boxed{{{box}}}")
+    line = lines[-1]
+    if line.count("\\boxed") > 1 and isinstance(box := last_box(line), str):
+        line = f"\\boxed{{{box}}}"
+    answer = minerva_normalise(line)
     return Grade(answer == minerva_normalise(gold), answer, False)
 
 

@@ -20,7 +20,8 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def majority_correct(extracted: list[str], correct: list[bool]) -> bool:
     """Majority vote over one problem's samples: is the most frequent extracted answer right? Samples with no answer
-    do not vote; ties go to the answer seen first; answers are compared as math-verify extracted them (as text)."""
+    do not vote; ties go to the answer seen first; answers are compared as the grader read them (as text; a right
+    answer as the gold's text, twogrpo.grading.Grade)."""
     votes = Counter(e for e in extracted if e)
     if not votes:
         return False

@@ -113,7 +113,8 @@ class Checkpointing:
 class Forward:
     """How the trainer's forward passes run: micro-batches of a number of rollouts, or of a token budget (verl's
     dynamic batch size), in float32 or bf16 autocast. Micro-batching changes memory and speed, not the result (float
-    rounding aside); bf16 changes the rounding."""
+    rounding aside), except under loss_agg micro-token-mean, where each micro-batch is normalised by its own tokens;
+    bf16 changes the rounding."""
 
     rollouts: int  # rollouts per micro-batch (train.micro_batch_rollouts), when tokens is 0
     tokens: int = 0  # tokens per micro-batch (train.micro_batch_tokens); 0 = by rollouts
@@ -337,7 +338,9 @@ def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_lo
     forward = Forward.of(cfg)
     device = next(model.parameters()).device  # model may be DDP-wrapped
     packed = bool(forward.tokens) and packs(model)
-    parts = micro_batches(forward.split(samples, rows, packed), sharded)
+    # Under micro-token-mean the cut shapes the loss: the same cut (longest first) whether or not flash attention packs.
+    cut_packed = packed and cfg.loss_agg != "micro-token-mean"
+    parts = micro_batches(forward.split(samples, rows, cut_packed), sharded)
     for k, (part, real) in enumerate(parts):
         batch = collate(samples, part, pad, device, packed)
         mask = batch.response_mask
@@ -487,7 +490,8 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
                                       sum(len(samples.response_ids[g * G + j]) for g in live for j in range(G))])
                     informative.append((float(sizes[2]), float(sizes[3])))
                     try:
-                        # Normalised by the whole mini-batch (dead groups' tokens included, as verl's token-mean).
+                        # The whole mini-batch's sequences and tokens (dead groups' included), over all processes:
+                        # the normalisers of grpo.aggregate.
                         updates.append(update_minibatch(trained, optimizer, samples, run_rows, old_logp, ref_logp,
                                                         advantages, cfg, task.max_new_tokens, pad,
                                                         minibatch=(int(sizes[0]), int(sizes[1])), world=dist.world))
