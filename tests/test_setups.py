@@ -146,6 +146,23 @@ def test_dry_run_of_the_setup_end_to_end(dry_project, setup):
     assert re.search(r"Δ 2-GRPO[^<]* - 16-GRPO", html)  # the paper's own rows and difference beside ours
 
 
+@pytest.mark.slow
+def test_dry_run_of_a_dapo_setup_with_verls_dapo_prompt_and_reward(dry_project):
+    """-S prompt=dapo end to end: rollouts prompted with DAPO's instruction, rewarded and graded by verl's DAPO rule;
+    the samples graded by every grader."""
+    project, data, model = dry_project
+    run(["dvc", "exp", "run", "-n", "dry-dapo-prompt", "-S", "setup=qwen-1.5b-dapo", "-S", "prompt=dapo", "-S",
+         "scale=dry-run", "-S", f"base.model={model}", "-S", f"prepare.local_root={data}"], project)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["grading"]["reward"] == "verl-dapo" and params["task"]["prompt_template"].startswith(DAPO_PREFIX)
+    metrics = json.loads((project / "eval/g16-s0/metrics.json").read_text())
+    assert metrics["grader"] == "verl-dapo" and set(metrics["mean_at_k_by_grader"]) == {
+        "math-verify", "verl-math", "verl-dapo"}
+    claims = json.loads((project / "metrics/claims.json").read_text())
+    assert claims["grader"] == "verl-dapo"
+    assert {arm["time_mode"] for arm in claims["arms"].values()} == {"verl's full pass"}
+
+
 def test_an_unknown_setup_lists_the_known_ones():
     """`dvc exp run -S setup=nope` composes through Hydra, whose error names the setups there are."""
     with pytest.raises(Exception, match="Could not find 'setup/nope'") as err:
