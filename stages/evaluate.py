@@ -4,22 +4,25 @@ Reads: models/<model>/, data/prepared/test.parquet; params `evaluate`, `task`, `
 Writes: eval/<model>/generations.parquet (per-sample completions, schema Generations). <model> is `base` or
 `<arm>-s<seed>`.
 
-Under `accelerate launch` (evaluate.launch) each process samples its share of the problems and the first writes the
+Under `accelerate launch` (runtime.eval_launch) each process samples its share of the problems and the first writes the
 gathered records, which equal one process's (twogrpo.evaluation.sample_records).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
-from twogrpo.engine import Sampling, make_engine
-from twogrpo.evaluation import first_problems, sample_records
-from twogrpo.checkpoint import Checkpoint, fingerprint
+from twogrpo.checkpoint import Checkpoint
 from twogrpo.distributed import Dist
+from twogrpo.engine import make_engine
+from twogrpo.evaluation import first_problems, sample_records
 from twogrpo.io import weights_sha256, write_parquet
+from twogrpo.lineage import stage_fingerprint
 from twogrpo.policy import check_context, load_policy
-from twogrpo.run import start_stage
+from twogrpo.run import relaunch, start_stage
+from twogrpo.sampling import Sampling
 from twogrpo.schemas import Generations, Problems, read_table, validate
 
 
@@ -28,6 +31,7 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="a folder name under models/")
     args = parser.parse_args()
     params = start_stage("evaluate")
+    relaunch(params.runtime.eval_launch, "stages.evaluate")
     dist = Dist.from_environment()  # several processes under `accelerate launch`; the first one writes
     cfg = params.evaluate
     model_dir = Path("models") / args.model
@@ -40,8 +44,10 @@ def main() -> None:
     # Each process saves its chunks as they come (checkpoints/eval-<model>[-p<rank>of<world>]/); a rerun after a
     # kill generates only the rest.
     name = f"eval-{args.model}" + (f"-p{dist.rank}of{dist.world}" if dist.world > 1 else "")
-    progress = Checkpoint(name, fingerprint(cfg, params.task, params.rollout, test["id"].tolist(),
-                                            weights_sha256(model_dir)))
+    stage = "evaluate-base" if args.model == "base" else "evaluate"
+    progress = Checkpoint(name, stage_fingerprint(stage, "stages.evaluate", dataclasses.asdict(params),
+                                                  test["id"].tolist(), weights_sha256(model_dir),
+                                                  item={"model": args.model}))
     records = sample_records(engine, test, params.task.prompt_template, sampling, seed=cfg.seed, progress=progress,
                              dist=dist)
     if dist.is_main:

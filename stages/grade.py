@@ -12,8 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from twogrpo.evaluation import correct_column, graded_by_all
-from twogrpo.grading import GRADERS
+from twogrpo.grading import GRADERS, correct_column, graded_by_all
 from twogrpo.io import write_json, write_parquet
 from twogrpo.metrics import benchmark_metrics
 from twogrpo.run import start_stage

@@ -1,9 +1,10 @@
 """train: GRPO from the base policy for one arm and one seed (a DVC matrix over train.arms x train.seeds).
 
-Reads: models/base/, data/prepared/{train,test}.parquet; params `train`, `task`, `grading.reward`, `rollout` (the
-engine), `evaluate` (in-training eval).
+Reads: models/base/, data/prepared/{train,test}.parquet; params: the train keys that shape a run (dvc.yaml lists them),
+`task`, `grading.reward`, the engine of `rollout`, `evaluate.max_new_tokens`; `runtime` (how it runs).
+Started as `python -m stages.train`; under runtime.launch = `accelerate launch ...` it starts itself again under it.
 Writes: models/<arm>-s<seed>/ (the trained policy), runs/<arm>-s<seed>/steps.parquet (ledger, schema TrainSteps),
-runs/<arm>-s<seed>/live/ (dvclive per-step metrics). Keeps checkpoints/<arm>-s<seed>/ every train.checkpoint_every
+runs/<arm>-s<seed>/live/ (dvclive per-step metrics). Keeps checkpoints/<arm>-s<seed>/ every runtime.checkpoint_every
 generation steps while it runs (not a DVC output, so it survives a kill): rerun, the stage resumes from it, and deletes
 it once the outputs are written.
 """
@@ -11,6 +12,7 @@ it once the outputs are written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import logging
 import math
@@ -20,16 +22,19 @@ from pathlib import Path
 import torch
 from dvclive import Live
 
-from twogrpo.engine import make_engine
-from twogrpo.checkpoint import Checkpoint, fingerprint
+from twogrpo.checkpoint import Checkpoint
 from twogrpo.config import Params
 from twogrpo.distributed import Dist, full_state_dict, unsharded
-from twogrpo.plan import preflight
+from twogrpo.engine import make_engine
 from twogrpo.io import atomic_path, weights_sha256, write_parquet
+from twogrpo.lineage import stage_fingerprint
+from twogrpo.plan import preflight
 from twogrpo.policy import check_context, load_policy
-from twogrpo.run import start_stage
+from twogrpo.run import relaunch, start_stage
 from twogrpo.schemas import DataError, Problems, TrainSteps, read_table, validate
-from twogrpo.trainer import PHASES, STEP_STATS, Checkpointing, train_grpo
+from twogrpo.run_state import Checkpointing
+from twogrpo.telemetry import PHASES, STEP_STATS
+from twogrpo.trainer import train_grpo
 
 log = logging.getLogger("train")
 LOGGED = (*STEP_STATS, "prompts_seen", "rollouts", "tokens", "opt_steps", "rs_budget_used", "lr", "train_time",
@@ -42,6 +47,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, required=True)
     args = parser.parse_args()
     params = start_stage("train")
+    relaunch(params.runtime.launch, "stages.train")
     dist = Dist.from_environment()  # several processes under `accelerate launch`; the first one writes
     preflight(params, "models/base", dist.sharded)  # the GPUs and their free memory, before any work
     train(args, params, dist)
@@ -56,7 +62,7 @@ def train(args: argparse.Namespace, params: Params, dist: Dist) -> None:
     model, tokenizer = load_policy("models/base")
     if torch.cuda.is_available() and importlib.util.find_spec("flash_attn"):
         model.set_attn_implementation("flash_attention_2")  # micro-batches by token budget packed, without padding
-    if params.train.gradient_checkpointing:
+    if params.runtime.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     train_table = read_table("data/prepared/train.parquet", Problems)
     if len(train_table) < params.train.prompts:
@@ -72,11 +78,13 @@ def train(args: argparse.Namespace, params: Params, dist: Dist) -> None:
                   params.evaluate.max_new_tokens, "evaluate.max_new_tokens")
     engine = make_engine(params.rollout, model, tokenizer, "models/base", args.seed)
     run_dir = Path("runs") / name
-    # Everything that determines the run; a checkpoint saved under other settings is not resumed (memory-only
-    # settings aside: after running out of memory, a smaller micro-batch resumes).
-    checkpoint = Checkpoint(name, fingerprint(params.train.result_settings, params.task, params.rollout,
-                                              params.evaluate, params.grading.reward, args.arm, args.seed,
-                                              weights_sha256("models/base")))
+    # What shapes the run (dvc.yaml's params and code for this stage, the base weights); a checkpoint saved under
+    # other settings is not resumed (memory-only settings aside: after running out of memory, a smaller micro-batch
+    # resumes).
+    checkpoint = Checkpoint(name, stage_fingerprint("train", "stages.train", dataclasses.asdict(params),
+                                                    weights_sha256("models/base"),
+                                                    item={"arm": args.arm, "seed": args.seed},
+                                                    ignore=params.train.memory_only_keys))
     with atomic_path(run_dir / "live") if dist.is_main else nullcontext() as live_dir:
         live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) if dist.is_main else None
 
@@ -90,7 +98,7 @@ def train(args: argparse.Namespace, params: Params, dist: Dist) -> None:
 
         ledger = train_grpo(model, tokenizer, engine, prompts, test, params.task, params.train, arm, args.seed,
                             params.evaluate, on_step=on_step,
-                            checkpointing=Checkpointing(params.train.checkpoint_every,
+                            checkpointing=Checkpointing(params.runtime.checkpoint_every,
                                                         lambda state: checkpoint.save(state, state["gen_step"]),
                                                         resume=checkpoint.load()),
                             dist=dist, grader=params.grading.reward)

@@ -10,9 +10,10 @@ import torch
 from tests.test_trainer import BASE, TRAIN
 from twogrpo import grpo
 from twogrpo.distributed import Dist, full_state_dict, is_sharded, local_value
-from twogrpo.engine import Samples
+from twogrpo.sampling import Samples
 from twogrpo.policy import build_char_tokenizer, build_tiny_model
-from twogrpo.trainer import Forward, frozen_logprobs, rows_to_update, update_minibatch
+from twogrpo.forward import Forward, frozen_logprobs
+from twogrpo.trainer import rows_to_update, update_minibatch
 
 GROUPS, G = 8, 4
 

@@ -1,5 +1,7 @@
 """Shared test inputs."""
 
+import copy
+import functools
 import os
 import shutil
 import subprocess
@@ -21,17 +23,53 @@ def chain_sums(seed: int, train_size: int, n_test: int, max_terms: int = 2, max_
                                                   max_digits=max_digits))
 
 
-def shared_benchmarks() -> Path:
-    """The real benchmark files (../shared/benchmarks beside the checkout). TWOGRPO_BENCHMARKS overrides; a clean
-    clone elsewhere (as CI makes) finds them beside the checkout it was cloned from."""
-    if os.environ.get("TWOGRPO_BENCHMARKS"):
-        return Path(os.environ["TWOGRPO_BENCHMARKS"])
-    root = Path(__file__).resolve().parents[1]
-    candidates = [root.parent / "shared" / "benchmarks"]
-    origin = subprocess.run(["git", "config", "--get", "remote.origin.url"], cwd=root, capture_output=True, text=True)
-    if origin.returncode == 0 and Path(origin.stdout.strip()).is_dir():
-        candidates.append(Path(origin.stdout.strip()).resolve().parent / "shared" / "benchmarks")
-    return next((c for c in candidates if c.is_dir()), candidates[0])
+BENCHMARKS = ROOT / "tests" / "data" / "benchmarks"  # excerpts of the real files, in their layout (SOURCES.md)
+
+# The study at a size that trains in seconds: conf/'s embedded default with these changes (`tiny_params`).
+# One-digit sums: a 1-layer model learns some of them in 200 SFT steps, so GRPO sees mixed groups.
+TINY_CHANGES = {
+    "prepare": {"train_size": 120, "chain_sum": {"n_test": 30, "max_terms": 2, "max_digits": 1}},
+    "task": {"max_new_tokens": 12},
+    "base": {"hidden_size": 64, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 128,
+             "warmup_steps": 10, "batch_size": 32, "max_steps": 200, "eval_every": 100, "val_size": 16,
+             "target_accuracy": 0.99},
+    "train": {"arms": {"g4": {"group_size": 4, "lr_scaling": "linear"},
+                       "g2": {"group_size": 2, "lr_scaling": "linear"},
+                       "g2-rs": {"group_size": 2, "lr_scaling": "none", "resample": True}},
+              "prompts": 16, "rollouts_per_minibatch": 8, "generation_batch_prompts": 8, "reference_lr": 1.0e-3,
+              "reference_group_size": 4, "warmup_gen_steps": 1, "weight_decay": 0.0, "loss_agg": "token-mean",
+              "micro_batch_rollouts": 8, "skip_dead_groups": True, "eval_problems": 8},
+    "evaluate": {"problems": 16, "samples": 4, "max_new_tokens": 12, "seed": 7},
+    "contrastive": {"prompts": 16, "responses": 6, "permutations": 3},
+    "report": {"bootstrap_samples": 200},
+    "runtime": {"checkpoint_every": 1, "threads": 1},  # one torch thread per stage: tests run side by side
+}
+REPLACED = {("train", "arms")}  # mappings replaced whole, not merged
+
+
+def changed(params: dict, changes: dict, where: tuple[str, ...] = ()) -> dict:
+    """`params` with `changes` merged in, key by key (a key missing from params is refused: a typo, not a change)."""
+    out = copy.deepcopy(params)
+    for key, value in changes.items():
+        if key not in out:
+            raise KeyError(f"{'.'.join((*where, key))} is not a params key")
+        if isinstance(value, dict) and (*where, key) not in REPLACED:
+            out[key] = changed(out[key], value, (*where, key))
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@functools.cache
+def _conf_params() -> dict:
+    from tools.setups import compose
+    return compose([])[0]
+
+
+def tiny_params(**changes: dict) -> dict:
+    """params.yaml for a study that trains in seconds: conf/ composed as DVC composes it, TINY_CHANGES applied, then
+    `changes` (section=mapping)."""
+    return changed(changed(_conf_params(), TINY_CHANGES), changes)
 
 
 def new_project(project: Path, params: dict) -> Path:
@@ -58,9 +96,8 @@ def new_project(project: Path, params: dict) -> Path:
 
 
 def tool_env() -> dict[str, str]:
-    """This environment's tools (dvc, accelerate) first on PATH, and one torch thread per stage."""
-    return os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                         "TWOGRPO_THREADS": "1"}
+    """This environment's tools (dvc, accelerate) first on PATH."""
+    return os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
 def process_tree(root: int) -> list[int]:

@@ -15,8 +15,9 @@ import resource
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+import twogrpo.forward as forward
 import twogrpo.trainer as trainer
-from twogrpo.engine import Samples
+from twogrpo.sampling import Samples
 from twogrpo.plan import ModelShape, Workload, phase_memory
 from tests.test_trainer import TRAIN
 
@@ -52,10 +53,9 @@ def main() -> None:
                        heads=args.heads, kv_heads=args.kv_heads, tied=True, positions=args.prompt_tokens +
                        args.response_tokens)
     cfg = dataclasses.replace(TRAIN, micro_batch_rollouts=args.micro_batch_rollouts,
-                              micro_batch_tokens=args.micro_batch_tokens,
-                              gradient_checkpointing=args.gradient_checkpointing)
+                              micro_batch_tokens=args.micro_batch_tokens)
     if args.full_logits:
-        trainer.logprobs = full_logits
+        trainer.logprobs = forward.logprobs = full_logits  # the update's and the old log-probs' forward passes
     baseline = resident_bytes()
 
     torch.manual_seed(0)
@@ -66,7 +66,7 @@ def main() -> None:
     samples = Samples([r[: args.prompt_tokens] for r in ids], [r[args.prompt_tokens:] for r in ids],
                       [""] * args.rollouts, [False] * args.rollouts)
     rows = list(range(args.rollouts))
-    old = trainer.frozen_logprobs(model, samples, trainer.Forward.of(cfg), 0)
+    old = forward.frozen_logprobs(model, samples, forward.Forward.of(cfg), 0)
     advantages = torch.tensor([1.0, -1.0] * (args.rollouts // 2))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
     for _ in range(2):  # the second step is a run's steady state: AdamW's moments exist from the first step on

@@ -1,19 +1,15 @@
-"""The real loaders on the real benchmark files under ../shared/benchmarks: counts, self-verifying gold answers,
-the repairs the files need and the rows they must reject."""
+"""The real loaders on excerpts of the real benchmark files (tests/data/benchmarks, sources in tests/data/SOURCES.md):
+counts, self-verifying gold answers, the repairs the files need and the rows they must reject."""
 
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures import shared_benchmarks
+from tests.fixtures import BENCHMARKS
+from tools.setups import compose
 from twogrpo.config import SourceConfig
 from twogrpo.grading import gold_grades_itself
 from twogrpo.mathdata import last_boxed, load_rows, normalise, repair_text
-from twogrpo.setups import compose
-
-SHARED = shared_benchmarks()
-needs_files = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} is absent: the real benchmark files are "
-                                                              f"not on this machine")
 
 
 @pytest.fixture(scope="module")
@@ -27,15 +23,14 @@ def loaded(sources):
 
     def get(name):
         if name not in cache:
-            rows, ids = load_rows(name, sources[name], str(SHARED))
+            rows, ids = load_rows(name, sources[name], str(BENCHMARKS))
             cache[name] = normalise(name, rows, ids)
         return cache[name]
     return get
 
 
-@needs_files
-@pytest.mark.parametrize(("name", "count"), [("math500", 500), ("amc23", 40), ("aime25", 30), ("minerva_math", 272),
-                                             ("olympiadbench", 675), ("gsm8k", 1319), ("aime24", 30)])
+@pytest.mark.parametrize(("name", "count"), [("math500", 100), ("amc23", 10), ("aime25", 30), ("minerva_math", 10),
+                                             ("olympiadbench", 13), ("gsm8k", 60), ("aime24", 10)])
 def test_benchmarks_load_whole_and_every_gold_answer_verifies_against_itself(loaded, name, count):
     result = loaded(name)
     assert result.rejected == []
@@ -44,28 +39,27 @@ def test_benchmarks_load_whole_and_every_gold_answer_verifies_against_itself(loa
         assert gold_grades_itself(answer), answer
 
 
-@needs_files
 def test_math_train_reads_the_original_folder_and_rejects_the_two_empty_boxes(loaded):
     result = loaded("math")
-    assert len(result.table) + len(result.rejected) == 7500
+    assert len(result.table) + len(result.rejected) == 49  # the excerpt's files
     assert [line.split(":")[0] for line in result.rejected] == ["math id number_theory/7115",
                                                                 "math id number_theory/7117"]
     assert "\\boxed 2 (no braces) -> '2'" in "\n".join(result.repairs)
+    assert "\\boxed 9 (no braces) -> '9'" in "\n".join(result.repairs)
     row = result.table.set_index("id").loc["math/algebra/24014"]
     assert row["answer"] == "2" and row["level"] == "Level 3" and row["subject"] == "Algebra"
 
 
-@needs_files
-def test_the_math_setups_train_on_every_problem_the_prepare_stage_keeps():
-    """train.prompts of the MATH setups is the whole prepared train table (verl draws from all of it)."""
+def test_the_prepare_stage_keeps_every_math_problem_but_the_rejected_and_the_duplicate():
+    """MATH train's 7,500 files load to the 7,497 problems the MATH setups train on (train.prompts, verl draws from
+    all of them): 2 rejected, 1 duplicate dropped. The excerpt holds all three cases among its 49 files."""
     from stages.prepare import prepare
-    _, params = compose(["setup=qwen-1.5b-math", f"prepare.local_root={SHARED}"])
+    _, params = compose(["setup=qwen-1.5b-math", f"prepare.local_root={BENCHMARKS}"])
     train, _, record = prepare(params.prepare)
-    assert len(train) == params.train.prompts == 7497
-    assert record["math"]["duplicates_dropped"] == 1
+    assert len(train) == 49 - 2 - 1 and params.train.prompts == 7500 - 2 - 1
+    assert record["math"]["duplicates_dropped"] == 1 and len(record["math"]["rejected"]) == 2
 
 
-@needs_files
 def test_aime25_control_characters_are_repaired_and_logged(loaded):
     result = loaded("aime25")
     table = result.table.set_index("id")
@@ -76,7 +70,6 @@ def test_aime25_control_characters_are_repaired_and_logged(loaded):
     assert sum(line.startswith("aime25 id 19:") for line in result.repairs) == 1
 
 
-@needs_files
 def test_float_and_list_answers_become_text(loaded):
     amc = loaded("amc23").table.set_index("id")
     assert amc.loc["amc23/0", "answer"] == "27"  # 27.0 in the file

@@ -1,26 +1,66 @@
-"""Checkpoint fingerprints: a checkpoint resumes only under the same settings and code."""
+"""Checkpoint fingerprints: a checkpoint resumes only under the same code and the same params keys the stage's DVC
+dependencies list (twogrpo.lineage), and across the settings that cannot change a result."""
 
-from twogrpo import checkpoint
+import dataclasses
+
+import pytest
+
+from tools.setups import compose
+from twogrpo.lineage import stage_fingerprint
 
 
-def test_a_fingerprint_covers_settings_and_code(tmp_path, monkeypatch):
-    assert checkpoint.fingerprint({"a": 1}) == checkpoint.fingerprint({"a": 1}) != checkpoint.fingerprint({"a": 2})
+@pytest.fixture(scope="module")
+def params():
+    return dataclasses.asdict(compose([])[1])
+
+
+def train_key(params, ignore=(), **train):
+    changed = params | {"train": params["train"] | train}
+    return stage_fingerprint("train", "stages.train", changed, "weights", item={"arm": "g2", "seed": 0}, ignore=ignore)
+
+
+def test_a_fingerprint_covers_the_listed_params_and_the_arm_not_other_arms_seeds_or_runtime(params):
+    key = train_key(params)
+    assert key == train_key(params)
+    assert key != train_key(params, reference_lr=2e-3) != train_key(params, epochs=2)
+    assert key != train_key(params, arms=params["train"]["arms"] | {"g2": {"group_size": 2, "lr_scaling": "none",
+                                                                           "prompts_per_minibatch": 0,
+                                                                           "resample": False}})
+    other_arm = params["train"]["arms"] | {"g16": {"group_size": 16, "lr_scaling": "none", "prompts_per_minibatch": 0,
+                                                   "resample": False}}
+    assert key == train_key(params, seeds=(0, 1, 2)) == train_key(params, arms=other_arm)
+    runtime = params | {"runtime": params["runtime"] | {"checkpoint_every": 7, "gradient_checkpointing": True}}
+    assert key == train_key(runtime)
+    assert key != stage_fingerprint("train", "stages.train", params, "other weights", item={"arm": "g2", "seed": 0})
+
+
+def test_a_fingerprint_covers_the_code_the_stage_imports(tmp_path):
+    (tmp_path / "stages").mkdir()
     (tmp_path / "twogrpo").mkdir()
-    (tmp_path / "twogrpo" / "x.py").write_text("code = 1\n")
-    monkeypatch.setattr(checkpoint, "CODE", tmp_path)
-    before = checkpoint.fingerprint({"a": 1})
-    (tmp_path / "twogrpo" / "x.py").write_text("code = 2\n")  # a changed module: the old checkpoint is not resumed
-    assert checkpoint.fingerprint({"a": 1}) != before
+    (tmp_path / "stages" / "x.py").write_text("from twogrpo.used import f\n")
+    (tmp_path / "twogrpo" / "used.py").write_text("def f(): return 1\n")
+    (tmp_path / "twogrpo" / "unused.py").write_text("code = 1\n")
+    (tmp_path / "dvc.yaml").write_text("stages:\n  x:\n    cmd: python -m stages.x\n    params: [a]\n")
+
+    def key():
+        return stage_fingerprint("x", "stages.x", {"a": 1, "b": 2}, root=tmp_path)
+
+    before = key()
+    (tmp_path / "twogrpo" / "unused.py").write_text("code = 2\n")
+    assert key() == before  # a module the stage does not import
+    (tmp_path / "twogrpo" / "used.py").write_text("def f(): return 2\n")
+    assert key() != before  # a changed module: the old checkpoint is not resumed
 
 
-def test_a_smaller_micro_batch_resumes_the_checkpoint_of_a_run_that_ran_out_of_memory():
-    from dataclasses import replace
+def test_a_smaller_micro_batch_resumes_the_checkpoint_of_a_run_that_ran_out_of_memory(params):
+    """Under token-mean the micro-batch sizes change only memory; under micro-token-mean they shape the result."""
+    def key(**train):
+        cfg = dataclasses.replace(compose([])[1].train, **train)
+        return train_key(params, ignore=cfg.memory_only_keys, **train)
 
-    from tests.test_trainer import TRAIN
-
-    def key(cfg):
-        return checkpoint.fingerprint(cfg.result_settings)
-
-    assert key(replace(TRAIN, micro_batch_tokens=16384)) == key(replace(TRAIN, micro_batch_tokens=4096)) \
-        == key(replace(TRAIN, micro_batch_rollouts=2, gradient_checkpointing=True, checkpoint_every=5))
-    assert key(replace(TRAIN, precision="bfloat16")) != key(TRAIN) != key(replace(TRAIN, reference_lr=2e-3))
+    assert key(loss_agg="token-mean", micro_batch_tokens=16384) == key(loss_agg="token-mean", micro_batch_tokens=4096) \
+        == key(loss_agg="token-mean", micro_batch_rollouts=2)
+    assert key(micro_batch_rollouts=64) != key(micro_batch_rollouts=256)  # the embedded default: micro-token-mean
+    assert key(micro_batch_tokens=4096, micro_batch_rollouts=2) == key(micro_batch_tokens=4096)
+    assert key(micro_batch_tokens=4096) != key(micro_batch_tokens=8192)
+    assert key(precision="bfloat16") != key()

@@ -103,11 +103,11 @@ def test_the_train_and_evaluate_stages_under_accelerate_launch_with_two_processe
     (evaluate.launch) writes the records one process writes."""
     params = copy.deepcopy(PARAMS)
     two_processes = f"accelerate launch --config_file conf/accelerate/cpu-2.yaml --main_process_port {free_port()}"
-    params["train"]["launch"] = params["evaluate"]["launch"] = two_processes
+    params["runtime"]["launch"] = params["runtime"]["eval_launch"] = two_processes
     project = new_project(tmp_path / "study", params)
     run(["dvc", "repro", "evaluate@g2-0"], project)
     shared = pd.read_parquet(project / "eval/g2-s0/generations.parquet")
-    params["evaluate"]["launch"] = "python"
+    params["runtime"]["eval_launch"] = "python"
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["dvc", "repro", "evaluate@g2-0"], project)  # the command changed: evaluated again, in one process
     pd.testing.assert_frame_equal(shared, pd.read_parquet(project / "eval/g2-s0/generations.parquet"))
@@ -144,7 +144,7 @@ def test_a_killed_two_process_training_resumes_and_matches_an_uninterrupted_one(
     """SIGKILL the launcher and both processes mid-run; the rerun resumes each process from its saved RNG state and
     ends with the weights of an uninterrupted 2-process run."""
     params = copy.deepcopy(PARAMS)
-    params["train"]["launch"] = (f"accelerate launch --config_file conf/accelerate/cpu-2.yaml "
+    params["runtime"]["launch"] = (f"accelerate launch --config_file conf/accelerate/cpu-2.yaml "
                                  f"--main_process_port {free_port()}")
     reference = new_project(tmp_path / "uninterrupted", params)
     run(["dvc", "repro", "train@g2-0"], reference)
@@ -166,7 +166,7 @@ def test_sharded_training_matches_replicated_training_and_resumes_after_a_kill(t
                         "reference_group_size": 4, "eval_problems": 22}
     runs = {}
     for config in ("cpu-2", "fsdp-cpu-2"):
-        params["train"]["launch"] = (f"accelerate launch --config_file conf/accelerate/{config}.yaml "
+        params["runtime"]["launch"] = (f"accelerate launch --config_file conf/accelerate/{config}.yaml "
                                      f"--main_process_port {free_port()}")
         project = new_project(tmp_path / config, params)
         if config == "cpu-2":

@@ -1,47 +1,66 @@
-"""dvc.yaml agrees with the code and with params.yaml (real dvc reads the pipeline)."""
+"""dvc.yaml agrees with the code and with params.yaml (real dvc reads the pipeline): each stage runs its module, and
+depends on exactly the project modules it imports and on listed params keys that exist, never on `runtime`."""
 
 import re
+import typing
 from dataclasses import fields
 from pathlib import Path
 
 import yaml
 from dvc.repo import Repo
 
+from tools.setups import compose
 from twogrpo.config import Params, load_params
+from twogrpo.lineage import imported_files, stage_params
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-SECTIONS = {f.name for f in fields(Params)}
+SECTIONS = typing.get_type_hints(Params)
+NOTEBOOKS = {"report": (Path("notebooks/report.ipynb"),)}
 
 
-def stage_module(stage: dict) -> Path:
-    # `python -m stages.<name>`, or `${train.launch} -m stages.<name>` (python or accelerate launch, from params;
-    # likewise evaluate.launch)
-    match = re.fullmatch(r"(?:python|\$\{(?:train|evaluate)\.launch\}) -m stages\.(\w+)( .*)?", stage["cmd"])
-    assert match, f"cmd {stage['cmd']!r} does not run a stage module"
-    return ROOT / "stages" / f"{match.group(1)}.py"
+def stage_module(name: str) -> str:
+    """`python -m stages.<module> [--option ${item...}]`: a fixed command, no params value in it."""
+    match = re.fullmatch(r"python -m stages\.(\w+)((?: --\w+ [\w$.{}-]+)*)", PIPELINE[name]["cmd"])
+    assert match, f"stage {name}: cmd {PIPELINE[name]['cmd']!r} is not `python -m stages.<module> [options]`"
+    assert "${" not in match.group(2).replace("${item.", ""), f"stage {name}: a params value in its command"
+    return match.group(1)
 
 
-def test_every_stage_runs_its_module_and_depends_on_it_and_the_library():
+def test_every_stage_depends_on_exactly_the_project_modules_it_imports():
     for name, stage in PIPELINE.items():
-        module = stage_module(stage)
-        assert module.exists(), name
-        assert str(module.relative_to(ROOT)) in stage["deps"], name
-        assert "twogrpo" in stage["deps"], name
+        module = stage_module(name)
+        code = {d for d in stage["deps"] if d.endswith(".py")}
+        expected = {str(p) for p in imported_files(f"stages.{module}", NOTEBOOKS.get(name, ()))}
+        assert code == expected, (f"stage {name}: dvc.yaml lists {sorted(code - expected)} it does not import, and "
+                                  f"misses {sorted(expected - code)}")
+        assert "twogrpo" not in stage["deps"] and "stages" not in stage["deps"], name
 
 
-def test_params_listed_are_sections_or_keys_and_cover_what_each_stage_reads():
-    """A stage lists a whole section, or single keys (`grading.reward`) when it reads only those."""
+def test_listed_params_keys_exist_for_every_setup_and_arm_and_never_the_runtime():
+    for setup in ("embedded", "qwen-1.5b-math", "ablation-qwen-7b-dapo"):
+        raw = compose([f"setup={setup}"])[0]
+        for name, stage in PIPELINE.items():
+            assert not any(key.split(".")[0] == "runtime" for key in stage.get("params", [])), name
+            for arm in raw["train"]["arms"]:
+                stage_params(name, raw, {"arm": arm, "seed": 0})  # a key that does not resolve raises KeyError
+
+
+def test_each_stage_lists_the_params_fields_its_module_reads():
+    """params.<section>.<field> read in a stage module (or its notebook) is listed: the section, the field, or keys
+    under it. Methods and properties (train.lr(arm)) derive from fields listed with them."""
     for name, stage in PIPELINE.items():
         listed = set(stage.get("params", []))
-        assert {entry.split(".")[0] for entry in listed} <= SECTIONS, name
-        source = stage_module(stage).read_text()
-        if name == "report":
-            source += (ROOT / "notebooks" / "report.ipynb").read_text()
+        source = (ROOT / "stages" / f"{stage_module(name)}.py").read_text()
+        source += "".join((ROOT / nb).read_text() for nb in NOTEBOOKS.get(name, ()))
         for section, key in set(re.findall(r"params\.(\w+)(?:\.(\w+))?", source)):
-            if section in SECTIONS:
-                assert section in listed or f"{section}.{key}" in listed, \
-                    f"stage {name} reads params.{section}.{key}, which it does not declare"
+            if section not in SECTIONS or section == "runtime":
+                continue
+            if key and key not in {f.name for f in fields(SECTIONS[section])}:
+                continue  # a method or property
+            prefix = f"{section}.{key}" if key else section  # a whole section handed on: some of its keys listed
+            covered = section in listed or any(entry == prefix or entry.startswith(f"{prefix}.") for entry in listed)
+            assert covered, f"stage {name} reads params.{section}.{key}, which it does not list"
 
 
 def test_matrix_expands_to_every_arm_and_seed_of_params():
@@ -53,14 +72,21 @@ def test_matrix_expands_to_every_arm_and_seed_of_params():
         assert {n.split("@", 1)[1] for n in names if n.startswith(f"{stage}@")} == expected
 
 
-def test_stages_write_only_declared_outputs():
-    """The paths each stage module names as outputs are the ones dvc.yaml declares."""
-    declared = {name: [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", []) + stage.get("metrics", [])]
-                for name, stage in PIPELINE.items()}
-    assert declared["prepare"] == ["data/prepared"]
-    assert set(declared["aggregate"]) == {"results/summary.csv", "results/benchmarks.csv", "results/time_to_target.csv",
-                                          "results/pass_at_k.csv", "results/curves.csv",
-                                          "metrics/claims.json"}
-    source = (ROOT / "stages" / "aggregate.py").read_text()
-    for out in declared["aggregate"]:
-        assert out in source
+def test_the_deps_tool_restores_a_missing_or_extra_code_dep():
+    from tools.deps import rewritten
+
+    text = (ROOT / "dvc.yaml").read_text()
+    assert rewritten(text) == (text, [])
+    broken = text.replace("      - twogrpo/grpo.py\n", "", 1).replace("      - twogrpo/tasks.py\n",
+                                                                        "      - twogrpo/tasks.py\n      - twogrpo/x.py\n", 1)
+    fixed, changed = rewritten(broken)
+    assert fixed == text and changed == ["prepare", "train"]
+
+
+def test_make_study_names_what_differs_between_params_yaml_and_conf():
+    from tools.compose import differences
+
+    raw = compose([])[0]
+    edited = compose(["train.epochs=3", "runtime.threads=2"])[0]
+    assert differences(raw, raw) == []
+    assert differences(raw, edited) == ["train.epochs: 1 -> 3", "runtime.threads: 0 -> 2"]

@@ -112,7 +112,8 @@ def test_an_interrupted_evaluation_resumes_without_regenerating_and_gives_the_sa
     from tests.fixtures import chain_sums
     from tests.test_trainer import BASE
     from twogrpo.checkpoint import Checkpoint
-    from twogrpo.engine import HFEngine, Sampling
+    from twogrpo.engine import HFEngine
+    from twogrpo.sampling import Sampling
     from twogrpo.evaluation import sample_records
     from twogrpo.policy import build_char_tokenizer, build_tiny_model
     from twogrpo.tasks import generate_problems

@@ -2,7 +2,7 @@
 
 import pytest
 
-from twogrpo.experiments import changed_params, claims_by_experiment, experiment_rows, flatten
+from tools.experiments import changed_params, claims_by_experiment, experiment_rows, flatten
 
 
 def entry(rev, name, clip_high, error=None):

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from math_verify import parse, verify
 
+from tests.fixtures import BENCHMARKS
 from twogrpo import grading
 from twogrpo.grading import (GRADERS, gold_grades_itself, grade, hendrycks_normalise, last_box, minerva_normalise,
                              rewards)
 
-MATH500 = [json.loads(line) for line in (Path(__file__).parent / "data" / "math500_first100.jsonl").open()]
+MATH500 = [json.loads(line) for line in (BENCHMARKS / "math500" / "test.jsonl").open()]
 
 CASES = [
     # --- the embedded task's own format
@@ -66,8 +67,14 @@ def test_grading_table(gold, completion, correct):
     assert grade(gold, completion)[0] is correct
 
 
-def test_the_table_has_at_least_thirty_cases():
-    assert len(CASES) >= 30
+def test_the_table_agrees_with_whole_text_math_verify_but_for_the_last_box_rule():
+    """The grader is math-verify on the last box: on every case of the table it gives plain math-verify's verdict
+    on the whole completion, except where a completion has several boxes (the last one is read) or a last box left
+    open (no answer), the two documented rules."""
+    differ = [(gold, completion) for gold, completion, _ in CASES
+              if verify(parse(f"\\boxed{{{gold}}}"), parse(completion)) != grade(gold, completion).correct]
+    assert differ and all(completion.count("\\boxed") > 1 for _, completion in differ)
+    assert {correct for *_, correct in CASES} == {True, False}
 
 
 def test_extracted_answer_is_recorded_and_empty_when_none():

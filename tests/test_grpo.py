@@ -124,7 +124,7 @@ def test_advantage_std_modes_at_g2_and_g16(std, pair, four_of_sixteen):
 
 
 def test_two_grpo_pair_identity_with_population_std_and_sequence_mean():
-    """Paper Eq. 14 (brief §1.3): for a mixed pair, the 2-GRPO objective (population std, per-sequence mean) is
+    """Paper v2 Eq. 14 (§5.1): for a mixed pair, the 2-GRPO objective (population std, per-sequence mean) is
     1/2 [mean clipped term of the positive - mean clipped term of the negative]."""
     torch.manual_seed(1)
     logp = torch.randn(2, 5) * 0.3

@@ -9,8 +9,9 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from tests.test_trainer import TRAIN
 from twogrpo import grpo
-from twogrpo.engine import Samples
-from twogrpo.trainer import Forward, collate, frozen_logprobs, logprobs, update_minibatch
+from twogrpo.sampling import Samples
+from twogrpo.forward import Forward, collate, frozen_logprobs, logprobs
+from twogrpo.trainer import update_minibatch
 
 VOCAB = 1000
 

@@ -3,6 +3,7 @@
 The project is copied into a fresh git repository with a tiny params.yaml; `dvc repro` runs every stage.
 """
 
+import io
 import json
 import re
 import shutil
@@ -17,40 +18,12 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.fixtures import new_project, run
+from tests.fixtures import new_project, run, tiny_params
 from twogrpo.schemas import EvalSamples, Problems, Summary, TrainSteps, read_table
 
 pytestmark = pytest.mark.slow
 
-TINY = {
-    # One-digit sums: a 1-layer model learns some of them in 200 SFT steps, so GRPO sees mixed groups.
-    "prepare": {"seed": 0, "train_set": "chain_sum", "train_size": 120, "benchmarks": ["chain_sum"], "local_root": "",
-                "sources": {}, "chain_sum": {"n_test": 30, "min_terms": 2, "max_terms": 2, "min_digits": 1,
-                                             "max_digits": 1}},
-    "task": {"prompt_template": "{problem}", "max_new_tokens": 12},
-    "grading": {"reward": "math-verify", "evaluation": ""},
-    "rollout": {"engine": "hf", "vllm_dtype": "float32", "vllm_memory_utilization": 0.2},
-    "base": {"model": "scratch", "revision": "main", "seed": 0, "hidden_size": 64, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1,
-             "intermediate_size": 128, "lr": 3.0e-3, "warmup_steps": 10, "weight_decay": 0.01, "batch_size": 32,
-             "max_steps": 200, "eval_every": 100, "val_size": 16, "target_accuracy": 0.99},
-    "train": {"seeds": [0, 1], "arms": {"g4": {"group_size": 4, "lr_scaling": "linear"},
-                                        "g2": {"group_size": 2, "lr_scaling": "linear"},
-                                        "g2-rs": {"group_size": 2, "lr_scaling": "none", "resample": True}},
-              "prompts": 16, "epochs": 1, "rollouts_per_minibatch": 8, "generation_batch_prompts": 8,
-              "reference_lr": 1.0e-3, "reference_group_size": 4, "warmup_gen_steps": 1, "weight_decay": 0.0,
-              "grad_clip": 1.0, "clip_low": 0.2, "clip_high": 0.28, "clip_ratio_c": 3.0, "adv_std": "bessel",
-              "adv_eps": 1.0e-6, "loss_agg": "token-mean", "kl_coef": 0.0, "entropy_coef": 0.0, "ppo_epochs": 1,
-              "temperature": 1.0, "top_p": 1.0, "top_k": 0, "micro_batch_rollouts": 8,
-              "gradient_checkpointing": False, "skip_dead_groups": True, "checkpoint_every": 1, "launch": "python", "eval_every": 1,
-              "eval_benchmark": "chain_sum", "eval_problems": 8, "eval_samples": 2},
-    "evaluate": {"problems": 16, "samples": 4, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "max_new_tokens": 12,
-                 "seed": 7, "launch": "python"},
-    "contrastive": {"prompts": 16, "responses": 6, "permutations": 3, "seed": 0},
-    "report": {"equivalence_margin": 0.02, "bootstrap_samples": 200, "bootstrap_seed": 0, "target_fraction": 0.95,
-               "paper_model": "", "paper_train_set": ""},
-}
-
-
+TINY = tiny_params()
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +125,54 @@ def test_repro_after_a_run_does_nothing(study):
     assert "Running stage" not in out
 
 
+def test_every_file_the_study_writes_is_an_output_dvc_yaml_declares(study):
+    """All stages' outputs exist and nothing else is written beside them (no checkpoint is left either)."""
+    lock = yaml.safe_load((study / "dvc.lock").read_text())["stages"]
+    declared = {out["path"] for stage in lock.values() for out in stage.get("outs", [])}
+    assert len(lock) == 7 + 3 * 6  # prepare, base, contrastive, evaluate-base, grade-base, aggregate, report; 6 runs
+    for path in declared:
+        assert (study / path).exists(), path
+    written = {p.relative_to(study).as_posix() for folder in ("data/prepared", "models", "runs", "eval", "results",
+                                                              "metrics", "reports") for p in (study / folder).rglob("*")
+               if p.is_file() and p.name != ".gitignore"}  # DVC writes .gitignore files beside its outputs
+    undeclared = {p for p in written if not any(p == d or p.startswith(f"{d}/") for d in declared)}
+    assert undeclared == set()
+    assert not (study / "checkpoints").exists() or not any((study / "checkpoints").iterdir())
+
+
+def dry_run(project: Path) -> set[str]:
+    """The stages `dvc repro` would run now."""
+    return set(re.findall(r"Running stage '([^']+)'", run(["dvc", "repro", "--dry"], project)))
+
+
+def test_an_edit_reruns_only_what_it_can_change(study, tmp_path):
+    """The grain of the pipeline's dependencies, on a copy of the finished study: a runtime setting reruns nothing, a
+    docstring in the summary module reruns only aggregate and report, a new seed trains only itself."""
+    project = tmp_path / "copy"
+    shutil.copytree(study, project, symlinks=True)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+
+    params["runtime"] |= {"checkpoint_every": 5, "gradient_checkpointing": True, "threads": 2}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    runtime = dry_run(project)
+
+    summary = project / "twogrpo" / "summary.py"
+    source = summary.read_text()
+    summary.write_text(source.replace('"""The study\'s own tables', '"""The study\'s tables', 1))
+    docstring = dry_run(project)
+    summary.write_text(source)
+
+    params["train"]["seeds"] = [0, 1, 2]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    seed = dry_run(project)
+    print(f"runtime.* changed: reruns {sorted(runtime) or 'nothing'}\nsummary.py docstring edited: reruns "
+          f"{sorted(docstring)}\na seed added: reruns {sorted(seed)}")
+    assert runtime == set()
+    assert docstring == {"aggregate", "report"}
+    assert seed == {f"{stage}@{arm}-2" for stage in ("train", "evaluate", "grade") for arm in ("g4", "g2", "g2-rs")} \
+        | {"aggregate", "report"}
+
+
 def test_a_grader_change_regrades_the_stored_samples_and_reruns_nothing_before(study):
     """grading.evaluation is read by the grade stages only: no training and no generation reruns; the samples are
     regraded and the claims follow. Then the original grader again."""
@@ -177,18 +198,23 @@ def test_a_grader_change_regrades_the_stored_samples_and_reruns_nothing_before(s
     assert json.loads((study / "eval/g4-s0/metrics.json").read_text())["grader"] == "math-verify"
 
 
-def test_exp_run_varies_a_train_knob_and_exp_show_lists_it(study):
+@pytest.fixture(scope="module")
+def experiment(study):
+    """The study committed, then one DVC experiment on it: train.clip_high=0.2."""
     run(["git", "add", "-A"], study)
     run(["git", "commit", "-qm", "results"], study)
     run(["dvc", "exp", "run", "-n", "clip-high-0.2", "-S", "train.clip_high=0.2"], study)
-    shown = run(["dvc", "exp", "show", "--csv"], study)
-    assert "clip-high-0.2" in shown
-    row = next(line for line in shown.splitlines() if "clip-high-0.2" in line)
-    assert "0.2" in row
+    return "clip-high-0.2"
 
 
-def test_plots_diff_compares_the_curves_and_figures_of_experiments(study):
-    """Runs after the experiment above: `dvc plots diff` overlays the committed study and the experiment."""
+def test_exp_run_varies_a_train_knob_and_exp_show_lists_it(study, experiment):
+    shown = pd.read_csv(io.StringIO(run(["dvc", "exp", "show", "--csv"], study)))
+    clip = shown.set_index("Experiment")["train.clip_high"]
+    assert clip[experiment] == 0.2 and (shown.loc[shown["Experiment"] != experiment, "train.clip_high"] == 0.28).all()
+
+
+def test_plots_diff_compares_the_curves_and_figures_of_experiments(study, experiment):
+    """`dvc plots diff` overlays the committed study and the experiment."""
     plots = json.loads(run(["dvc", "plots", "diff", "HEAD", "clip-high-0.2", "--json"], study))["data"]
     curve = plots["eval accuracy against training time"][0]
     values = curve["content"]["data"]["values"]
@@ -199,9 +225,9 @@ def test_plots_diff_compares_the_curves_and_figures_of_experiments(study):
     assert {image["revisions"][0] for image in plots["reports/figures/curves.png"]} == {"HEAD", "clip-high-0.2"}
 
 
-def test_experiments_report_compares_every_experiment(study, tmp_path):
-    """Runs after the experiment above: the second notebook, from real `dvc exp show --json`."""
-    run([sys.executable, "-m", "twogrpo.experiments"], study)
+def test_experiments_report_compares_every_experiment(study, experiment, tmp_path):
+    """The second notebook, from real `dvc exp show --json`."""
+    run([sys.executable, "-m", "tools.experiments"], study)
     html = (study / "reports/experiments.html").read_text()
     assert "clip-high-0.2" in html and "train.clip_high" in html and "Traceback" not in html
     assert html.count("equivalent within the margin") + html.count("not shown") + html.count("beyond the margin") >= 4

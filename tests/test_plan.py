@@ -11,7 +11,7 @@ import pytest
 from tests.fixtures import ROOT
 from twogrpo import plan
 from twogrpo.config import ParamsError
-from twogrpo.setups import compose
+from tools.setups import compose
 
 GIB = 2**30
 
@@ -21,6 +21,7 @@ GIB = 2**30
     "--hidden 128 --heads 4 --kv-heads 2 --intermediate 384 --response-tokens 448 --gradient-checkpointing",
     "--hidden 256 --layers 4 --heads 4 --kv-heads 2 --intermediate 768 --response-tokens 448",
 ])
+@pytest.mark.slow
 def test_the_memory_model_is_within_a_quarter_of_the_peak_measured_on_the_cpu(shape):
     """8 rollouts of 64 prompt tokens with Qwen2.5's vocabulary (151,936): one process per shape, its peak resident
     memory above its imports (glibc returning freed tensors: MALLOC_MMAP_THRESHOLD_) against the plan."""
@@ -40,15 +41,22 @@ def test_each_paper_setup_states_the_papers_gpus_and_bf16():
     for setup, gpus, sharded in (("qwen-1.5b-math", 4, False), ("qwen-1.5b-dapo", 4, False), ("ds-1.5b-math", 4, False),
                                  ("qwen-7b-math", 8, True), ("ablation-qwen-7b-dapo", 8, True)):
         params = compose([f"setup={setup}"])[1]
-        assert (params.train.gpus, params.train.launch_processes) == (gpus, (gpus, sharded)), setup
+        assert (params.runtime.gpus, params.runtime.launch_processes) == (gpus, (gpus, sharded)), setup
         assert params.train.precision == "bfloat16" and params.train.micro_batch_tokens > 0, setup
-    assert paper("hardware=gpus-1").train.launch_processes == (1, False)  # one setting overrides them
-    assert compose([])[1].train.gpus == 0  # the embedded default: the CPU
+    assert paper("hardware=gpus-1").runtime.launch_processes == (1, False)  # one setting overrides them
+    assert compose([])[1].runtime.gpus == 0  # the embedded default: the CPU
 
 
 def test_gpus_that_the_launch_does_not_start_are_refused_naming_the_setting():
-    with pytest.raises(ParamsError, match=r"train.gpus=4 but train.launch='python' starts 1 process.*hardware"):
-        paper("train.launch=python")
+    with pytest.raises(ParamsError, match=r"runtime.gpus=4 but runtime.launch='python' starts 1 process.*hardware"):
+        paper("runtime.launch=python")
+
+
+@pytest.mark.parametrize("launch", ["torchrun --nproc_per_node 2", "python; touch x", "", "accelerate launch "
+                                    "--config_file conf/accelerate/nowhere.yaml"])
+def test_a_launch_that_is_not_python_or_accelerate_is_refused_naming_the_key(launch):
+    with pytest.raises(ParamsError, match=r"runtime\.launch="):
+        compose([f"runtime.launch='{launch}'"])
 
 
 def test_the_preflight_stops_a_gpu_setup_on_a_machine_without_its_gpus():
@@ -56,7 +64,7 @@ def test_the_preflight_stops_a_gpu_setup_on_a_machine_without_its_gpus():
 
     if torch.cuda.device_count() >= 4:
         pytest.skip("this machine has the GPUs")
-    with pytest.raises(RuntimeError, match=rf"train.gpus=4 GPUs, 4 on this machine, which has "
+    with pytest.raises(RuntimeError, match=rf"runtime.gpus=4 GPUs, 4 on this machine, which has "
                                            rf"{torch.cuda.device_count()}.*-S hardware=<name>"):
         plan.preflight(paper(), ROOT / "models" / "nowhere", sharded=False)
     plan.preflight(compose([])[1], ROOT / "models" / "base", sharded=False)  # the CPU: nothing to check
@@ -99,6 +107,7 @@ def test_hours_follow_the_rollouts_of_each_arm():
     assert 0 < hours["g2"]["update_hours"] < hours["g2"]["hours"]
 
 
+@pytest.mark.slow
 def test_the_gpu_script_runs_its_phases_at_a_tiny_shape_on_the_cpu():
     out = subprocess.run([sys.executable, "bench/gpu_paper_shape.py", "--tiny", "--engine", "hf", "--prompts", "2"],
                          cwd=ROOT, env={**os.environ, "PYTHONWARNINGS": "ignore"}, capture_output=True, text=True,

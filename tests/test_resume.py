@@ -1,7 +1,6 @@
 """A real training stage killed with SIGKILL mid-run resumes from its checkpoint under `dvc repro` and ends exactly
 where an uninterrupted run ends (CPU, HF engine)."""
 
-import copy
 import json
 import os
 import signal
@@ -12,16 +11,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.fixtures import new_project, process_tree, run, tool_env
-from tests.test_pipeline import TINY
+from tests.fixtures import new_project, process_tree, run, tiny_params, tool_env
 
 pytestmark = pytest.mark.slow
 
-PARAMS = copy.deepcopy(TINY)
-PARAMS["prepare"]["train_size"] = 120
-PARAMS["train"] |= {"arms": {"g2": {"group_size": 2, "lr_scaling": "linear"}}, "seeds": [0], "prompts": 64,
-                    "checkpoint_every": 1}  # 8 generation steps, a checkpoint after each
-PARAMS["train"]["reference_group_size"] = 2
+# 8 generation steps, a checkpoint after each
+PARAMS = tiny_params(train={"arms": {"g2": {"group_size": 2, "lr_scaling": "linear"}}, "seeds": [0], "prompts": 64,
+                            "reference_group_size": 2})
 COUNTERS = ["gen_step", "prompts_seen", "rollouts", "tokens", "opt_steps", "mean_reward", "eval_accuracy", "lr"]
 
 

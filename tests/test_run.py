@@ -9,6 +9,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def study_timing():
+    """bench/study_timing.py as a module (a script: it imports its neighbour bench/figures.py as `figures`)."""
+    if str(ROOT / "bench") not in sys.path:
+        sys.path.append(str(ROOT / "bench"))
     spec = importlib.util.spec_from_file_location("study_timing", ROOT / "bench" / "study_timing.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

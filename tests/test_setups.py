@@ -1,6 +1,7 @@
-"""The paper's setups: each resolves to the brief's settings (brief §1.4, §2, §7), params.yaml is the composition of
-conf/, and each setup runs end to end (a dry run: real dvc, real loaders on the real benchmark files, a tiny
-random-init model saved in the hub's format standing in for the hub model, one generation step)."""
+"""The paper's setups: each resolves to the paper's settings (arXiv 2510.00977 v2 App. C.1, v3 App. D.1 and §5.2),
+params.yaml is the composition of conf/, and each setup runs end to end (a dry run: real dvc, real loaders on excerpts
+of the real benchmark files, a tiny random-init model saved in the hub's format standing in for the hub model, one
+generation step)."""
 
 import json
 import re
@@ -11,14 +12,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.fixtures import run, shared_benchmarks
+from tests.fixtures import BENCHMARKS, run
 from twogrpo.mathdata import DAPO_PREFIX, DAPO_SUFFIX
 from twogrpo.policy import save_random_chat_model
 from twogrpo.schemas import BenchmarkResults, read_table
-from twogrpo.setups import compose, setup_names
+from tools.setups import compose, setup_names
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = shared_benchmarks()
 PAPER_SETUPS = [s for s in setup_names() if s != "embedded"]
 MODELS = {"qwen-1.5b": "Qwen/Qwen2.5-Math-1.5B", "qwen-7b": "Qwen/Qwen2.5-Math-7B",
           "ds-1.5b": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"}
@@ -84,7 +84,7 @@ def test_the_dapo_prompt_option_is_dapos_own_instruction_with_verls_dapo_reward(
 def write_dapo_fixture(path: Path, aime: pd.DataFrame) -> None:
     """A local file in DAPO-Math-17k's hub format (the hub is unreachable here): GSM8K test problems, each row twice
     as in the hub file, plus two AIME 2025 problems that the overlap check must drop."""
-    gsm = pd.read_json(SHARED / "gsm8k" / "test.jsonl", lines=True).head(60)
+    gsm = pd.read_json(BENCHMARKS / "gsm8k" / "test.jsonl", lines=True).head(60)
     problems = [(q, a.rsplit("####", 1)[1].strip().replace(",", "")) for q, a in zip(gsm["question"], gsm["answer"])]
     problems += [(p, str(a)) for p, a in zip(aime["problem"][:2], aime["answer"][:2])]
     rows = [{"data_source": "math_dapo", "prompt": [{"role": "user", "content": DAPO_PREFIX + q + DAPO_SUFFIX}],
@@ -99,18 +99,16 @@ def write_dapo_fixture(path: Path, aime: pd.DataFrame) -> None:
 @pytest.fixture(scope="module")
 def dry_project(tmp_path_factory):
     """The project in a fresh git + DVC repository with Hydra on, a tiny hub-format model, and the local data root."""
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} is absent: the dry runs read the real benchmark files")
     project = tmp_path_factory.mktemp("dry")
     for item in ("dvc.yaml", "params.yaml", "conf", "stages", "twogrpo", "notebooks", "data/paper", ".dvcignore"):
         src = ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, project / item, **(
             {"ignore": shutil.ignore_patterns("__pycache__")} if src.is_dir() else {}))
     data = tmp_path_factory.mktemp("data")
-    for item in SHARED.iterdir():
+    for item in BENCHMARKS.iterdir():
         (data / item.name).symlink_to(item)
     write_dapo_fixture(data / "dapo_math_17k" / "dapo-math-17k.parquet",
-                       pd.read_json(SHARED / "aime25" / "test.jsonl", lines=True))
+                       pd.read_json(BENCHMARKS / "aime25" / "test.jsonl", lines=True))
     model = tmp_path_factory.mktemp("model") / "tiny-qwen"
     save_random_chat_model(model)
     for cmd in (["git", "init", "-q"], ["git", "config", "user.name", "dry run"],
@@ -135,7 +133,7 @@ def test_dry_run_of_the_setup_end_to_end(dry_project, setup):
         assert len(sources["dapo_math_sub"]["benchmark_overlaps_dropped"]) == 2
         assert sources["dapo_math_sub"]["duplicates_dropped"] == 62
     else:
-        assert sources["math"]["problems"] == 7498 and len(sources["math"]["rejected"]) == 2
+        assert sources["math"]["problems"] == 49 - 2 and len(sources["math"]["rejected"]) == 2  # the excerpt's files
     base = json.loads((project / "metrics/base.json").read_text())
     assert base["path"] == str(model) and len(base["sha256"]) == 64
     bench = read_table(project / "results/benchmarks.csv", BenchmarkResults)

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from twogrpo.config import ArmConfig
-from twogrpo.summary import (BudgetError, accuracy_verdict, check_budgets, claims, claims_table, grader_table,
-                             semantics_table, table1_layout, time_mode, verdicts)
+from twogrpo.paper import accuracy_verdict, claims_table, table1_layout, verdicts
+from twogrpo.summary import BudgetError, check_budgets, claims, grader_table, semantics_table, time_mode
 from tests.test_trainer import TRAIN
 
 

@@ -13,17 +13,19 @@ from twogrpo.engine import HFEngine
 from twogrpo.policy import build_char_tokenizer, build_tiny_model
 from twogrpo.schemas import TrainSteps, validate
 from twogrpo.tasks import generate_problems
-from twogrpo.trainer import Checkpointing, Forward, NonFiniteError, PromptStream, train_grpo
+from twogrpo.forward import Forward
+from twogrpo.rollouts import PromptStream
+from twogrpo.run_state import Checkpointing
+from twogrpo.trainer import NonFiniteError, train_grpo
 
 TASK = TaskConfig(prompt_template="{problem}", max_new_tokens=6)
-EVAL = EvaluateConfig(problems=4, samples=2, temperature=0.7, top_p=0.8, top_k=20, max_new_tokens=6, seed=0,
-                      launch="python")
+EVAL = EvaluateConfig(problems=4, samples=2, temperature=0.7, top_p=0.8, top_k=20, max_new_tokens=6, seed=0)
 TRAIN = TrainConfig(
     seeds=(0,), arms={}, prompts=16, epochs=1, rollouts_per_minibatch=16, generation_batch_prompts=8,
     reference_lr=1e-3, reference_group_size=4, warmup_gen_steps=0, weight_decay=0.0, grad_clip=1.0, clip_low=0.2,
     clip_high=0.28, clip_ratio_c=3.0, adv_std="bessel", adv_eps=1e-6, loss_agg="token-mean", kl_coef=0.0,
     entropy_coef=0.0, ppo_epochs=1, temperature=1.0, top_p=1.0, top_k=0, micro_batch_rollouts=8, eval_every=2,
-    gradient_checkpointing=False, skip_dead_groups=True, checkpoint_every=0, launch="python", eval_benchmark="chain_sum", eval_problems=4, eval_samples=2)
+    skip_dead_groups=True, eval_benchmark="chain_sum", eval_problems=4, eval_samples=2)
 BASE = BaseConfig(model="scratch", revision="main", seed=0, hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
                   intermediate_size=64, lr=1e-3, warmup_steps=1, weight_decay=0.0, batch_size=8, max_steps=1, eval_every=1, val_size=1,
                   target_accuracy=1.0)
@@ -34,13 +36,13 @@ def problems():
     return generate_problems(chain_sums(0, 16, 4, max_terms=2, max_digits=1))
 
 
-def run(problems, arm, checkpointing=False, checkpointing_to=None, **changes):
+def run(problems, arm, checkpointing=False, checkpointing_to=None, checkpoint_every=0, **changes):
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(BASE, tokenizer)
     if checkpointing:
         model.gradient_checkpointing_enable()
     cfg = dataclasses.replace(TRAIN, **changes)
-    saving = None if checkpointing_to is None else Checkpointing(cfg.checkpoint_every, checkpointing_to.append)
+    saving = None if checkpointing_to is None else Checkpointing(checkpoint_every, checkpointing_to.append)
     ledger = train_grpo(model, tokenizer, HFEngine(model, tokenizer), problems[0], problems[1], TASK, cfg, arm,
                         seed=0, eval_cfg=EVAL, checkpointing=saving)
     return validate(ledger, TrainSteps, "ledger"), model
@@ -160,8 +162,9 @@ def test_the_paper_setups_see_every_math_problem_over_their_ten_epochs(seed):
                                      {"clip_high": 0.0001}, {"kl_coef": 1.0}])
 def test_each_objective_knob_reaches_the_update(changes):
     """One optimizer step on fixed rollouts with mixed advantages: changing a knob changes the weights."""
-    from twogrpo.engine import Samples
-    from twogrpo.trainer import frozen_logprobs, update_minibatch
+    from twogrpo.sampling import Samples
+    from twogrpo.forward import frozen_logprobs
+    from twogrpo.trainer import update_minibatch
 
     tokenizer = build_char_tokenizer()
     samples = Samples(prompt_ids=[[5, 6, 14]] * 4, response_ids=[[7, 8, 1], [9, 1], [7, 7, 7, 1], [4, 1]],

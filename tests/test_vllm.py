@@ -13,12 +13,14 @@ import torch
 
 from tests.fixtures import chain_sums
 from twogrpo.config import ArmConfig, BaseConfig, RolloutConfig, TaskConfig
-from twogrpo.engine import HFEngine, Sampling, make_engine
+from twogrpo.engine import HFEngine, make_engine
+from twogrpo.sampling import Sampling
 from twogrpo.policy import build_char_tokenizer, build_tiny_model, load_policy, render_prompts
 from twogrpo.schemas import TrainSteps, validate
 from twogrpo.sft import sft_batch
 from twogrpo.tasks import generate_problems
-from twogrpo.trainer import collate, logprobs, train_grpo
+from twogrpo.forward import collate, logprobs
+from twogrpo.trainer import train_grpo
 from tests.test_trainer import EVAL, TRAIN
 
 pytestmark = pytest.mark.vllm
@@ -107,7 +109,7 @@ def test_sampled_logprobs_agree_with_the_trainer(vllm, policy_dir, problems):
 
 SAMPLE_WITH_SEED = """
 import json, sys
-from twogrpo.engine import Sampling
+from twogrpo.sampling import Sampling
 from twogrpo.policy import load_policy, render_prompts
 from twogrpo.vllm_engine import VLLMEngine
 if __name__ == "__main__":

@@ -5,13 +5,13 @@ stream's numpy generator), the prompt stream's position, the counters, the ledge
 (checkpoints/<arm>-s<seed>/); evaluation saves the records of the chunks done, each sampled under its own seed
 (checkpoints/eval-<model>/, one per process).
 A checkpoint lives outside DVC's outputs (DVC deletes a stage's outputs before rerunning it), is written atomically,
-and carries a fingerprint of everything that determines the result (params, arm, seed, weights, code): one from
-other settings or code is ignored, never resumed. The stage deletes it once its outputs are written.
+and carries a fingerprint of everything that determines the result (twogrpo.lineage.stage_fingerprint: the params
+keys and the code the stage depends on, the input weights): one from other settings or code is ignored, never
+resumed. The stage deletes it once its outputs are written.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -23,16 +23,6 @@ from twogrpo.io import atomic_path
 
 log = logging.getLogger(__name__)
 ROOT = Path("checkpoints")
-CODE = Path(__file__).resolve().parents[1]
-
-
-def fingerprint(*parts: object) -> str:
-    """A sha256 of the JSON of `parts` (dataclasses as dicts) and of the code (twogrpo/ and stages/, as DVC's deps):
-    a checkpoint resumes only under the same settings and the same code."""
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
-    for source in sorted([*CODE.glob("twogrpo/*.py"), *CODE.glob("stages/*.py")]):
-        digest.update(source.read_bytes())
-    return digest.hexdigest()
 
 
 def rng_states() -> dict:

@@ -237,13 +237,10 @@ class TrainConfig:
     top_p: float
     top_k: int  # 0 = off
     micro_batch_rollouts: int  # rollouts per forward pass (memory only, unless loss_agg is micro-token-mean)
-    gradient_checkpointing: bool  # recompute activations in the backward pass (memory only; same result)
     # Update (and old log-probs) only on the rollouts of informative groups: a dead group's zero advantage gives exactly
     # zero gradient, so the update is verl's full pass minus work (float rounding aside). Off when kl_coef or
     # entropy_coef is set (dead groups then have a gradient). false = verl's full pass, as the paper timed it.
     skip_dead_groups: bool
-    checkpoint_every: int  # generation steps between resumable checkpoints (checkpoints/<arm>-s<seed>/); 0 = none
-    launch: str  # how the train stage starts: "python" (one process) or "accelerate launch --config_file ..."
     eval_every: int  # evaluate on the test problems every this many generation steps (for the curves)
     eval_benchmark: str  # the benchmark of that in-training evaluation (one of prepare.benchmarks)
     eval_problems: int  # its first N problems
@@ -257,40 +254,16 @@ class TrainConfig:
     # float32, or bfloat16: bf16 compute (autocast; FSDP all-gathers bf16 weights) over float32 master weights,
     # gradients and AdamW state, as verl's FSDP mixed precision (param bf16, reduce float32).
     precision: Literal["float32", "bfloat16"] = "float32"
-    # GPUs the run trains on, one process each (the paper: 4 for 1.5B models, 8 for 7B); 0 = the CPU. Set with
-    # train.launch by one choice of conf/hardware/ (`-S hardware=gpus-4`); the train stage first checks that this
-    # machine has them, with the free memory the plan needs (twogrpo.plan.preflight).
-    gpus: int = 0
 
     @property
-    def launch_processes(self) -> tuple[int, bool]:
-        """(processes, sharded) that train.launch starts: one for `python`, else its accelerate config's (or its
-        --num_processes)."""
-        options = _launch_options(self.launch)
-        if "config_file" not in options:
-            return 1, False
-        path = Path(options["config_file"])
-        if not path.is_absolute() and not path.exists():  # relative to the project, wherever it is run from
-            path = Path(__file__).resolve().parents[1] / path
-        try:
-            config = yaml.safe_load(path.read_text())
-            processes = options.get("num_processes", config["num_processes"])
-            return int(processes), config.get("distributed_type") == "FSDP"
-        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as error:
-            raise ParamsError(f"train.launch={self.launch!r}: cannot read num_processes from {path} "
-                              f"({type(error).__name__}: {error})") from None
-
-    @property
-    def result_settings(self) -> TrainConfig:
-        """These settings less those that change only memory and speed (micro-batching, unless the loss is normalised
-        per micro-batch; gradient checkpointing; the checkpoint interval): a checkpoint resumes across them, so an
-        out-of-memory run resumes with a smaller micro-batch."""
-        neutral = {"gradient_checkpointing": False, "checkpoint_every": 0}
+    def memory_only_keys(self) -> tuple[str, ...]:
+        """The micro-batch sizes when they change only memory and speed here (not when the loss is normalised per
+        micro-batch): a checkpoint resumes across them, so an out-of-memory run resumes with a smaller micro-batch."""
         if self.loss_agg != "micro-token-mean":
-            neutral |= {"micro_batch_rollouts": 1, "micro_batch_tokens": 0}
-        elif self.micro_batch_tokens:  # the token budget cuts the micro-batches; the rollout count is unused
-            neutral |= {"micro_batch_rollouts": 1}
-        return dataclasses.replace(self, **neutral)
+            return "train.micro_batch_rollouts", "train.micro_batch_tokens"
+        if self.micro_batch_tokens:  # the token budget cuts the micro-batches; the rollout count is unused
+            return ("train.micro_batch_rollouts",)
+        return ()
 
     @property
     def skips_dead_groups(self) -> bool:
@@ -346,18 +319,8 @@ class TrainConfig:
                   grad_clip=self.grad_clip)
         if not self.seeds or not self.arms:
             raise ParamsError("train.seeds and train.arms must not be empty")
-        if not self.launch.strip():
-            raise ParamsError("train.launch is empty: 'python', or 'accelerate launch --config_file <config>'")
-        if self.gpus < 0:
-            raise ParamsError(f"train.gpus={self.gpus} must be >= 0 (0 = the CPU)")
-        if self.gpus and self.launch_processes[0] != self.gpus:
-            raise ParamsError(f"train.gpus={self.gpus} but train.launch={self.launch!r} starts "
-                              f"{self.launch_processes[0]} process(es): choose both with -S hardware=<name> "
-                              f"(conf/hardware/)")
         if self.micro_batch_tokens < 0:
             raise ParamsError(f"train.micro_batch_tokens={self.micro_batch_tokens} must be >= 0 (0 = by rollouts)")
-        if self.checkpoint_every < 0:
-            raise ParamsError(f"train.checkpoint_every={self.checkpoint_every} must be >= 0 (0 = no checkpoints)")
         if self.skip_dead_groups and self.loss_agg == "micro-token-mean":
             raise ParamsError("train.skip_dead_groups=true with train.loss_agg=micro-token-mean: dead groups' tokens "
                               "weigh in each micro-batch's token mean there, so skipping them would change the result; "
@@ -402,15 +365,12 @@ class EvaluateConfig:
     top_k: int
     max_new_tokens: int  # response length limit (paper: 4096 for every model)
     seed: int  # sampling seed, the same for every model so differences are the models'
-    launch: str  # how the evaluate stages start: "python" or "accelerate launch ..." (default: train.launch)
 
     def check(self) -> None:
         _positive("evaluate", samples=self.samples, temperature=self.temperature, top_p=self.top_p,
                   max_new_tokens=self.max_new_tokens)
         if self.problems < 0:
             raise ParamsError(f"evaluate.problems={self.problems} must be >= 0 (0 = all)")
-        if not self.launch.strip():
-            raise ParamsError("evaluate.launch is empty: 'python', or 'accelerate launch --config_file <config>'")
 
 
 @dataclass(frozen=True)
@@ -451,6 +411,49 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    """How the stages run, never what they compute: no DVC stage depends on these keys, so changing one reruns
+    nothing, and a checkpoint resumes across them. Processes change float rounding only (tests/test_distributed.py)."""
+
+    # How the train stage starts: "python" (one process) or "accelerate launch --config_file conf/accelerate/<c>.yaml"
+    # (several processes, one per GPU). The stage starts the launcher itself (twogrpo.run.relaunch), so the DVC
+    # command stays `python -m stages.train`.
+    launch: str
+    eval_launch: str  # how the evaluate stages start, as launch
+    # GPUs the run trains on, one process each (the paper: 4 for 1.5B models, 8 for 7B); 0 = the CPU. Set with launch
+    # by one choice of conf/hardware/ (`-S hardware=gpus-4`); the train stage first checks that this machine has them,
+    # with the free memory the plan needs (twogrpo.plan.preflight).
+    gpus: int
+    checkpoint_every: int  # generation steps between resumable checkpoints (checkpoints/<arm>-s<seed>/); 0 = none
+    gradient_checkpointing: bool  # recompute activations in the backward pass (memory only; same result)
+    threads: int  # torch threads per process; 0 = the process's share of the machine's cores
+
+    @property
+    def launch_processes(self) -> tuple[int, bool]:
+        """(processes, sharded) that runtime.launch starts: one for `python`, else its accelerate config's (or its
+        --num_processes)."""
+        return launch_processes(self.launch, "runtime.launch")
+
+    def check(self) -> None:
+        for key, launch in (("launch", self.launch), ("eval_launch", self.eval_launch)):
+            words = shlex.split(launch)
+            if words != ["python"] and words[:2] != ["accelerate", "launch"]:
+                raise ParamsError(f"runtime.{key}={launch!r}: expected 'python' or 'accelerate launch "
+                                  f"--config_file <config>'")
+            launch_processes(launch, f"runtime.{key}")
+        if self.gpus < 0:
+            raise ParamsError(f"runtime.gpus={self.gpus} must be >= 0 (0 = the CPU)")
+        if self.gpus and self.launch_processes[0] != self.gpus:
+            raise ParamsError(f"runtime.gpus={self.gpus} but runtime.launch={self.launch!r} starts "
+                              f"{self.launch_processes[0]} process(es): choose both with -S hardware=<name> "
+                              f"(conf/hardware/)")
+        if self.checkpoint_every < 0:
+            raise ParamsError(f"runtime.checkpoint_every={self.checkpoint_every} must be >= 0 (0 = no checkpoints)")
+        if self.threads < 0:
+            raise ParamsError(f"runtime.threads={self.threads} must be >= 0 (0 = the process's share of the cores)")
+
+
+@dataclass(frozen=True)
 class Params:
     prepare: PrepareConfig
     task: TaskConfig
@@ -461,10 +464,11 @@ class Params:
     evaluate: EvaluateConfig
     contrastive: ContrastiveConfig
     report: ReportConfig
+    runtime: RuntimeConfig
 
     def check(self) -> None:
         for section in (self.prepare, self.task, self.grading, self.rollout, self.base, self.train, self.evaluate,
-                        self.contrastive, self.report):
+                        self.contrastive, self.report, self.runtime):
             section.check()
         if self.grading.reward == "verl-dapo" and "Answer:" not in self.task.prompt_template:
             raise ParamsError(f"grading.reward=verl-dapo reads an \"Answer:\" line, which task.prompt_template="
@@ -547,6 +551,24 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise ParamsError(f"{key}={value!r}: expected {hint.__name__}, got {type(value).__name__}")
     return value
+
+
+def launch_processes(launch: str, key: str) -> tuple[int, bool]:
+    """(processes, sharded) that a launch command starts: one for `python`, else its accelerate config's (or its
+    --num_processes)."""
+    options = _launch_options(launch)
+    if "config_file" not in options:
+        return 1, False
+    path = Path(options["config_file"])
+    if not path.is_absolute() and not path.exists():  # relative to the project, wherever it is run from
+        path = Path(__file__).resolve().parents[1] / path
+    try:
+        config = yaml.safe_load(path.read_text())
+        processes = options.get("num_processes", config["num_processes"])
+        return int(processes), config.get("distributed_type") == "FSDP"
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as error:
+        raise ParamsError(f"{key}={launch!r}: cannot read num_processes from {path} "
+                          f"({type(error).__name__}: {error})") from None
 
 
 def _launch_options(launch: str) -> dict[str, str]:

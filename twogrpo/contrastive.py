@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from twogrpo.engine import HFEngine, Sampling
+from twogrpo.engine import HFEngine
+from twogrpo.sampling import Sampling
 from twogrpo.grading import Grader, grade
 from twogrpo.policy import render_prompts
 

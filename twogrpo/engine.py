@@ -1,14 +1,13 @@
-"""Rollout and evaluation generation: the sampling settings, the samples, the HF engine and the engine choice.
+"""Rollout and evaluation generation: the HF engine and the engine choice.
 
-Two engines share one interface (`generate`, `sync`, `release`, `resume`): HF `generate` on the training model itself
-(the default on the CPU) and vLLM (twogrpo/vllm_engine.py), colocated in the training process.
+Two engines share one interface (twogrpo.sampling.Engine): HF `generate` on the training model itself (the default on
+the CPU) and vLLM (twogrpo/vllm_engine.py), colocated in the training process.
 """
 
 from __future__ import annotations
 
 import os
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,43 +15,7 @@ from transformers import PreTrainedTokenizerBase
 
 from twogrpo.config import RolloutConfig
 from twogrpo.distributed import is_sharded, pad_to_most, process_seed
-
-
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float  # 0 = greedy
-    top_p: float
-    top_k: int  # 0 = off
-    max_new_tokens: int
-    n: int  # samples per prompt
-
-
-@dataclass
-class Samples:
-    """n samples for each of P prompts, in prompt-major order (prompt 0's n samples first)."""
-
-    prompt_ids: list[list[int]]  # [P * n] prompt tokens, unpadded
-    response_ids: list[list[int]]  # [P * n] response tokens, EOS included when generated
-    texts: list[str]  # [P * n] decoded responses, special tokens dropped
-    truncated: list[bool]  # [P * n] stopped by max_new_tokens before EOS
-    logprobs: list[list[float]] | None = None  # [P * n] the engine's log-prob of each response token (vLLM only)
-
-    @property
-    def num_tokens(self) -> int:
-        return sum(len(r) for r in self.response_ids)
-
-    def select(self, rows: list[int]) -> Samples:
-        return Samples(*([getattr(self, f)[i] for i in rows] for f in _PER_SAMPLE),
-                       logprobs=None if self.logprobs is None else [self.logprobs[i] for i in rows])
-
-    def extend(self, other: Samples) -> None:
-        for f in _PER_SAMPLE:
-            getattr(self, f).extend(getattr(other, f))
-        if self.logprobs is not None:
-            self.logprobs.extend(other.logprobs)
-
-
-_PER_SAMPLE = ("prompt_ids", "response_ids", "texts", "truncated")
+from twogrpo.sampling import Samples, Sampling
 
 
 class HFEngine:

@@ -1,6 +1,5 @@
-"""Per-sample evaluation records: k samples per problem (sample_records), then graded (graded; metrics from them:
-twogrpo.metrics). Generating and grading are apart, so samples can be regraded under another grader without
-generating them again."""
+"""Per-sample evaluation records: k samples per problem (sample_records), graded apart (twogrpo.grading.graded;
+metrics from them: twogrpo.metrics), so samples can be regraded under another grader without generating them again."""
 
 from __future__ import annotations
 
@@ -10,12 +9,11 @@ import torch
 
 from twogrpo.checkpoint import Checkpoint
 from twogrpo.distributed import Dist, pad_to_most
-from twogrpo.engine import HFEngine, Sampling
-from twogrpo.grading import GRADERS, Grader, grade
+from twogrpo.sampling import Engine, Sampling
 from twogrpo.policy import render_prompts
 
 
-def sample_records(engine: HFEngine, problems: pd.DataFrame, template: str, sampling: Sampling,
+def sample_records(engine: Engine, problems: pd.DataFrame, template: str, sampling: Sampling,
                    seed: int, progress: Checkpoint | None = None, dist: Dist | None = None) -> pd.DataFrame:
     """k samples per problem, one row per sample (the Generations schema), on every process.
 
@@ -58,32 +56,6 @@ def _generated(engine, problems: pd.DataFrame, template: str, sampling: Sampling
         "tokens": [len(r) for r in samples.response_ids],
         "truncated": samples.truncated,
     })
-
-
-def correct_column(grader: Grader) -> str:
-    """The EvalSamples column of a grader's verdicts: correct_math_verify, correct_verl_math, correct_verl_dapo."""
-    return "correct_" + grader.replace("-", "_")
-
-
-def graded(generations: pd.DataFrame, problems: pd.DataFrame, grader: Grader,
-           also: tuple[Grader, ...] = ()) -> pd.DataFrame:
-    """The samples graded against their problems' answers (the EvalSamples schema): `correct`, `extracted` and
-    `timed_out` by `grader`, and a correct_<name> column for it and each grader of `also`."""
-    golds = problems.set_index("id")["answer"].loc[generations["problem_id"]].tolist()
-    out = generations.copy()
-    for name in dict.fromkeys((grader, *also)):
-        grades = [grade(gold, text, name) for gold, text in zip(golds, generations["completion"], strict=True)]
-        out[correct_column(name)] = [g.correct for g in grades]
-        if name == grader:
-            out["correct"] = out[correct_column(name)]
-            out["extracted"] = [g.extracted for g in grades]
-            out["timed_out"] = [g.timed_out for g in grades]
-    return out
-
-
-def graded_by_all(generations: pd.DataFrame, problems: pd.DataFrame, grader: Grader) -> pd.DataFrame:
-    """graded() by `grader`, with every other grader's verdicts beside it (the report's accuracy per grader)."""
-    return graded(generations, problems, grader, GRADERS)
 
 
 def first_problems(problems: pd.DataFrame, n: int) -> pd.DataFrame:

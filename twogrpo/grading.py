@@ -30,6 +30,7 @@ import time
 from functools import lru_cache
 from typing import Literal, NamedTuple
 
+import pandas as pd
 from math_verify import parse, verify
 from math_verify.errors import TimeoutException
 from math_verify.utils import timeout
@@ -274,3 +275,30 @@ def clear_cache() -> None:
 def rewards(golds: list[str], completions: list[str], grader: Grader = "math-verify") -> list[float]:
     """Binary verifiable rewards, 1.0 for a correct answer and 0.0 otherwise (paper §2.1)."""
     return [float(grade(g, c, grader).correct) for g, c in zip(golds, completions, strict=True)]
+
+
+# Records graded: the evaluation samples (twogrpo.evaluation.sample_records) against their problems' answers.
+def correct_column(grader: Grader) -> str:
+    """The EvalSamples column of a grader's verdicts: correct_math_verify, correct_verl_math, correct_verl_dapo."""
+    return "correct_" + grader.replace("-", "_")
+
+
+def graded(generations: pd.DataFrame, problems: pd.DataFrame, grader: Grader,
+           also: tuple[Grader, ...] = ()) -> pd.DataFrame:
+    """The samples graded against their problems' answers (the EvalSamples schema): `correct`, `extracted` and
+    `timed_out` by `grader`, and a correct_<name> column for it and each grader of `also`."""
+    golds = problems.set_index("id")["answer"].loc[generations["problem_id"]].tolist()
+    out = generations.copy()
+    for name in dict.fromkeys((grader, *also)):
+        grades = [grade(gold, text, name) for gold, text in zip(golds, generations["completion"], strict=True)]
+        out[correct_column(name)] = [g.correct for g in grades]
+        if name == grader:
+            out["correct"] = out[correct_column(name)]
+            out["extracted"] = [g.extracted for g in grades]
+            out["timed_out"] = [g.timed_out for g in grades]
+    return out
+
+
+def graded_by_all(generations: pd.DataFrame, problems: pd.DataFrame, grader: Grader) -> pd.DataFrame:
+    """graded() by `grader`, with every other grader's verdicts beside it (the report's accuracy per grader)."""
+    return graded(generations, problems, grader, GRADERS)

@@ -17,8 +17,9 @@ LossAgg = Literal["token-mean", "micro-token-mean", "seq-mean-token-mean", "seq-
 def group_advantages(rewards: torch.Tensor, group_size: int, eps: float, std: AdvStd = "bessel") -> torch.Tensor:
     """(r - mean) / (std + eps) within each group of G consecutive rollouts.  rewards: [R] -> [R].
 
-    bessel: torch.std as verl; a mixed pair {1, 0} gets +-1/sqrt(2) (brief §1.3). population: the paper's equations;
-    +-1. none: Dr. GRPO's r - mean; +-0.5. A group whose rewards are all equal gets exactly 0 in every mode.
+    bessel: torch.std as verl (compute_grpo_outcome_advantage, verl/trainer/ppo/core_algos.py); a mixed pair {1, 0}
+    gets +-1/sqrt(2). population: the paper's equations; +-1. none: Dr. GRPO's r - mean; +-0.5. A group whose rewards
+    are all equal gets exactly 0 in every mode.
     """
     groups = rewards.view(-1, group_size)  # [R/G, G]
     centered = groups - groups.mean(dim=1, keepdim=True)

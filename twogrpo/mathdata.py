@@ -177,7 +177,8 @@ def _boxed_answer(solution: str) -> tuple[str, str | None]:
 
 
 # One normaliser per dataset: raw row -> (problem, gold answer, level, subject, notes). Field names are those of the
-# original files (the copies under ../shared/benchmarks and the hub datasets named in params.yaml).
+# original files (the hub datasets named in params.yaml, and the published files in their layout, as the excerpts
+# under tests/data/benchmarks).
 def _math(row: dict) -> tuple:
     answer, note = _boxed_answer(row["solution"])
     return row["problem"], answer, str(row.get("level") or ""), str(row.get("type") or ""), [note]

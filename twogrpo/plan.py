@@ -153,7 +153,8 @@ def workload(params: Params, gpus: int, gpu_memory: int, sharded: bool) -> Workl
     t = params.train
     longest = params.task.max_new_tokens + PROMPT_TOKENS  # a rollout longer than the budget is a micro-batch alone
     tokens = max(t.micro_batch_tokens, longest) if t.micro_batch_tokens else t.micro_batch_rollouts * longest
-    return Workload(gpus=gpus, sharded=sharded, precision=t.precision, gradient_checkpointing=t.gradient_checkpointing,
+    return Workload(gpus=gpus, sharded=sharded, precision=t.precision,
+                    gradient_checkpointing=params.runtime.gradient_checkpointing,
                     micro_batch_tokens=tokens, response_tokens=tokens,
                     vllm_fraction=params.rollout.vllm_memory_utilization if params.rollout.engine != "hf" else 0.0,
                     gpu_memory=gpu_memory, reference=t.kl_coef > 0, entropy_grad=t.entropy_coef > 0)
@@ -174,7 +175,7 @@ def arm_hours(params: Params, shape: ModelShape, gpus: int, prompt_tokens: float
         tokens = rollouts * (prompt_tokens + response_tokens)
         # The old log-probs are a forward pass (2 of a step's 6 x parameters FLOPs per token); recomputing the
         # checkpointed layers adds another forward to the update (UPDATE was measured without it).
-        work = (2 + (8 if t.gradient_checkpointing else 6)) / 6
+        work = (2 + (8 if params.runtime.gradient_checkpointing else 6)) / 6
         out[name] = {"rollouts": rollouts, "capped": arm.resample, "hours": tokens / whole / 3600,
                      "update_hours": tokens * work / update / 3600}
     return out
@@ -199,25 +200,25 @@ def model_shape(params: Params, model_dir: Path | str | None = None) -> ModelSha
 
 
 def preflight(params: Params, model_dir: Path | str, sharded: bool) -> None:
-    """Stop before any work when this machine cannot train the setup: fewer GPUs than train.gpus, or less free
+    """Stop before any work when this machine cannot train the setup: fewer GPUs than runtime.gpus, or less free
     memory on this process's GPU than the plan's peak (`model_dir` holds the model's config.json). Nothing to check
-    on the CPU (train.gpus 0)."""
+    on the CPU (runtime.gpus 0)."""
     import torch
 
-    need = params.train.gpus
+    need = params.runtime.gpus
     if not need:
         return
     present = torch.cuda.device_count()
     local = int(os.environ.get("LOCAL_WORLD_SIZE", need))  # this machine's share of several machines' processes
     if present < local:
-        raise RuntimeError(f"the setup trains on train.gpus={need} GPUs, {local} on this machine, which has "
+        raise RuntimeError(f"the setup trains on runtime.gpus={need} GPUs, {local} on this machine, which has "
                            f"{present}: choose a machine that fits with -S hardware=<name> (conf/hardware/)")
     free, total = torch.cuda.mem_get_info(int(os.environ.get("LOCAL_RANK", "0")))
     peak = peak_memory(model_shape(params, model_dir), workload(params, need, total, sharded))
     if free < peak:
         raise RuntimeError(
             f"GPU {torch.cuda.get_device_name()} has {free / GIB:.1f} GiB free of {total / GIB:.1f}; the plan needs "
-            f"{peak / GIB:.1f} GiB per GPU (python -m twogrpo.setups <setup> --gpus {need} --gpu-memory "
+            f"{peak / GIB:.1f} GiB per GPU (python -m tools.setups <setup> --gpus {need} --gpu-memory "
             f"{total / GIB:.0f}): shard over more GPUs (-S hardware=<name>, conf/hardware/), or lower "
             f"train.micro_batch_tokens or rollout.vllm_memory_utilization")
 
@@ -226,7 +227,7 @@ def describe_plan(params: Params, gpus: int, gpu_memory_gib: float, prompt_token
                   response_tokens: float = MEAN_RESPONSE_TOKENS) -> str:
     """The plan as text: memory per GPU by phase and part, and hours per arm with their sources."""
     shape = model_shape(params)
-    _, sharded = params.train.launch_processes
+    _, sharded = params.runtime.launch_processes
     work = workload(params, gpus, int(gpu_memory_gib * GIB), sharded)
     mode = "FSDP" if sharded else "DDP" if gpus > 1 else "one process"
     lines = [f"{params.base.model}: {shape.parameters / 1e9:.3f} B parameters, vocabulary {shape.vocab:,}, "

@@ -9,6 +9,8 @@ import json
 import logging
 import os
 import resource
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -37,12 +39,24 @@ def start_stage(name: str) -> Params:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    torch.set_num_threads(int(os.environ.get("TWOGRPO_THREADS", cores_per_process())))
     params = load_params()
+    torch.set_num_threads(params.runtime.threads or cores_per_process())
     log = logging.getLogger(name)
     log.info("params: %s", json.dumps(dataclasses.asdict(params), default=str))
     atexit.register(_log_resources, log)
     return params
+
+
+def relaunch(launch: str, module: str) -> None:
+    """Run this stage again as `launch` (runtime.launch) starts it, unless that is `python` or this process is already
+    one that a launcher started. DVC's command stays `python -m <module>` whatever the launch, so changing it reruns
+    nothing. The launch's words go to the launcher as arguments (this interpreter's accelerate), never through a
+    shell."""
+    words = shlex.split(launch)
+    if words == ["python"] or "WORLD_SIZE" in os.environ:
+        return
+    os.execv(sys.executable, [sys.executable, "-m", "accelerate.commands.launch", *words[2:], "-m", module,
+                              *sys.argv[1:]])
 
 
 def _log_resources(log: logging.Logger) -> None:

@@ -9,9 +9,11 @@ import pandas as pd
 import torch
 
 from twogrpo.config import BaseConfig
-from twogrpo.engine import HFEngine, Sampling
-from twogrpo.evaluation import graded, sample_records
+from twogrpo.engine import HFEngine
+from twogrpo.evaluation import sample_records
+from twogrpo.grading import graded
 from twogrpo.policy import render_prompts
+from twogrpo.sampling import Sampling
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ def train_sft(model, tokenizer, train: pd.DataFrame, val: pd.DataFrame, template
               cfg: BaseConfig) -> pd.DataFrame:
     """Train until the sampled accuracy (T=1, one sample per validation problem) reaches cfg.target_accuracy.
 
-    Accuracy jumps between checkpoints (../shared/notes/embedded-default.md), so the stop is measured, not a step
+    Accuracy jumps between evaluations of a tiny model trained from scratch, so the stop is measured, not a step
     count. Returns the curve: step, loss, val_accuracy, seconds.
     """
     generator = np.random.default_rng(cfg.seed)

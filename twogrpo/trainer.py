@@ -1,9 +1,11 @@
-"""The GRPO training loop, structured as verl runs it (paper App. C.1, brief §1.4).
+"""The GRPO training loop, structured as verl runs it (paper v2 App. C.1, v3 App. D.1).
 
-Per generation step: sample G rollouts for each prompt of the generation batch (2-GRPO+RS: replace groups whose
-rewards are all equal by groups of new prompts, within 16-GRPO's rollout budget), grade them, compute group
-advantages, compute "old" (and reference) log-probs with the models before any update, then `ppo_epochs` passes over
-the batch in optimizer mini-batches of Q prompts (groups never split), and step the LR scheduler once.
+Per generation step (train_grpo): generate G rollouts for each prompt of the generation batch and grade them
+(twogrpo.rollouts; 2-GRPO+RS replaces groups whose rewards are all equal by groups of new prompts, within 16-GRPO's
+rollout budget), compute group advantages, compute "old" (and reference) log-probs with the models before any update,
+make `ppo_epochs` passes over the batch in optimizer mini-batches of Q prompts (groups never split), step the LR
+scheduler once, and give the engine the new weights. The run's state and its checkpoint: twogrpo.run_state; the
+step's statistics: twogrpo.telemetry; the forward passes: twogrpo.forward.
 """
 
 from __future__ import annotations
@@ -14,72 +16,25 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
 import torch
 
 from twogrpo import grpo
-from twogrpo.checkpoint import rng_states, set_rng_states
 from twogrpo.config import ArmConfig, EvaluateConfig, TaskConfig, TrainConfig
-from twogrpo.distributed import (Dist, full_optimizer_state, full_state_dict, is_sharded, load_full_states,
-                                 local_value, pad_to_most, process_seed)
-from twogrpo.engine import Samples, Sampling
-from twogrpo.evaluation import graded, sample_records
-from twogrpo.grading import Grader, rewards as grade_rewards
-from twogrpo.policy import render_prompts
+from twogrpo.distributed import Dist, is_sharded, local_value, process_seed
+from twogrpo.evaluation import sample_records
+from twogrpo.forward import Forward, collate, frozen_logprobs, logprobs, micro_batches, packs
+from twogrpo.grading import Grader, graded
+from twogrpo.rollouts import PromptStream, RolloutSource
+from twogrpo.run_state import Checkpointing, RunState
+from twogrpo.sampling import Engine, Samples, Sampling
+from twogrpo.telemetry import PHASES, STEP_STATS, PhaseTimer, StepTelemetry
 
 log = logging.getLogger(__name__)
-PHASES = ("generation", "reward", "old_logprob", "update", "sync")
-STEP_STATS = ("mean_reward", "dead_group_frac", "informative_prompts_per_update", "informative_tokens_per_update",
-              "adv_abs_mean", "clip_frac_high", "clip_frac_low", "clip_frac_dual", "entropy", "grad_norm", "kl",
-              "mean_response_tokens", "engine_logprob_gap")
-
-
-class PhaseTimer:
-    """Wall-clock seconds accumulated per phase."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    @contextmanager
-    def __call__(self, phase: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[phase] += time.perf_counter() - start
-
-
-class PromptStream:
-    """Prompt indices as verl's dataloader gives them (shuffle with a seeded generator, drop_last): epoch after epoch a
-    fresh permutation of the n prompts, cut to whole batches, so each epoch leaves out a different remainder and
-    over the epochs every prompt is seen. 2-GRPO+RS draws its refills from the same stream, ahead of the batches."""
-
-    def __init__(self, n: int, seed: int, batch: int = 1) -> None:
-        self.n = n
-        self.epoch_size = n // batch * batch
-        self.rng = np.random.default_rng(seed)
-        self.pending: list[int] = []
-        self.drawn = 0
-
-    def take(self, k: int) -> list[int]:
-        out = []
-        while len(out) < k:
-            if not self.pending:
-                self.pending = self.rng.permutation(self.n)[: self.epoch_size].tolist()
-            out.append(self.pending.pop(0))
-        self.drawn += k
-        return out
-
-    def state(self) -> dict:
-        return {"rng": self.rng.bit_generator.state, "pending": list(self.pending), "drawn": self.drawn}
-
-    def restore(self, state: dict) -> None:
-        self.rng.bit_generator.state = state["rng"]
-        self.pending, self.drawn = list(state["pending"]), state["drawn"]
 
 
 class NonFiniteError(FloatingPointError):
@@ -100,139 +55,6 @@ def out_of_memory_names_the_budget(cfg: TrainConfig, gen_step: int, phase: str):
             f"one forward and backward pass, and rerun: the last checkpoint, if any, is kept. ({error})") from None
 
 
-@dataclass
-class Checkpointing:
-    """Periodic snapshots of a run, and the snapshot to resume from (twogrpo.checkpoint.Checkpoint stores them)."""
-
-    every: int  # generation steps between snapshots; 0 = none
-    save: Callable[[dict], None]
-    resume: dict | None = None
-
-
-@dataclass(frozen=True)
-class Forward:
-    """How the trainer's forward passes run: micro-batches of a number of rollouts, or of a token budget (verl's
-    dynamic batch size), in float32 or bf16 autocast. Micro-batching changes memory and speed, not the result (float
-    rounding aside), except under loss_agg micro-token-mean, where each micro-batch is normalised by its own tokens;
-    bf16 changes the rounding."""
-
-    rollouts: int  # rollouts per micro-batch (train.micro_batch_rollouts), when tokens is 0
-    tokens: int = 0  # tokens per micro-batch (train.micro_batch_tokens); 0 = by rollouts
-    precision: str = "float32"  # train.precision: float32, or bfloat16 compute over float32 weights
-
-    @classmethod
-    def of(cls, cfg: TrainConfig) -> Forward:
-        return cls(cfg.micro_batch_rollouts, cfg.micro_batch_tokens, cfg.precision)
-
-    def split(self, samples: Samples, rows: list[int], packed: bool = False) -> list[list[int]]:
-        """`rows` cut into micro-batches: `rollouts` at a time, in order; or within the token budget: packed, as many
-        rollouts in order as their tokens fit; padded, longest first, as many as fit once padded to the longest (so
-        little padding is computed). A rollout longer than the budget makes a micro-batch of its own."""
-        if not self.tokens:
-            return [rows[i:i + self.rollouts] for i in range(0, len(rows), self.rollouts)]
-        length = {i: len(samples.prompt_ids[i]) + len(samples.response_ids[i]) for i in rows}
-        parts: list[list[int]] = []
-        for i in rows if packed else sorted(rows, key=lambda i: -length[i]):
-            if parts and (sum(length[j] for j in parts[-1]) + length[i] if packed else
-                          (len(parts[-1]) + 1) * length[parts[-1][0]]) <= self.tokens:
-                parts[-1].append(i)
-            else:
-                parts.append([i])
-        return parts
-
-    def autocast(self, device: torch.device):
-        """bf16 autocast (verl's FSDP mixed precision: bf16 compute, float32 master weights and AdamW state)."""
-        if self.precision == "bfloat16":
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-        return nullcontext()
-
-
-def packs(model) -> bool:
-    """Whether micro-batches by token budget are packed into one row: under flash attention, which attends within
-    each packed rollout from the position ids. Under SDPA or eager attention a packed row needs a dense
-    block-diagonal mask and attends over the whole row (quadratic in the micro-batch's tokens), so rollouts are
-    right-padded instead."""
-    return (getattr(model, "module", model).config._attn_implementation or "").startswith("flash")
-
-
-@dataclass
-class Batch:
-    """Rollouts for one forward pass: right-padded rows, or packed end to end in one row (no padding)."""
-
-    input_ids: torch.Tensor  # [B, L] prompt + response
-    attention_mask: torch.Tensor | None  # [B, L]; None when packed
-    position_ids: torch.Tensor | None  # [1, L] restarting at 0 for each packed rollout; None when padded
-    predict: torch.Tensor  # [M] flat positions (in B * L) that predict a response token, one per real token
-    targets: torch.Tensor  # [M] the response token each predicts
-    where: tuple[torch.Tensor, torch.Tensor]  # [M] row and column of each in the [n, width] result
-    response_mask: torch.Tensor  # [n, width] 1 on real response tokens
-    width: int  # the longest response in the slice
-
-
-def collate(samples: Samples, rows: list[int], pad_id: int, device: torch.device, packed: bool = False) -> Batch:
-    if not rows:
-        raise ValueError("an empty micro-batch")  # micro_batches never makes one: rows_to_update keeps a row
-    seqs = [samples.prompt_ids[i] + samples.response_ids[i] for i in rows]
-    starts = [len(samples.prompt_ids[i]) for i in rows]
-    resp_len = [len(samples.response_ids[i]) for i in rows]
-    length, width = max(map(len, seqs)), max(resp_len)
-    # Where each sequence begins in the flattened input: one after another when packed, every `length` when padded.
-    offsets = np.cumsum([0] + list(map(len, seqs)))[:-1] if packed else np.arange(len(seqs)) * length
-    predict = [int(o) + s - 1 + t for o, s, n in zip(offsets, starts, resp_len) for t in range(n)]
-    flat = [tok for seq in seqs for tok in seq]
-    targets = [samples.response_ids[i][t] for i in rows for t in range(len(samples.response_ids[i]))]
-
-    def tensor(values, dtype=torch.long):
-        return torch.tensor(values, dtype=dtype, device=device)
-
-    where = (tensor([r for r, n in enumerate(resp_len) for _ in range(n)]),
-             tensor([t for n in resp_len for t in range(n)]))
-    mask = tensor([[1.0] * n + [0.0] * (width - n) for n in resp_len], torch.float32)
-    if packed:
-        positions = [p for seq in seqs for p in range(len(seq))]
-        return Batch(tensor([flat]), None, tensor([positions]), tensor(predict), tensor(targets), where, mask, width)
-    return Batch(
-        input_ids=tensor([s + [pad_id] * (length - len(s)) for s in seqs]),
-        attention_mask=tensor([[1] * len(s) + [0] * (length - len(s)) for s in seqs]),
-        position_ids=None, predict=tensor(predict), targets=tensor(targets), where=where, response_mask=mask,
-        width=width,
-    )
-
-
-def logprobs(model, batch: Batch, entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """[n, width] log-probs and entropies of the batch's response tokens (zeros past each response's end); the
-    full-vocabulary logits exist only for real response tokens, a chunk at a time (grpo.head_logprobs)."""
-    hidden = grpo.final_hidden_states(model, batch.input_ids, batch.attention_mask, batch.position_ids)
-    logp, entropy = grpo.head_logprobs(grpo.output_layer(model), hidden.flatten(0, 1)[batch.predict], batch.targets,
-                                       entropy_grad)
-    zeros = batch.response_mask.new_zeros(batch.response_mask.shape)
-    return zeros.index_put(batch.where, logp), zeros.index_put(batch.where, entropy)
-
-
-def micro_batches(parts: list[list[int]], collective: bool) -> list[tuple[list[int], bool]]:
-    """Micro-batches, each flagged real. With sharded weights every forward pass is collective, so a process with
-    fewer micro-batches than another appends dummy ones (its first rollout, flagged False) whose results are
-    dropped."""
-    return pad_to_most(parts, collective, parts[0][:1] if parts else [])
-
-
-@torch.no_grad()
-def frozen_logprobs(model, samples: Samples, forward: Forward, pad: int, rows: list[int] | None = None) -> torch.Tensor:
-    """[R, T] log-probs of the rollouts' tokens under `model` as it is now (old policy or frozen reference): of every
-    rollout, or of `rows` only (the other rows are zeros)."""
-    model.eval()
-    n = len(samples.response_ids)
-    rows = list(range(n)) if rows is None else rows
-    out = torch.zeros(n, max(map(len, samples.response_ids)), device=model.device)
-    packed = bool(forward.tokens) and packs(model)
-    for part, real in micro_batches(forward.split(samples, rows, packed), is_sharded(model)):
-        with forward.autocast(model.device):
-            logp = logprobs(model, collate(samples, part, pad, model.device, packed))[0]
-        if real:
-            out[part, : logp.shape[1]] = logp
-    return out
-
-
 def rows_to_update(rows: list[int], dead: torch.Tensor, group_size: int, skip_dead: bool) -> list[int]:
     """The rollouts of a mini-batch that the update runs forward and backward on: all, or with skip_dead those of
     informative groups only (rows are prompt-major, so row // G is the group). A mini-batch of dead groups keeps one
@@ -241,73 +63,6 @@ def rows_to_update(rows: list[int], dead: torch.Tensor, group_size: int, skip_de
     if not skip_dead:
         return rows
     return [i for i in rows if not dead[i // group_size]] or rows[:1]
-
-
-@dataclass
-class Rollouts:
-    """One generation step's groups: the prompt of each group, its G samples, their rewards."""
-
-    prompt_rows: list[int]  # [R/G] rows of the prompt table
-    samples: Samples  # [R]
-    rewards: torch.Tensor  # [R]
-
-
-class RolloutSource:
-    """Draws prompts, generates and grades groups; with `resample`, refills groups whose rewards are all equal."""
-
-    def __init__(self, engine, prompts: pd.DataFrame, stream: PromptStream, template: str,
-                 sampling: Sampling, timer: PhaseTimer, grader: Grader = "math-verify") -> None:
-        self.engine, self.prompts, self.stream = engine, prompts, stream
-        self.template, self.sampling, self.timer, self.grader = template, sampling, timer, grader
-
-    def groups(self, rows: list[int]) -> Rollouts:
-        batch = self.prompts.iloc[rows]
-        with self.timer("generation"):
-            texts = render_prompts(self.engine.tokenizer, batch["problem"].tolist(), self.template)
-            samples = self.engine.generate(texts, self.sampling)
-        with self.timer("reward"):
-            golds = [a for a in batch["answer"] for _ in range(self.sampling.n)]
-            rewards = torch.tensor(grade_rewards(golds, samples.texts, self.grader))
-        return Rollouts(rows, samples, rewards)
-
-    def step(self, n_prompts: int, resample: bool, rollout_cap: int, share: list[int] | None = None,
-             dist: Dist | None = None) -> tuple[Rollouts, int, int]:
-        """A generation batch of n_prompts groups (this process's `share` of them), and the rollouts and tokens this
-        process generated for it (discarded included).
-
-        2-GRPO+RS: each dead group (all rewards equal) is dropped and replaced by a group of the next prompt of the
-        stream, round after round, until none is dead or the next replacement would pass rollout_cap. Over several
-        processes, a round counts the dead groups of all of them, every process draws the same replacement prompts,
-        and each takes, in rank order, the ones for its own dead groups.
-        """
-        G = self.sampling.n
-        dist = dist or Dist()
-        rows = self.stream.take(n_prompts)  # every process draws the same rows, then keeps its share
-        if share is not None:
-            rows = [rows[i] for i in share]
-        out = self.groups(rows)
-        generated, tokens, everyone = len(rows) * G, out.samples.num_tokens, n_prompts * G
-        while resample:
-            dead = grpo.dead_groups(out.rewards, G).nonzero().flatten().tolist()
-            counts = dist.gather_objects(len(dead))
-            draw = min(sum(counts), (rollout_cap - everyone) // G)
-            if draw == 0:
-                break
-            drawn = self.stream.take(draw)
-            everyone += draw * G
-            allotted = [min(c, max(draw - sum(counts[:r]), 0)) for r, c in enumerate(counts)]
-            first, replace = sum(allotted[: dist.rank]), allotted[dist.rank]
-            if replace == 0 and not self.engine.collective:  # sharded weights: generate along with the others
-                continue
-            fresh = self.groups(drawn[first:first + replace])
-            generated, tokens = generated + replace * G, tokens + fresh.samples.num_tokens
-            keep = sorted(set(range(len(out.prompt_rows))) - set(dead[:replace]))
-            rows = [g * G + j for g in keep for j in range(G)]
-            samples = out.samples.select(rows)
-            samples.extend(fresh.samples)
-            out = Rollouts([out.prompt_rows[g] for g in keep] + fresh.prompt_rows, samples,
-                           torch.cat([out.rewards[rows], fresh.rewards]))
-        return out, generated, tokens
 
 
 def logprob_gap(samples: Samples, trainer_logp: torch.Tensor) -> float:
@@ -378,7 +133,93 @@ def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_lo
     return stats
 
 
-def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFrame, task: TaskConfig,
+@dataclass
+class GenerationBatch:
+    """One generation step's groups on this process, ready for the update."""
+
+    samples: Samples  # [R] prompt-major, G per group
+    rewards: torch.Tensor  # [R]
+    advantages: torch.Tensor  # [R]
+    dead: torch.Tensor  # [R/G] groups whose rewards are all equal (zero advantage)
+    minibatches: list[list[int]]  # this process's rollouts of each optimizer mini-batch (whole groups)
+    updated: list[list[int]]  # the rollouts each update runs on (rows_to_update)
+
+    @classmethod
+    def of(cls, samples: Samples, rewards: torch.Tensor, cfg: TrainConfig, group_size: int, local_prompts: int,
+           device: torch.device) -> GenerationBatch:
+        G = group_size
+        dead = grpo.dead_groups(rewards, G)
+        minibatches = [list(range(first * G, (first + local_prompts) * G))  # a group is never split
+                       for first in range(0, len(rewards) // G, local_prompts)]
+        return cls(samples, rewards, grpo.group_advantages(rewards, G, cfg.adv_eps, cfg.adv_std).to(device), dead,
+                   minibatches, [rows_to_update(rows, dead, G, cfg.skips_dead_groups) for rows in minibatches])
+
+    def informative_sizes(self, rows: list[int], group_size: int, dist: Dist) -> list[float]:
+        """Over all processes: a mini-batch's sequences and response tokens (dead groups' included: grpo.aggregate's
+        normalisers), and its informative prompts and their tokens (telemetry)."""
+        G, lengths = group_size, [len(r) for r in self.samples.response_ids]
+        live = [g for g in range(rows[0] // G, rows[-1] // G + 1) if not self.dead[g]]
+        return dist.sum([len(rows), sum(lengths[i] for i in rows), len(live),
+                         sum(lengths[g * G + j] for g in live for j in range(G))]).tolist()
+
+
+def update_on_batch(trained, state: RunState, batch: GenerationBatch, old_logp: torch.Tensor,
+                    ref_logp: torch.Tensor | None, cfg: TrainConfig, horizon: int, pad: int, dist: Dist,
+                    telemetry: StepTelemetry, gen_step: int, group_size: int) -> None:
+    """`ppo_epochs` passes of one optimizer step per mini-batch, then one scheduler step."""
+    for _ in range(cfg.ppo_epochs):
+        for rows, run_rows in zip(batch.minibatches, batch.updated):
+            sequences, tokens, live_prompts, live_tokens = batch.informative_sizes(rows, group_size, dist)
+            try:
+                stats = update_minibatch(trained, state.optimizer, batch.samples, run_rows, old_logp, ref_logp,
+                                         batch.advantages, cfg, horizon, pad, minibatch=(int(sequences), int(tokens)),
+                                         world=dist.world)
+            except NonFiniteError as error:
+                raise NonFiniteError(f"generation step {gen_step}: {error}; training stopped before the optimizer "
+                                     f"step (the last checkpoint, if any, is kept)") from None
+            telemetry.add_update(stats, (live_prompts, live_tokens))
+            state.totals["opt_steps"] += 1
+    state.scheduler.step()
+    state.optimizer.zero_grad(set_to_none=True)  # no gradients held while the engine generates
+
+
+@dataclass
+class StepLog:
+    """Appends a ledger row per generation step (TrainSteps), with the in-training evaluation every eval_every steps
+    and at the last, and hands it to on_step."""
+
+    state: RunState
+    evaluate: Callable[[], float]  # accuracy of the current policy on the in-training problems
+    eval_every: int
+    steps_total: int
+    step_rollout_cap: int
+    on_step: Callable[[dict], None]
+
+    def record(self, gen_step: int, stats: dict) -> None:
+        state, ledger = self.state, self.state.ledger
+        accuracy, eval_time = float("nan"), 0.0
+        if gen_step % self.eval_every == 0 or gen_step == self.steps_total:
+            t0 = time.perf_counter()
+            accuracy, eval_time = self.evaluate(), time.perf_counter() - t0
+        row = {"gen_step": gen_step, "epoch": max(state.stream.drawn - 1, 0) // state.stream.epoch_size,
+               "prompts_seen": state.stream.drawn, **state.totals,
+               "rs_budget_used": state.totals["rollouts"] / (self.step_rollout_cap * max(gen_step, 1)),
+               **dict.fromkeys(STEP_STATS, float("nan")), "lr": 0.0, **stats,
+               **{f"time_{p}": state.timer.seconds[p] for p in PHASES}, "train_time": sum(state.timer.seconds.values()),
+               "eval_accuracy": accuracy, "time_eval": eval_time + (ledger[-1]["time_eval"] if ledger else 0.0)}
+        ledger.append(row)
+        self.on_step(row)
+        log.info("step %d/%d: reward %.3f, dead %.2f, eval %.3f, train %.1f s", gen_step, self.steps_total,
+                 row["mean_reward"], row["dead_group_frac"], accuracy, row["train_time"])
+
+
+def warmup_schedule(optimizer: torch.optim.Optimizer, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up counted in generation steps, then constant. Departure from verl/HF (which start at lr 0 and so
+    waste the first generation step): step s uses lr * min(1, (s + 1) / warmup)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+
+
+def train_grpo(model, tokenizer, engine: Engine, prompts: pd.DataFrame, test: pd.DataFrame, task: TaskConfig,
                cfg: TrainConfig, arm: ArmConfig, seed: int, eval_cfg: EvaluateConfig,
                on_step: Callable[[dict], None] = lambda row: None,
                checkpointing: Checkpointing | None = None, dist: Dist | None = None,
@@ -397,141 +238,67 @@ def train_grpo(model, tokenizer, engine, prompts: pd.DataFrame, test: pd.DataFra
     and the in-training evaluation (twogrpo.grading)."""
     dist = dist or Dist()
     torch.manual_seed(process_seed(seed, dist.rank))
-    G = arm.group_size
-    Q = cfg.prompts_per_minibatch(arm)
+    G, Q = arm.group_size, cfg.prompts_per_minibatch(arm)
     share = dist.share(cfg.generation_batch_prompts, Q) if dist.world > 1 else None
     reference = copy.deepcopy(model).eval().requires_grad_(False) if cfg.kl_coef else None  # never sharded
     trained = dist.prepare(model, cfg.precision)  # DDP or FSDP over several processes; `model` generates and scores
     optimizer = torch.optim.AdamW(trained.parameters(), lr=cfg.lr(arm), weight_decay=cfg.weight_decay)
-    # Linear warm-up counted in generation steps, then constant. Departure from verl/HF (which start at lr 0 and so
-    # waste the first generation step): step s uses lr * min(1, (s + 1) / warmup).
-    warmup = cfg.warmup_gen_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
-    timer = PhaseTimer()
-    stream = PromptStream(cfg.prompts, seed, cfg.generation_batch_prompts)
-    source = RolloutSource(engine, prompts, stream, task.prompt_template,
-                           Sampling(cfg.temperature, cfg.top_p, cfg.top_k, task.max_new_tokens, n=G), timer, grader)
-    evaluation = Sampling(eval_cfg.temperature, eval_cfg.top_p, eval_cfg.top_k, eval_cfg.max_new_tokens,
-                          n=cfg.eval_samples)
+    state = RunState(model, optimizer, warmup_schedule(optimizer, cfg.warmup_gen_steps),
+                     PromptStream(cfg.prompts, seed, cfg.generation_batch_prompts), PhaseTimer())
+    source = RolloutSource(engine, prompts, state.stream, task.prompt_template,
+                           Sampling(cfg.temperature, cfg.top_p, cfg.top_k, task.max_new_tokens, n=G), state.timer,
+                           grader)
     eval_problems = test[test["dataset"] == cfg.eval_benchmark].iloc[: cfg.eval_problems]
-    pad = tokenizer.pad_token_id
+    eval_sampling = Sampling(eval_cfg.temperature, eval_cfg.top_p, eval_cfg.top_k, eval_cfg.max_new_tokens,
+                             n=cfg.eval_samples)
+
+    def accuracy() -> float:
+        records = sample_records(engine, eval_problems, task.prompt_template, eval_sampling, seed=eval_cfg.seed,
+                                 dist=dist)
+        return float(graded(records, eval_problems, grader)["correct"].mean())
+
     steps_total = cfg.steps_per_epoch * cfg.epochs
-    totals = {"opt_steps": 0, "rollouts": 0, "tokens": 0}
-    ledger: list[dict] = []
-
-    def record(gen_step: int, stats: dict) -> None:
-        accuracy, eval_time = float("nan"), 0.0
-        if gen_step % cfg.eval_every == 0 or gen_step == steps_total:
-            t0 = time.perf_counter()
-            records = graded(sample_records(engine, eval_problems, task.prompt_template, evaluation,
-                                            seed=eval_cfg.seed, dist=dist), eval_problems, grader)
-            accuracy, eval_time = float(records["correct"].mean()), time.perf_counter() - t0
-        row = {"gen_step": gen_step, "epoch": max(stream.drawn - 1, 0) // stream.epoch_size,
-               "prompts_seen": stream.drawn,
-               **totals, "rs_budget_used": totals["rollouts"] / (cfg.step_rollout_cap * max(gen_step, 1)),
-               **dict.fromkeys(STEP_STATS, float("nan")), "lr": 0.0, **stats,
-               **{f"time_{p}": timer.seconds[p] for p in PHASES}, "train_time": sum(timer.seconds.values()),
-               "eval_accuracy": accuracy, "time_eval": eval_time + (ledger[-1]["time_eval"] if ledger else 0.0)}
-        ledger.append(row)
-        on_step(row)
-        log.info("step %d/%d: reward %.3f, dead %.2f, eval %.3f, train %.1f s", gen_step, steps_total,
-                 row["mean_reward"], row["dead_group_frac"], accuracy, row["train_time"])
-
-    def snapshot(gen_step: int) -> dict:  # every process calls it (RNG states; sharded weights are gathered)
-        return {"gen_step": gen_step, "model": full_state_dict(model),
-                "optimizer": full_optimizer_state(model, optimizer),
-                "scheduler": scheduler.state_dict(), "rng_per_process": dist.gather_objects(rng_states()),
-                "stream": stream.state(), "totals": dict(totals), "ledger": list(ledger),
-                "seconds": dict(timer.seconds)}
-
+    steps = StepLog(state, accuracy, cfg.eval_every, steps_total, cfg.step_rollout_cap, on_step)
+    pad, forward = tokenizer.pad_token_id, Forward.of(cfg)
     first_step = 1
     if checkpointing and checkpointing.resume:
-        state = checkpointing.resume
-        load_full_states(model, optimizer, state["model"], state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        stream.restore(state["stream"])
-        totals.update(state["totals"])
-        timer.seconds.update(state["seconds"])
-        ledger.extend(state["ledger"])
-        if len(state["rng_per_process"]) != dist.world:
-            raise ValueError(f"the checkpoint was saved by {len(state['rng_per_process'])} processes; resume it with "
-                             f"as many (this run has {dist.world})")
-        set_rng_states(state["rng_per_process"][dist.rank])
+        first_step = state.restore(checkpointing.resume, dist) + 1
         engine.sync(model)
-        for row in ledger:
+        for row in state.ledger:
             on_step(row)
-        first_step = state["gen_step"] + 1
-        log.info("resumed after generation step %d of %d", state["gen_step"], steps_total)
+        log.info("resumed after generation step %d of %d", first_step - 1, steps_total)
     else:
-        record(0, {})
+        steps.record(0, {})
     for gen_step in range(first_step, steps_total + 1):
-        lr_used = scheduler.get_last_lr()[0]
+        lr = state.scheduler.get_last_lr()[0]
+        telemetry = StepTelemetry()
         rollouts, generated, generated_tokens = source.step(cfg.generation_batch_prompts, arm.resample,
                                                             cfg.step_rollout_cap, share, dist)
-        samples, rewards = rollouts.samples, rollouts.rewards
-        advantages = grpo.group_advantages(rewards, G, cfg.adv_eps, cfg.adv_std).to(model.device)
-        dead = grpo.dead_groups(rewards, G)
-        local_q = Q // dist.world  # this process's whole groups of each mini-batch of Q
-        minibatches = [list(range(first * G, (first + local_q) * G))  # a group is never split
-                       for first in range(0, len(rollouts.prompt_rows), local_q)]
-        updated = [rows_to_update(rows, dead, G, cfg.skips_dead_groups) for rows in minibatches]
+        batch = GenerationBatch.of(rollouts.samples, rollouts.rewards, cfg, G, Q // dist.world, model.device)
         engine.release()  # the engine's KV cache makes room for the old log-probs and the update
-        with timer("old_logprob"), out_of_memory_names_the_budget(cfg, gen_step, "old log-probs"):
-            needed = sorted(set().union(*updated))
-            old_logp = frozen_logprobs(model, samples, Forward.of(cfg), pad, needed)
-            ref_logp = frozen_logprobs(reference, samples, Forward.of(cfg), pad) if reference else None
-        updates: list[dict] = []
-        informative: list[tuple[int, int]] = []
-        with timer("update"), out_of_memory_names_the_budget(cfg, gen_step, "update"):
-            for _ in range(cfg.ppo_epochs):
-                for rows, run_rows in zip(minibatches, updated):
-                    live = [g for g in range(rows[0] // G, rows[-1] // G + 1) if not dead[g]]
-                    sizes = dist.sum([len(rows), sum(len(samples.response_ids[i]) for i in rows), len(live),
-                                      sum(len(samples.response_ids[g * G + j]) for g in live for j in range(G))])
-                    informative.append((float(sizes[2]), float(sizes[3])))
-                    try:
-                        # The whole mini-batch's sequences and tokens (dead groups' included), over all processes:
-                        # the normalisers of grpo.aggregate.
-                        updates.append(update_minibatch(trained, optimizer, samples, run_rows, old_logp, ref_logp,
-                                                        advantages, cfg, task.max_new_tokens, pad,
-                                                        minibatch=(int(sizes[0]), int(sizes[1])), world=dist.world))
-                    except NonFiniteError as error:
-                        raise NonFiniteError(f"generation step {gen_step}: {error}; training stopped before the "
-                                             f"optimizer step (the last checkpoint, if any, is kept)") from None
-                    totals["opt_steps"] += 1
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)  # no gradients held while the engine generates
-        with timer("sync"):
+        with state.timer("old_logprob"), out_of_memory_names_the_budget(cfg, gen_step, "old log-probs"):
+            needed = sorted(set().union(*batch.updated))
+            old_logp = frozen_logprobs(model, batch.samples, forward, pad, needed)
+            ref_logp = frozen_logprobs(reference, batch.samples, forward, pad) if reference else None
+        with state.timer("update"), out_of_memory_names_the_budget(cfg, gen_step, "update"):
+            update_on_batch(trained, state, batch, old_logp, ref_logp, cfg, task.max_new_tokens, pad, dist,
+                            telemetry, gen_step, G)
+        with state.timer("sync"):
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()  # the update's cached blocks go back to the device before vLLM wakes
             engine.resume()
             engine.sync(model)
-        # The step's telemetry over all processes: sums of every count and token-weighted total.
-        sums = ("tokens", "clip_high", "clip_low", "clip_dual", "entropy_sum", "kl_sum")
-        total = dict(zip(("generated", "generated_tokens", "rewards", "rollouts", "response_tokens", "dead", "groups",
-                          "adv_abs", "logprob_gap", *sums), dist.sum([
-            generated, generated_tokens, float(rewards.sum()), len(rewards), samples.num_tokens, float(dead.sum()),
-            len(dead), float(advantages.abs().sum()), logprob_gap(samples.select(needed), old_logp[needed]),
-            *(sum(u.get(k, 0.0) for u in updates) for k in sums)]).tolist()))
-        totals["rollouts"] += int(total["generated"])
-        totals["tokens"] += int(total["generated_tokens"])
-        record(gen_step, {
-            "lr": lr_used,
-            "mean_reward": total["rewards"] / total["rollouts"],
-            "dead_group_frac": total["dead"] / total["groups"],
-            "informative_prompts_per_update": float(np.mean([p for p, _ in informative])),
-            "informative_tokens_per_update": float(np.mean([t for _, t in informative])),
-            "adv_abs_mean": total["adv_abs"] / total["rollouts"],
-            **{f"clip_frac_{k}": total[f"clip_{k}"] / total["tokens"] for k in ("high", "low", "dual")},
-            "entropy": total["entropy_sum"] / total["tokens"],
-            "grad_norm": float(np.mean([u["grad_norm"] for u in updates])),
-            "kl": total["kl_sum"] / total["tokens"] if reference else float("nan"),
-            "mean_response_tokens": total["response_tokens"] / total["rollouts"],
-            "engine_logprob_gap": total["logprob_gap"] / dist.world,
-        })
+        telemetry.add(generated=generated, generated_tokens=generated_tokens, rewards=float(batch.rewards.sum()),
+                      rollouts=len(batch.rewards), response_tokens=batch.samples.num_tokens,
+                      dead=float(batch.dead.sum()), groups=len(batch.dead),
+                      adv_abs=float(batch.advantages.abs().sum()),
+                      logprob_gap=logprob_gap(batch.samples.select(needed), old_logp[needed]))
+        total = telemetry.reduce(dist)
+        state.totals["rollouts"] += int(total["generated"])
+        state.totals["tokens"] += int(total["generated_tokens"])
+        steps.record(gen_step, telemetry.statistics(total, dist.world, lr, with_kl=reference is not None))
         if checkpointing and checkpointing.every and gen_step % checkpointing.every == 0 and gen_step < steps_total:
-            state = snapshot(gen_step)  # whole on the first process, which saves it
+            snapshot = state.snapshot(gen_step, dist)  # whole on the first process, which saves it
             if dist.is_main:
-                checkpointing.save(state)
-    return pd.DataFrame(ledger)
-
+                checkpointing.save(snapshot)
+    return pd.DataFrame(state.ledger)

