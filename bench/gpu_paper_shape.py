@@ -5,10 +5,11 @@ so every response runs to the full 4,096 tokens: the worst case for memory.
 
     python bench/gpu_paper_shape.py                        # on a GPU: vLLM when installed, else HF generate
     python bench/gpu_paper_shape.py --tiny --engine hf     # a tiny shape on the CPU: checks the script
+    python bench/gpu_paper_shape.py --record               # also write the table into docs/figures.md
 
 Prints, per phase, the seconds and the peak memory (torch's allocator for the trainer's phases; the device's used
 memory after vLLM generates), beside the planner's estimate for one GPU (twogrpo.plan), and the update's bf16
-FLOP/s against the GPU's peak. The rows go into docs/gpu.md with the device name and date.
+FLOP/s against the GPU's peak. `--record` writes them into docs/figures.md with the date, commit and machine.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from twogrpo import plan
-from twogrpo.engine import Samples
-from twogrpo.setups import compose
-from twogrpo.trainer import Forward, frozen_logprobs, update_minibatch
+from twogrpo.sampling import Samples
+from tools.setups import compose
+from twogrpo.forward import Forward, frozen_logprobs
+from twogrpo.trainer import update_minibatch
+
+from figures import add_record_flag, recording
 
 TINY = plan.ModelShape(vocab=1000, hidden=64, intermediate=128, layers=2, heads=2, kv_heads=1, tied=True, positions=512)
 BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 FLOP/s (NVIDIA's datasheets)
@@ -70,7 +74,13 @@ def main() -> None:
     parser.add_argument("--engine", choices=("auto", "vllm", "hf"), default="auto")
     parser.add_argument("--prompts", type=int, default=32, help="one 16-GRPO mini-batch: 32 prompts")
     parser.add_argument("--prompt-tokens", type=int, default=150)
+    add_record_flag(parser, "gpu_paper_shape")
     args = parser.parse_args()
+    with recording(args.record):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     params = compose(["setup=qwen-1.5b-math", "hardware=gpus-1"])[1]
     cfg, group = params.train, params.train.reference_group_size
     shape = TINY if args.tiny else plan.HUB_SHAPES[params.base.model]

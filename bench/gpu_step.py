@@ -2,6 +2,7 @@
 
     python bench/gpu_step.py            # on a GPU: the 1.5B shape
     python bench/gpu_step.py --tiny     # a tiny shape, to check the script on a CPU
+    python bench/gpu_step.py --record   # also write the rows into docs/figures.md (bench/figures.py)
 
 Measures: optimizer-step time (forward + backward + AdamW, fp32 master weights under bf16 autocast) on
 `--batch` sequences of `--seq` tokens, HF `generate` tokens/s for `--samples` x `--new-tokens` (bf16 weights), and
@@ -15,6 +16,8 @@ import time
 
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from figures import add_record_flag, recording
 
 QWEN25_MATH_1_5B = dict(vocab_size=151936, hidden_size=1536, num_hidden_layers=28, num_attention_heads=12,
                         num_key_value_heads=2, intermediate_size=8960, max_position_embeddings=4096,
@@ -40,7 +43,13 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=1024)
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=256)
+    add_record_flag(parser, "gpu_step")
     args = parser.parse_args()
+    with recording(args.record):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     torch.manual_seed(0)

@@ -2,6 +2,7 @@
 
     python bench/gpu_train_arms.py                          # g16 and g2-same-lr, seed 0, the study's settings
     python bench/gpu_train_arms.py --prompts 128 --arms g2  # a short check
+    python bench/gpu_train_arms.py --record                 # also write the table into docs/figures.md
 
 Needs what `dvc repro base` wrote (models/base, data/prepared) and params.yaml. It calls train_grpo exactly as
 stages/train.py does, minus dvclive, so it runs where only torch, transformers, pandas and math-verify are installed.
@@ -23,7 +24,10 @@ import torch
 from twogrpo.config import load_params
 from twogrpo.engine import make_engine
 from twogrpo.policy import load_policy, policy_device
-from twogrpo.trainer import PHASES, train_grpo
+from twogrpo.telemetry import PHASES
+from twogrpo.trainer import train_grpo
+
+from figures import add_record_flag, recording
 
 
 def main() -> None:
@@ -31,7 +35,13 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=["g16", "g2-same-lr"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prompts", type=int, default=0, help="train prompts (0: train.prompts)")
+    add_record_flag(parser, "gpu_train_arms")
     args = parser.parse_args()
+    with recording(args.record):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     params = load_params("params.yaml")
     cfg = params.train if not args.prompts else dataclasses.replace(params.train, prompts=args.prompts)
     device = policy_device()

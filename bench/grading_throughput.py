@@ -4,6 +4,7 @@ one box.
 
     python bench/grading_throughput.py
     python bench/grading_throughput.py --processes 1 2 4 --grader verl-math --math500 <MATH-500 test.jsonl>
+    python bench/grading_throughput.py --record    # also write the table into docs/figures.md (bench/figures.py)
 
 Two sets of pairs:
 - embedded: every sample of eval/*/samples.parquet of this checkout's study (`dvc repro` first), graded against
@@ -32,6 +33,8 @@ import pandas as pd
 from math_verify import parse, verify
 
 from twogrpo.grading import GRADERS, grade, gold_grades_itself
+
+from figures import add_record_flag, recording
 
 CHUNK = 64
 GRADER = "math-verify"
@@ -77,12 +80,18 @@ def throughput(pairs: list[tuple[str, str]], processes: int) -> tuple[float, int
 
 
 def main() -> None:
-    global GRADER
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--math500", type=Path, default=Path("tests/data/math500_first100.jsonl"))
+    parser.add_argument("--math500", type=Path, default=Path("tests/data/benchmarks/math500/test.jsonl"))
     parser.add_argument("--grader", choices=GRADERS, default=GRADER)
+    add_record_flag(parser, "grading_throughput")
     args = parser.parse_args()
+    with recording(args.record):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    global GRADER
     GRADER = args.grader  # the forked workers inherit it
     sets = {}
     if Path("eval").is_dir():

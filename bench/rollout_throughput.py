@@ -4,6 +4,7 @@ Run from the environment that has what you want to measure (the vLLM numbers nee
 
     python bench/rollout_throughput.py                 # both engines, tiny (594k) and ~2.5M models
     python bench/rollout_throughput.py --engines hf    # HF only (the main .venv, or a GPU machine without vLLM)
+    python bench/rollout_throughput.py --record NAME   # also write the figures into docs/figures.md, block NAME
 
 Random-weight Qwen2 models built like the embedded default's; 1,024 samples x 64 new tokens, EOS ignored so every
 sample has exactly 64 tokens; temperature 1. Prints one line per (model, engine) and a markdown table.
@@ -22,6 +23,8 @@ import torch
 
 from twogrpo.config import BaseConfig
 from twogrpo.policy import build_char_tokenizer, build_tiny_model
+
+from figures import add_record_flag, recording
 
 SIZES = {  # name: (hidden, layers, heads, kv heads, intermediate); head_dim 32 for vLLM's CPU attention
     "tiny-594k": (128, 3, 4, 2, 384),
@@ -92,7 +95,13 @@ def main() -> None:
     parser.add_argument("--engines", default="hf,vllm")
     parser.add_argument("--samples", type=int, default=1024)
     parser.add_argument("--new-tokens", type=int, default=64)
+    add_record_flag(parser, "rollout_throughput")
     args = parser.parse_args()
+    with recording(args.record):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     where = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     import transformers

@@ -3,6 +3,7 @@ memory, and the 2-GRPO / 16-GRPO training-time ratio it measured.
 
     python bench/study_timing.py                 # clones HEAD into a temporary folder, runs dvc repro -f there
     python bench/study_timing.py --keep /tmp/s   # keep the clone there (and its outputs)
+    python bench/study_timing.py --record        # also write the table into docs/figures.md (bench/figures.py)
 
 Uses this environment's tools (dvc, python) and the committed params (the embedded default unless HEAD says other).
 Every stage logs its own seconds (process start to exit) and peak resident memory (twogrpo.run); the table adds
@@ -24,6 +25,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
+
+from figures import add_record_flag, recording
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = re.compile(r"^Running stage '([^']+)'")
@@ -64,7 +67,13 @@ def per_stage(log: str) -> pd.DataFrame:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", type=Path, help="clone into this (new) folder and keep it")
+    add_record_flag(parser, "study_timing")
     args = parser.parse_args()
+    with recording(args.record):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         project = args.keep or Path(tmp) / "study"
         wall, log = run_study(project)

@@ -2,6 +2,7 @@
 
     python bench/trl_step.py                              # G = 16 and G = 2, 3 generation steps, 2 repeats
     python bench/trl_step.py --groups 2 --gen-steps 2 --repeats 1
+    python bench/trl_step.py --record                     # also write the tables into docs/figures.md
 
 A generation step is the whole cycle: generation of generation_batch_prompts x G rollouts (HF `generate`, 32 new
 tokens at most), math-verify rewards, old log-probs, and one optimizer step per mini-batch of rollouts_per_minibatch
@@ -36,14 +37,17 @@ from twogrpo.config import load_params
 from twogrpo.engine import HFEngine
 from twogrpo.grading import clear_cache, rewards
 from twogrpo.policy import load_policy, render_prompts
-from twogrpo.trainer import PHASES, train_grpo
+from twogrpo.telemetry import PHASES
+from twogrpo.trainer import train_grpo
+
+from figures import add_record_flag, recording
 
 ARMS = {16: "g16", 2: "g2"}
 
 
 def ours(params, arm_name: str, train: pd.DataFrame, test: pd.DataFrame, gen_steps: int, skip_dead: bool) -> dict:
     cfg = dataclasses.replace(params.train, prompts=params.train.generation_batch_prompts * gen_steps,
-                              eval_every=10**9, eval_problems=1, checkpoint_every=0, skip_dead_groups=skip_dead,
+                              eval_every=10**9, eval_problems=1, skip_dead_groups=skip_dead,
                               loss_agg="token-mean")
     cfg.check()
     model, tokenizer = load_policy("models/base")
@@ -109,9 +113,15 @@ def main() -> None:
     parser.add_argument("--groups", type=int, nargs="+", default=[16, 2], choices=sorted(ARMS))
     parser.add_argument("--gen-steps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
+    add_record_flag(parser, "trl_step")
     args = parser.parse_args()
-    torch.set_num_threads(int(os.environ.get("TWOGRPO_THREADS", os.cpu_count() or 1)))
+    with recording(args.record):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     params = load_params("params.yaml")
+    torch.set_num_threads(params.runtime.threads or os.cpu_count() or 1)
     prompts = params.train.generation_batch_prompts * args.gen_steps
     train = pd.read_parquet("data/prepared/train.parquet").iloc[:prompts]
     test = pd.read_parquet("data/prepared/test.parquet")

@@ -3,6 +3,7 @@ against every position's full-vocabulary logits at once (as before chunking), an
 
     python bench/update_memory.py                  # 8 rollouts x 256, 512 and 1,024 tokens, hidden size 64
     python bench/update_memory.py --no-full        # skip the full-logits runs (19 GiB at 1,024 tokens)
+    python bench/update_memory.py --record         # also write the table into docs/figures.md (bench/figures.py)
 
 Each measurement is its own process (tests/memory_probe.py: two optimizer steps over 8 rollouts of 64 prompt tokens,
 peak resident memory above its imports). Prints a markdown table with the machine, date and commit.
@@ -19,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from figures import add_record_flag, recording
+
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
 
@@ -34,7 +37,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-full", action="store_true", help="skip the full-logits runs")
     parser.add_argument("--hidden", type=int, default=64)
+    add_record_flag(parser, "update_memory")
     args = parser.parse_args()
+    with recording(args.record):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     print(f"# {datetime.date.today()}, commit {commit}, {platform.machine()} {os.cpu_count()} cores, "
