@@ -1,7 +1,8 @@
 """train: GRPO from the base policy for one arm and one seed (a DVC matrix over train.arms x train.seeds).
 
 Reads: models/base/, data/prepared/{train,test}.parquet; params: the train keys that shape a run (dvc.yaml lists them),
-`task`, `grading.reward`, the engine of `rollout`, `evaluate.max_new_tokens`; `runtime` (how it runs).
+`task`, `grading.reward`, the engine of `rollout`, the in-training evaluation's sampling of `evaluate`; `runtime` (how
+it runs).
 Started as `python -m stages.train`; under runtime.launch = `accelerate launch ...` it starts itself again under it.
 Writes: models/<arm>-s<seed>/ (the trained policy), runs/<arm>-s<seed>/steps.parquet (ledger, schema TrainSteps),
 runs/<arm>-s<seed>/live/ (dvclive per-step metrics). Keeps checkpoints/<arm>-s<seed>/ every runtime.checkpoint_every
@@ -26,7 +27,7 @@ from twogrpo.checkpoint import Checkpoint
 from twogrpo.config import Params
 from twogrpo.distributed import Dist, full_state_dict, unsharded
 from twogrpo.engine import make_engine
-from twogrpo.io import atomic_path, weights_sha256, write_parquet
+from twogrpo.io import atomic_path, files_sha256, weights_sha256, write_parquet
 from twogrpo.lineage import stage_fingerprint
 from twogrpo.plan import preflight
 from twogrpo.policy import check_context, load_policy
@@ -78,11 +79,13 @@ def train(args: argparse.Namespace, params: Params, dist: Dist) -> None:
                   params.evaluate.max_new_tokens, "evaluate.max_new_tokens")
     engine = make_engine(params.rollout, model, tokenizer, "models/base", args.seed)
     run_dir = Path("runs") / name
-    # What shapes the run (dvc.yaml's params and code for this stage, the base weights); a checkpoint saved under
-    # other settings is not resumed (memory-only settings aside: after running out of memory, a smaller micro-batch
-    # resumes).
+    # What shapes the run (dvc.yaml's params and code for this stage, the base weights, the processes, the data); a
+    # checkpoint saved under other settings is not resumed (memory-only settings aside: after running out of memory,
+    # a smaller micro-batch resumes).
     checkpoint = Checkpoint(name, stage_fingerprint("train", "stages.train", dataclasses.asdict(params),
-                                                    weights_sha256("models/base"),
+                                                    weights_sha256("models/base"), dist.world,
+                                                    files_sha256("data/prepared/train.parquet",
+                                                                 "data/prepared/test.parquet"),
                                                     item={"arm": args.arm, "seed": args.seed},
                                                     ignore=params.train.memory_only_keys))
     with atomic_path(run_dir / "live") if dist.is_main else nullcontext() as live_dir:

@@ -1,6 +1,7 @@
 """Shared test inputs."""
 
 import copy
+import dataclasses
 import functools
 import os
 import shutil
@@ -13,6 +14,17 @@ import yaml
 from twogrpo.config import ChainSumConfig, PrepareConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def _default_params():
+    from tools.setups import compose
+    return compose([])[1]
+
+
+def conf_section(section: str, **changes):
+    """A params section of the embedded default (conf/) with `changes`: a test's settings named by what differs."""
+    return dataclasses.replace(getattr(_default_params(), section), **changes)
 
 
 def chain_sums(seed: int, train_size: int, n_test: int, max_terms: int = 2, max_digits: int = 1) -> PrepareConfig:

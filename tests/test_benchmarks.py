@@ -1,7 +1,6 @@
 """The real loaders on excerpts of the real benchmark files (tests/data/benchmarks, sources in tests/data/SOURCES.md):
 counts, self-verifying gold answers, the repairs the files need and the rows they must reject."""
 
-from pathlib import Path
 
 import pytest
 

@@ -98,9 +98,9 @@ def test_evaluation_over_two_processes_gives_the_records_of_one_process(tmp_path
 
 @pytest.mark.slow
 def test_the_train_and_evaluate_stages_under_accelerate_launch_with_two_processes(tmp_path):
-    """`dvc repro` runs the train stage as `accelerate launch ... -m stages.train` (train.launch): two processes
+    """`dvc repro` runs the train stage, which starts itself under `accelerate launch` (runtime.launch): two processes
     share every mini-batch, and the first writes one ledger, one dvclive log and one model. The evaluate stage
-    (evaluate.launch) writes the records one process writes."""
+    (runtime.eval_launch) writes the records one process writes."""
     params = copy.deepcopy(PARAMS)
     two_processes = f"accelerate launch --config_file conf/accelerate/cpu-2.yaml --main_process_port {free_port()}"
     params["runtime"]["launch"] = params["runtime"]["eval_launch"] = two_processes
@@ -109,7 +109,9 @@ def test_the_train_and_evaluate_stages_under_accelerate_launch_with_two_processe
     shared = pd.read_parquet(project / "eval/g2-s0/generations.parquet")
     params["runtime"]["eval_launch"] = "python"
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["dvc", "repro", "evaluate@g2-0"], project)  # the command changed: evaluated again, in one process
+    dvc_status = run(["dvc", "status", "evaluate@g2-0"], project)  # runtime.* reruns nothing...
+    run(["dvc", "repro", "--force", "--single-item", "evaluate@g2-0"], project)  # ...so force it, in one process
+    assert "up to date" in dvc_status
     pd.testing.assert_frame_equal(shared, pd.read_parquet(project / "eval/g2-s0/generations.parquet"))
     ledger = pd.read_parquet(project / "runs/g2-s0/steps.parquet")
     last = ledger.iloc[-1]
@@ -128,9 +130,9 @@ def test_resampling_over_two_processes_refills_dead_groups_within_the_budget(tmp
     params = copy.deepcopy(PARAMS)
     params["train"] |= {"arms": {"g4": {"group_size": 4, "lr_scaling": "linear"},
                                  "g2-rs": {"group_size": 2, "lr_scaling": "none", "resample": True}},
-                        "reference_group_size": 4,
-                        "launch": f"accelerate launch --config_file conf/accelerate/cpu-2.yaml "
-                                  f"--main_process_port {free_port()}"}
+                        "reference_group_size": 4}
+    params["runtime"]["launch"] = (f"accelerate launch --config_file conf/accelerate/cpu-2.yaml "
+                                   f"--main_process_port {free_port()}")
     project = new_project(tmp_path / "study", params)
     run(["dvc", "repro", "train@g2-rs-0"], project)
     last = pd.read_parquet(project / "runs/g2-rs-s0/steps.parquet").iloc[-1]

@@ -3,7 +3,6 @@ with every mis-grade found."""
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 from math_verify import parse, verify

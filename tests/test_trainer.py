@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.fixtures import chain_sums
-from twogrpo.config import ArmConfig, BaseConfig, EvaluateConfig, TaskConfig, TrainConfig
+from tests.fixtures import chain_sums, conf_section
+from twogrpo.config import ArmConfig
 from twogrpo.engine import HFEngine
 from twogrpo.policy import build_char_tokenizer, build_tiny_model
 from twogrpo.schemas import TrainSteps, validate
@@ -18,17 +18,15 @@ from twogrpo.rollouts import PromptStream
 from twogrpo.run_state import Checkpointing
 from twogrpo.trainer import NonFiniteError, train_grpo
 
-TASK = TaskConfig(prompt_template="{problem}", max_new_tokens=6)
-EVAL = EvaluateConfig(problems=4, samples=2, temperature=0.7, top_p=0.8, top_k=20, max_new_tokens=6, seed=0)
-TRAIN = TrainConfig(
-    seeds=(0,), arms={}, prompts=16, epochs=1, rollouts_per_minibatch=16, generation_batch_prompts=8,
-    reference_lr=1e-3, reference_group_size=4, warmup_gen_steps=0, weight_decay=0.0, grad_clip=1.0, clip_low=0.2,
-    clip_high=0.28, clip_ratio_c=3.0, adv_std="bessel", adv_eps=1e-6, loss_agg="token-mean", kl_coef=0.0,
-    entropy_coef=0.0, ppo_epochs=1, temperature=1.0, top_p=1.0, top_k=0, micro_batch_rollouts=8, eval_every=2,
-    skip_dead_groups=True, eval_benchmark="chain_sum", eval_problems=4, eval_samples=2)
-BASE = BaseConfig(model="scratch", revision="main", seed=0, hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
-                  intermediate_size=64, lr=1e-3, warmup_steps=1, weight_decay=0.0, batch_size=8, max_steps=1, eval_every=1, val_size=1,
-                  target_accuracy=1.0)
+TASK = conf_section("task", max_new_tokens=6)
+EVAL = conf_section("evaluate", problems=4, samples=2, max_new_tokens=6, seed=0)
+TRAIN = conf_section("train", seeds=(0,), arms={}, prompts=16, rollouts_per_minibatch=16, generation_batch_prompts=8,
+                     reference_lr=1e-3, reference_group_size=4, warmup_gen_steps=0, weight_decay=0.0,
+                     loss_agg="token-mean", micro_batch_rollouts=8, eval_every=2, skip_dead_groups=True,
+                     eval_problems=4, eval_samples=2)
+BASE = conf_section("base", hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, lr=1e-3,
+                    warmup_steps=1, weight_decay=0.0, batch_size=8, max_steps=1, eval_every=1, val_size=1,
+                    target_accuracy=1.0)
 
 
 @pytest.fixture(scope="module")

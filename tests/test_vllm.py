@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.fixtures import chain_sums
-from twogrpo.config import ArmConfig, BaseConfig, RolloutConfig, TaskConfig
+from tests.fixtures import chain_sums, conf_section
+from twogrpo.config import ArmConfig, RolloutConfig, TaskConfig
 from twogrpo.engine import HFEngine, make_engine
 from twogrpo.sampling import Sampling
 from twogrpo.policy import build_char_tokenizer, build_tiny_model, load_policy, render_prompts
@@ -25,9 +25,9 @@ from tests.test_trainer import EVAL, TRAIN
 
 pytestmark = pytest.mark.vllm
 GREEDY = Sampling(temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=12, n=1)
-BASE = BaseConfig(model="scratch", revision="main", seed=0, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
-                  intermediate_size=128, lr=3e-3, warmup_steps=10, weight_decay=0.0, batch_size=32, max_steps=150, eval_every=150,
-                  val_size=1, target_accuracy=1.0)
+BASE = conf_section("base", hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128,
+                    warmup_steps=10, weight_decay=0.0, batch_size=32, max_steps=150, eval_every=150, val_size=1,
+                    target_accuracy=1.0)
 
 
 @pytest.fixture(scope="module")

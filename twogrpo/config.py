@@ -247,7 +247,7 @@ class TrainConfig:
     eval_samples: int  # samples per problem in that evaluation
     # Prompt + response tokens per micro-batch of the update and old log-probs (verl's use_dynamic_bsz with
     # ppo_max_token_len_per_gpu): rollouts longest first, as many as fit once right-padded; packed into one row
-    # without padding under flash attention (twogrpo.trainer.packs). 0 = micro_batch_rollouts rollouts, in order.
+    # without padding under flash attention (twogrpo.forward.packs). 0 = micro_batch_rollouts rollouts, in order.
     # Memory and speed only under a mini-batch-wide loss normalisation (rounding aside); under micro-token-mean (the
     # paper-time verl) it shapes the result, as verl's ppo_max_token_len_per_gpu did.
     micro_batch_tokens: int = 0
@@ -412,8 +412,10 @@ class ReportConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """How the stages run, never what they compute: no DVC stage depends on these keys, so changing one reruns
-    nothing, and a checkpoint resumes across them. Processes change float rounding only (tests/test_distributed.py)."""
+    """How the stages run: no DVC stage depends on these keys, so changing one reruns nothing. They change no setting
+    of the method, but not every bit of a run either: each process samples with its own seed, so another process
+    count draws other rollouts (as another seed would; a checkpoint resumes only with as many processes), and the
+    thread count can change float rounding on the CPU."""
 
     # How the train stage starts: "python" (one process) or "accelerate launch --config_file conf/accelerate/<c>.yaml"
     # (several processes, one per GPU). The stage starts the launcher itself (twogrpo.run.relaunch), so the DVC

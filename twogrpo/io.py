@@ -39,6 +39,14 @@ def weights_sha256(folder: Path | str) -> str:
     return digest.hexdigest()
 
 
+def files_sha256(*paths: Path | str) -> str:
+    """One sha256 over the bytes of the files, in order (the inputs a checkpoint was trained on)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
+
+
 def write_parquet(df: pd.DataFrame, path: Path | str) -> None:
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)

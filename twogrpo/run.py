@@ -51,10 +51,12 @@ def relaunch(launch: str, module: str) -> None:
     """Run this stage again as `launch` (runtime.launch) starts it, unless that is `python` or this process is already
     one that a launcher started. DVC's command stays `python -m <module>` whatever the launch, so changing it reruns
     nothing. The launch's words go to the launcher as arguments (this interpreter's accelerate), never through a
-    shell."""
-    words = shlex.split(launch)
-    if words == ["python"] or "WORLD_SIZE" in os.environ:
+    shell; $VARIABLES in them are expanded (`--machine_rank $SLURM_NODEID` on several nodes). TWOGRPO_LAUNCHED marks
+    the processes started, so a one-process accelerate config (which sets no WORLD_SIZE) does not start again."""
+    words = [os.path.expandvars(word) for word in shlex.split(launch)]
+    if words == ["python"] or "WORLD_SIZE" in os.environ or os.environ.get("TWOGRPO_LAUNCHED"):
         return
+    os.environ["TWOGRPO_LAUNCHED"] = "1"
     os.execv(sys.executable, [sys.executable, "-m", "accelerate.commands.launch", *words[2:], "-m", module,
                               *sys.argv[1:]])
 
