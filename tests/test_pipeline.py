@@ -140,9 +140,9 @@ def test_every_file_the_study_writes_is_an_output_dvc_yaml_declares(study):
     assert not (study / "checkpoints").exists() or not any((study / "checkpoints").iterdir())
 
 
-def dry_run(project: Path) -> set[str]:
-    """The stages `dvc repro` would run now."""
-    return set(re.findall(r"Running stage '([^']+)'", run(["dvc", "repro", "--dry"], project)))
+def stages_to_run(project: Path) -> set[str]:
+    """The stages `dvc status` finds changed (code, params or inputs) or new: what `dvc repro` would run first."""
+    return set(json.loads(run(["dvc", "status", "--json"], project)))
 
 
 def test_an_edit_reruns_only_what_it_can_change(study, tmp_path):
@@ -154,17 +154,17 @@ def test_an_edit_reruns_only_what_it_can_change(study, tmp_path):
 
     params["runtime"] |= {"checkpoint_every": 5, "gradient_checkpointing": True, "threads": 2}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    runtime = dry_run(project)
+    runtime = stages_to_run(project)
 
     summary = project / "twogrpo" / "summary.py"
     source = summary.read_text()
     summary.write_text(source.replace('"""The study\'s own tables', '"""The study\'s tables', 1))
-    docstring = dry_run(project)
+    docstring = stages_to_run(project)
     summary.write_text(source)
 
     params["train"]["seeds"] = [0, 1, 2]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    seed = dry_run(project)
+    seed = stages_to_run(project)
     print(f"runtime.* changed: reruns {sorted(runtime) or 'nothing'}\nsummary.py docstring edited: reruns "
           f"{sorted(docstring)}\na seed added: reruns {sorted(seed)}")
     assert runtime == set()
