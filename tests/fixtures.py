@@ -16,15 +16,11 @@ from twogrpo.config import ChainSumConfig, PrepareConfig
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@functools.cache
-def _default_params():
-    from tools.setups import compose
-    return compose([])[1]
 
 
 def conf_section(section: str, **changes):
     """A params section of the embedded default (conf/) with `changes`: a test's settings named by what differs."""
-    return dataclasses.replace(getattr(_default_params(), section), **changes)
+    return dataclasses.replace(getattr(_conf_params()[1], section), **changes)
 
 
 def chain_sums(seed: int, train_size: int, n_test: int, max_terms: int = 2, max_digits: int = 1) -> PrepareConfig:
@@ -73,15 +69,16 @@ def changed(params: dict, changes: dict, where: tuple[str, ...] = ()) -> dict:
 
 
 @functools.cache
-def _conf_params() -> dict:
+def _conf_params():
+    """conf/ composed as DVC composes params.yaml: (the mapping, the validated Params)."""
     from tools.setups import compose
-    return compose([])[0]
+    return compose([])
 
 
 def tiny_params(**changes: dict) -> dict:
     """params.yaml for a study that trains in seconds: conf/ composed as DVC composes it, TINY_CHANGES applied, then
     `changes` (section=mapping)."""
-    return changed(changed(_conf_params(), TINY_CHANGES), changes)
+    return changed(changed(_conf_params()[0], TINY_CHANGES), changes)
 
 
 def new_project(project: Path, params: dict) -> Path:

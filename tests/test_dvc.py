@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 from dvc.repo import Repo
 
+from tools.deps import NOTEBOOKS
 from tools.setups import compose
 from twogrpo.config import Params, load_params
 from twogrpo.lineage import imported_files, stage_params
@@ -16,7 +17,6 @@ from twogrpo.lineage import imported_files, stage_params
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 SECTIONS = typing.get_type_hints(Params)
-NOTEBOOKS = {"report": (Path("notebooks/report.ipynb"),)}
 
 
 def stage_module(name: str) -> str:
