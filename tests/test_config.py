@@ -54,9 +54,9 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
     (lambda r: r["train"].update(epochs="ten"), "train.epochs='ten': expected int"),
     (lambda r: r["train"].update(epochs=1.5), "train.epochs=1.5: expected int"),
     (lambda r: r["train"].update(seeds=3), "train.seeds=3: expected a list"),
-    (lambda r: r["train"].update(epochs=0), "train.epochs=0 must be positive"),
-    (lambda r: r["train"].update(prompts=-8), "train.prompts=-8 must be positive"),
-    (lambda r: r["train"]["arms"]["g2"].update(group_size=1), "train.arms.g2.group_size=1: GRPO needs at least 2"),
+    (lambda r: r["train"].update(epochs=0), "train.epochs=0 must be >= 1"),
+    (lambda r: r["train"].update(prompts=-8), "train.prompts=-8 must be >= 1"),
+    (lambda r: r["train"]["arms"]["g2"].update(group_size=1), "train.arms.g2.group_size=1 must be >= 2"),
     (lambda r: r["train"]["arms"]["g2"].update(group_size=3), "rollouts_per_minibatch=128 is not divisible by train.arms.g2.group_size=3"),
     (lambda r: r["train"]["arms"]["g2"].update(lr_scaling="sqrt"), "train.arms.g2.lr_scaling='sqrt'"),
     (lambda r: r["train"].update(generation_batch_prompts=96, prompts=960), "generation_batch_prompts=96 is not divisible into mini-batches of 64 prompts"),
@@ -75,8 +75,40 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
         eval_benchmark="math500"), "base.model=scratch trains the tiny"),
     (lambda r: r["prepare"]["sources"].pop("amc23") and r["prepare"].update(train_set="math", benchmarks=["amc23"])
      or r["train"].update(eval_benchmark="amc23"), "prepare.sources has no entry for 'amc23'"),
+    # Numbers out of their meaning, non-finite numbers, sizes beyond what can finish.
+    (lambda r: r["train"].update(warmup_gen_steps=-1), "train.warmup_gen_steps=-1 must be >= 0"),
+    (lambda r: r["train"].update(top_p=1.5), "train.top_p=1.5 must be in (0, 1]"),
+    (lambda r: r["evaluate"].update(top_p=0.0), "evaluate.top_p=0.0 must be in (0, 1]"),
+    (lambda r: r["evaluate"].update(temperature=float("inf")), "evaluate.temperature=inf: must be a finite number"),
+    (lambda r: r["evaluate"].update(temperature=-0.5), "evaluate.temperature=-0.5 must be >= 0"),
+    (lambda r: r["train"].update(temperature=0.0), "train.temperature=0.0 must be > 0"),
+    (lambda r: r["train"].update(reference_lr=float("nan")), "train.reference_lr=nan: must be a finite number"),
+    (lambda r: r["train"].update(reference_lr="nan"), "train.reference_lr=nan: must be a finite number"),
+    (lambda r: r["train"].update(clip_low=1.0), "train.clip_low=1.0 must be in (0, 1)"),
+    (lambda r: r["train"].update(clip_ratio_c=1.0), "train.clip_ratio_c=1.0 must be > 1"),
+    (lambda r: r["train"].update(adv_eps=0.0), "train.adv_eps=0.0 must be > 0"),
+    (lambda r: r["train"].update(kl_coef=-0.1), "train.kl_coef=-0.1 must be >= 0"),
+    (lambda r: r["base"].update(target_accuracy=1.2), "base.target_accuracy=1.2 must be in (0, 1]"),
+    (lambda r: r["rollout"].update(vllm_memory_utilization=0), "rollout.vllm_memory_utilization=0.0 must be in (0, 1]"),
+    (lambda r: r["report"].update(equivalence_margin=-0.02), "report.equivalence_margin=-0.02 must be in (0, 1]"),
+    (lambda r: r["train"].update(seeds=[0, -1]), "train.seeds[1]=-1 must be in [0, 4.29497e+09]"),
+    (lambda r: r["train"].update(epochs=10**6), "train.epochs=1000000 exceeds the limit 1000"),
+    (lambda r: r["evaluate"].update(samples=100_000), "evaluate.samples=100000 exceeds the limit 1024"),
+    (lambda r: r["task"].update(max_new_tokens=10**7), "task.max_new_tokens=10000000 exceeds the limit 131072"),
+    (lambda r: r["base"].update(hidden_size=1 << 20), "base.hidden_size=1048576 exceeds the limit 16384"),
+    (lambda r: r["runtime"].update(checkpoint_every=-2), "runtime.checkpoint_every=-2 must be >= 0"),
+    # Names, seeds and the reference arm.
+    (lambda r: r["train"].update(seeds=[0, 0]), "train.seeds=[0, 0]: seed 0 appears twice"),
+    (lambda r: r["train"].update(reference_group_size=4), "train.arms has no arm with group_size=4"),
+    (lambda r: r["train"]["arms"].update({"g2;touch_PWNED": r["train"]["arms"]["g2"]}),
+     "train.arms.g2;touch_PWNED: an arm name must be"),
+    (lambda r: r["train"]["arms"].update({"g 2": r["train"]["arms"]["g2"]}), "train.arms.g 2: an arm name must be"),
+    (lambda r: r["train"]["arms"].update({"base": r["train"]["arms"]["g2"]}), "and not 'base'"),
+    (lambda r: r["base"].update(model="/nonexistent"), "base.model='/nonexistent': no such folder"),
+    (lambda r: r["base"].update(model="params.yaml"), "base.model='params.yaml' is a file"),
 ])
-def test_bad_params_name_the_key_and_value(raw, tmp_path, edit, message):
+def test_bad_params_name_the_key_and_value(raw, tmp_path, edit, message, monkeypatch):
+    monkeypatch.chdir(ROOT)
     edit(raw)
     with pytest.raises(ParamsError, match=None) as err:
         load_params(write(tmp_path, raw))
@@ -102,3 +134,31 @@ def test_the_grader_names_of_the_params_are_the_graders():
     from twogrpo.config import GraderName
     from twogrpo.grading import GRADERS
     assert typing.get_args(GraderName) == GRADERS
+
+
+def test_every_number_has_a_range():
+    """Every int and float of params.yaml is Annotated with a Range: a new key cannot skip the range check."""
+    import typing
+
+    from twogrpo.config import Params, Range
+
+    def numbers_without_range(cls, where=""):
+        for name, hint in typing.get_type_hints(cls, include_extras=True).items():
+            args = typing.get_args(hint)
+            if typing.get_origin(hint) is typing.Annotated:
+                assert any(isinstance(a, Range) for a in args[1:]), f"{where}{name}"
+                continue
+            if dataclasses.is_dataclass(hint):
+                yield from numbers_without_range(hint, f"{where}{name}.")
+            elif hint in (int, float) or any(a in (int, float) for a in args):
+                yield f"{where}{name}"
+            for arg in args:
+                if dataclasses.is_dataclass(arg):
+                    yield from numbers_without_range(arg, f"{where}{name}.*.")
+
+    assert list(numbers_without_range(Params)) == []
+
+
+def test_greedy_evaluation_is_accepted(raw, tmp_path):
+    raw["evaluate"]["temperature"] = 0
+    assert load_params(write(tmp_path, raw)).evaluate.temperature == 0.0  # both engines sample greedily at 0

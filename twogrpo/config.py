@@ -1,17 +1,20 @@
 """Typed, strict view of params.yaml: one frozen dataclass per section.
 
-Unknown keys, wrong types and inconsistent sizes raise ParamsError naming the key and value, before any work starts.
+Unknown keys, wrong types, numbers out of their Range (non-finite ones included) and inconsistent sizes raise
+ParamsError naming the key and value, before any work starts (the `validate` stage runs this first in dvc.yaml).
 Derived values (prompts per mini-batch, the learning rate of an arm) are properties, never separate YAML keys.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import shlex
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 
@@ -19,24 +22,64 @@ PARAMS_FILE = Path("params.yaml")
 
 
 class ParamsError(ValueError):
-    """A params.yaml value is unknown, of the wrong type, or inconsistent with another."""
+    """A params.yaml value is unknown, of the wrong type, out of its range, or inconsistent with another."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take (always finite): from `low` (excluded when open_low) to `high` (excluded when
+    open_high), the bounds of its meaning; `limit` caps a size at what can finish in reasonable time (a run beyond it
+    is refused rather than left to run for days; raise it here if you mean it)."""
+
+    low: float
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
+    limit: float = math.inf
+
+    def check(self, key: str, value: float) -> None:
+        if not math.isfinite(value):
+            raise ParamsError(f"{key}={value}: must be a finite number")
+        above = value > self.low if self.open_low else value >= self.low
+        below = value < self.high if self.open_high else value <= self.high
+        if not (above and below):
+            raise ParamsError(f"{key}={value} must be {self}")
+        if value > self.limit:
+            raise ParamsError(f"{key}={value} exceeds the limit {self.limit:g}: a run of this size would not finish in "
+                              f"reasonable time (twogrpo/config.py sets the limits)")
+
+    def __str__(self) -> str:
+        if self.high == math.inf:
+            return f"{'>' if self.open_low else '>='} {self.low:g}"
+        return f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+
+
+# Every number in params.yaml has a Range (tests/test_config.py checks that none lacks one).
+Positive = Annotated[float, Range(0, open_low=True)]
+NonNegative = Annotated[float, Range(0)]
+Probability = Annotated[float, Range(0, 1, open_low=True)]
+Seed = Annotated[int, Range(0, 2**32 - 1)]  # numpy's seed range
+Tokens = Annotated[int, Range(1, limit=131_072)]  # response tokens (the paper: 4,096 and 8,192)
+Samples = Annotated[int, Range(1, limit=1024)]  # samples per problem (the paper: 32)
+TopK = Annotated[int, Range(0, limit=1_000_000)]  # 0 = off
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")  # `name` or `owner/name` on the hub
+# Arm names reach paths and DVC stage names and commands (`--arm <name>`): letters, digits, - and _ only.
+ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
 
 
 @dataclass(frozen=True)
 class ChainSumConfig:
     """The embedded task: arithmetic chains generated offline (reasoning-gym `chain_sum`)."""
 
-    n_test: int  # distinct test problems (the `chain_sum` benchmark), disjoint from the train problems
-    min_terms: int  # numbers per expression, lower bound (difficulty grows with terms)
-    max_terms: int
-    min_digits: int  # digits per number
-    max_digits: int
+    n_test: Annotated[int, Range(1, limit=1_000_000)]  # distinct test problems (the `chain_sum` benchmark), disjoint from the train problems
+    min_terms: Annotated[int, Range(2, limit=100)]  # numbers per expression, lower bound (difficulty grows with terms)
+    max_terms: Annotated[int, Range(2, limit=100)]
+    min_digits: Annotated[int, Range(1, limit=30)]  # digits per number
+    max_digits: Annotated[int, Range(1, limit=30)]
 
     def check(self) -> None:
-        _positive("prepare.chain_sum", n_test=self.n_test, min_terms=self.min_terms, min_digits=self.min_digits)
-        if self.min_terms < 2 or self.max_terms < self.min_terms:
-            raise ParamsError(f"prepare.chain_sum.min_terms/max_terms: need 2 <= min <= max, got "
-                              f"{self.min_terms}/{self.max_terms}")
+        if self.max_terms < self.min_terms:
+            raise ParamsError(f"prepare.chain_sum.max_terms={self.max_terms} < min_terms={self.min_terms}")
         if self.max_digits < self.min_digits:
             raise ParamsError(f"prepare.chain_sum.max_digits={self.max_digits} < min_digits={self.min_digits}")
 
@@ -61,16 +104,15 @@ REAL_DATASETS = ("math", "dapo_math_sub", "math500", "amc23", "aime25", "minerva
 class PrepareConfig:
     """The training set and the benchmarks: the embedded chain sums, or the paper's data (MATH / DAPO-Math-Sub)."""
 
-    seed: int  # seed of the chain-sum generator and of the train-set sample (DAPO-Math-Sub: 7,500 of DAPO-Math-17k)
+    seed: Seed  # seed of the chain-sum generator and of the train-set sample (DAPO-Math-Sub: 7,500 of DAPO-Math-17k)
     train_set: Literal["chain_sum", "math", "dapo_math_sub"]
-    train_size: int  # train problems: generated (chain_sum) or sampled with `seed` when the set is larger
+    train_size: Annotated[int, Range(1, limit=10_000_000)]  # train problems: generated (chain_sum) or sampled with `seed` when the set is larger
     benchmarks: tuple[str, ...]  # evaluation sets, by name: chain_sum or names in `sources`
     local_root: str  # "" = read real datasets from the hub; a folder = read each from local_root / sources.<name>.local
     sources: dict[str, SourceConfig]  # one per real dataset
     chain_sum: ChainSumConfig
 
     def check(self) -> None:
-        _positive("prepare", train_size=self.train_size)
         self.chain_sum.check()
         if not self.benchmarks:
             raise ParamsError("prepare.benchmarks must name at least one benchmark")
@@ -94,12 +136,11 @@ class TaskConfig:
     """How a problem becomes a prompt, and how long an answer may be (shared by SFT, training and evaluation)."""
 
     prompt_template: str  # {problem} stands for the problem; rendered as one user message with the chat template
-    max_new_tokens: int  # response length limit of rollouts and SFT (paper: 4096 for Qwen models, 8192 for DS-1.5B)
+    max_new_tokens: Tokens  # response length limit of rollouts and SFT (paper: 4096 for Qwen models, 8192 for DS-1.5B)
 
     def check(self) -> None:
         if "{problem}" not in self.prompt_template:
             raise ParamsError(f"task.prompt_template={self.prompt_template!r} must contain '{{problem}}'")
-        _positive("task", max_new_tokens=self.max_new_tokens)
 
 
 GraderName = Literal["math-verify", "verl-math", "verl-dapo"]  # twogrpo.grading.GRADERS
@@ -116,9 +157,6 @@ class GradingConfig:
     def metric(self) -> GraderName:
         return self.evaluation or self.reward
 
-    def check(self) -> None:
-        pass
-
 
 @dataclass(frozen=True)
 class RolloutConfig:
@@ -129,11 +167,7 @@ class RolloutConfig:
     engine: Literal["auto", "hf", "vllm"]
     vllm_dtype: Literal["float32", "bfloat16", "float16"]  # float32 keeps the tiny model token-for-token equal to HF
     # Fraction of GPU memory for vLLM (weights and KV cache); on the CPU backend, the fraction of CPU memory.
-    vllm_memory_utilization: float
-
-    def check(self) -> None:
-        if not 0 < self.vllm_memory_utilization <= 1:
-            raise ParamsError(f"rollout.vllm_memory_utilization={self.vllm_memory_utilization} must be in (0, 1]")
+    vllm_memory_utilization: Probability
 
 
 @dataclass(frozen=True)
@@ -143,57 +177,55 @@ class BaseConfig:
 
     model: str  # "scratch", a hub id (Qwen/Qwen2.5-Math-1.5B), or a local folder in the hub's format
     revision: str  # hub commit (a branch follows the hub; the stage records the commit and a content hash)
-    seed: int
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    intermediate_size: int
-    lr: float  # AdamW, linear warm-up then constant
-    warmup_steps: int
-    weight_decay: float
-    batch_size: int  # SFT examples per step
-    max_steps: int  # hard cap on SFT steps
-    eval_every: int  # measure sampled accuracy every this many steps
-    val_size: int  # train problems held out of SFT to measure accuracy on (never the test set)
-    target_accuracy: float  # stop at the first checkpoint whose sampled (T=1) accuracy reaches this
+    seed: Seed
+    hidden_size: Annotated[int, Range(1, limit=16_384)]
+    num_layers: Annotated[int, Range(1, limit=256)]
+    num_heads: Annotated[int, Range(1, limit=256)]
+    num_kv_heads: Annotated[int, Range(1, limit=256)]
+    intermediate_size: Annotated[int, Range(1, limit=65_536)]
+    lr: Positive  # AdamW, linear warm-up then constant
+    warmup_steps: Annotated[int, Range(0, limit=1_000_000)]
+    weight_decay: NonNegative
+    batch_size: Annotated[int, Range(1, limit=65_536)]  # SFT examples per step
+    max_steps: Annotated[int, Range(1, limit=1_000_000)]  # hard cap on SFT steps
+    eval_every: Annotated[int, Range(1)]  # measure sampled accuracy every this many steps
+    val_size: Annotated[int, Range(1, limit=100_000)]  # train problems held out of SFT to measure accuracy on (never the test set)
+    target_accuracy: Probability  # stop at the first checkpoint whose sampled (T=1) accuracy reaches this
     # The model's position limit, raised to cover prompt + response (verl's practice for Qwen2.5-Math, whose 4,096
     # positions are fewer than a prompt plus a 4,096-token response); saved in models/base/config.json, so HF and
     # vLLM (its max_model_len) get the same limit. 0 = the model's own.
-    max_position_embeddings: int = 0
+    max_position_embeddings: Annotated[int, Range(0, limit=1_048_576)] = 0
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
 
     def check(self) -> None:
-        _positive("base", hidden_size=self.hidden_size, num_layers=self.num_layers, num_heads=self.num_heads,
-                  num_kv_heads=self.num_kv_heads, intermediate_size=self.intermediate_size, lr=self.lr,
-                  batch_size=self.batch_size, max_steps=self.max_steps, eval_every=self.eval_every,
-                  val_size=self.val_size, target_accuracy=self.target_accuracy)
-        if self.max_position_embeddings < 0:
-            raise ParamsError(f"base.max_position_embeddings={self.max_position_embeddings} must be >= 0 "
-                              f"(0 = the model's own)")
+        if self.model != "scratch" and not Path(self.model).is_dir():
+            if Path(self.model).exists():
+                raise ParamsError(f"base.model={self.model!r} is a file; a local model is a folder in the hub's "
+                                  f"format (config.json, weights, tokenizer)")
+            if not HUB_ID.fullmatch(self.model):
+                raise ParamsError(f"base.model={self.model!r}: no such folder (and not a hub id such as "
+                                  f"Qwen/Qwen2.5-Math-1.5B)")
         if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
             raise ParamsError(f"base: hidden_size={self.hidden_size}, num_heads={self.num_heads}, "
                               f"num_kv_heads={self.num_kv_heads} must divide evenly")
         if self.head_dim < 32:  # vLLM's CPU attention needs head_dim in {32, 64, 80, ...}
             raise ParamsError(f"base: head_dim = hidden_size/num_heads = {self.head_dim}; vLLM needs at least 32")
-        if not 0 < self.target_accuracy <= 1:
-            raise ParamsError(f"base.target_accuracy={self.target_accuracy} must be in (0, 1]")
 
 
 @dataclass(frozen=True)
 class ArmConfig:
     """One arm of the study: a group size, its mini-batch, how its learning rate follows, and its variant."""
 
-    group_size: int  # G, rollouts per prompt
+    group_size: Annotated[int, Range(2, limit=1024)]  # G, rollouts per prompt
     # linear: lr = reference_lr * prompts_per_minibatch / the reference arm's (the paper, after Goyal et al. 2017);
     # none: lr = reference_lr whatever the mini-batch.
     lr_scaling: Literal["linear", "none"]
     # Prompts per optimizer mini-batch. 0 (default): train.rollouts_per_minibatch / G, the paper's main budget
     # (Table 1). A positive value fixes it whatever G is, as the paper's group-size ablation (Table 4: 32 prompts).
-    prompts_per_minibatch: int = 0
+    prompts_per_minibatch: Annotated[int, Range(0, limit=1_000_000)] = 0
     # 2-GRPO+RS (paper §6.3, DAPO's dynamic sampling): a group whose rewards are all equal is replaced by a fresh
     # group from a new prompt, while the step's rollouts stay within the reference arm's (16-GRPO's) budget.
     resample: bool = False
@@ -203,26 +235,26 @@ class ArmConfig:
 class TrainConfig:
     """GRPO as verl runs it, with both arms derived from one rollout budget (paper App. C.1)."""
 
-    seeds: tuple[int, ...]
+    seeds: tuple[Seed, ...]
     arms: dict[str, ArmConfig]
     # Train problems GRPO draws from (the first N of the train table). As verl's dataloader: each epoch a new seeded
     # permutation of them, cut to whole generation batches (drop_last: a different remainder left out each epoch).
-    prompts: int
-    epochs: int  # passes over those prompts, the same for every arm
-    rollouts_per_minibatch: int  # B = Q * G, the same for every arm (paper: 512)
-    generation_batch_prompts: int  # prompts per generation step (paper: 512), split into mini-batches of Q prompts
-    reference_lr: float  # learning rate at reference_group_size (paper: 1e-6 at G=16)
-    reference_group_size: int  # the arm whose lr is reference_lr
-    warmup_gen_steps: int  # linear warm-up, counted in generation steps (verl steps its scheduler once per step)
-    weight_decay: float  # AdamW (verl: 0.01)
-    grad_clip: float  # global gradient-norm clip (verl: 1.0)
-    clip_low: float  # PPO clip, ratio >= 1 - clip_low (paper: 0.2)
-    clip_high: float  # ratio <= 1 + clip_high (paper: 0.28, DAPO's clip-higher)
-    clip_ratio_c: float  # verl's dual clip for negative advantages (3.0)
+    prompts: Annotated[int, Range(1, limit=10_000_000)]
+    epochs: Annotated[int, Range(1, limit=1000)]  # passes over those prompts, the same for every arm
+    rollouts_per_minibatch: Annotated[int, Range(2, limit=1_000_000)]  # B = Q * G, the same for every arm (paper: 512)
+    generation_batch_prompts: Annotated[int, Range(1, limit=1_000_000)]  # prompts per generation step (paper: 512), split into mini-batches of Q prompts
+    reference_lr: Positive  # learning rate at reference_group_size (paper: 1e-6 at G=16)
+    reference_group_size: Annotated[int, Range(2, limit=1024)]  # the arm whose lr is reference_lr
+    warmup_gen_steps: Annotated[int, Range(0, limit=1_000_000)]  # linear warm-up, counted in generation steps (verl steps its scheduler once per step)
+    weight_decay: NonNegative  # AdamW (verl: 0.01)
+    grad_clip: Positive  # global gradient-norm clip (verl: 1.0)
+    clip_low: Annotated[float, Range(0, 1, open_low=True, open_high=True)]  # PPO clip, ratio >= 1 - clip_low (paper: 0.2)
+    clip_high: Positive  # ratio <= 1 + clip_high (paper: 0.28, DAPO's clip-higher)
+    clip_ratio_c: Annotated[float, Range(1, open_low=True)]  # verl's dual clip for negative advantages (3.0)
     # Group advantage (r - mean) / (std + adv_eps): bessel = torch.std as verl (+-0.707 for a mixed pair),
     # population = the paper's equations (+-1), none = Dr. GRPO's r - mean (+-0.5).
     adv_std: Literal["bessel", "population", "none"]
-    adv_eps: float  # verl: 1e-6
+    adv_eps: Positive  # verl: 1e-6
     # Loss aggregation over an optimizer mini-batch (twogrpo.grpo.aggregate): token-mean = all response tokens of the
     # mini-batch, discarded groups included (verl's new engine workers, from November 2025); micro-token-mean = the
     # token mean within each micro-batch, weighted by its rows (verl's actor at the paper's time; the micro-batch
@@ -230,27 +262,28 @@ class TrainConfig:
     # (the paper's equations); seq-mean-token-sum-norm = each sequence's token sum over the constant
     # task.max_new_tokens, then the mean over sequences (Dr. GRPO's constant normaliser).
     loss_agg: Literal["token-mean", "micro-token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
-    kl_coef: float  # KL penalty to the frozen base policy, verl's low_var_kl estimator in the loss (verl: off, 0)
-    entropy_coef: float  # entropy bonus, subtracted from the loss (verl: 0)
-    ppo_epochs: int  # passes over each generation batch (verl ppo_epochs: 1)
-    temperature: float  # rollout sampling (paper: 1.0, top-p 1.0)
-    top_p: float
-    top_k: int  # 0 = off
-    micro_batch_rollouts: int  # rollouts per forward pass (memory only, unless loss_agg is micro-token-mean)
+    kl_coef: NonNegative  # KL penalty to the frozen base policy, verl's low_var_kl estimator in the loss (verl: off, 0)
+    entropy_coef: NonNegative  # entropy bonus, subtracted from the loss (verl: 0)
+    ppo_epochs: Annotated[int, Range(1, limit=100)]  # passes over each generation batch (verl ppo_epochs: 1)
+    # Rollout sampling (paper: 1.0, top-p 1.0). Positive: at 0 (greedy) a group's rollouts are equal, every group dead.
+    temperature: Positive
+    top_p: Probability
+    top_k: TopK  # 0 = off
+    micro_batch_rollouts: Annotated[int, Range(1, limit=1_000_000)]  # rollouts per forward pass (memory only, unless loss_agg is micro-token-mean)
     # Update (and old log-probs) only on the rollouts of informative groups: a dead group's zero advantage gives exactly
     # zero gradient, so the update is verl's full pass minus work (float rounding aside). Off when kl_coef or
     # entropy_coef is set (dead groups then have a gradient). false = verl's full pass, as the paper timed it.
     skip_dead_groups: bool
-    eval_every: int  # evaluate on the test problems every this many generation steps (for the curves)
+    eval_every: Annotated[int, Range(1)]  # evaluate on the test problems every this many generation steps (for the curves)
     eval_benchmark: str  # the benchmark of that in-training evaluation (one of prepare.benchmarks)
-    eval_problems: int  # its first N problems
-    eval_samples: int  # samples per problem in that evaluation
+    eval_problems: Annotated[int, Range(1, limit=1_000_000)]  # its first N problems
+    eval_samples: Samples  # samples per problem in that evaluation
     # Prompt + response tokens per micro-batch of the update and old log-probs (verl's use_dynamic_bsz with
     # ppo_max_token_len_per_gpu): rollouts longest first, as many as fit once right-padded; packed into one row
     # without padding under flash attention (twogrpo.forward.packs). 0 = micro_batch_rollouts rollouts, in order.
     # Memory and speed only under a mini-batch-wide loss normalisation (rounding aside); under micro-token-mean (the
     # paper-time verl) it shapes the result, as verl's ppo_max_token_len_per_gpu did.
-    micro_batch_tokens: int = 0
+    micro_batch_tokens: Annotated[int, Range(0, limit=10_000_000)] = 0
     # float32, or bfloat16: bf16 compute (autocast; FSDP all-gathers bf16 weights) over float32 master weights,
     # gradients and AdamW state, as verl's FSDP mixed precision (param bf16, reduce float32).
     precision: Literal["float32", "bfloat16"] = "float32"
@@ -312,39 +345,33 @@ class TrainConfig:
         return self.arms[name]
 
     def check(self) -> None:
-        _positive("train", prompts=self.prompts, epochs=self.epochs, rollouts_per_minibatch=self.rollouts_per_minibatch,
-                  ppo_epochs=self.ppo_epochs, generation_batch_prompts=self.generation_batch_prompts, reference_lr=self.reference_lr,
-                  temperature=self.temperature, top_p=self.top_p, micro_batch_rollouts=self.micro_batch_rollouts,
-                  eval_every=self.eval_every, eval_problems=self.eval_problems, eval_samples=self.eval_samples,
-                  grad_clip=self.grad_clip)
         if not self.seeds or not self.arms:
             raise ParamsError("train.seeds and train.arms must not be empty")
-        if self.micro_batch_tokens < 0:
-            raise ParamsError(f"train.micro_batch_tokens={self.micro_batch_tokens} must be >= 0 (0 = by rollouts)")
+        repeated = sorted({seed for seed in self.seeds if self.seeds.count(seed) > 1})
+        if repeated:
+            raise ParamsError(f"train.seeds={list(self.seeds)}: seed {repeated[0]} appears twice; each seed is one run "
+                              f"of every arm, so the seeds must differ")
+        for name in self.arms:
+            if not ARM_NAME.fullmatch(name) or name == "base":
+                raise ParamsError(f"train.arms.{name}: an arm name must be 1-40 letters, digits, '-' or '_', starting "
+                                  f"with a letter or digit, and not 'base' (it names models/<arm>-s<seed>/ and the "
+                                  f"DVC stages; got {name!r})")
         if self.skip_dead_groups and self.loss_agg == "micro-token-mean":
             raise ParamsError("train.skip_dead_groups=true with train.loss_agg=micro-token-mean: dead groups' tokens "
                               "weigh in each micro-batch's token mean there, so skipping them would change the result; "
                               "set train.loss_agg=token-mean to skip them")
-        if self.kl_coef < 0 or self.entropy_coef < 0:
-            raise ParamsError(f"train: kl_coef={self.kl_coef} and entropy_coef={self.entropy_coef} must be >= 0")
-        if not 0 < self.clip_low < 1 or self.clip_high <= 0 or self.clip_ratio_c <= 1:
-            raise ParamsError(f"train: need 0 < clip_low < 1, clip_high > 0, clip_ratio_c > 1; got "
-                              f"{self.clip_low}, {self.clip_high}, {self.clip_ratio_c}")
         if self.prompts < self.generation_batch_prompts:
             raise ParamsError(f"train.prompts={self.prompts} is fewer than one generation batch "
                               f"(generation_batch_prompts={self.generation_batch_prompts})")
         self._check_group("reference_group_size", self.reference_group_size, 0)
         for name, arm in self.arms.items():
-            if arm.prompts_per_minibatch < 0:
-                raise ParamsError(f"train.arms.{name}.prompts_per_minibatch={arm.prompts_per_minibatch} must be >= 0")
             self._check_group(f"arms.{name}.group_size", arm.group_size, arm.prompts_per_minibatch)
             if arm.resample and arm.group_size > self.reference_group_size:
                 raise ParamsError(f"train.arms.{name}: resample needs group_size={arm.group_size} <= "
                                   f"reference_group_size={self.reference_group_size}, whose budget caps it")
+        self.reference_arm  # every arm is compared with it: refuse now, not after training them all
 
     def _check_group(self, key: str, g: int, fixed_prompts: int) -> None:
-        if g < 2:
-            raise ParamsError(f"train.{key}={g}: GRPO needs at least 2 rollouts per prompt")
         if not fixed_prompts and self.rollouts_per_minibatch % g:
             raise ParamsError(f"train.rollouts_per_minibatch={self.rollouts_per_minibatch} is not divisible by "
                               f"train.{key}={g}")
@@ -358,34 +385,23 @@ class TrainConfig:
 class EvaluateConfig:
     """Benchmark evaluation at the paper's sampling (T 0.7, top-p 0.8, top-k 20; k = 32 in the paper)."""
 
-    problems: int  # problems evaluated per benchmark (the first N; 0 = all)
-    samples: int  # k samples per problem: Mean@k and Pass@k
-    temperature: float
-    top_p: float
-    top_k: int
-    max_new_tokens: int  # response length limit (paper: 4096 for every model)
-    seed: int  # sampling seed, the same for every model so differences are the models'
-
-    def check(self) -> None:
-        _positive("evaluate", samples=self.samples, temperature=self.temperature, top_p=self.top_p,
-                  max_new_tokens=self.max_new_tokens)
-        if self.problems < 0:
-            raise ParamsError(f"evaluate.problems={self.problems} must be >= 0 (0 = all)")
+    problems: Annotated[int, Range(0, limit=1_000_000)]  # problems evaluated per benchmark (the first N; 0 = all)
+    samples: Samples  # k samples per problem: Mean@k and Pass@k
+    temperature: NonNegative  # 0 = greedy (both engines)
+    top_p: Probability
+    top_k: TopK  # 0 = off
+    max_new_tokens: Tokens  # response length limit (paper: 4096 for every model)
+    seed: Seed  # sampling seed, the same for every model so differences are the models'
 
 
 @dataclass(frozen=True)
 class ContrastiveConfig:
     """The gradient-covariance measurement of the paper's Table 2 (100 prompts x 10 responses there)."""
 
-    prompts: int  # GRPO train prompts used (the first N)
-    responses: int  # responses sampled per prompt at the rollout temperature
-    permutations: int  # random derangements averaged for the permuted-pairs baseline
-    seed: int
-
-    def check(self) -> None:
-        _positive("contrastive", prompts=self.prompts, responses=self.responses, permutations=self.permutations)
-        if self.responses < 2:
-            raise ParamsError(f"contrastive.responses={self.responses}: a pair needs at least 2")
+    prompts: Annotated[int, Range(1, limit=100_000)]  # GRPO train prompts used (the first N)
+    responses: Annotated[int, Range(2, limit=1024)]  # responses sampled per prompt (a pair needs 2)
+    permutations: Annotated[int, Range(1, limit=100_000)]  # random derangements averaged for the permuted-pairs baseline
+    seed: Seed
 
 
 @dataclass(frozen=True)
@@ -394,20 +410,16 @@ class ReportConfig:
 
     # "2-GRPO matches 16-GRPO" is shown when the accuracy gap's 95% interval (hierarchical bootstrap over seeds,
     # problems and samples) lies within +-equivalence_margin (accuracy as a fraction: 0.02 = 2 points).
-    equivalence_margin: float
-    bootstrap_samples: int  # bootstrap replicates
-    bootstrap_seed: int  # fixed, so the intervals are the same on every run
+    equivalence_margin: Probability
+    bootstrap_samples: Annotated[int, Range(1, limit=1_000_000)]  # bootstrap replicates
+    bootstrap_seed: Seed  # fixed, so the intervals are the same on every run
     # Time-to-target: the time and rollouts each run needs until its in-training eval accuracy reaches this fraction
     # of the reference arm's final eval accuracy (mean over seeds).
-    target_fraction: float
+    target_fraction: Probability
     # The paper's rows (data/paper/tables.csv) shown beside ours: its model and train-set names; "" = none (the
     # embedded default has no counterpart in the paper).
     paper_model: Literal["", "Qwen-1.5B", "Qwen-7B", "DS-1.5B"]
     paper_train_set: Literal["", "MATH", "DAPO-Math-Sub"]
-
-    def check(self) -> None:
-        _positive("report", equivalence_margin=self.equivalence_margin, bootstrap_samples=self.bootstrap_samples,
-                  target_fraction=self.target_fraction)
 
 
 @dataclass(frozen=True)
@@ -425,10 +437,10 @@ class RuntimeConfig:
     # GPUs the run trains on, one process each (the paper: 4 for 1.5B models, 8 for 7B); 0 = the CPU. Set with launch
     # by one choice of conf/hardware/ (`-S hardware=gpus-4`); the train stage first checks that this machine has them,
     # with the free memory the plan needs (twogrpo.plan.preflight).
-    gpus: int
-    checkpoint_every: int  # generation steps between resumable checkpoints (checkpoints/<arm>-s<seed>/); 0 = none
+    gpus: Annotated[int, Range(0, limit=4096)]
+    checkpoint_every: Annotated[int, Range(0)]  # generation steps between resumable checkpoints (checkpoints/<arm>-s<seed>/); 0 = none
     gradient_checkpointing: bool  # recompute activations in the backward pass (memory only; same result)
-    threads: int  # torch threads per process; 0 = the process's share of the machine's cores
+    threads: Annotated[int, Range(0, limit=1024)]  # torch threads per process; 0 = the process's share of the machine's cores
 
     @property
     def launch_processes(self) -> tuple[int, bool]:
@@ -443,16 +455,10 @@ class RuntimeConfig:
                 raise ParamsError(f"runtime.{key}={launch!r}: expected 'python' or 'accelerate launch "
                                   f"--config_file <config>'")
             launch_processes(launch, f"runtime.{key}")
-        if self.gpus < 0:
-            raise ParamsError(f"runtime.gpus={self.gpus} must be >= 0 (0 = the CPU)")
         if self.gpus and self.launch_processes[0] != self.gpus:
             raise ParamsError(f"runtime.gpus={self.gpus} but runtime.launch={self.launch!r} starts "
                               f"{self.launch_processes[0]} process(es): choose both with -S hardware=<name> "
                               f"(conf/hardware/)")
-        if self.checkpoint_every < 0:
-            raise ParamsError(f"runtime.checkpoint_every={self.checkpoint_every} must be >= 0 (0 = no checkpoints)")
-        if self.threads < 0:
-            raise ParamsError(f"runtime.threads={self.threads} must be >= 0 (0 = the process's share of the cores)")
 
 
 @dataclass(frozen=True)
@@ -469,8 +475,10 @@ class Params:
     runtime: RuntimeConfig
 
     def check(self) -> None:
-        for section in (self.prepare, self.task, self.grading, self.rollout, self.base, self.train, self.evaluate,
-                        self.contrastive, self.report, self.runtime):
+        """Every rule, on the whole configuration: the ranges of every number, then each section's own rules, then
+        the rules across sections."""
+        check_ranges(self)
+        for section in (self.prepare, self.task, self.base, self.train, self.runtime):
             section.check()
         if self.grading.reward == "verl-dapo" and "Answer:" not in self.task.prompt_template:
             raise ParamsError(f"grading.reward=verl-dapo reads an \"Answer:\" line, which task.prompt_template="
@@ -514,7 +522,7 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
 def _build(cls: type, raw: Any, where: str) -> Any:
     if not isinstance(raw, dict):
         raise ParamsError(f"{where or 'params'}: expected a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
@@ -527,6 +535,8 @@ def _build(cls: type, raw: Any, where: str) -> Any:
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
+    if origin is Annotated:  # the range is checked by Params.check, for params built in code too
+        return _coerce(typing.get_args(hint)[0], value, key)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, f"{key}.")
     if origin is Literal:
@@ -585,7 +595,22 @@ def _launch_options(launch: str) -> dict[str, str]:
     return options
 
 
-def _positive(section: str, **values: float) -> None:
-    for name, value in values.items():
-        if value <= 0:
-            raise ParamsError(f"{section}.{name}={value} must be positive")
+def check_ranges(obj: Any, where: str = "") -> None:
+    """Check every number of a params dataclass (and those nested in it) against its Range annotation."""
+    hints = typing.get_type_hints(type(obj), include_extras=True)
+    for field in dataclasses.fields(obj):
+        _check_value(hints[field.name], getattr(obj, field.name), f"{where}{field.name}")
+
+
+def _check_value(hint: Any, value: Any, key: str) -> None:
+    if typing.get_origin(hint) is Annotated:
+        for allowed in typing.get_args(hint)[1:]:
+            allowed.check(key, value)
+    elif dataclasses.is_dataclass(hint):
+        check_ranges(value, f"{key}.")
+    elif typing.get_origin(hint) is tuple:
+        for i, item in enumerate(value):
+            _check_value(typing.get_args(hint)[0], item, f"{key}[{i}]")
+    elif typing.get_origin(hint) is dict:
+        for name, item in value.items():
+            _check_value(typing.get_args(hint)[1], item, f"{key}.{name}")
