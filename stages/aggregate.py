@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from twogrpo.config import TrainConfig
-from twogrpo.io import write_csv, write_json
+from twogrpo.io import atomic_paths, write_csv, write_json
 from twogrpo.run import start_stage
 from twogrpo.stats import Cells, bootstrap_gap, time_to_target
 from twogrpo.summary import (Evaluated, benchmark_results, check_budgets, claims, load_evaluations, pass_curves,
@@ -46,14 +46,15 @@ def main() -> None:
                  for name in cfg.arms if name != reference}
     final = curves[curves["arm"] == reference].groupby("seed")["eval_accuracy"].last().mean()
     reached = time_to_target(curves, report.target_fraction * final)
-    write_csv(summary, "results/summary.csv")
-    write_csv(benchmark_results(evaluated), "results/benchmarks.csv")
-    write_csv(curves, "results/curves.csv")
-    write_csv(reached, "results/time_to_target.csv")
-    write_csv(pass_curves(evaluated), "results/pass_at_k.csv")
     resampling = frozenset(name for name, arm in cfg.arms.items() if arm.resample)
-    write_json({"reference_arm": reference, "grader": evaluated[0].metrics.get("grader", ""),
-                "arms": claims(summary, reference, intervals, resampling, time_mode(cfg))}, "metrics/claims.json")
+    tables = {"summary": summary, "benchmarks": benchmark_results(evaluated), "curves": curves,
+              "time_to_target": reached, "pass_at_k": pass_curves(evaluated)}
+    claimed = {"reference_arm": reference, "grader": evaluated[0].metrics.get("grader", ""),
+               "arms": claims(summary, reference, intervals, resampling, time_mode(cfg))}
+    with atomic_paths(*(f"results/{name}.csv" for name in tables), "metrics/claims.json") as (*csvs, claims_tmp):
+        for table, path in zip(tables.values(), csvs, strict=True):
+            write_csv(table, path)
+        write_json(claimed, claims_tmp)
 
 
 if __name__ == "__main__":

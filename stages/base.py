@@ -4,19 +4,24 @@ saved as it is; the embedded default trains a tiny Qwen2 from scratch by SFT unt
 Reads: data/prepared/train.parquet; params `base`, `task`; the hub or base.model's folder.
 Writes: models/base/ (save_pretrained model and tokenizer with its chat template), metrics/base.json (where the model
 came from: hub commit or local path, and a sha256 of the saved weights, so a changed model shows in `dvc metrics diff`;
-the SFT curve for the embedded default, whose last `base.val_size` train problems measure the stopping accuracy).
+the SFT curve for the embedded default, whose last `base.val_size` train problems measure the stopping accuracy), both
+or neither. The SFT keeps checkpoints/base/ at each accuracy measurement (unless runtime.checkpoint_every is 0): rerun
+after a kill, it resumes there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 from transformers import AutoConfig
 
+from twogrpo.checkpoint import Checkpoint, Checkpointing
 from twogrpo.config import BaseConfig
-from twogrpo.io import atomic_path, weights_sha256, write_json
-from twogrpo.policy import build_char_tokenizer, build_tiny_model, load_policy
+from twogrpo.io import atomic_paths, files_sha256, weights_sha256, write_json
+from twogrpo.lineage import stage_fingerprint
+from twogrpo.policy import build_char_tokenizer, build_tiny_model, check_encodes, load_policy, render_prompts
 from twogrpo.run import hub_commit, start_stage
 from twogrpo.schemas import Problems, read_table
 from twogrpo.sft import train_sft
@@ -39,14 +44,14 @@ def save_pretrained_base(cfg: BaseConfig) -> None:
         origin = {"path": str(Path(cfg.model).resolve())}
     else:
         origin = {"hub": cfg.model, "revision": cfg.revision, "commit": hub_commit(cfg.model, cfg.revision, "model")}
-    with atomic_path(MODEL_DIR) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        origin["sha256"] = weights_sha256(tmp)
-    log.info("base model %s: %d parameters, %s", cfg.model, model.num_parameters(), origin)
-    write_json({"model": cfg.model, "parameters": model.num_parameters(),
-                "max_position_embeddings": model.config.max_position_embeddings,
-                "positions_raised": model.config.max_position_embeddings > own, **origin}, METRICS)
+    with atomic_paths(MODEL_DIR, METRICS) as (model_tmp, metrics_tmp):
+        model.save_pretrained(model_tmp)
+        tokenizer.save_pretrained(model_tmp)
+        origin["sha256"] = weights_sha256(model_tmp)
+        log.info("base model %s: %d parameters, %s", cfg.model, model.num_parameters(), origin)
+        write_json({"model": cfg.model, "parameters": model.num_parameters(),
+                    "max_position_embeddings": model.config.max_position_embeddings,
+                    "positions_raised": model.config.max_position_embeddings > own, **origin}, metrics_tmp)
 
 
 def main() -> None:
@@ -58,21 +63,27 @@ def main() -> None:
     train = read_table("data/prepared/train.parquet", Problems)
     sft_rows, val_rows = train.iloc[: -cfg.val_size], train.iloc[-cfg.val_size:]
     tokenizer = build_char_tokenizer()
+    template = params.task.prompt_template
+    check_encodes(tokenizer, render_prompts(tokenizer, train["problem"].tolist(), template), template)
     model = build_tiny_model(cfg, tokenizer)
     log.info("tiny Qwen2: %d parameters, head_dim %d", model.num_parameters(), cfg.head_dim)
-    curve = train_sft(model, tokenizer, sft_rows, val_rows, params.task.prompt_template, params.task.max_new_tokens,
-                      cfg)
-    with atomic_path(MODEL_DIR) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        digest = weights_sha256(tmp)
+    checkpoint = Checkpoint("base", stage_fingerprint("base", "stages.base", dataclasses.asdict(params),
+                                                      files_sha256("data/prepared/train.parquet")))
+    checkpointing = Checkpointing(cfg.eval_every if params.runtime.checkpoint_every else 0,
+                                  lambda state: checkpoint.save(state, state["step"]), resume=checkpoint.load())
+    curve = train_sft(model, tokenizer, sft_rows, val_rows, template, params.task.max_new_tokens, cfg, checkpointing)
     last = curve.iloc[-1]
-    write_json({"model": "scratch", "sha256": digest, "parameters": model.num_parameters(),
-                "max_position_embeddings": model.config.max_position_embeddings,
-                "positions_raised": bool(cfg.max_position_embeddings),
-                "sft_steps": int(last["step"]), "val_accuracy": float(last["val_accuracy"]), "sft_seconds": float(last["seconds"]),
-                "reached_target": bool(last["val_accuracy"] >= cfg.target_accuracy),
-                "curve": curve.to_dict(orient="records")}, METRICS)
+    with atomic_paths(MODEL_DIR, METRICS) as (model_tmp, metrics_tmp):
+        model.save_pretrained(model_tmp)
+        tokenizer.save_pretrained(model_tmp)
+        write_json({"model": "scratch", "sha256": weights_sha256(model_tmp), "parameters": model.num_parameters(),
+                    "max_position_embeddings": model.config.max_position_embeddings,
+                    "positions_raised": bool(cfg.max_position_embeddings),
+                    "sft_steps": int(last["step"]), "val_accuracy": float(last["val_accuracy"]),
+                    "sft_seconds": float(last["seconds"]),
+                    "reached_target": bool(last["val_accuracy"] >= cfg.target_accuracy),
+                    "curve": curve.to_dict(orient="records")}, metrics_tmp)
+    checkpoint.clear()  # the outputs are complete: nothing left to resume
 
 
 if __name__ == "__main__":

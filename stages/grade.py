@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from twogrpo.grading import GRADERS, correct_column, graded_by_all
-from twogrpo.io import write_json, write_parquet
+from twogrpo.io import atomic_paths, write_json, write_parquet
 from twogrpo.metrics import benchmark_metrics
 from twogrpo.run import start_stage
 from twogrpo.schemas import EvalSamples, Generations, Problems, read_table, validate
@@ -31,8 +31,10 @@ def main() -> None:
     metrics["grader"] = params.grading.metric
     metrics["mean_at_k_by_grader"] = {
         name: benchmark_metrics(records.assign(correct=records[correct_column(name)]))["mean_at_k"] for name in GRADERS}
-    write_parquet(validate(records, EvalSamples, out / "samples.parquet"), out / "samples.parquet")
-    write_json(metrics, out / "metrics.json")
+    samples = validate(records, EvalSamples, out / "samples.parquet")
+    with atomic_paths(out / "samples.parquet", out / "metrics.json") as (samples_tmp, metrics_tmp):
+        write_parquet(samples, samples_tmp)
+        write_json(metrics, metrics_tmp)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from twogrpo.config import PrepareConfig, SourceConfig
-from twogrpo.io import write_json, write_parquet
+from twogrpo.io import atomic_path, write_json, write_parquet
 from twogrpo.mathdata import BenchmarkDataError, dedupe, drop_overlaps, load_rows, normalise, sample
 from twogrpo.run import hub_commit, start_stage
 from twogrpo.schemas import Problems, validate
@@ -83,10 +83,12 @@ def prepare(cfg: PrepareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
 def main() -> None:
     params = start_stage("prepare")
     train, test, record = prepare(params.prepare)
-    for name, table in (("train", train), ("test", test)):
-        path = OUT / f"{name}.parquet"
-        write_parquet(validate(table, Problems, path), path)
-    write_json(record, OUT / "sources.json")
+    tables = {name: validate(table, Problems, OUT / f"{name}.parquet") for name, table in (("train", train),
+                                                                                          ("test", test))}
+    with atomic_path(OUT) as tmp:  # the folder whole, or the previous one
+        for name, table in tables.items():
+            write_parquet(table, tmp / f"{name}.parquet")
+        write_json(record, tmp / "sources.json")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from twogrpo.io import atomic_paths
 from twogrpo.notebooks import execute_to_html
 from twogrpo.run import start_stage
 
@@ -17,8 +18,10 @@ OUT = Path("reports")
 
 def main() -> None:
     start_stage("report")
-    execute_to_html(Path("notebooks/report.ipynb"), OUT / "report.ipynb", OUT / "report.html",
-                    {"figures_dir": str(OUT / "figures")})
+    # The executed notebook, the page and the figures together, or the previous ones (a failed cell leaves them).
+    with atomic_paths(OUT / "report.ipynb", OUT / "report.html", OUT / "figures") as (executed, html, figures):
+        figures.mkdir()
+        execute_to_html(Path("notebooks/report.ipynb"), executed, html, {"figures_dir": str(figures)})
 
 
 if __name__ == "__main__":

@@ -23,17 +23,16 @@ from pathlib import Path
 import torch
 from dvclive import Live
 
-from twogrpo.checkpoint import Checkpoint
+from twogrpo.checkpoint import Checkpoint, Checkpointing
 from twogrpo.config import Params
 from twogrpo.distributed import Dist, full_state_dict, unsharded
 from twogrpo.engine import make_engine
-from twogrpo.io import atomic_path, files_sha256, weights_sha256, write_parquet
+from twogrpo.io import atomic_paths, files_sha256, weights_sha256, write_parquet
 from twogrpo.lineage import stage_fingerprint
 from twogrpo.plan import preflight
 from twogrpo.policy import check_context, load_policy
 from twogrpo.run import relaunch, start_stage
 from twogrpo.schemas import DataError, Problems, TrainSteps, read_table, validate
-from twogrpo.run_state import Checkpointing
 from twogrpo.telemetry import PHASES, STEP_STATS
 from twogrpo.trainer import train_grpo
 
@@ -88,8 +87,10 @@ def train(args: argparse.Namespace, params: Params, dist: Dist) -> None:
                                                                  "data/prepared/test.parquet"),
                                                     item={"arm": args.arm, "seed": args.seed},
                                                     ignore=params.train.memory_only_keys))
-    with atomic_path(run_dir / "live") if dist.is_main else nullcontext() as live_dir:
-        live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) if dist.is_main else None
+    # The run's folder (ledger, dvclive log) and the model, together or not at all (the first process writes them).
+    outputs = atomic_paths(run_dir, Path("models") / name) if dist.is_main else nullcontext((None, None))
+    with outputs as (run_tmp, model_tmp):
+        live = Live(dir=str(run_tmp / "live"), save_dvc_exp=False, dvcyaml=None, report=None) if dist.is_main else None
 
         def on_step(row: dict) -> None:
             if live is None:
@@ -107,12 +108,12 @@ def train(args: argparse.Namespace, params: Params, dist: Dist) -> None:
                             dist=dist, grader=params.grading.reward)
         if live is not None:
             live.end()
-    weights = full_state_dict(model)  # every process takes part when the weights are sharded
+        weights = full_state_dict(model)  # every process takes part when the weights are sharded
+        if dist.is_main:
+            write_parquet(validate(ledger, TrainSteps, run_dir / "steps.parquet"), run_tmp / "steps.parquet")
+            unsharded(model, weights).save_pretrained(model_tmp)
+            tokenizer.save_pretrained(model_tmp)
     if dist.is_main:
-        write_parquet(validate(ledger, TrainSteps, run_dir / "steps.parquet"), run_dir / "steps.parquet")
-        with atomic_path(Path("models") / name) as tmp:
-            unsharded(model, weights).save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
         checkpoint.clear()  # the outputs are complete: nothing left to resume
 
 

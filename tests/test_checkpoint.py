@@ -64,3 +64,25 @@ def test_a_smaller_micro_batch_resumes_the_checkpoint_of_a_run_that_ran_out_of_m
     assert key(micro_batch_tokens=4096, micro_batch_rollouts=2) == key(micro_batch_tokens=4096)
     assert key(micro_batch_tokens=4096) != key(micro_batch_tokens=8192)
     assert key(precision="bfloat16") != key()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not a checkpoint", "foreign object"])
+def test_an_unreadable_checkpoint_is_set_aside_with_a_warning_and_the_run_starts_clean(tmp_path, caplog, damage):
+    import torch
+
+    from twogrpo.checkpoint import Checkpoint
+
+    checkpoint = Checkpoint("g2-s0", "fingerprint", root=tmp_path)
+    checkpoint.save({"weights": torch.arange(1000.0)}, step=3)
+    state = checkpoint.dir / "state.pt"
+    if damage == "truncated":  # a copy cut off midway: torch.load's zip reader fails
+        state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    elif damage == "not a checkpoint":
+        state.write_text("hello")
+    else:
+        torch.save([1, 2, 3], state)
+    assert checkpoint.load() is None
+    assert f"{state} cannot be read" in caplog.text and "g2-s0.unreadable, starting over" in caplog.text
+    assert not checkpoint.dir.exists() and (tmp_path / "g2-s0.unreadable" / "state.pt").exists()
+    checkpoint.save({"weights": torch.zeros(2)}, step=1)  # the run starts clean and checkpoints again
+    assert checkpoint.load()["step"] == 1

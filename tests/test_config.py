@@ -97,6 +97,8 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
     (lambda r: r["task"].update(max_new_tokens=10**7), "task.max_new_tokens=10000000 exceeds the limit 131072"),
     (lambda r: r["base"].update(hidden_size=1 << 20), "base.hidden_size=1048576 exceeds the limit 16384"),
     (lambda r: r["runtime"].update(checkpoint_every=-2), "runtime.checkpoint_every=-2 must be >= 0"),
+    (lambda r: r["prepare"].update(train_size=5000) or r["prepare"]["chain_sum"].update(
+        min_terms=2, max_terms=2, min_digits=1, max_digits=1), "= 5500 distinct problems, but prepare.chain_sum's"),
     # Names, seeds and the reference arm.
     (lambda r: r["train"].update(seeds=[0, 0]), "train.seeds=[0, 0]: seed 0 appears twice"),
     (lambda r: r["train"].update(reference_group_size=4), "train.arms has no arm with group_size=4"),
@@ -159,6 +161,12 @@ def test_every_number_has_a_range():
     assert list(numbers_without_range(Params)) == []
 
 
-def test_greedy_evaluation_is_accepted(raw, tmp_path):
-    raw["evaluate"]["temperature"] = 0
-    assert load_params(write(tmp_path, raw)).evaluate.temperature == 0.0  # both engines sample greedily at 0
+def test_greedy_evaluation_takes_one_sample_per_problem(raw, tmp_path):
+    raw["evaluate"]["temperature"] = 0  # both engines sample greedily at 0
+    with pytest.raises(ParamsError, match="the evaluate.samples=8 samples of a problem would all be equal"):
+        load_params(write(tmp_path, raw))
+    raw["evaluate"]["samples"] = 1
+    with pytest.raises(ParamsError, match="set train.eval_samples=1"):
+        load_params(write(tmp_path, raw))
+    raw["train"]["eval_samples"] = 1
+    assert load_params(write(tmp_path, raw)).evaluate.temperature == 0.0

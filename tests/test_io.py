@@ -25,3 +25,27 @@ def test_folder_outputs_are_replaced_whole(tmp_path):
         tmp.mkdir()
         (tmp / "new.bin").write_text("new")
     assert [p.name for p in target.iterdir()] == ["new.bin"]
+
+
+def test_several_outputs_are_written_all_or_none(tmp_path):
+    """atomic_paths: a stage that fails after writing some of its outputs (a failing notebook cell after the
+    figures, a failing ledger check after the dvclive log) leaves every previous output as it was."""
+    from twogrpo.io import atomic_paths
+
+    figures, page = tmp_path / "figures", tmp_path / "report.html"
+    with atomic_paths(figures, page) as (figures_tmp, page_tmp):
+        figures_tmp.mkdir()
+        (figures_tmp / "curves.png").write_text("old figure")
+        page_tmp.write_text("old page")
+    with pytest.raises(RuntimeError):
+        with atomic_paths(figures, page) as (figures_tmp, page_tmp):
+            figures_tmp.mkdir()
+            (figures_tmp / "curves.png").write_text("new figure")
+            raise RuntimeError("a cell failed before the page was written")
+    assert (figures / "curves.png").read_text() == "old figure" and page.read_text() == "old page"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "report.html"]  # no temporary left behind
+    with atomic_paths(figures, page) as (figures_tmp, page_tmp):
+        figures_tmp.mkdir()
+        (figures_tmp / "curves.png").write_text("new figure")
+        page_tmp.write_text("new page")
+    assert (figures / "curves.png").read_text() == "new figure" and page.read_text() == "new page"

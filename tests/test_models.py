@@ -72,3 +72,47 @@ def test_prompt_plus_response_beyond_the_positions_stops_unless_the_limit_is_rai
     torch.testing.assert_close(raised.state_dict(), model.state_dict())  # the weights are untouched
     with pytest.raises(ValueError, match="base.max_position_embeddings=32 would lower .*64 positions"):
         save_pretrained_base(dataclasses.replace(BASE, model=str(tmp_path / "hub"), max_position_embeddings=32))
+
+
+def test_a_tokenizer_larger_than_the_models_vocabulary_is_refused(model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.add_tokens([f"<extra_{i}>" for i in range(5)])  # ids past the embedding's rows
+    tokenizer.save_pretrained(model_dir)
+    with pytest.raises(ValueError, match=r"the tokenizer has \d+ tokens but the model's embedding only \d+ rows"):
+        load_policy(model_dir)
+
+
+def test_a_prompt_the_tokenizer_cannot_encode_is_refused_naming_the_characters():
+    """The tiny model's character tokenizer knows digits, + - = and \\boxed{}: a template in words would reach the
+    model as unknown tokens."""
+    from twogrpo.policy import build_char_tokenizer
+
+    tokenizer = build_char_tokenizer()
+    check_context(tokenizer, 128, ["1+2"], "{problem}=", 8, "task.max_new_tokens")
+    with pytest.raises(ValueError, match=r"cannot encode 'Slv: ' in the prompt 'Solve: 1\+2': use a "
+                                         r"task.prompt_template='Solve: {problem}'"):
+        check_context(tokenizer, 128, ["1+2"], "Solve: {problem}", 8, "task.max_new_tokens")
+
+
+@pytest.mark.parametrize(("code", "names"), [
+    ("from twogrpo.policy import load_policy; load_policy('nobody-here/no-model', revision='main')",
+     "base.model='nobody-here/no-model' is not in the local hub cache"),
+    ("from twogrpo.config import SourceConfig; from twogrpo.mathdata import load_rows; "
+     "load_rows('math500', SourceConfig('nobody-here/no-data', '', 'test', 'main', ''), '')",
+     "prepare.sources.math500.hub='nobody-here/no-data' is not in the local hub cache"),
+])
+def test_a_hub_model_or_dataset_missing_offline_names_the_variables_and_the_local_option(code, names):
+    """The stages are offline by default (set by the `stages` package before the hub libraries read it): a hub
+    name not cached here fails at once, naming HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 and the local alternative."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    result = subprocess.run([sys.executable, "-c", f"import stages; {code}"], env=env, capture_output=True, text=True,
+                            timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode != 0 and names in result.stderr
+    assert "HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0" in result.stderr
+    assert ("prepare.local_root" if "prepare" in names else "a local folder in the hub's format") in result.stderr

@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.fixtures import new_project, run, tiny_params
+from tests.fixtures import new_project, run, tiny_params, tool_env
 from twogrpo.schemas import EvalSamples, Problems, Summary, TrainSteps, read_table
 
 pytestmark = pytest.mark.slow
@@ -129,7 +129,7 @@ def test_every_file_the_study_writes_is_an_output_dvc_yaml_declares(study):
     """All stages' outputs exist and nothing else is written beside them (no checkpoint is left either)."""
     lock = yaml.safe_load((study / "dvc.lock").read_text())["stages"]
     declared = {out["path"] for stage in lock.values() for out in stage.get("outs", [])}
-    assert len(lock) == 7 + 3 * 6  # prepare, base, contrastive, evaluate-base, grade-base, aggregate, report; 6 runs
+    assert len(lock) == 8 + 3 * 6  # validate, prepare, base, contrastive, evaluate-base, grade-base, aggregate, report
     for path in declared:
         assert (study / path).exists(), path
     written = {p.relative_to(study).as_posix() for folder in ("data/prepared", "models", "runs", "eval", "results",
@@ -146,15 +146,18 @@ def stages_to_run(project: Path) -> set[str]:
 
 
 def test_an_edit_reruns_only_what_it_can_change(study, tmp_path):
-    """The grain of the pipeline's dependencies, on a copy of the finished study: a runtime setting reruns nothing, a
-    docstring in the summary module reruns only aggregate and report, a new seed trains only itself."""
+    """The grain of the pipeline's dependencies, on a copy of the finished study: a runtime setting reruns only the
+    params check, a docstring in the summary module reruns only aggregate and report, a new seed trains only
+    itself."""
     project = tmp_path / "copy"
     shutil.copytree(study, project, symlinks=True)
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    original = (project / "params.yaml").read_text()
+    params = yaml.safe_load(original)
 
     params["runtime"] |= {"checkpoint_every": 5, "gradient_checkpointing": True, "threads": 2}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     runtime = stages_to_run(project)
+    (project / "params.yaml").write_text(original)
 
     summary = project / "twogrpo" / "summary.py"
     source = summary.read_text()
@@ -165,12 +168,12 @@ def test_an_edit_reruns_only_what_it_can_change(study, tmp_path):
     params["train"]["seeds"] = [0, 1, 2]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     seed = stages_to_run(project)
-    print(f"runtime.* changed: reruns {sorted(runtime) or 'nothing'}\nsummary.py docstring edited: reruns "
+    print(f"runtime.* changed: reruns {sorted(runtime)}\nsummary.py docstring edited: reruns "
           f"{sorted(docstring)}\na seed added: reruns {sorted(seed)}")
-    assert runtime == set()
+    assert runtime == {"validate"}  # whose output never changes: nothing after it reruns
     assert docstring == {"aggregate", "report"}
     assert seed == {f"{stage}@{arm}-2" for stage in ("train", "evaluate", "grade") for arm in ("g4", "g2", "g2-rs")} \
-        | {"aggregate", "report"}
+        | {"validate", "aggregate", "report"}
 
 
 def test_a_grader_change_regrades_the_stored_samples_and_reruns_nothing_before(study):
@@ -190,7 +193,7 @@ def test_a_grader_change_regrades_the_stored_samples_and_reruns_nothing_before(s
         run(["dvc", "repro"], study)
     models = [f"{arm}-{seed}" for arm in ("g4", "g2", "g2-rs") for seed in (0, 1)]
     assert set(re.findall(r"Running stage '([^']+)'", out)) == {
-        "grade-base", *(f"grade@{m}" for m in models), "aggregate", "report"}
+        "validate", "grade-base", *(f"grade@{m}" for m in models), "aggregate", "report"}
     assert {path: path.stat().st_mtime_ns for path in generations} == generations  # nothing generated again
     assert metrics["grader"] == "verl-math" and set(metrics["mean_at_k_by_grader"]) == {
         "math-verify", "verl-math", "verl-dapo"}
@@ -236,3 +239,42 @@ def test_experiments_report_compares_every_experiment(study, experiment, tmp_pat
     if shutil.which("chromium"):
         check_renders_offline(study / "reports/experiments.html", ("The claims, per experiment",),
                               tmp_path / "experiments.png")
+
+
+def test_bad_params_stop_the_run_before_any_stage_and_no_name_reaches_a_shell(study, tmp_path):
+    """DVC pastes arm names into the train command, run by a shell: an arm named `g2;touch PWNED;true` would run
+    `touch PWNED` (it does without the validate stage). The validate stage runs first and stops the run, naming the key;
+    likewise a bad value of a key only a late stage reads (report.equivalence_margin) trains nothing."""
+    project = tmp_path / "copy"
+    shutil.copytree(study, project, symlinks=True)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["arms"]["g2;touch PWNED;true"] = params["train"]["arms"]["g2"]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    injected = subprocess.run(["dvc", "repro"], cwd=project, env=tool_env(), capture_output=True, text=True)
+    assert injected.returncode != 0 and not (project / "PWNED").exists()
+    assert "train.arms.g2;touch PWNED;true: an arm name must be" in injected.stdout + injected.stderr
+    assert re.findall(r"Running stage '([^']+)'", injected.stdout) == ["validate"]
+
+    del params["train"]["arms"]["g2;touch PWNED;true"]
+    params["report"]["equivalence_margin"] = float("nan")
+    params["train"]["seeds"] = [0, 1, 2]  # a new seed would train first, were the margin not checked before
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    late = subprocess.run(["dvc", "repro"], cwd=project, env=tool_env(), capture_output=True, text=True)
+    assert late.returncode != 0 and "report.equivalence_margin=nan: must be a finite number" in late.stdout + late.stderr
+    assert re.findall(r"Running stage '([^']+)'", late.stdout) == ["validate"]
+
+
+def test_a_report_that_fails_midway_keeps_the_previous_report_figures_and_page(study, tmp_path):
+    """Run by hand (DVC itself deletes a stage's outputs before running it): a notebook cell failing after the figures
+    were drawn leaves the previous figures, notebook and page, byte for byte, and no temporary beside them."""
+    project = tmp_path / "copy"
+    shutil.copytree(study, project, symlinks=True)
+    notebook = json.loads((project / "notebooks/report.ipynb").read_text())
+    notebook["cells"].append({"cell_type": "code", "execution_count": None, "id": "fails", "metadata": {},
+                              "outputs": [], "source": ["raise RuntimeError('a cell failed')"]})
+    (project / "notebooks/report.ipynb").write_text(json.dumps(notebook))
+    before = {p: p.read_bytes() for p in (project / "reports").rglob("*") if p.is_file()}
+    failed = subprocess.run([sys.executable, "-m", "stages.report"], cwd=project, env=tool_env(), capture_output=True,
+                            text=True)
+    assert failed.returncode != 0 and "a cell failed" in failed.stdout + failed.stderr
+    assert {p: p.read_bytes() for p in (project / "reports").rglob("*") if p.is_file()} == before

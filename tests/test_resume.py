@@ -1,5 +1,5 @@
-"""A real training stage killed with SIGKILL mid-run resumes from its checkpoint under `dvc repro` and ends exactly
-where an uninterrupted run ends (CPU, HF engine)."""
+"""A real training stage (and the base stage's SFT) killed with SIGKILL mid-run resumes from its checkpoint under
+`dvc repro` and ends exactly where an uninterrupted run ends (CPU, HF engine)."""
 
 import json
 import os
@@ -21,8 +21,16 @@ PARAMS = tiny_params(train={"arms": {"g2": {"group_size": 2, "lr_scaling": "line
 COUNTERS = ["gen_step", "prompts_seen", "rollouts", "tokens", "opt_steps", "mean_reward", "eval_accuracy", "lr"]
 
 
-def checkpoint_step(project: Path) -> int:
-    state = project / "checkpoints" / "g2-s0" / "state.json"
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run of the base stage and of train@g2-0."""
+    project = new_project(tmp_path_factory.mktemp("uninterrupted"), PARAMS)
+    run(["dvc", "repro", "train@g2-0"], project)
+    return project
+
+
+def checkpoint_step(project: Path, name: str = "g2-s0") -> int:
+    state = project / "checkpoints" / name / "state.json"
     try:
         return json.loads(state.read_text())["step"]
     except (FileNotFoundError, json.JSONDecodeError):
@@ -53,9 +61,7 @@ def resume_training(project: Path, killed_at: int) -> None:
     assert f"resumed after generation step {killed_at} of 8" in rerun.stdout + rerun.stderr
 
 
-def test_a_killed_training_stage_resumes_and_matches_an_uninterrupted_run(tmp_path):
-    reference = new_project(tmp_path / "uninterrupted", PARAMS)
-    run(["dvc", "repro", "train@g2-0"], reference)
+def test_a_killed_training_stage_resumes_and_matches_an_uninterrupted_run(tmp_path, reference):
     weights = (reference / "models/g2-s0/model.safetensors").read_bytes()
     ledger = pd.read_parquet(reference / "runs/g2-s0/steps.parquet")
     live = json.loads((reference / "runs/g2-s0/live/metrics.json").read_text())
@@ -73,3 +79,30 @@ def test_a_killed_training_stage_resumes_and_matches_an_uninterrupted_run(tmp_pa
     relogged = json.loads((project / "runs/g2-s0/live/metrics.json").read_text())
     assert relogged["step"] == live["step"] and relogged["train"]["rollouts"] == live["train"]["rollouts"]
     assert not (project / "checkpoints" / "g2-s0").exists()
+
+
+def test_a_killed_base_sft_resumes_and_matches_an_uninterrupted_run(tmp_path, reference):
+    """The SFT saves checkpoints/base/ at each accuracy measurement (every 100 of its 200 steps here): killed after
+    the first, `dvc repro` continues from step 100 and saves the same weights as the uninterrupted run."""
+    project = new_project(tmp_path / "killed", PARAMS)
+    run(["dvc", "repro", "prepare"], project)
+    job = subprocess.Popen(["dvc", "repro", "base"], cwd=project, env=tool_env(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while checkpoint_step(project, "base") < 100 and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in process_tree(job.pid):
+        os.kill(pid, signal.SIGKILL)
+    job.wait()
+    assert checkpoint_step(project, "base") == 100, "the SFT was not killed midway"
+    assert not (project / "models/base").exists()  # no half-written output
+
+    rerun = subprocess.run(["dvc", "repro", "base"], cwd=project, env=tool_env(), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "SFT resumed after step 100" in rerun.stdout + rerun.stderr
+    assert (project / "models/base/model.safetensors").read_bytes() == \
+        (reference / "models/base/model.safetensors").read_bytes()
+    curve = json.loads((project / "metrics/base.json").read_text())["curve"]
+    assert [(p["step"], p["val_accuracy"]) for p in curve] == [
+        (p["step"], p["val_accuracy"]) for p in json.loads((reference / "metrics/base.json").read_text())["curve"]]
+    assert not (project / "checkpoints" / "base").exists()  # deleted once the outputs were written

@@ -15,7 +15,7 @@ from twogrpo.schemas import TrainSteps, validate
 from twogrpo.tasks import generate_problems
 from twogrpo.forward import Forward
 from twogrpo.rollouts import PromptStream
-from twogrpo.run_state import Checkpointing
+from twogrpo.checkpoint import Checkpointing
 from twogrpo.trainer import NonFiniteError, train_grpo
 
 TASK = conf_section("task", max_new_tokens=6)

@@ -7,7 +7,8 @@ stream's numpy generator), the prompt stream's position, the counters, the ledge
 A checkpoint lives outside DVC's outputs (DVC deletes a stage's outputs before rerunning it), is written atomically,
 and carries a fingerprint of everything that determines the result (twogrpo.lineage.stage_fingerprint: the params
 keys and the code the stage depends on, the input weights): one from other settings or code is ignored, never
-resumed. The stage deletes it once its outputs are written.
+resumed. One that cannot be read (a truncated or corrupt file) is moved aside to checkpoints/<name>.unreadable/ with a
+warning, and the stage starts over. The stage deletes it once its outputs are written.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,6 +37,15 @@ def set_rng_states(states: dict) -> None:
     torch.set_rng_state(states["torch"])
     if states["cuda"]:
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+@dataclass
+class Checkpointing:
+    """Periodic snapshots of a run, and the snapshot to resume from (Checkpoint stores them)."""
+
+    every: int  # steps between snapshots (generation steps in GRPO, SFT steps in the base stage); 0 = none
+    save: Callable[[dict], None]
+    resume: dict | None = None
 
 
 class Checkpoint:
@@ -58,12 +70,28 @@ class Checkpoint:
         path = self.dir / "state.pt"
         if not path.exists():
             return None
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if state.get("fingerprint") != self.fingerprint:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            state["step"], state["fingerprint"]  # noqa: B018 - a dict with both, or not a checkpoint of ours
+        except Exception as error:  # noqa: BLE001 - truncated zip, unpickling error, a foreign file: all unreadable
+            self._set_aside(f"{type(error).__name__}: {error}")
+            return None
+        if state["fingerprint"] != self.fingerprint:
             log.warning("%s was saved with other settings (params, arm, seed or base model); starting over", path)
             return None
         log.info("resuming from %s at step %d", path, state["step"])
         return state
+
+    def _set_aside(self, why: str) -> None:
+        """Move the unreadable checkpoint to <name>.unreadable/ (replacing an older one), so the run starts clean and
+        the file stays for a look; every process of a run may try, the first one moves it."""
+        aside = self.dir.with_name(f"{self.dir.name}.unreadable")
+        shutil.rmtree(aside, ignore_errors=True)
+        try:
+            self.dir.rename(aside)
+        except FileNotFoundError:  # another process of this run moved it first
+            pass
+        log.warning("%s cannot be read (%s); moved to %s, starting over", self.dir / "state.pt", why, aside)
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import shlex
 import typing
@@ -83,6 +84,13 @@ class ChainSumConfig:
         if self.max_digits < self.min_digits:
             raise ParamsError(f"prepare.chain_sum.max_digits={self.max_digits} < min_digits={self.min_digits}")
 
+    @property
+    def distinct_bound(self) -> int:
+        """More than the distinct expressions these settings can draw: any number of up to max_digits digits in each
+        term, + or - between terms."""
+        return sum((10 ** self.max_digits) ** terms * 2 ** (terms - 1)
+                   for terms in range(self.min_terms, self.max_terms + 1))
+
 
 @dataclass(frozen=True)
 class SourceConfig:
@@ -114,6 +122,11 @@ class PrepareConfig:
 
     def check(self) -> None:
         self.chain_sum.check()
+        wanted = self.train_size + self.chain_sum.n_test
+        if self.train_set == "chain_sum" and wanted > self.chain_sum.distinct_bound:
+            raise ParamsError(f"prepare.train_size + prepare.chain_sum.n_test = {wanted} distinct problems, but "
+                              f"prepare.chain_sum's terms and digits allow fewer than "
+                              f"{self.chain_sum.distinct_bound}: widen them or ask for fewer")
         if not self.benchmarks:
             raise ParamsError("prepare.benchmarks must name at least one benchmark")
         for name in self.benchmarks:
@@ -424,10 +437,10 @@ class ReportConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """How the stages run: no DVC stage depends on these keys, so changing one reruns nothing. They change no setting
-    of the method, but not every bit of a run either: each process samples with its own seed, so another process
-    count draws other rollouts (as another seed would; a checkpoint resumes only with as many processes), and the
-    thread count can change float rounding on the CPU."""
+    """How the stages run: no DVC stage depends on these keys but `validate`, whose output never changes, so changing
+    one reruns only that check. They change no setting of the method, but not every bit of a run either: each process
+    samples with its own seed, so another process count draws other rollouts (as another seed would; a checkpoint
+    resumes only with as many processes), and the thread count can change float rounding on the CPU."""
 
     # How the train stage starts: "python" (one process) or "accelerate launch --config_file conf/accelerate/<c>.yaml"
     # (several processes, one per GPU). The stage starts the launcher itself (twogrpo.run.relaunch), so the DVC
@@ -498,11 +511,28 @@ class Params:
             if self.base.val_size >= self.prepare.train_size:
                 raise ParamsError(f"base.val_size={self.base.val_size} leaves no SFT data of "
                                   f"prepare.train_size={self.prepare.train_size}")
+        if self.evaluate.temperature == 0:  # greedy: every sample of a problem is the same, and vLLM refuses n > 1
+            for key, n in (("evaluate.samples", self.evaluate.samples), ("train.eval_samples", self.train.eval_samples)):
+                if n > 1:
+                    raise ParamsError(f"evaluate.temperature=0 samples greedily: the {key}={n} samples of a problem "
+                                      f"would all be equal; set {key}=1")
         if self.prepare.train_set == "chain_sum":
             for section, n in (("train.eval_problems", self.train.eval_problems),
                                ("evaluate.problems", self.evaluate.problems)):
                 if n > self.prepare.chain_sum.n_test:
                     raise ParamsError(f"{section}={n} > prepare.chain_sum.n_test={self.prepare.chain_sum.n_test}")
+
+
+def hub_failure(key: str, value: str, error: Exception) -> str:
+    """What to do when `value` (params key `key`) could not be read from the hub: offline (the stages' default), the
+    variables that allow downloading, or a local copy."""
+    local = ("prepare.local_root (a folder holding the datasets in their original layout)" if key.startswith("prepare")
+             else "a local folder in the hub's format")
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        return (f"{key}={value!r} is not in the local hub cache and the hub is off (HF_HUB_OFFLINE=1, the stages' "
+                f"default): run with HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 to download it, or use {local} "
+                f"({type(error).__name__}: {error})")
+    return f"{key}={value!r} could not be read from the hub ({type(error).__name__}: {error}); or use {local}"
 
 
 def load_params(path: Path | str = PARAMS_FILE) -> Params:

@@ -1,4 +1,5 @@
-"""Atomic writes: an output is either the previous complete one, the new complete one, or absent."""
+"""Atomic writes: an output is either the previous complete one, the new complete one, or absent; a stage with
+several outputs writes them all or none (atomic_paths)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -27,6 +28,14 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+@contextmanager
+def atomic_paths(*paths: Path | str) -> Iterator[tuple[Path, ...]]:
+    """Temporary siblings of several outputs, renamed into place one after the other only if the whole block succeeds:
+    a stage that fails leaves every previous output as it was."""
+    with ExitStack() as stack:
+        yield tuple(stack.enter_context(atomic_path(path)) for path in paths)
 
 
 def weights_sha256(folder: Path | str) -> str:

@@ -18,7 +18,7 @@ import datasets
 import numpy as np
 import pandas as pd
 
-from twogrpo.config import SourceConfig
+from twogrpo.config import SourceConfig, hub_failure
 from twogrpo.grading import gold_grades_itself
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,11 @@ def load_rows(name: str, source: SourceConfig, local_root: str) -> tuple[list[di
             ds = datasets.load_dataset(kind, data_files=str(path), split="train")
             ids = []
     else:
-        ds = datasets.load_dataset(source.hub, source.config or None, split=source.split, revision=source.revision)
+        try:
+            ds = datasets.load_dataset(source.hub, source.config or None, split=source.split,
+                                       revision=source.revision)
+        except (OSError, ValueError) as error:  # offline without a cached copy, a missing repo or revision
+            raise ValueError(hub_failure(f"prepare.sources.{name}.hub", source.hub, error)) from error
         ids = []
     rows = ds.to_list()
     if not rows:

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from tokenizers.pre_tokenizers import ByteLevel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from twogrpo.config import BaseConfig
+from twogrpo.config import BaseConfig, hub_failure
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 CHARS = list("0123456789+-=\\boxed{}")
@@ -87,7 +87,12 @@ def load_policy(path: Path | str, revision: str | None = None,
     hub's format), or with a revision from the hub by id; `max_positions` > 0 sets its position limit."""
     if revision is None and not (Path(path) / "config.json").exists():
         raise FileNotFoundError(f"{path}: no config.json; not a saved model folder (run `dvc repro base`)")
-    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+    except OSError as error:  # from the hub: offline without a cached copy, a missing repo or revision
+        if revision is None:
+            raise
+        raise ValueError(hub_failure("base.model", str(path), error)) from error
     if tokenizer.chat_template is None:
         raise ValueError(f"{path}: the tokenizer has no chat template; prompts are rendered with it")
     tokenizer.padding_side = "left"
@@ -97,6 +102,10 @@ def load_policy(path: Path | str, revision: str | None = None,
     except Exception as error:  # a truncated safetensors file, a bad config.json, a missing weights file
         raise ValueError(f"{path}: the model cannot be loaded, its files are incomplete or corrupt "
                          f"({type(error).__name__}: {error}); rerun the stage that wrote it") from error
+    rows = model.get_input_embeddings().num_embeddings
+    if rows < len(tokenizer):  # a token id past the embedding fails deep inside the forward pass, or reads garbage
+        raise ValueError(f"{path}: the tokenizer has {len(tokenizer)} tokens but the model's embedding only {rows} "
+                         f"rows (vocab_size in config.json); use the tokenizer the model was trained with")
     return model.to(policy_device()), tokenizer
 
 
@@ -109,13 +118,27 @@ def render_prompts(tokenizer: PreTrainedTokenizerFast, problems: list[str], temp
     ]
 
 
+def check_encodes(tokenizer: PreTrainedTokenizerFast, prompts: list[str], template: str) -> list[list[int]]:
+    """The prompts' token ids; stop when a prompt does not decode back to itself: a character the tokenizer lacks
+    (the tiny model's knows only digits, + - = and \\boxed{}) would become an unknown token or vanish, and the model
+    would see another prompt than the one asked for."""
+    ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    for prompt, decoded in zip(prompts, tokenizer.batch_decode(ids, clean_up_tokenization_spaces=False), strict=True):
+        if decoded != prompt:
+            lost = [c for c in dict.fromkeys(prompt)
+                    if tokenizer.decode(tokenizer(c, add_special_tokens=False)["input_ids"]) != c]
+            raise ValueError(f"the tokenizer cannot encode {''.join(lost)!r} in the prompt {prompt[:120]!r}: use a "
+                             f"task.prompt_template={template!r} (and problems) in the tokenizer's alphabet")
+    return ids
+
+
 def check_context(tokenizer: PreTrainedTokenizerFast, positions: int, problems: list[str], template: str,
                   max_new_tokens: int, response_key: str) -> None:
-    """Stop before any work when the longest prompt (rendered as render_prompts does) plus `max_new_tokens` exceeds
-    the model's `positions`: HF would run past the positions it was trained on, vLLM would cut the response short,
-    each differently."""
-    prompts = render_prompts(tokenizer, problems, template)
-    longest = max((len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]), default=0)
+    """Stop before any work when a prompt cannot be encoded (check_encodes), or when the longest prompt (rendered as
+    render_prompts does) plus `max_new_tokens` exceeds the model's `positions`: HF would run past the positions it
+    was trained on, vLLM would cut the response short, each differently."""
+    ids = check_encodes(tokenizer, render_prompts(tokenizer, problems, template), template)
+    longest = max(map(len, ids), default=0)
     if longest + max_new_tokens > positions:
         raise ValueError(f"the longest prompt ({longest} tokens) plus {response_key}={max_new_tokens} exceeds the "
                          f"model's {positions} positions (max_position_embeddings in models/base/config.json): raise "

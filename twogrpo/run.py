@@ -32,12 +32,8 @@ def hub_commit(repo_id: str, revision: str, repo_type: str) -> str:
 
 
 def start_stage(name: str) -> Params:
-    """Configure the process for a stage and return the params, logged first (the resolved config).
-
-    The hub is off unless the environment turns it on (HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0, as the paper setups
-    need to download), so the embedded default never touches the network."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    """Configure the process for a stage and return the params, logged first (the resolved config). The hub's
+    offline default is set by the `stages` package, before the hub libraries are imported."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     params = load_params()
     torch.set_num_threads(params.runtime.threads or cores_per_process())

@@ -5,7 +5,6 @@ had never stopped (on the CPU, with the HF engine)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -14,15 +13,6 @@ from twogrpo.checkpoint import rng_states, set_rng_states
 from twogrpo.distributed import Dist, full_optimizer_state, full_state_dict, load_full_states
 from twogrpo.rollouts import PromptStream
 from twogrpo.telemetry import PhaseTimer
-
-
-@dataclass
-class Checkpointing:
-    """Periodic snapshots of a run, and the snapshot to resume from (twogrpo.checkpoint.Checkpoint stores them)."""
-
-    every: int  # generation steps between snapshots; 0 = none
-    save: Callable[[dict], None]
-    resume: dict | None = None
 
 
 @dataclass

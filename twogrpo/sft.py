@@ -1,4 +1,5 @@
-"""Supervised fine-tuning of the tiny base policy on worked solutions, stopped on measured accuracy."""
+"""Supervised fine-tuning of the tiny base policy on worked solutions, stopped on measured accuracy; resumable from a
+snapshot taken at each accuracy measurement."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from twogrpo.checkpoint import Checkpointing, rng_states, set_rng_states
 from twogrpo.config import BaseConfig
 from twogrpo.engine import HFEngine
 from twogrpo.evaluation import sample_records
@@ -36,11 +38,12 @@ def sft_batch(tokenizer, prompts: list[str], targets: list[str]) -> dict[str, to
 
 
 def train_sft(model, tokenizer, train: pd.DataFrame, val: pd.DataFrame, template: str, max_new_tokens: int,
-              cfg: BaseConfig) -> pd.DataFrame:
+              cfg: BaseConfig, checkpointing: Checkpointing | None = None) -> pd.DataFrame:
     """Train until the sampled accuracy (T=1, one sample per validation problem) reaches cfg.target_accuracy.
 
     Accuracy jumps between evaluations of a tiny model trained from scratch, so the stop is measured, not a step
-    count. Returns the curve: step, loss, val_accuracy, seconds.
+    count. Returns the curve: step, loss, val_accuracy, seconds. With `checkpointing` (every > 0), the state after
+    each measurement that does not stop is saved; from `checkpointing.resume` the run continues exactly (CPU).
     """
     generator = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -50,10 +53,19 @@ def train_sft(model, tokenizer, train: pd.DataFrame, val: pd.DataFrame, template
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
     engine = HFEngine(model, tokenizer)
     sampling = Sampling(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens, n=1)
-    curve, order, losses = [], np.array([], dtype=int), []
-    start = pd.Timestamp.now()
+    curve, order, losses, first, done_seconds = [], np.array([], dtype=int), [], 1, 0.0
+    if checkpointing and checkpointing.resume:
+        state = checkpointing.resume
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.bit_generator.state = state["generator"]
+        set_rng_states(state["rng"])
+        curve, order, first, done_seconds = state["curve"], state["order"], state["step"] + 1, state["seconds"]
+        log.info("SFT resumed after step %d", state["step"])
+    start = pd.Timestamp.now() - pd.Timedelta(seconds=done_seconds)  # seconds lost since the snapshot not counted
     model.train()
-    for step in range(1, cfg.max_steps + 1):
+    for step in range(first, cfg.max_steps + 1):
         if len(order) < cfg.batch_size:
             order = np.concatenate([order, generator.permutation(len(train))])
         idx, order = order[: cfg.batch_size], order[cfg.batch_size:]
@@ -74,6 +86,10 @@ def train_sft(model, tokenizer, train: pd.DataFrame, val: pd.DataFrame, template
             losses = []
             if accuracy >= cfg.target_accuracy:
                 break
+            if checkpointing and checkpointing.every and step < cfg.max_steps:
+                checkpointing.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                    "scheduler": scheduler.state_dict(), "generator": generator.bit_generator.state,
+                                    "rng": rng_states(), "curve": list(curve), "order": order, "seconds": seconds})
     else:
         log.warning("SFT stopped at max_steps=%d below target_accuracy=%.2f", cfg.max_steps, cfg.target_accuracy)
     return pd.DataFrame(curve)

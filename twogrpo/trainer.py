@@ -24,13 +24,14 @@ import pandas as pd
 import torch
 
 from twogrpo import grpo
+from twogrpo.checkpoint import Checkpointing
 from twogrpo.config import ArmConfig, EvaluateConfig, TaskConfig, TrainConfig
 from twogrpo.distributed import Dist, is_sharded, local_value, process_seed
 from twogrpo.evaluation import sample_records
 from twogrpo.forward import Forward, collate, frozen_logprobs, logprobs, micro_batches, packs
 from twogrpo.grading import Grader, graded
 from twogrpo.rollouts import PromptStream, RolloutSource
-from twogrpo.run_state import Checkpointing, RunState
+from twogrpo.run_state import RunState
 from twogrpo.sampling import Engine, Samples, Sampling
 from twogrpo.telemetry import PHASES, STEP_STATS, PhaseTimer, StepTelemetry
 
