@@ -21,7 +21,7 @@ from twogrpo.checkpoint import Checkpoint, Checkpointing
 from twogrpo.config import BaseConfig
 from twogrpo.io import atomic_paths, files_sha256, weights_sha256, write_json
 from twogrpo.lineage import stage_fingerprint
-from twogrpo.policy import build_char_tokenizer, build_tiny_model, check_encodes, load_policy, render_prompts
+from twogrpo.policy import build_char_tokenizer, build_tiny_model, check_context, load_policy
 from twogrpo.run import hub_commit, start_stage
 from twogrpo.schemas import Problems, read_table
 from twogrpo.sft import train_sft
@@ -63,9 +63,10 @@ def main() -> None:
     train = read_table("data/prepared/train.parquet", Problems)
     sft_rows, val_rows = train.iloc[: -cfg.val_size], train.iloc[-cfg.val_size:]
     tokenizer = build_char_tokenizer()
-    template = params.task.prompt_template
-    check_encodes(tokenizer, render_prompts(tokenizer, train["problem"].tolist(), template), template)
     model = build_tiny_model(cfg, tokenizer)
+    template = params.task.prompt_template
+    check_context(tokenizer, model.config.max_position_embeddings, train["problem"].tolist(), template,
+                  params.task.max_new_tokens, "task.max_new_tokens")  # before the SFT, not after it
     log.info("tiny Qwen2: %d parameters, head_dim %d", model.num_parameters(), cfg.head_dim)
     checkpoint = Checkpoint("base", stage_fingerprint("base", "stages.base", dataclasses.asdict(params),
                                                       files_sha256("data/prepared/train.parquet")))

@@ -1,6 +1,9 @@
 """params.yaml loading: the committed file loads, bad values stop with a message naming the key and value."""
 
 import dataclasses
+import importlib.util
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -99,6 +102,8 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
     (lambda r: r["runtime"].update(checkpoint_every=-2), "runtime.checkpoint_every=-2 must be >= 0"),
     (lambda r: r["prepare"].update(train_size=5000) or r["prepare"]["chain_sum"].update(
         min_terms=2, max_terms=2, min_digits=1, max_digits=1), "= 5500 distinct problems, but prepare.chain_sum's"),
+    (lambda r: r["task"].update(max_new_tokens=4096), "task.max_new_tokens=4096 leaves no room for a prompt in the "
+                                                      "tiny model's 128 positions"),
     # Names, seeds and the reference arm.
     (lambda r: r["train"].update(seeds=[0, 0]), "train.seeds=[0, 0]: seed 0 appears twice"),
     (lambda r: r["train"].update(reference_group_size=4), "train.arms has no arm with group_size=4"),
@@ -170,3 +175,22 @@ def test_greedy_evaluation_takes_one_sample_per_problem(raw, tmp_path):
         load_params(write(tmp_path, raw))
     raw["train"]["eval_samples"] = 1
     assert load_params(write(tmp_path, raw)).evaluate.temperature == 0.0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed in this environment")
+def test_the_validate_stage_refuses_the_vllm_engine_where_vllm_is_not_installed(tmp_path):
+    """Before any stage works (the base SFT would otherwise run first, then training fail)."""
+    import subprocess
+    import sys
+
+    from tests.fixtures import tiny_params
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(rollout={"engine": "vllm"})))
+    result = subprocess.run([sys.executable, "-m", "stages.validate"], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert result.returncode != 0 and "rollout.engine=vllm but vLLM is not installed" in result.stderr
+    assert not (tmp_path / "data").exists()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    subprocess.run([sys.executable, "-m", "stages.validate"], cwd=tmp_path, check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert json.loads((tmp_path / "data/validated.json").read_text()) == {"params.yaml": "valid"}

@@ -114,7 +114,7 @@ class PrepareConfig:
 
     seed: Seed  # seed of the chain-sum generator and of the train-set sample (DAPO-Math-Sub: 7,500 of DAPO-Math-17k)
     train_set: Literal["chain_sum", "math", "dapo_math_sub"]
-    train_size: Annotated[int, Range(1, limit=10_000_000)]  # train problems: generated (chain_sum) or sampled with `seed` when the set is larger
+    train_size: Annotated[int, Range(1, limit=1_000_000)]  # train problems: generated (chain_sum) or sampled with `seed` when the set is larger
     benchmarks: tuple[str, ...]  # evaluation sets, by name: chain_sum or names in `sources`
     local_root: str  # "" = read real datasets from the hub; a folder = read each from local_root / sources.<name>.local
     sources: dict[str, SourceConfig]  # one per real dataset
@@ -213,6 +213,11 @@ class BaseConfig:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
 
+    @property
+    def scratch_positions(self) -> int:
+        """The position limit of the tiny model trained from scratch: max_position_embeddings, or 128."""
+        return self.max_position_embeddings or 128
+
     def check(self) -> None:
         if self.model != "scratch" and not Path(self.model).is_dir():
             if Path(self.model).exists():
@@ -252,7 +257,7 @@ class TrainConfig:
     arms: dict[str, ArmConfig]
     # Train problems GRPO draws from (the first N of the train table). As verl's dataloader: each epoch a new seeded
     # permutation of them, cut to whole generation batches (drop_last: a different remainder left out each epoch).
-    prompts: Annotated[int, Range(1, limit=10_000_000)]
+    prompts: Annotated[int, Range(1, limit=1_000_000)]
     epochs: Annotated[int, Range(1, limit=1000)]  # passes over those prompts, the same for every arm
     rollouts_per_minibatch: Annotated[int, Range(2, limit=1_000_000)]  # B = Q * G, the same for every arm (paper: 512)
     generation_batch_prompts: Annotated[int, Range(1, limit=1_000_000)]  # prompts per generation step (paper: 512), split into mini-batches of Q prompts
@@ -511,6 +516,12 @@ class Params:
             if self.base.val_size >= self.prepare.train_size:
                 raise ParamsError(f"base.val_size={self.base.val_size} leaves no SFT data of "
                                   f"prepare.train_size={self.prepare.train_size}")
+            positions = self.base.scratch_positions
+            for key, n in (("task.max_new_tokens", self.task.max_new_tokens),
+                           ("evaluate.max_new_tokens", self.evaluate.max_new_tokens)):
+                if n >= positions:
+                    raise ParamsError(f"{key}={n} leaves no room for a prompt in the tiny model's {positions} "
+                                      f"positions: raise base.max_position_embeddings (0 = 128) or lower {key}")
         if self.evaluate.temperature == 0:  # greedy: every sample of a problem is the same, and vLLM refuses n > 1
             for key, n in (("evaluate.samples", self.evaluate.samples), ("train.eval_samples", self.train.eval_samples)):
                 if n > 1:
@@ -538,6 +549,9 @@ def hub_failure(key: str, value: str, error: Exception) -> str:
 def load_params(path: Path | str = PARAMS_FILE) -> Params:
     """Read params.yaml into Params, rejecting unknown keys, missing keys and wrong types."""
     path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path.resolve()}: no such file; run from the project's root (`make study` composes "
+                          f"params.yaml from conf/)")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:

@@ -88,6 +88,10 @@ def cut_at_stop(row: list[int], stop_ids: list[int]) -> tuple[list[int], bool]:
     return row, True
 
 
+VLLM_MISSING = ("rollout.engine=vllm but vLLM is not installed in this environment: on the CPU run from .venv-vllm "
+                "(make install-vllm), on a GPU install requirements-vllm-gpu.txt (see README)")
+
+
 def make_engine(cfg: RolloutConfig, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
                 model_dir: Path | str, seed: int):
     """The engine cfg.engine names: hf, vllm, or auto (vLLM when it is installed and a GPU is present, else HF).
@@ -101,8 +105,7 @@ def make_engine(cfg: RolloutConfig, model: torch.nn.Module, tokenizer: PreTraine
     if name == "hf":
         return HFEngine(model, tokenizer)
     if not vllm_available():
-        raise RuntimeError("rollout.engine=vllm but vLLM is not installed in this environment: on the CPU run from "
-                           ".venv-vllm (make install-vllm), on a GPU install requirements-vllm-gpu.txt (see README)")
+        raise RuntimeError(VLLM_MISSING)
     seed = process_seed(seed, int(os.environ.get("RANK", "0")))
     return VLLMEngine(model_dir, tokenizer, seed, cfg.vllm_dtype, cfg.vllm_memory_utilization,
                       max_model_len=model.config.max_position_embeddings)  # the HF model's limit, stated

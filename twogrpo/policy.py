@@ -39,7 +39,7 @@ def build_tiny_model(cfg: BaseConfig, tokenizer: PreTrainedTokenizerFast) -> Qwe
     config = Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
-        intermediate_size=cfg.intermediate_size, max_position_embeddings=cfg.max_position_embeddings or 128,
+        intermediate_size=cfg.intermediate_size, max_position_embeddings=cfg.scratch_positions,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
     )
