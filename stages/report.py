@@ -22,6 +22,8 @@ def main() -> None:
     with atomic_paths(OUT / "report.ipynb", OUT / "report.html", OUT / "figures") as (executed, html, figures):
         figures.mkdir()
         execute_to_html(Path("notebooks/report.ipynb"), executed, html, {"figures_dir": str(figures)})
+        # The executed notebook names the figures' final folder, not the temporary one.
+        executed.write_text(executed.read_text().replace(str(figures), str(OUT / "figures")))
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ def test_a_prompt_the_tokenizer_cannot_encode_is_refused_naming_the_characters()
 
 @pytest.mark.parametrize(("code", "names"), [
     ("from twogrpo.policy import load_policy; load_policy('nobody-here/no-model', revision='main')",
-     "base.model='nobody-here/no-model' is not in the local hub cache"),
+     "base.model='nobody-here/no-model' is no folder here, and is not in the local hub cache"),
     ("from twogrpo.config import SourceConfig; from twogrpo.mathdata import load_rows; "
      "load_rows('math500', SourceConfig('nobody-here/no-data', '', 'test', 'main', ''), '')",
      "prepare.sources.math500.hub='nobody-here/no-data' is not in the local hub cache"),
@@ -116,3 +116,14 @@ def test_a_hub_model_or_dataset_missing_offline_names_the_variables_and_the_loca
     assert result.returncode != 0 and names in result.stderr
     assert "HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0" in result.stderr
     assert ("prepare.local_root" if "prepare" in names else "a local folder in the hub's format") in result.stderr
+
+
+def test_a_tokenizer_that_normalises_unicode_encodes_a_decomposed_character(model_dir):
+    """Qwen2's tokenizer applies NFC first: 'e' + a combining accent comes back as one 'é', the same text."""
+    from tokenizers import normalizers
+
+    _, tokenizer = load_policy(model_dir)
+    tokenizer.backend_tokenizer.normalizer = normalizers.NFC()
+    problem = "Is cafe\u0301 a word?"
+    assert tokenizer.decode(tokenizer(problem, add_special_tokens=False)["input_ids"]) == "Is caf\u00e9 a word?"
+    check_context(tokenizer, 8192, [problem], "{problem}", 8, "task.max_new_tokens")

@@ -270,11 +270,16 @@ def test_a_report_that_fails_midway_keeps_the_previous_report_figures_and_page(s
     project = tmp_path / "copy"
     shutil.copytree(study, project, symlinks=True)
     notebook = json.loads((project / "notebooks/report.ipynb").read_text())
-    notebook["cells"].append({"cell_type": "code", "execution_count": None, "id": "fails", "metadata": {},
-                              "outputs": [], "source": ["raise RuntimeError('a cell failed')"]})
+    notebook["cells"] += [{"cell_type": "code", "execution_count": None, "id": cell, "metadata": {}, "outputs": [],
+                           "source": [source]} for cell, source in (
+        ("draws", "open(f'{figures_dir}/new.png', 'w').write('a figure the previous report did not have')"),
+        ("fails", "raise RuntimeError('a cell failed')"))]
     (project / "notebooks/report.ipynb").write_text(json.dumps(notebook))
     before = {p: p.read_bytes() for p in (project / "reports").rglob("*") if p.is_file()}
     failed = subprocess.run([sys.executable, "-m", "stages.report"], cwd=project, env=tool_env(), capture_output=True,
                             text=True)
     assert failed.returncode != 0 and "a cell failed" in failed.stdout + failed.stderr
-    assert {p: p.read_bytes() for p in (project / "reports").rglob("*") if p.is_file()} == before
+    assert {p: p.read_bytes() for p in (project / "reports").rglob("*") if p.is_file()} == before  # no new.png
+    (injected,) = [cell for cell in json.loads((study / "reports/report.ipynb").read_text())["cells"]
+                   if "injected-parameters" in cell["metadata"].get("tags", [])]
+    assert "".join(injected["source"]).endswith('figures_dir = "reports/figures"\n')  # not the temporary folder

@@ -7,15 +7,17 @@ stream's numpy generator), the prompt stream's position, the counters, the ledge
 A checkpoint lives outside DVC's outputs (DVC deletes a stage's outputs before rerunning it), is written atomically,
 and carries a fingerprint of everything that determines the result (twogrpo.lineage.stage_fingerprint: the params
 keys and the code the stage depends on, the input weights): one from other settings or code is ignored, never
-resumed. One that cannot be read (a truncated or corrupt file) is moved aside to checkpoints/<name>.unreadable/ with a
-warning, and the stage starts over. The stage deletes it once its outputs are written.
+resumed. One that cannot be read (a truncated or corrupt file) is moved aside to checkpoints/<name>.unreadable-<time>/
+with a warning, and the stage starts over. The stage deletes it once its outputs are written.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import pickle
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +75,9 @@ class Checkpoint:
         try:
             state = torch.load(path, map_location="cpu", weights_only=False)
             state["step"], state["fingerprint"]  # noqa: B018 - a dict with both, or not a checkpoint of ours
-        except Exception as error:  # noqa: BLE001 - truncated zip, unpickling error, a foreign file: all unreadable
+        except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError, TypeError, IndexError) as error:
+            # a truncated zip (RuntimeError), a file that is no pickle, a foreign object; not a memory or I/O error,
+            # which would say nothing of the file (and could strike one process only)
             self._set_aside(f"{type(error).__name__}: {error}")
             return None
         if state["fingerprint"] != self.fingerprint:
@@ -83,15 +87,14 @@ class Checkpoint:
         return state
 
     def _set_aside(self, why: str) -> None:
-        """Move the unreadable checkpoint to <name>.unreadable/ (replacing an older one), so the run starts clean and
-        the file stays for a look; every process of a run may try, the first one moves it."""
-        aside = self.dir.with_name(f"{self.dir.name}.unreadable")
-        shutil.rmtree(aside, ignore_errors=True)
+        """Move the unreadable checkpoint to <name>.unreadable-<time>/, so the run starts clean and the file stays
+        for a look; every process of a run finds the same file unreadable, the first one moves it."""
+        aside = self.dir.with_name(f"{self.dir.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
         try:
             self.dir.rename(aside)
-        except FileNotFoundError:  # another process of this run moved it first
+        except OSError:  # another process of this run moved it first (or into the same second's name)
             pass
-        log.warning("%s cannot be read (%s); moved to %s, starting over", self.dir / "state.pt", why, aside)
+        log.warning("%s cannot be read (%s); set aside in %s, starting over", self.dir / "state.pt", why, aside)
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

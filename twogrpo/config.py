@@ -46,20 +46,25 @@ class Range:
         if not (above and below):
             raise ParamsError(f"{key}={value} must be {self}")
         if value > self.limit:
-            raise ParamsError(f"{key}={value} exceeds the limit {self.limit:g}: a run of this size would not finish in "
-                              f"reasonable time (twogrpo/config.py sets the limits)")
+            raise ParamsError(f"{key}={value} exceeds the limit {_number(self.limit)}: a run of this size would not "
+                              f"finish in reasonable time (twogrpo/config.py sets the limits)")
 
     def __str__(self) -> str:
+        low, high = _number(self.low), _number(self.high)
         if self.high == math.inf:
-            return f"{'>' if self.open_low else '>='} {self.low:g}"
-        return f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+            return f"{'>' if self.open_low else '>='} {low}"
+        return f"in {'(' if self.open_low else '['}{low}, {high}{')' if self.open_high else ']'}"
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 # Every number in params.yaml has a Range (tests/test_config.py checks that none lacks one).
 Positive = Annotated[float, Range(0, open_low=True)]
 NonNegative = Annotated[float, Range(0)]
 Probability = Annotated[float, Range(0, 1, open_low=True)]
-Seed = Annotated[int, Range(0, 2**32 - 1)]  # numpy's seed range
+Seed = Annotated[int, Range(0, 2**31 - 1)]  # numpy's seed range, less room for the per-process offsets
 Tokens = Annotated[int, Range(1, limit=131_072)]  # response tokens (the paper: 4,096 and 8,192)
 Samples = Annotated[int, Range(1, limit=1024)]  # samples per problem (the paper: 32)
 TopK = Annotated[int, Range(0, limit=1_000_000)]  # 0 = off
@@ -537,13 +542,17 @@ class Params:
 def hub_failure(key: str, value: str, error: Exception) -> str:
     """What to do when `value` (params key `key`) could not be read from the hub: offline (the stages' default), the
     variables that allow downloading, or a local copy."""
-    local = ("prepare.local_root (a folder holding the datasets in their original layout)" if key.startswith("prepare")
+    dataset = key.startswith("prepare")
+    local = ("prepare.local_root (a folder holding the datasets in their original layout)" if dataset
              else "a local folder in the hub's format")
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
-        return (f"{key}={value!r} is not in the local hub cache and the hub is off (HF_HUB_OFFLINE=1, the stages' "
-                f"default): run with HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 to download it, or use {local} "
-                f"({type(error).__name__}: {error})")
-    return f"{key}={value!r} could not be read from the hub ({type(error).__name__}: {error}); or use {local}"
+    where = "" if dataset else " is no folder here, and"
+    switches = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if dataset else ("HF_HUB_OFFLINE",)
+    off = [name for name in switches if os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE")]
+    if off:
+        return (f"{key}={value!r}{where} is not in the local hub cache, and the hub is off ({off[0]}="
+                f"{os.environ[off[0]]}; the stages' default): run with HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 to "
+                f"download it, or use {local} ({type(error).__name__}: {error})")
+    return f"{key}={value!r}{where} could not be read from the hub ({type(error).__name__}: {error}); or use {local}"
 
 
 def load_params(path: Path | str = PARAMS_FILE) -> Params:

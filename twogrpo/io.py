@@ -1,5 +1,6 @@
 """Atomic writes: an output is either the previous complete one, the new complete one, or absent; a stage with
-several outputs writes them all or none (atomic_paths)."""
+several outputs writes them all or none (atomic_paths; a kill between its renames, one right after the other, is
+the window left)."""
 
 from __future__ import annotations
 

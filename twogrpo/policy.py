@@ -7,6 +7,7 @@ both are saved in the hub's format, so the paper's models (Qwen2.5-Math) load th
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 
 import torch
@@ -122,11 +123,14 @@ def check_encodes(tokenizer: PreTrainedTokenizerFast, prompts: list[str], templa
     """The prompts' token ids; stop when a prompt does not decode back to itself: a character the tokenizer lacks
     (the tiny model's knows only digits, + - = and \\boxed{}) would become an unknown token or vanish, and the model
     would see another prompt than the one asked for."""
+    def same(decoded: str, text: str) -> bool:  # up to Unicode NFC, which Qwen2's tokenizer applies first
+        return unicodedata.normalize("NFC", decoded) == unicodedata.normalize("NFC", text)
+
     ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     for prompt, decoded in zip(prompts, tokenizer.batch_decode(ids, clean_up_tokenization_spaces=False), strict=True):
-        if decoded != prompt:
+        if not same(decoded, prompt):
             lost = [c for c in dict.fromkeys(prompt)
-                    if tokenizer.decode(tokenizer(c, add_special_tokens=False)["input_ids"]) != c]
+                    if not same(tokenizer.decode(tokenizer(c, add_special_tokens=False)["input_ids"]), c)]
             raise ValueError(f"the tokenizer cannot encode {''.join(lost)!r} in the prompt {prompt[:120]!r}: use a "
                              f"task.prompt_template={template!r} (and problems) in the tokenizer's alphabet")
     return ids
