@@ -43,6 +43,8 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
     assert t.prompts_per_minibatch(ArmConfig(16, "linear")) == 32
     assert t.prompts_per_minibatch(ArmConfig(2, "linear")) == 256
     assert t.lr(ArmConfig(2, "linear")) == pytest.approx(8e-6)
+    assert t.lr(ArmConfig(2, "sqrt")) == pytest.approx(8 ** 0.5 * 1e-6)  # x2.83, the square-root rule
+    assert t.lr(ArmConfig(16, "sqrt")) == t.lr(ArmConfig(16, "none")) == 1e-6
     assert (t.steps_per_epoch, t.prompts_per_epoch) == (14, 7168)  # verl's drop_last
     # Table 4's ablation: 32 prompts per mini-batch whatever G, so every G trains at the reference 1e-6.
     for g in (2, 4, 8, 16):
@@ -61,7 +63,7 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
     (lambda r: r["train"].update(prompts=-8), "train.prompts=-8 must be >= 1"),
     (lambda r: r["train"]["arms"]["g2"].update(group_size=1), "train.arms.g2.group_size=1 must be >= 2"),
     (lambda r: r["train"]["arms"]["g2"].update(group_size=3), "rollouts_per_minibatch=128 is not divisible by train.arms.g2.group_size=3"),
-    (lambda r: r["train"]["arms"]["g2"].update(lr_scaling="sqrt"), "train.arms.g2.lr_scaling='sqrt'"),
+    (lambda r: r["train"]["arms"]["g2"].update(lr_scaling="cubic"), "train.arms.g2.lr_scaling='cubic'"),
     (lambda r: r["train"].update(generation_batch_prompts=96, prompts=960), "generation_batch_prompts=96 is not divisible into mini-batches of 64 prompts"),
     (lambda r: r["train"].update(prompts=100), "train.prompts=100 is fewer than one generation batch"),
     (lambda r: r["train"].update(skip_dead_groups=True), "train.skip_dead_groups=true with train.loss_agg=micro-token"),

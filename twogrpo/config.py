@@ -244,8 +244,9 @@ class ArmConfig:
 
     group_size: Annotated[int, Range(2, limit=1024)]  # G, rollouts per prompt
     # linear: lr = reference_lr * prompts_per_minibatch / the reference arm's (the paper, after Goyal et al. 2017);
+    # sqrt: lr = reference_lr * sqrt(that ratio) (the square-root rule for adaptive optimisers; x2.83 for 2-GRPO);
     # none: lr = reference_lr whatever the mini-batch.
-    lr_scaling: Literal["linear", "none"]
+    lr_scaling: Literal["linear", "sqrt", "none"]
     # Prompts per optimizer mini-batch. 0 (default): train.rollouts_per_minibatch / G, the paper's main budget
     # (Table 1). A positive value fixes it whatever G is, as the paper's group-size ablation (Table 4: 32 prompts).
     prompts_per_minibatch: Annotated[int, Range(0, limit=1_000_000)] = 0
@@ -335,9 +336,12 @@ class TrainConfig:
         return self.rollouts_per_minibatch // self.reference_group_size
 
     def lr(self, arm: ArmConfig) -> float:
-        if arm.lr_scaling == "none":
-            return self.reference_lr
-        return self.reference_lr * self.prompts_per_minibatch(arm) / self.reference_prompts_per_minibatch
+        prompts, reference = self.prompts_per_minibatch(arm), self.reference_prompts_per_minibatch
+        if arm.lr_scaling == "linear":
+            return self.reference_lr * prompts / reference
+        if arm.lr_scaling == "sqrt":
+            return self.reference_lr * math.sqrt(prompts / reference)
+        return self.reference_lr
 
     @property
     def steps_per_epoch(self) -> int:
