@@ -164,7 +164,8 @@ def test_sharded_training_matches_replicated_training_and_resumes_after_a_kill(t
     micro-batches), evaluation chunks shared unequally (22 problems) - the padded collectives sample what replicated
     weights sample. The sharded run is killed mid-way and resumed from its gathered checkpoint."""
     params = copy.deepcopy(PARAMS)
-    params["train"] |= {"arms": {"g2": {"group_size": 2, "lr_scaling": "linear", "resample": True}},
+    params["train"] |= {"arms": {"g2": {"group_size": 2, "lr_scaling": "linear", "resample": True},
+                                 "g4": {"group_size": 4, "lr_scaling": "linear"}},  # the reference; not trained here
                         "reference_group_size": 4, "eval_problems": 22}
     runs = {}
     for config in ("cpu-2", "fsdp-cpu-2"):
