@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install install-vllm install-gpu study study-vllm test test-fast
+.PHONY: install install-vllm install-gpu study study-vllm ladder test test-fast
 install: $(VENV)/.installed
 install-vllm: $(VENV_VLLM)/.installed
 # On a GPU machine (Linux x86-64, CUDA): .venv-gpu with vLLM for CUDA and the torch it pins, then the project; run the
@@ -49,6 +49,13 @@ study: install
 # The same study with vLLM rollouts and evaluation on the CPU, as a DVC experiment in a temporary copy.
 study-vllm: install install-vllm
 	PATH=$(CURDIR)/$(VENV_VLLM)/bin:$(PATH) dvc exp run --temp -n vllm-cpu -S rollout.engine=vllm
+
+# The ladder (tools/ladder.py): 2-GRPO's gap to 16-GRPO along model size, training length and learning-rate rule, one
+# DVC experiment per point (dvc exp show lists them), then reports/ladder.html. About 80 minutes on 2 cores; rerun
+# after a stop, it runs only the points not yet run on this commit.
+ladder: install
+	python -m tools.compose
+	python -m tools.ladder
 
 test: install install-vllm
 	python -m pytest -m "not vllm"

@@ -1,0 +1,60 @@
+"""`python -m tools.ladder` end to end at dry-run sizes: real DVC experiments queued and run, the run cache shared
+between points, the report written, and a second call that runs nothing again."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.fixtures import ROOT, run, tool_env
+
+# The dry-run scale (one generation step of 32 prompts, 4 test problems) with an SFT base of a few steps.
+SMALL = ["scale=dry-run", "prepare.train_size=100", "prepare.chain_sum.n_test=20", "base.max_steps=10",
+         "base.eval_every=5", "base.val_size=8", "base.batch_size=8", "report.bootstrap_samples=100",
+         "runtime.threads=1"]
+
+
+@pytest.mark.slow
+def test_the_ladder_runs_its_points_as_dvc_experiments_and_reports_them(tmp_path):
+    project = tmp_path / "ladder"
+    for item in ("dvc.yaml", "params.yaml", "conf", "stages", "twogrpo", "tools", "notebooks", "data/paper",
+                 ".dvcignore", ".dvc/plots"):
+        src, dst = ROOT / item, project / item
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dst)
+    (project / ".gitignore").write_text("checkpoints/\n")
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.name", "ladder"],
+                ["git", "config", "user.email", "ladder@test.invalid"], ["dvc", "init", "-q", "--force"],
+                ["dvc", "config", "core.analytics", "false"], ["dvc", "config", "hydra.enabled", "true"],
+                ["git", "add", "-A"], ["git", "commit", "-qm", "ladder"]):
+        run(cmd, project)
+    ladder = [sys.executable, "-m", "tools.ladder", "--points", "default", "epochs-4",
+              *(arg for s in SMALL for arg in ("--set", s))]
+    first = subprocess.run(ladder, cwd=project, env=tool_env(), capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project))
+    names = {e["name"] for b in shown for g in (b.get("experiments") or []) for e in g["revs"]}
+    assert {"ladder-default", "ladder-epochs-4"} <= names  # ordinary experiments, listed by dvc exp show
+    recorded = json.loads((project / "reports/ladder.json").read_text())
+    assert set(recorded["points"]) == {"default", "epochs-4"}
+    for point, epochs in (("default", 1), ("epochs-4", 4)):
+        record = recorded["points"][point]
+        assert record["params"]["train"]["epochs"] == epochs
+        assert set(record["params"]["train"]["arms"]) == {"g16", "g2", "g2-sqrt", "g2-same-lr"}
+        assert set(record["claims"]["arms"]) == {"g2", "g2-sqrt", "g2-same-lr"}
+    assert set(recorded["seconds"]) == {"default", "epochs-4"}
+    html = (project / "reports/ladder.html").read_text()
+    assert "Verdicts" in html and "ladder-epochs-4" in html
+    # The base SFT ran once: the second point restored it from DVC's run cache and trained only its own arms.
+    log = run(["dvc", "queue", "logs", "ladder-epochs-4"], project)
+    assert "Stage 'base' is cached - skipping run" in log and "Running stage 'train@g16-0'" in log
+
+    again = subprocess.run(ladder, cwd=project, env=tool_env(), capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert again.stdout.count("already run on this commit") == 2 and "queued" not in again.stdout

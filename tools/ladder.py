@@ -1,0 +1,176 @@
+"""The ladder: does 2-GRPO's gap to 16-GRPO close with model size, with training length, or under another
+learning-rate rule? One DVC experiment per point, one report over them.
+
+    python -m tools.ladder                 # queue the points not yet run, run them, write reports/ladder.html
+    python -m tools.ladder --report        # only the report, from the ladder experiments already run
+    python -m tools.ladder --points default epochs-4    # some points only
+    python -m tools.ladder --set scale=dry-run --set base.max_steps=20   # added to every point (a smoke check)
+
+Each point is an ordinary DVC experiment, `ladder-<point>` (`dvc exp show` lists it, `dvc exp apply` restores it),
+queued with `dvc exp run --queue -S arms=ladder -S <the point's changes>` and run with `dvc exp run --run-all`, one
+at a time (every stage already uses all the cores). The points change one factor at a time around the embedded
+default, so a point shares every stage it does not change with the others through DVC's run cache (the default
+point trains only the arm the study lacks). A point whose experiment exists on this commit is not run again, so a
+ladder stopped midway continues where it stopped (`dvc exp remove` a point to rerun it).
+
+The report reads the newest `ladder-<point>` experiment of each point, on whichever commit it ran (the report names
+each point's commit): its params, metrics and result tables (committed in
+the experiment), into reports/ladder.json, and executes notebooks/ladder.ipynb on it into reports/ladder.html.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from twogrpo.io import atomic_path
+from twogrpo.notebooks import execute_to_html
+
+REPORTS = Path("reports")
+PREFIX = "ladder-"
+
+# Each point: the params it changes from the embedded default (as `dvc exp run -S` overrides). Model sizes keep the
+# default's 3 layers and head_dim 32 and scale width: ~0.6M (the default), ~2.4M and ~9.5M parameters. Each size
+# trains its own SFT base to the same stopping accuracy (base.target_accuracy). Training length: 1 epoch (the
+# default), 4, and the paper's 10 (v3 §5.1) over the same 1,024 prompts, with about one in-training measurement per
+# epoch. The two dearest points (16-GRPO there trains 7 to 10 times as long as at the default) run one seed, so the
+# ladder fits in about 80 minutes on 2 cores; their intervals then cover problems and samples, not seeds.
+POINTS: dict[str, dict[str, str]] = {
+    "default": {},
+    "epochs-4": {"train.epochs": "4", "train.eval_every": "2"},
+    "epochs-10": {"train.epochs": "10", "train.eval_every": "8", "train.seeds": "[0]"},
+    "size-2m": {"base.hidden_size": "256", "base.num_heads": "8", "base.num_kv_heads": "4",
+                "base.intermediate_size": "768"},
+    "size-10m": {"base.hidden_size": "512", "base.num_heads": "16", "base.num_kv_heads": "8",
+                 "base.intermediate_size": "1536", "train.seeds": "[0]"},
+}
+# The axes: (what varies, the points along it). The learning-rate rule varies by arm within each point.
+AXES = {"model size": ["default", "size-2m", "size-10m"], "training length": ["default", "epochs-4", "epochs-10"]}
+FILES = ("metrics/claims.json", "metrics/base.json", "results/summary.csv", "results/curves.csv",
+         "results/time_to_target.csv")
+
+
+def dvc(*args: str) -> subprocess.CompletedProcess:
+    """Run `dvc <args>` from this environment (no shell: every value is one argument)."""
+    return subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
+
+
+def overrides(point: str, extra: list[str]) -> list[str]:
+    """The -S arguments of a point: the ladder's arms, the point's changes, then `extra` (applied last)."""
+    sets = ["arms=ladder", *(f"{key}={value}" for key, value in POINTS[point].items()), *extra]
+    return [arg for s in sets for arg in ("-S", s)]
+
+
+def experiments(any_commit: bool = False) -> dict[str, dict]:
+    """The ladder's experiments on this commit (or on any, with `any_commit`): point -> {rev, baseline, finished
+    (unix time)}, the newest of each name. DVC keeps an experiment as the git ref
+    refs/exps/<baseline commit split 2/38>/<name>."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    where = "refs/exps/" if any_commit else f"refs/exps/{head[:2]}/{head[2:]}/"
+    listed = subprocess.run(["git", "for-each-ref", "--sort=committerdate",
+                             "--format=%(refname) %(objectname) %(committerdate:unix)", where],
+                            capture_output=True, text=True, check=True).stdout.split("\n")
+    found = {}
+    for line in filter(None, listed):
+        ref, rev, finished = line.split()
+        *_, high, low, name = ref.split("/")
+        if name.startswith(PREFIX) and name[len(PREFIX):] in POINTS:
+            found[name[len(PREFIX):]] = {"rev": rev, "baseline": high + low, "finished": int(finished)}
+    return found
+
+
+def git_file(rev: str, path: str) -> str | None:
+    shown = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
+    return shown.stdout if shown.returncode == 0 else None
+
+
+def point_record(point: str, rev: str) -> dict:
+    """A point's params, metrics and result tables as committed in its experiment."""
+    import yaml
+    record = {"point": point, "rev": rev, "changes": POINTS.get(point, {}),
+              "params": yaml.safe_load(git_file(rev, "params.yaml") or "{}")}
+    for path in FILES:
+        text = git_file(rev, path)
+        key = Path(path).stem
+        if text is None:
+            record[key] = None
+        elif path.endswith(".json"):
+            record[key] = json.loads(text)
+        else:
+            record[key] = list(csv.DictReader(io.StringIO(text)))
+    return record
+
+
+def run_points(points: list[str], extra: list[str]) -> dict[str, float]:
+    """Queue and run the points not yet run on this commit; the wall-clock seconds of each point run now."""
+    done = experiments()
+    todo = [p for p in points if p not in done]
+    for point in points:
+        if point in done:
+            print(f"{PREFIX}{point}: already run on this commit ({done[point]['rev'][:7]}); not run again")
+    if not todo:
+        return {}
+    queued = dvc("queue", "status")
+    if any(PREFIX in line and ("Queued" in line or "Running" in line) for line in queued.stdout.splitlines()):
+        raise SystemExit(f"the DVC queue already holds ladder experiments:\n{queued.stdout}\nrun `dvc queue remove "
+                         "--queued` (or wait for them), then this again")
+    for point in todo:
+        result = dvc("exp", "run", "--queue", "-n", f"{PREFIX}{point}", *overrides(point, extra))
+        if result.returncode:
+            raise SystemExit(f"queueing {PREFIX}{point} failed:\n{result.stdout}{result.stderr}")
+        print(f"queued {PREFIX}{point}: {' '.join(overrides(point, extra)[1::2])}", flush=True)
+    start = time.time()
+    print(f"running {len(todo)} points one at a time (dvc exp run --run-all --jobs 1)", flush=True)
+    subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "--run-all", "--jobs", "1"])
+    finished = experiments()
+    seconds, previous = {}, start
+    for point, entry in sorted(((p, e) for p, e in finished.items() if p in todo), key=lambda x: x[1]["finished"]):
+        seconds[point] = entry["finished"] - previous
+        previous = entry["finished"]
+    failed = [p for p in todo if p not in finished]
+    total = time.time() - start
+    print(f"ladder: {len(seconds)} points in {total / 60:.1f} min wall-clock; "
+          + ", ".join(f"{p} {s / 60:.1f} min" for p, s in seconds.items()), flush=True)
+    if failed:
+        print("failed (see `dvc queue logs <name>`): " + ", ".join(PREFIX + p for p in failed), file=sys.stderr)
+    return seconds
+
+
+def write_report(seconds: dict[str, float]) -> Path:
+    """reports/ladder.json from the ladder's experiments (the cost measured now, or kept from the last run), then
+    reports/ladder.html."""
+    found = experiments(any_commit=True)
+    if not found:
+        raise SystemExit("no ladder experiment in this repository: run `python -m tools.ladder` first")
+    path = REPORTS / "ladder.json"
+    cost = json.loads(path.read_text()).get("seconds", {}) if path.exists() else {}
+    cost |= seconds
+    ladder = {"axes": AXES, "points": {p: point_record(p, e["rev"]) | {"baseline": e["baseline"]}
+                                       for p, e in found.items()},
+              "seconds": {p: s for p, s in cost.items() if p in found}}
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(ladder, indent=1))
+    execute_to_html(Path("notebooks/ladder.ipynb"), REPORTS / "ladder.ipynb", REPORTS / "ladder.html",
+                    {"ladder_json": str(path)})
+    return REPORTS / "ladder.html"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--points", nargs="+", choices=list(POINTS), default=list(POINTS))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a further `dvc exp run -S` override for every point")
+    parser.add_argument("--report", action="store_true", help="only write the report")
+    args = parser.parse_args(argv)
+    seconds = {} if args.report else run_points(args.points, args.set)
+    print(f"wrote {write_report(seconds)}")
+
+
+if __name__ == "__main__":
+    main()
