@@ -1,6 +1,7 @@
 """The ladder's verdict per axis, on constructed gaps: a trend that narrows, one that widens, one flat within noise."""
 
 import pytest
+import yaml
 
 from twogrpo.ladder import GapPoint, axis_verdict, axis_verdicts, gap_rows, paper_points
 
@@ -64,3 +65,34 @@ def test_paper_points_place_table_1_and_table_4_on_the_axes():
     assert table1["gap"].mean() == pytest.approx(-1.04, abs=0.005)  # the paper's claim: mean gap of its 5 runs
     table4 = points[points["source"] == "v3 Table 4"]
     assert sorted(table4["lr_factor"].unique()) == [1.0, 8.0] and len(table4) == 8
+
+
+def test_every_ladder_point_composes_to_valid_params_changing_only_its_factors():
+    """Each point's -S overrides compose (as DVC composes them) into params that validate, with the ladder's arms,
+    and differ from the embedded default only in the arms and the point's own keys."""
+    from tests.fixtures import changed
+    from tools.ladder import POINTS, overrides
+    from tools.setups import compose
+
+    default, _ = compose([])
+    for point, changes in POINTS.items():
+        mapping, params = compose(overrides(point, [])[1::2])
+        arms = params.train.arms
+        assert set(arms) == {"g16", "g2", "g2-sqrt", "g2-same-lr"}
+        reference = params.train.reference_lr
+        assert [params.train.lr(arms[a]) / reference for a in ("g2-same-lr", "g2-sqrt", "g2")] == \
+            pytest.approx([1, 8 ** 0.5, 8])
+        expected = changed(default, {"train": {"arms": mapping["train"]["arms"]}})
+        for key, value in changes.items():
+            section, name = key.split(".")
+            expected[section][name] = yaml.safe_load(value)
+        assert mapping == expected, point
+
+
+def test_a_bad_override_stops_the_ladder_before_anything_is_queued():
+    from tools.ladder import check_points
+
+    with pytest.raises(SystemExit, match=r"ladder-default: train.epochs=-1 must be >= 1"):
+        check_points(["default", "epochs-4"], ["train.epochs=-1"])
+    with pytest.raises(SystemExit, match=r"ladder-default: .*train.epoch"):
+        check_points(["default"], ["train.epoch=4"])

@@ -7,7 +7,7 @@ learning-rate rule? One DVC experiment per point, one report over them.
     python -m tools.ladder --set scale=dry-run --set base.max_steps=20   # added to every point (a smoke check)
 
 Each point is an ordinary DVC experiment, `ladder-<point>` (`dvc exp show` lists it, `dvc exp apply` restores it),
-queued with `dvc exp run --queue -S arms=ladder -S <the point's changes>` and run with `dvc exp run --run-all`, one
+queued with `dvc exp run --queue -S arms=ladder -S <the point's changes>` and run with `dvc queue start`, one
 at a time (every stage already uses all the cores). The points change one factor at a time around the embedded
 default, so a point shares every stage it does not change with the others through DVC's run cache (the default
 point trains only the arm the study lacks). A point whose experiment exists on this commit is not run again, so a
@@ -33,9 +33,14 @@ from twogrpo.io import atomic_path
 from twogrpo.notebooks import execute_to_html
 
 REPORTS = Path("reports")
+POLL_SECONDS = 15
 PREFIX = "ladder-"
 
-# Each point: the params it changes from the embedded default (as `dvc exp run -S` overrides). Model sizes keep the
+# The point the axes leave from, stated in full so that the ladder keeps its meaning if the embedded default changes:
+# the default's model (0.6M parameters), 1 epoch over 1,024 prompts, 2 seeds.
+CENTER = {"base.hidden_size": "128", "base.num_heads": "4", "base.num_kv_heads": "2", "base.intermediate_size": "384",
+          "train.prompts": "1024", "train.epochs": "1", "train.eval_every": "1", "train.seeds": "[0, 1]"}
+# Each point: the params it changes from the center (as `dvc exp run -S` overrides). Model sizes keep the
 # default's 3 layers and head_dim 32 and scale width: ~0.6M (the default), ~2.4M and ~9.5M parameters. Each size
 # trains its own SFT base to the same stopping accuracy (base.target_accuracy). Training length: 1 epoch (the
 # default), 4, and the paper's 10 (v3 §5.1) over the same 1,024 prompts, with about one in-training measurement per
@@ -49,9 +54,12 @@ POINTS: dict[str, dict[str, str]] = {
                 "base.intermediate_size": "768"},
     "size-10m": {"base.hidden_size": "512", "base.num_heads": "16", "base.num_kv_heads": "8",
                  "base.intermediate_size": "1536", "train.seeds": "[0]"},
+    # Off the axes, a candidate default: the paper's 10 epochs over 128 prompts, 1.25 times the default's rollouts.
+    "epochs-10-prompts-128": {"train.epochs": "10", "train.prompts": "128"},
 }
 # The axes: (what varies, the points along it). The learning-rate rule varies by arm within each point.
 AXES = {"model size": ["default", "size-2m", "size-10m"], "training length": ["default", "epochs-4", "epochs-10"]}
+CURVE_COLUMNS = ("arm", "seed", "gen_step", "rollouts", "train_time", "eval_accuracy", "dead_group_frac")
 FILES = ("metrics/claims.json", "metrics/base.json", "results/summary.csv", "results/curves.csv",
          "results/time_to_target.csv")
 
@@ -62,8 +70,9 @@ def dvc(*args: str) -> subprocess.CompletedProcess:
 
 
 def overrides(point: str, extra: list[str]) -> list[str]:
-    """The -S arguments of a point: the ladder's arms, the point's changes, then `extra` (applied last)."""
-    sets = ["arms=ladder", *(f"{key}={value}" for key, value in POINTS[point].items()), *extra]
+    """The -S arguments of a point: the ladder's arms, the center with the point's changes, then `extra` (applied
+    last)."""
+    sets = ["arms=ladder", *(f"{key}={value}" for key, value in (CENTER | POINTS[point]).items()), *extra]
     return [arg for s in sets for arg in ("-S", s)]
 
 
@@ -103,19 +112,39 @@ def point_record(point: str, rev: str) -> dict:
         elif path.endswith(".json"):
             record[key] = json.loads(text)
         else:
-            record[key] = list(csv.DictReader(io.StringIO(text)))
+            rows = list(csv.DictReader(io.StringIO(text)))
+            if key == "curves":  # what the report draws, not every telemetry column
+                rows = [{c: row[c] for c in CURVE_COLUMNS} for row in rows]
+            record[key] = rows
     return record
 
 
-def run_points(points: list[str], extra: list[str]) -> dict[str, float]:
-    """Queue and run the points not yet run on this commit; the wall-clock seconds of each point run now."""
+def check_points(points: list[str], extra: list[str]) -> None:
+    """Compose every point's params as DVC will and validate them, before anything is queued: a bad --set value or
+    key stops here, named, not in the queue."""
+    from hydra.errors import HydraException
+
+    from twogrpo.config import ParamsError
+    from tools.setups import compose
+
+    for point in points:
+        try:
+            compose(overrides(point, extra)[1::2])
+        except (HydraException, ParamsError) as error:
+            raise SystemExit(f"{PREFIX}{point}: {error}") from None
+
+
+def run_points(points: list[str], extra: list[str]) -> tuple[dict[str, float], list[str]]:
+    """Queue and run the points not yet run on this commit: the wall-clock seconds of each point run now, and the
+    points that failed."""
     done = experiments()
     todo = [p for p in points if p not in done]
     for point in points:
         if point in done:
             print(f"{PREFIX}{point}: already run on this commit ({done[point]['rev'][:7]}); not run again")
     if not todo:
-        return {}
+        return {}, []
+    check_points(todo, extra)
     queued = dvc("queue", "status")
     if any(PREFIX in line and ("Queued" in line or "Running" in line) for line in queued.stdout.splitlines()):
         raise SystemExit(f"the DVC queue already holds ladder experiments:\n{queued.stdout}\nrun `dvc queue remove "
@@ -126,9 +155,22 @@ def run_points(points: list[str], extra: list[str]) -> dict[str, float]:
             raise SystemExit(f"queueing {PREFIX}{point} failed:\n{result.stdout}{result.stderr}")
         print(f"queued {PREFIX}{point}: {' '.join(overrides(point, extra)[1::2])}", flush=True)
     start = time.time()
-    print(f"running {len(todo)} points one at a time (dvc exp run --run-all --jobs 1)", flush=True)
-    subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "--run-all", "--jobs", "1"])
+    print(f"running {len(todo)} points one at a time (dvc queue start --jobs 1; follow one with `dvc queue logs -f "
+          f"{PREFIX}<point>`)", flush=True)
+    started = dvc("queue", "start", "--jobs", "1")
+    if started.returncode:
+        raise SystemExit(f"dvc queue start failed:\n{started.stdout}{started.stderr}")
+    waiting = set(todo)
+    while waiting:  # until none of ours is queued or running (a point removed from the queue counts as ended)
+        time.sleep(POLL_SECONDS)
+        status = dvc("queue", "status").stdout.splitlines()
+        pending = {p for p in waiting if any(f" {PREFIX}{p} " in f" {line} " and ("Queued" in line or "Running" in line)
+                                             for line in status)}
+        for point in sorted(waiting - pending):
+            print(f"{PREFIX}{point} ended after {(time.time() - start) / 60:.1f} min", flush=True)
+        waiting = pending
     finished = experiments()
+    # A point's wall-clock: from the previous point's end (a failed point's time counts toward the next).
     seconds, previous = {}, start
     for point, entry in sorted(((p, e) for p, e in finished.items() if p in todo), key=lambda x: x[1]["finished"]):
         seconds[point] = entry["finished"] - previous
@@ -137,9 +179,7 @@ def run_points(points: list[str], extra: list[str]) -> dict[str, float]:
     total = time.time() - start
     print(f"ladder: {len(seconds)} points in {total / 60:.1f} min wall-clock; "
           + ", ".join(f"{p} {s / 60:.1f} min" for p, s in seconds.items()), flush=True)
-    if failed:
-        print("failed (see `dvc queue logs <name>`): " + ", ".join(PREFIX + p for p in failed), file=sys.stderr)
-    return seconds
+    return seconds, failed
 
 
 def write_report(seconds: dict[str, float]) -> Path:
@@ -168,8 +208,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="a further `dvc exp run -S` override for every point")
     parser.add_argument("--report", action="store_true", help="only write the report")
     args = parser.parse_args(argv)
-    seconds = {} if args.report else run_points(args.points, args.set)
+    seconds, failed = ({}, []) if args.report else run_points(args.points, args.set)
     print(f"wrote {write_report(seconds)}")
+    if failed:
+        raise SystemExit("failed (see `dvc queue logs <name>`; the report shows the points that ran): "
+                         + ", ".join(PREFIX + p for p in failed))
 
 
 if __name__ == "__main__":

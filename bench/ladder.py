@@ -1,0 +1,57 @@
+"""The ladder's figures, from reports/ladder.json (written by `python -m tools.ladder`, see docs/ladder.md): each
+point's cost and base, the gap of every 2-GRPO arm to 16-GRPO with its 95% interval, and the verdict per axis.
+
+    python bench/ladder.py             # print them
+    python bench/ladder.py --record    # also into docs/figures.md, block `ladder`
+
+It measures nothing itself: the ladder's experiments did (the lines name their commits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from twogrpo.ladder import REFERENCE_ARM, axis_verdicts, gap_rows
+
+from figures import add_record_flag, recording
+
+LADDER = Path(__file__).resolve().parents[1] / "reports" / "ladder.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_record_flag(parser, "ladder")
+    args = parser.parse_args()
+    ladder = json.loads(LADDER.read_text())
+    rows = gap_rows(ladder)
+    with recording(args.record):
+        minutes = sum(ladder["seconds"].values()) / 60
+        commits = sorted({record["baseline"][:7] for record in ladder["points"].values()})
+        print(f"# `make ladder` (`python -m tools.ladder`) on this machine: {len(ladder['seconds'])} points in "
+              f"{minutes:.0f} min wall-clock, 2 cores; run on commit {', '.join(commits)}. Mean@8 on the 500 test "
+              "problems; gap to 16-GRPO in points with its 95% bootstrap interval.")
+        print("| point | parameters | seeds | base val acc | minutes | 16-GRPO Mean@8 | arm (lr factor) | Mean@8 | gap "
+              "[95%] | discard rate |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for _, r in rows.iterrows():
+            record = ladder["points"][r["point"]]
+            minutes = ladder["seconds"].get(r["point"])
+            print(f"| `{r['point']}` | {r['parameters']:,} | {r['seeds']} | {record['base']['val_accuracy']:.2f} | "
+                  f"{'-' if minutes is None else f'{minutes / 60:.1f}'} | {r['reference_mean_at_k']:.2f} | "
+                  f"`{r['arm']}` (x{r['lr_factor']:.2f}) | {r['mean_at_k']:.2f} | {r['gap']:+.2f} "
+                  f"[{r['low']:+.2f}, {r['high']:+.2f}] | {r['discard_rate']:.0%} ({REFERENCE_ARM} "
+                  f"{r['reference_discard_rate']:.0%}) |")
+        print("| axis | arm or point | verdict | gap along the axis |")
+        print("|---|---|---|---|")
+        for axis, value in (("model size", "parameters"), ("training length", "epochs")):
+            on_axis = rows[rows["point"].isin(ladder["axes"][axis])]
+            for _, v in axis_verdicts(on_axis, value).iterrows():
+                print(f"| {axis} | `{v['arm']}` | {v['verdict']} | {v[f'gap by {value}']} |")
+        for _, v in axis_verdicts(rows, "lr_factor", by="point").iterrows():
+            print(f"| learning-rate rule | `{v['point']}` | {v['verdict']} | {v['gap by lr_factor']} |")
+
+
+if __name__ == "__main__":
+    main()
