@@ -49,7 +49,7 @@ def main() -> None:
             on_axis = rows[rows["point"].isin(ladder["axes"][axis])]
             for _, v in axis_verdicts(on_axis, value).iterrows():
                 print(f"| {axis} | `{v['arm']}` | {v['verdict']} | {v[f'gap by {value}']} |")
-        for _, v in axis_verdicts(rows, "lr_factor", by="point").iterrows():
+        for _, v in axis_verdicts(rows, "lr_factor", by="point", across_bases=False).iterrows():
             print(f"| learning-rate rule | `{v['point']}` | {v['verdict']} | {v['gap by lr_factor']} |")
 
 

@@ -44,7 +44,7 @@ TINY_CHANGES = {
     "train": {"arms": {"g4": {"group_size": 4, "lr_scaling": "linear"},
                        "g2": {"group_size": 2, "lr_scaling": "linear"},
                        "g2-rs": {"group_size": 2, "lr_scaling": "none", "resample": True}},
-              "prompts": 16, "rollouts_per_minibatch": 8, "generation_batch_prompts": 8, "reference_lr": 1.0e-3,
+              "prompts": 16, "epochs": 1, "rollouts_per_minibatch": 8, "generation_batch_prompts": 8, "reference_lr": 1.0e-3,
               "reference_group_size": 4, "warmup_gen_steps": 1, "weight_decay": 0.0, "loss_agg": "token-mean",
               "micro_batch_rollouts": 8, "skip_dead_groups": True, "eval_problems": 8},
     "evaluate": {"problems": 16, "samples": 4, "max_new_tokens": 12, "seed": 7},

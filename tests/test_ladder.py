@@ -56,6 +56,14 @@ def test_gap_rows_and_verdicts_per_axis_from_recorded_points():
     by_rule = axis_verdicts(rows, "lr_factor", by="point").set_index("point")["verdict"]
     assert set(by_rule) == {"widens"}  # x8 is farther from zero than x1 at every point
 
+    # A base that stopped below its target accuracy: the axis through it is not judged.
+    ladder["points"]["size-2m"]["base"]["reached_target"] = False
+    rows = gap_rows(ladder)
+    by_size = axis_verdicts(rows, "parameters").set_index("arm")["verdict"]
+    assert set(by_size) == {"not judged: the base of size-2m is below its target"}
+    by_rule = axis_verdicts(rows, "lr_factor", by="point", across_bases=False).set_index("point")["verdict"]
+    assert by_rule["size-2m"] == "widens"  # the arms of one point share its base
+
 
 def test_paper_points_place_table_1_and_table_4_on_the_axes():
     import pandas as pd
@@ -69,9 +77,9 @@ def test_paper_points_place_table_1_and_table_4_on_the_axes():
 
 def test_every_ladder_point_composes_to_valid_params_changing_only_its_factors():
     """Each point's -S overrides compose (as DVC composes them) into params that validate, with the ladder's arms,
-    and differ from the embedded default only in the arms and the point's own keys."""
+    and differ from the embedded default only in the arms, the center's keys and the point's own."""
     from tests.fixtures import changed
-    from tools.ladder import POINTS, overrides
+    from tools.ladder import CENTER, POINTS, overrides
     from tools.setups import compose
 
     default, _ = compose([])
@@ -83,7 +91,7 @@ def test_every_ladder_point_composes_to_valid_params_changing_only_its_factors()
         assert [params.train.lr(arms[a]) / reference for a in ("g2-same-lr", "g2-sqrt", "g2")] == \
             pytest.approx([1, 8 ** 0.5, 8])
         expected = changed(default, {"train": {"arms": mapping["train"]["arms"]}})
-        for key, value in changes.items():
+        for key, value in (CENTER | changes).items():
             section, name = key.split(".")
             expected[section][name] = yaml.safe_load(value)
         assert mapping == expected, point
@@ -92,7 +100,7 @@ def test_every_ladder_point_composes_to_valid_params_changing_only_its_factors()
 def test_a_bad_override_stops_the_ladder_before_anything_is_queued():
     from tools.ladder import check_points
 
-    with pytest.raises(SystemExit, match=r"ladder-default: train.epochs=-1 must be >= 1"):
-        check_points(["default", "epochs-4"], ["train.epochs=-1"])
-    with pytest.raises(SystemExit, match=r"ladder-default: .*train.epoch"):
-        check_points(["default"], ["train.epoch=4"])
+    with pytest.raises(SystemExit, match=r"ladder-center: train.epochs=-1 must be >= 1"):
+        check_points(["center", "epochs-4"], ["train.epochs=-1"])
+    with pytest.raises(SystemExit, match=r"ladder-center: .*train.epoch"):
+        check_points(["center"], ["train.epoch=4"])

@@ -34,22 +34,22 @@ def test_the_ladder_runs_its_points_as_dvc_experiments_and_reports_them(tmp_path
                 ["dvc", "config", "core.analytics", "false"], ["dvc", "config", "hydra.enabled", "true"],
                 ["git", "add", "-A"], ["git", "commit", "-qm", "ladder"]):
         run(cmd, project)
-    ladder = [sys.executable, "-m", "tools.ladder", "--points", "default", "epochs-4",
+    ladder = [sys.executable, "-m", "tools.ladder", "--points", "center", "epochs-4",
               *(arg for s in SMALL for arg in ("--set", s))]
     first = subprocess.run(ladder, cwd=project, env=tool_env(), capture_output=True, text=True)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
 
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project))
     names = {e["name"] for b in shown for g in (b.get("experiments") or []) for e in g["revs"]}
-    assert {"ladder-default", "ladder-epochs-4"} <= names  # ordinary experiments, listed by dvc exp show
+    assert {"ladder-center", "ladder-epochs-4"} <= names  # ordinary experiments, listed by dvc exp show
     recorded = json.loads((project / "reports/ladder.json").read_text())
-    assert set(recorded["points"]) == {"default", "epochs-4"}
-    for point, epochs in (("default", 1), ("epochs-4", 4)):
+    assert set(recorded["points"]) == {"center", "epochs-4"}
+    for point, epochs in (("center", 1), ("epochs-4", 4)):
         record = recorded["points"][point]
         assert record["params"]["train"]["epochs"] == epochs
         assert set(record["params"]["train"]["arms"]) == {"g16", "g2", "g2-sqrt", "g2-same-lr"}
         assert set(record["claims"]["arms"]) == {"g2", "g2-sqrt", "g2-same-lr"}
-    assert set(recorded["seconds"]) == {"default", "epochs-4"}
+    assert set(recorded["seconds"]) == {"center", "epochs-4"}
     html = (project / "reports/ladder.html").read_text()
     assert "Verdicts" in html and "ladder-epochs-4" in html
     # The base SFT ran once: the second point restored it from DVC's run cache and trained only its own arms.

@@ -39,7 +39,8 @@ def gap_rows(ladder: dict) -> pd.DataFrame:
     """One row per ladder point and compared arm (from reports/ladder.json, written by tools/ladder.py): the point's
     axis values (parameters, epochs), the arm's learning-rate factor against the reference arm's, the gap to the
     reference (points, with its 95% interval), and per-seed means of the arm's Mean@k, discard rate (groups with
-    equal rewards), rollouts and training seconds. Points that have no claims (failed runs) give no row."""
+    equal rewards), rollouts and training seconds, and whether the point's SFT base reached its target accuracy.
+    Points that have no claims (failed runs) give no row."""
     out = []
     for point, record in ladder["points"].items():
         claims, summary = record.get("claims"), record.get("summary")
@@ -52,6 +53,8 @@ def gap_rows(ladder: dict) -> pd.DataFrame:
         for arm, c in claims["arms"].items():
             own = runs[runs["arm"] == arm]
             out.append({"point": point, "arm": arm, "parameters": record["base"]["parameters"],
+                        # the SFT base stopped at its target accuracy (a pretrained base has none: in band)
+                        "base_in_band": record["base"].get("reached_target", True) is not False,
                         "epochs": record["params"]["train"]["epochs"],
                         "lr_factor": own["lr"].mean() / reference["lr"].mean(),
                         "gap": 100 * c["accuracy_gap"], "low": 100 * c["accuracy_gap_low"],
@@ -64,15 +67,19 @@ def gap_rows(ladder: dict) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def axis_verdicts(rows: pd.DataFrame, value: str, by: str = "arm") -> pd.DataFrame:
+def axis_verdicts(rows: pd.DataFrame, value: str, by: str = "arm", across_bases: bool = True) -> pd.DataFrame:
     """The verdict along an axis for each group of `rows` (grouped by the column `by`): its rows ordered by the
-    column `value` (parameters, epochs, lr_factor) and judged by axis_verdict. Columns: `by`, verdict, the gap with
-    its interval at each value along the axis (text)."""
+    column `value` (parameters, epochs, lr_factor) and judged by axis_verdict. With `across_bases` (the axis moves
+    from point to point), "not judged" where a point's SFT base stopped below its target accuracy: its RL starts from
+    a weaker policy, so the axis would mix two causes (within one point, every arm shares the base). Columns:
+    `by`, verdict, the gap with its interval at each value along the axis (text)."""
     out = []
     for key, own in rows.groupby(by, sort=False):
         gaps = [GapPoint(r[value], r["gap"], r["low"], r["high"]) for _, r in own.sort_values(value).iterrows()]
         path = "; ".join(f"{p.value:.3g}: {p.gap:+.1f} [{p.low:+.1f}, {p.high:+.1f}]" for p in gaps)
-        out.append({by: key, "verdict": axis_verdict(gaps), f"gap by {value}": path})
+        short = sorted(set(own.loc[~own["base_in_band"], "point"])) if across_bases else []
+        verdict = f"not judged: the base of {', '.join(short)} is below its target" if short else axis_verdict(gaps)
+        out.append({by: key, "verdict": verdict, f"gap by {value}": path})
     return pd.DataFrame(out)
 
 
