@@ -143,4 +143,4 @@ def test_semantics_table_names_each_choice_with_its_key():
     assert table["train.loss_agg"].startswith("micro-token-mean (micro-batches of 256 rollouts)")
     assert table["train.skip_dead_groups"] == "verl's full pass"
     assert table["grading.evaluation"] == table["grading.reward"] == "math-verify"
-    assert "1,024 trained on" in table["train.prompts"]
+    assert "128 problems every epoch, 128 trained on" in table["train.prompts"]

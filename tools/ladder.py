@@ -26,6 +26,7 @@ import io
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -160,9 +161,14 @@ def run_points(points: list[str], extra: list[str]) -> tuple[dict[str, float], l
     start = time.time()
     print(f"running {len(todo)} points one at a time (dvc queue start --jobs 1; follow one with `dvc queue logs -f "
           f"{PREFIX}<point>`)", flush=True)
-    started = dvc("queue", "start", "--jobs", "1")
-    if started.returncode:
-        raise SystemExit(f"dvc queue start failed:\n{started.stdout}{started.stderr}")
+    # Its output goes to a file, not a pipe: the worker it starts inherits the descriptors and would hold a pipe open
+    # until the queue is empty.
+    with tempfile.TemporaryFile("w+") as said:
+        started = subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "--jobs", "1"], stdout=said,
+                                 stderr=subprocess.STDOUT)
+        if started.returncode:
+            said.seek(0)
+            raise SystemExit(f"dvc queue start failed:\n{said.read()}")
     waiting = set(todo)
     while waiting:  # until none of ours is queued or running (a point removed from the queue counts as ended)
         time.sleep(POLL_SECONDS)
