@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 from twogrpo.io import atomic_path
 from twogrpo.notebooks import execute_to_html
 
@@ -49,7 +51,7 @@ CENTER = {"base.hidden_size": "128", "base.num_heads": "4", "base.num_kv_heads":
 # with 0.11 sampled accuracy, below the band. Training length: 1 epoch (the
 # default), 4, and the paper's 10 (v3 §5.1) over the same 1,024 prompts, with about one in-training measurement per
 # epoch. The two dearest points (16-GRPO there trains 7 to 10 times as long as at the default) run one seed, so the
-# ladder fits in about 80 minutes on 2 cores; their intervals then cover problems and samples, not seeds.
+# ladder fits in about 90 minutes on 2 cores; their intervals then cover problems and samples, not seeds.
 POINTS: dict[str, dict[str, str]] = {
     "center": {},
     "epochs-4": {"train.epochs": "4", "train.eval_every": "2"},
@@ -57,11 +59,13 @@ POINTS: dict[str, dict[str, str]] = {
     "size-2m": {"base.hidden_size": "256", "base.num_heads": "8", "base.num_kv_heads": "4",
                 "base.intermediate_size": "768", "base.lr": "1.5e-3"},
     "size-10m": {"base.hidden_size": "512", "base.num_heads": "16", "base.num_kv_heads": "8",
-                 "base.intermediate_size": "1536", "base.lr": "7.5e-4", "train.seeds": "[0]"},
-    # Off the axes, a candidate default: the paper's 10 epochs over 128 prompts, 1.25 times the default's rollouts.
+                 "base.intermediate_size": "1536", "base.lr": "7.5e-4", "train.seeds": "[0]",
+                 # The covariance stage keeps every rollout's gradient: 1,000 of 9.5M parameters need 38 GB.
+                 "contrastive.prompts": "10"},
+    # Off the axes, the candidate default: the paper's 10 epochs over 128 prompts, 1.25 times the center's rollouts.
     "epochs-10-prompts-128": {"train.epochs": "10", "train.prompts": "128"},
 }
-# The axes: (what varies, the points along it). The learning-rate rule varies by arm within each point.
+# Each axis and the points along it. The learning-rate rule varies by arm within every point.
 AXES = {"model size": ["center", "size-2m", "size-10m"], "training length": ["center", "epochs-4", "epochs-10"]}
 CURVE_COLUMNS = ("arm", "seed", "gen_step", "rollouts", "train_time", "eval_accuracy", "dead_group_frac")
 FILES = ("metrics/claims.json", "metrics/base.json", "results/summary.csv", "results/curves.csv",
@@ -105,8 +109,7 @@ def git_file(rev: str, path: str) -> str | None:
 
 def point_record(point: str, rev: str) -> dict:
     """A point's params, metrics and result tables as committed in its experiment."""
-    import yaml
-    record = {"point": point, "rev": rev, "changes": POINTS.get(point, {}),
+    record = {"point": point, "rev": rev, "changes": POINTS[point],
               "params": yaml.safe_load(git_file(rev, "params.yaml") or "{}")}
     for path in FILES:
         text = git_file(rev, path)
