@@ -27,19 +27,19 @@ def main() -> None:
     ladder = json.loads(LADDER.read_text())
     rows = gap_rows(ladder)
     with recording(args.record):
-        minutes = sum(ladder["seconds"].values()) / 60
+        total = sum(ladder["seconds"].values()) / 60
         commits = sorted({record["baseline"][:7] for record in ladder["points"].values()})
-        print(f"# `make ladder` (`python -m tools.ladder`) on this machine: {len(ladder['seconds'])} points in "
-              f"{minutes:.0f} min wall-clock, 2 cores; run on commit {', '.join(commits)}. Mean@8 on the 500 test "
-              "problems; gap to 16-GRPO in points with its 95% bootstrap interval.")
+        print(f"# `python -m tools.ladder` on this machine, 2 cores; points run on commit {', '.join(commits)}. "
+              f"Minutes: each point's last run, without the stages it restored from DVC's run cache ({total:.0f} in "
+              "all). Mean@8 on the 500 test problems; gap to 16-GRPO in points with its 95% bootstrap interval.")
         print("| point | parameters | seeds | base val acc | minutes | 16-GRPO Mean@8 | arm (lr factor) | Mean@8 | gap "
               "[95%] | discard rate |")
         print("|---|---|---|---|---|---|---|---|---|---|")
         for _, r in rows.iterrows():
             record = ladder["points"][r["point"]]
-            minutes = ladder["seconds"].get(r["point"])
+            seconds = ladder["seconds"].get(r["point"])
             print(f"| `{r['point']}` | {r['parameters']:,} | {r['seeds']} | {record['base']['val_accuracy']:.2f} | "
-                  f"{'-' if minutes is None else f'{minutes / 60:.1f}'} | {r['reference_mean_at_k']:.2f} | "
+                  f"{'-' if seconds is None else f'{seconds / 60:.1f}'} | {r['reference_mean_at_k']:.2f} | "
                   f"`{r['arm']}` (x{r['lr_factor']:.2f}) | {r['mean_at_k']:.2f} | {r['gap']:+.2f} "
                   f"[{r['low']:+.2f}, {r['high']:+.2f}] | {r['discard_rate']:.0%} ({REFERENCE_ARM} "
                   f"{r['reference_discard_rate']:.0%}) |")

@@ -41,14 +41,14 @@ def ladder_point(parameters, epochs, gaps):
 
 def test_gap_rows_and_verdicts_per_axis_from_recorded_points():
     ladder = {"points": {
-        "default": ladder_point(600_000, 1, {"g2-same-lr": (1, -5.0, 2.0), "g2": (8, -20.0, 3.0)}),
+        "center": ladder_point(600_000, 1, {"g2-same-lr": (1, -5.0, 2.0), "g2": (8, -20.0, 3.0)}),
         "size-2m": ladder_point(2_400_000, 1, {"g2-same-lr": (1, -3.0, 2.0), "g2": (8, -21.0, 3.0)}),
         "size-10m": ladder_point(9_500_000, 1, {"g2-same-lr": (1, -0.5, 2.0), "g2": (8, -19.0, 3.0)}),
         "failed": {"claims": None, "summary": None},
     }}
     rows = gap_rows(ladder)
-    assert set(rows["point"]) == {"default", "size-2m", "size-10m"}  # the failed point gives no row
-    default = rows[(rows["point"] == "default")].set_index("arm")
+    assert set(rows["point"]) == {"center", "size-2m", "size-10m"}  # the failed point gives no row
+    default = rows[(rows["point"] == "center")].set_index("arm")
     assert default.loc["g2", "lr_factor"] == pytest.approx(8) and default.loc["g2-same-lr", "lr_factor"] == 1
     assert default.loc["g2", "gap"] == pytest.approx(-20.0) and default.loc["g2", "discard_rate"] == 0.75
     by_size = axis_verdicts(rows, "parameters").set_index("arm")["verdict"]

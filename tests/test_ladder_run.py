@@ -59,3 +59,8 @@ def test_the_ladder_runs_its_points_as_dvc_experiments_and_reports_them(tmp_path
     again = subprocess.run(ladder, cwd=project, env=tool_env(), capture_output=True, text=True)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert again.stdout.count("already run on this commit") == 2 and "queued" not in again.stdout
+
+    # The same points asked with other settings (a smoke run's experiments, then the real ladder) are not reused.
+    other = subprocess.run([*ladder, "--set", "report.bootstrap_samples=101"], cwd=project, env=tool_env(),
+                           capture_output=True, text=True)
+    assert other.returncode != 0 and "ladder-center on this commit ran with other params" in other.stderr

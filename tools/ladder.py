@@ -9,8 +9,8 @@ learning-rate rule? One DVC experiment per point, one report over them.
 Each point is an ordinary DVC experiment, `ladder-<point>` (`dvc exp show` lists it, `dvc exp apply` restores it),
 queued with `dvc exp run --queue -S arms=ladder -S <the point's changes>` and run with `dvc queue start`, one
 at a time (every stage already uses all the cores). The points change one factor at a time around a center (the
-embedded default's settings), so a point shares every stage it does not change with the others through DVC's run
-cache (the center trains only the arm the study lacks). A point whose experiment exists on this commit is not run again, so a
+embedded default's settings before the ladder chose 10 epochs), so a point shares every stage it does not change
+with the others through DVC's run cache. A point whose experiment exists on this commit is not run again, so a
 ladder stopped midway continues where it stopped (`dvc exp remove` a point to rerun it).
 
 The report reads the newest `ladder-<point>` experiment of each point, on whichever commit it ran (the report names
@@ -32,6 +32,10 @@ from pathlib import Path
 
 import yaml
 
+from hydra.errors import HydraException
+
+from tools.setups import compose
+from twogrpo.config import ParamsError
 from twogrpo.io import atomic_path
 from twogrpo.notebooks import execute_to_html
 
@@ -40,17 +44,17 @@ POLL_SECONDS = 15
 PREFIX = "ladder-"
 
 # The point the axes leave from, stated in full so that the ladder keeps its meaning if the embedded default changes:
-# the embedded default's model (0.6M parameters) and training (1 epoch over 1,024 prompts, 2 seeds) as of this ladder.
+# the embedded default's model (0.6M parameters) and its earlier training (1 epoch over 1,024 prompts, 2 seeds).
 CENTER = {"base.hidden_size": "128", "base.num_heads": "4", "base.num_kv_heads": "2", "base.intermediate_size": "384",
           "base.lr": "3.0e-3",
           "train.prompts": "1024", "train.epochs": "1", "train.eval_every": "1", "train.seeds": "[0, 1]"}
 # Each point: the params it changes from the center (as `dvc exp run -S` overrides). Model sizes keep the
-# default's 3 layers and head_dim 32 and scale width: ~0.6M (the default), ~2.4M and ~9.5M parameters. Each size
+# center's 3 layers and head_dim 32 and scale width: ~0.6M (the center), ~2.4M and ~9.5M parameters. Each size
 # trains its own SFT base to the same stopping accuracy (base.target_accuracy), at an SFT learning rate scaled as
-# 1/width (the usual rule for Adam on hidden weights): at the default's 3e-3, the 2.4M model stopped at 3,000 steps
+# 1/width (the usual rule for Adam on hidden weights): at the center's 3e-3, the 2.4M model stopped at 3,000 steps
 # with 0.11 sampled accuracy, below the band. Training length: 1 epoch (the
-# default), 4, and the paper's 10 (v3 §5.1) over the same 1,024 prompts, with about one in-training measurement per
-# epoch. The two dearest points (16-GRPO there trains 7 to 10 times as long as at the default) run one seed, so the
+# center), 4, and the paper's 10 (v3 §5.1) over the same 1,024 prompts, with about one in-training measurement per
+# epoch. The two dearest points (16-GRPO there trains about 7 times as long as at the center) run one seed, so the
 # ladder fits in about 90 minutes on 2 cores; their intervals then cover problems and samples, not seeds.
 POINTS: dict[str, dict[str, str]] = {
     "center": {},
@@ -129,11 +133,6 @@ def point_record(point: str, rev: str) -> dict:
 def check_points(points: list[str], extra: list[str]) -> None:
     """Compose every point's params as DVC will and validate them, before anything is queued: a bad --set value or
     key stops here, named, not in the queue."""
-    from hydra.errors import HydraException
-
-    from twogrpo.config import ParamsError
-    from tools.setups import compose
-
     for point in points:
         try:
             compose(overrides(point, extra)[1::2])
@@ -144,14 +143,18 @@ def check_points(points: list[str], extra: list[str]) -> None:
 def run_points(points: list[str], extra: list[str]) -> tuple[dict[str, float], list[str]]:
     """Queue and run the points not yet run on this commit: the wall-clock seconds of each point run now, and the
     points that failed."""
+    check_points(points, extra)
     done = experiments()
     todo = [p for p in points if p not in done]
     for point in points:
         if point in done:
+            ran = yaml.safe_load(git_file(done[point]["rev"], "params.yaml") or "{}")
+            if ran != compose(overrides(point, extra)[1::2])[0]:  # e.g. a smoke run with other --set values
+                raise SystemExit(f"{PREFIX}{point} on this commit ran with other params than these; `dvc exp remove "
+                                 f"{PREFIX}{point}` to run it again")
             print(f"{PREFIX}{point}: already run on this commit ({done[point]['rev'][:7]}); not run again")
     if not todo:
         return {}, []
-    check_points(todo, extra)
     queued = dvc("queue", "status")
     if any(PREFIX in line and ("Queued" in line or "Running" in line) for line in queued.stdout.splitlines()):
         raise SystemExit(f"the DVC queue already holds ladder experiments:\n{queued.stdout}\nrun `dvc queue remove "
@@ -172,15 +175,22 @@ def run_points(points: list[str], extra: list[str]) -> tuple[dict[str, float], l
         if started.returncode:
             said.seek(0)
             raise SystemExit(f"dvc queue start failed:\n{said.read()}")
-    waiting = set(todo)
+    waiting, idle = set(todo), 0
     while waiting:  # until none of ours is queued or running (a point removed from the queue counts as ended)
         time.sleep(POLL_SECONDS)
-        status = dvc("queue", "status").stdout.splitlines()
+        status = dvc("queue", "status")
+        if status.returncode:  # DVC busy or locked: ask again
+            continue
+        lines = status.stdout.splitlines()
         pending = {p for p in waiting if any(f" {PREFIX}{p} " in f" {line} " and ("Queued" in line or "Running" in line)
-                                             for line in status)}
+                                             for line in lines)}
         for point in sorted(waiting - pending):
             print(f"{PREFIX}{point} ended after {(time.time() - start) / 60:.1f} min", flush=True)
         waiting = pending
+        idle = idle + 1 if waiting and any("Worker status: 0 active" in line for line in lines) else 0
+        if idle >= 4:  # a minute with ours pending and no worker: it died
+            raise SystemExit(f"no DVC queue worker is running, yet {', '.join(PREFIX + p for p in sorted(waiting))} "
+                             "wait: `dvc queue status`, `dvc queue logs <name>`")
     finished = experiments()
     # A point's wall-clock: from the previous point's end (a failed point's time counts toward the next).
     seconds, previous = {}, start
@@ -221,6 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--report", action="store_true", help="only write the report")
     args = parser.parse_args(argv)
     seconds, failed = ({}, []) if args.report else run_points(args.points, args.set)
+    if failed:
+        print("failed: " + ", ".join(PREFIX + p for p in failed), file=sys.stderr, flush=True)
     print(f"wrote {write_report(seconds)}")
     if failed:
         raise SystemExit("failed (see `dvc queue logs <name>`; the report shows the points that ran): "

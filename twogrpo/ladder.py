@@ -7,9 +7,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-VERDICTS = ("narrows", "widens", "no trend shown")
-
-
 @dataclass(frozen=True)
 class GapPoint:
     """The accuracy gap (2-GRPO minus 16-GRPO, points) at one value of an axis, with its 95% interval."""
