@@ -12,9 +12,9 @@ from tests.fixtures import ROOT, run, tool_env
 
 # The dry-run scale (one generation step of 32 prompts, 4 test problems, one seed; set again, since the ladder sets
 # prompts and seeds itself) with an SFT base of a few steps.
-SMALL = ["scale=dry-run", "train.prompts=32", "train.seeds=[0]", "prepare.train_size=100", "prepare.chain_sum.n_test=20", "base.max_steps=10",
-         "base.eval_every=5", "base.val_size=8", "base.batch_size=8", "report.bootstrap_samples=100",
-         "runtime.threads=1"]
+SMALL = ["scale=dry-run", "train.prompts=32", "train.seeds=[0]", "prepare.train_size=100",
+         "prepare.chain_sum.n_test=20", "base.max_steps=10", "base.eval_every=5", "base.val_size=8",
+         "base.batch_size=8", "report.bootstrap_samples=100", "runtime.threads=1"]
 
 
 @pytest.mark.slow

@@ -20,7 +20,8 @@ from twogrpo.trainer import NonFiniteError, train_grpo
 
 TASK = conf_section("task", max_new_tokens=6)
 EVAL = conf_section("evaluate", problems=4, samples=2, max_new_tokens=6, seed=0)
-TRAIN = conf_section("train", seeds=(0,), arms={}, prompts=16, epochs=1, rollouts_per_minibatch=16, generation_batch_prompts=8,
+TRAIN = conf_section("train", seeds=(0,), arms={}, prompts=16, epochs=1, rollouts_per_minibatch=16,
+                     generation_batch_prompts=8,
                      reference_lr=1e-3, reference_group_size=4, warmup_gen_steps=0, weight_decay=0.0,
                      loss_agg="token-mean", micro_batch_rollouts=8, eval_every=2, skip_dead_groups=True,
                      eval_problems=4, eval_samples=2)

@@ -44,8 +44,14 @@ def claims_at(rev: str) -> dict | None:
     if rev == "workspace":
         path = Path(CLAIMS)
         return json.loads(path.read_text()) if path.exists() else None
-    shown = subprocess.run(["git", "show", f"{rev}:{CLAIMS}"], capture_output=True, text=True)
-    return json.loads(shown.stdout) if shown.returncode == 0 else None
+    text = git_file(rev, CLAIMS)
+    return json.loads(text) if text is not None else None
+
+
+def git_file(rev: str, path: str) -> str | None:
+    """`path` as committed at `rev` (a commit or an experiment's ref), or None where it has none."""
+    shown = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
+    return shown.stdout if shown.returncode == 0 else None
 
 
 def experiment_rows(shown: list[dict], read_claims: Callable[[str], dict | None] = claims_at) -> list[dict]:

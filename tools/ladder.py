@@ -34,6 +34,7 @@ import yaml
 
 from hydra.errors import HydraException
 
+from tools.experiments import git_file
 from tools.setups import compose
 from twogrpo.config import ParamsError
 from twogrpo.io import atomic_path
@@ -82,10 +83,9 @@ def dvc(*args: str) -> subprocess.CompletedProcess:
 
 
 def overrides(point: str, extra: list[str]) -> list[str]:
-    """The -S arguments of a point: the ladder's arms, the center with the point's changes, then `extra` (applied
-    last)."""
-    sets = ["arms=ladder", *(f"{key}={value}" for key, value in (CENTER | POINTS[point]).items()), *extra]
-    return [arg for s in sets for arg in ("-S", s)]
+    """A point's `dvc exp run -S` values: the ladder's arms, the center with the point's changes, then `extra`
+    (applied last)."""
+    return ["arms=ladder", *(f"{key}={value}" for key, value in (CENTER | POINTS[point]).items()), *extra]
 
 
 def experiments(any_commit: bool = False) -> dict[str, dict]:
@@ -104,11 +104,6 @@ def experiments(any_commit: bool = False) -> dict[str, dict]:
         if name.startswith(PREFIX) and name[len(PREFIX):] in POINTS:
             found[name[len(PREFIX):]] = {"rev": rev, "baseline": high + low, "finished": int(finished)}
     return found
-
-
-def git_file(rev: str, path: str) -> str | None:
-    shown = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
-    return shown.stdout if shown.returncode == 0 else None
 
 
 def point_record(point: str, rev: str) -> dict:
@@ -130,26 +125,28 @@ def point_record(point: str, rev: str) -> dict:
     return record
 
 
-def check_points(points: list[str], extra: list[str]) -> None:
+def check_points(points: list[str], extra: list[str]) -> dict[str, dict]:
     """Compose every point's params as DVC will and validate them, before anything is queued: a bad --set value or
-    key stops here, named, not in the queue."""
+    key stops here, named, not in the queue. Returns point -> the params.yaml mapping it will run with."""
+    composed = {}
     for point in points:
         try:
-            compose(overrides(point, extra)[1::2])
+            composed[point] = compose(overrides(point, extra))[0]
         except (HydraException, ParamsError) as error:
             raise SystemExit(f"{PREFIX}{point}: {error}") from None
+    return composed
 
 
 def run_points(points: list[str], extra: list[str]) -> tuple[dict[str, float], list[str]]:
     """Queue and run the points not yet run on this commit: the wall-clock seconds of each point run now, and the
     points that failed."""
-    check_points(points, extra)
+    composed = check_points(points, extra)
     done = experiments()
     todo = [p for p in points if p not in done]
     for point in points:
         if point in done:
             ran = yaml.safe_load(git_file(done[point]["rev"], "params.yaml") or "{}")
-            if ran != compose(overrides(point, extra)[1::2])[0]:  # e.g. a smoke run with other --set values
+            if ran != composed[point]:  # e.g. a smoke run with other --set values
                 raise SystemExit(f"{PREFIX}{point} on this commit ran with other params than these; `dvc exp remove "
                                  f"{PREFIX}{point}` to run it again")
             print(f"{PREFIX}{point}: already run on this commit ({done[point]['rev'][:7]}); not run again")
@@ -160,10 +157,11 @@ def run_points(points: list[str], extra: list[str]) -> tuple[dict[str, float], l
         raise SystemExit(f"the DVC queue already holds ladder experiments:\n{queued.stdout}\nrun `dvc queue remove "
                          "--queued` (or wait for them), then this again")
     for point in todo:
-        result = dvc("exp", "run", "--queue", "-n", f"{PREFIX}{point}", *overrides(point, extra))
+        settings = overrides(point, extra)
+        result = dvc("exp", "run", "--queue", "-n", f"{PREFIX}{point}", *(a for s in settings for a in ("-S", s)))
         if result.returncode:
             raise SystemExit(f"queueing {PREFIX}{point} failed:\n{result.stdout}{result.stderr}")
-        print(f"queued {PREFIX}{point}: {' '.join(overrides(point, extra)[1::2])}", flush=True)
+        print(f"queued {PREFIX}{point}: {' '.join(settings)}", flush=True)
     start = time.time()
     print(f"running {len(todo)} points one at a time (dvc queue start --jobs 1; follow one with `dvc queue logs -f "
           f"{PREFIX}<point>`)", flush=True)
@@ -231,12 +229,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--report", action="store_true", help="only write the report")
     args = parser.parse_args(argv)
     seconds, failed = ({}, []) if args.report else run_points(args.points, args.set)
-    if failed:
-        print("failed: " + ", ".join(PREFIX + p for p in failed), file=sys.stderr, flush=True)
+    if failed:  # named before the report, which stops when no point ran at all
+        print("failed (see `dvc queue logs <name>`; the report shows the points that ran): "
+              + ", ".join(PREFIX + p for p in failed), file=sys.stderr, flush=True)
     print(f"wrote {write_report(seconds)}")
     if failed:
-        raise SystemExit("failed (see `dvc queue logs <name>`; the report shows the points that ran): "
-                         + ", ".join(PREFIX + p for p in failed))
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
