@@ -1,5 +1,6 @@
 """The ladder's figures, from reports/ladder.json (written by `python -m tools.ladder`, see docs/ladder.md): each
-point's cost and base, the gap of every 2-GRPO arm to 16-GRPO with its 95% interval, and the verdict per axis.
+point's cost and base, the gap of every 2-GRPO arm to 16-GRPO with its 95% interval, the verdict per axis, and the
+default point the written rule chooses on validation.
 
     python bench/ladder.py             # print them
     python bench/ladder.py --record    # also into docs/figures.md, block `ladder`
@@ -13,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from twogrpo.ladder import REFERENCE_ARM, axis_verdicts, gap_rows
+from twogrpo.ladder import CANDIDATES, REFERENCE_ARM, axis_verdicts, default_choice, gap_rows
 
 from figures import add_record_flag, recording
 
@@ -31,7 +32,8 @@ def main() -> None:
         commits = sorted({record["baseline"][:7] for record in ladder["points"].values()})
         print(f"# `python -m tools.ladder` on this machine, 2 cores; points run on commit {', '.join(commits)}. "
               f"Minutes: each point's last run, without the stages it restored from DVC's run cache ({total:.0f} in "
-              "all). Mean@8 on the 500 test problems; gap to 16-GRPO in points with its 95% bootstrap interval.")
+              "all). Mean@8 on the 500 test problems; gap to 16-GRPO in points with its 95% interval (seed, problem and "
+              "sample terms; none for one seed). Verdicts: the slope through the points with 3+ seeds.")
         print("| point | parameters | seeds | base val acc | minutes | 16-GRPO Mean@8 | arm (lr factor) | Mean@8 | gap "
               "[95%] | discard rate |")
         print("|---|---|---|---|---|---|---|---|---|---|")
@@ -51,6 +53,10 @@ def main() -> None:
                 print(f"| {axis} | `{v['arm']}` | {v['verdict']} | {v[f'gap by {value}']} |")
         for _, v in axis_verdicts(rows, "lr_factor", by="point", across_bases=False).iterrows():
             print(f"| learning-rate rule | `{v['point']}` | {v['verdict']} | {v['gap by lr_factor']} |")
+        table, chosen = default_choice(rows, CANDIDATES)
+        print(f"The default by the rule on validation: {chosen or 'no choice (a candidate has no validation record)'}; "
+              f"candidates: " + ", ".join(f"`{r['point']}` (16-GRPO validation "
+                                          f"{r['16-GRPO validation Mean@k']:.2f})" for _, r in table.iterrows()) + ".")
 
 
 if __name__ == "__main__":

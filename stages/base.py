@@ -1,10 +1,11 @@
 """base: the base policy. A pretrained model (hub id at base.revision, or a local folder in the hub's format) is
 saved as it is; the embedded default trains a tiny Qwen2 from scratch by SFT until it solves part of the problems.
 
-Reads: data/prepared/train.parquet; params `base`, `task`; the hub or base.model's folder.
+Reads: data/prepared/train.parquet and validation.parquet; params `base`, `task`; the hub or base.model's folder.
 Writes: models/base/ (save_pretrained model and tokenizer with its chat template), metrics/base.json (where the model
 came from: hub commit or local path, and a sha256 of the saved weights, so a changed model shows in `dvc metrics diff`;
-the SFT curve for the embedded default, whose last `base.val_size` train problems measure the stopping accuracy), both
+the SFT curve for the embedded default, whose first `base.val_size` validation problems measure the stopping
+accuracy), both
 or neither. The SFT keeps checkpoints/base/ at each accuracy measurement (unless runtime.checkpoint_every is 0): rerun
 after a kill, it resumes there.
 """
@@ -28,6 +29,7 @@ from twogrpo.sft import train_sft
 
 MODEL_DIR = Path("models/base")
 METRICS = Path("metrics/base.json")
+VALIDATION = "data/prepared/validation.parquet"
 log = logging.getLogger("base")
 
 
@@ -61,7 +63,7 @@ def main() -> None:
         save_pretrained_base(cfg)
         return
     train = read_table("data/prepared/train.parquet", Problems)
-    sft_rows, val_rows = train.iloc[: -cfg.val_size], train.iloc[-cfg.val_size:]
+    val_rows = read_table(VALIDATION, Problems).iloc[: cfg.val_size]
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(cfg, tokenizer)
     template = params.task.prompt_template
@@ -69,10 +71,10 @@ def main() -> None:
                   params.task.max_new_tokens, "task.max_new_tokens")  # before the SFT, not after it
     log.info("tiny Qwen2: %d parameters, head_dim %d", model.num_parameters(), cfg.head_dim)
     checkpoint = Checkpoint("base", stage_fingerprint("base", "stages.base", dataclasses.asdict(params),
-                                                      files_sha256("data/prepared/train.parquet")))
+                                                      files_sha256("data/prepared/train.parquet", VALIDATION)))
     checkpointing = Checkpointing(cfg.eval_every if params.runtime.checkpoint_every else 0,
                                   lambda state: checkpoint.save(state, state["step"]), resume=checkpoint.load())
-    curve = train_sft(model, tokenizer, sft_rows, val_rows, template, params.task.max_new_tokens, cfg, checkpointing)
+    curve = train_sft(model, tokenizer, train, val_rows, template, params.task.max_new_tokens, cfg, checkpointing)
     last = curve.iloc[-1]
     with atomic_paths(MODEL_DIR, METRICS) as (model_tmp, metrics_tmp):
         model.save_pretrained(model_tmp)

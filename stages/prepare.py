@@ -1,10 +1,13 @@
 """prepare: the train problems and the benchmark problems, in one schema.
 
 Reads: params `prepare`; for the paper's data, the hub (prepare.sources) or local files (prepare.local_root).
-Writes: data/prepared/train.parquet and data/prepared/test.parquet (schema Problems; test holds every benchmark,
-told apart by `dataset`), data/prepared/sources.json (per dataset: where it came from, the revision or content hash
-read, rows, repairs, rejections, and the train problems dropped because a benchmark holds them).
-The embedded default generates chain sums (reasoning-gym, fixed by prepare.seed); train and test share none.
+Writes: data/prepared/train.parquet, data/prepared/validation.parquet and data/prepared/test.parquet (schema
+Problems; test holds every benchmark, told apart by `dataset`), data/prepared/sources.json (per dataset: where it came
+from, the revision or content hash read, rows, repairs, rejections, and the train problems dropped because a
+benchmark holds them).
+The embedded default generates chain sums (reasoning-gym, fixed by prepare.seed); train, validation and test share
+none. The paper's setups validate on the benchmarks, as verl did (its trainer evaluates on the val files, the
+benchmarks, during training): their validation.parquet is the test set.
 A benchmark row that cannot be repaired safely stops the stage, every such row listed by dataset and id; such a train
 row is dropped and listed in sources.json (MATH train has two, whose solutions box nothing).
 """
@@ -12,6 +15,7 @@ row is dropped and listed in sources.json (MATH train has two, whose solutions b
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 from pathlib import Path
 
@@ -54,13 +58,16 @@ def _origin(source: SourceConfig, local_root: str) -> dict:
             "commit": hub_commit(source.hub, source.revision, "dataset")}
 
 
-def prepare(cfg: PrepareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def prepare(cfg: PrepareConfig) -> tuple[dict[str, pd.DataFrame], dict]:
+    """{"train", "validation", "test"} tables and the record of their sources."""
     if cfg.train_set == "chain_sum":
-        train, test = generate_problems(cfg)
-        overlap = set(train["problem"]) & set(test["problem"])
-        if overlap:
-            raise AssertionError(f"train and test share {len(overlap)} problems, e.g. {sorted(overlap)[:3]}")
-        return train, test, {"chain_sum": {"generated": "reasoning_gym chain_sum", "seed": cfg.seed}}
+        train, validation, test = generate_problems(cfg)
+        for (a, x), (b, y) in itertools.combinations((("train", train), ("validation", validation), ("test", test)), 2):
+            overlap = set(x["problem"]) & set(y["problem"])
+            if overlap:
+                raise AssertionError(f"{a} and {b} share {len(overlap)} problems, e.g. {sorted(overlap)[:3]}")
+        return ({"train": train, "validation": validation, "test": test},
+                {"chain_sum": {"generated": "reasoning_gym chain_sum", "seed": cfg.seed}})
     record: dict = {}
     tables = []
     for name in cfg.benchmarks:
@@ -77,14 +84,13 @@ def prepare(cfg: PrepareConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
                               "benchmark_overlaps_dropped": overlaps, "sampled": len(train)}
     log.info("train set %s: %d problems; benchmarks: %s", cfg.train_set, len(train),
              ", ".join(f"{n} {record[n]['problems']}" for n in cfg.benchmarks))
-    return train, test, record
+    return {"train": train, "validation": test, "test": test}, record
 
 
 def main() -> None:
     params = start_stage("prepare")
-    train, test, record = prepare(params.prepare)
-    tables = {name: validate(table, Problems, OUT / f"{name}.parquet") for name, table in (("train", train),
-                                                                                          ("test", test))}
+    tables, record = prepare(params.prepare)
+    tables = {name: validate(table, Problems, OUT / f"{name}.parquet") for name, table in tables.items()}
     with atomic_path(OUT) as tmp:  # the folder whole, or the previous one
         for name, table in tables.items():
             write_parquet(table, tmp / f"{name}.parquet")

@@ -1,11 +1,13 @@
 """train: GRPO from the base policy for one arm and one seed (a DVC matrix over train.arms x train.seeds).
 
-Reads: models/base/, data/prepared/{train,test}.parquet; params: the train keys that shape a run (dvc.yaml lists them),
+Reads: models/base/, data/prepared/{train,validation}.parquet (never the test set); params: the train keys that shape
+a run (dvc.yaml lists them),
 `task`, `grading.reward`, the engine of `rollout`, the in-training evaluation's sampling of `evaluate`; `runtime` (how
 it runs).
 Started as `python -m stages.train`; under runtime.launch = `accelerate launch ...` it starts itself again under it.
 Writes: models/<arm>-s<seed>/ (the trained policy), runs/<arm>-s<seed>/steps.parquet (ledger, schema TrainSteps),
-runs/<arm>-s<seed>/live/ (dvclive per-step metrics). Keeps checkpoints/<arm>-s<seed>/ every runtime.checkpoint_every
+runs/<arm>-s<seed>/live/ (dvclive per-step metrics), runs/<arm>-s<seed>/validation.parquet (the final policy on
+every validation problem of train.eval_benchmark, schema ValidationSamples: what the package's choices read). Keeps checkpoints/<arm>-s<seed>/ every runtime.checkpoint_every
 generation steps while it runs (not a DVC output, so it survives a kill): rerun, the stage resumes from it, and deletes
 it once the outputs are written.
 """
@@ -32,11 +34,12 @@ from twogrpo.lineage import stage_fingerprint
 from twogrpo.plan import preflight
 from twogrpo.policy import check_context, load_policy
 from twogrpo.run import relaunch, start_stage
-from twogrpo.schemas import DataError, Problems, TrainSteps, read_table, validate
+from twogrpo.schemas import DataError, Problems, TrainSteps, ValidationSamples, read_table, validate
 from twogrpo.telemetry import PHASES, STEP_STATS
-from twogrpo.trainer import train_grpo
+from twogrpo.trainer import train_grpo, validation_records
 
 log = logging.getLogger("train")
+VALIDATION = "data/prepared/validation.parquet"  # the train stage reads no other problems than these and train's
 LOGGED = (*STEP_STATS, "prompts_seen", "rollouts", "tokens", "opt_steps", "rs_budget_used", "lr", "train_time",
           *(f"time_{p}" for p in PHASES), "eval_accuracy")
 
@@ -69,12 +72,12 @@ def train(args: argparse.Namespace, params: Params, dist: Dist) -> None:
         raise DataError(f"data/prepared/train.parquet: {len(train_table)} problems, fewer than train.prompts="
                         f"{params.train.prompts}")
     prompts = train_table.iloc[: params.train.prompts]
-    test = read_table("data/prepared/test.parquet", Problems)
+    validation = read_table(VALIDATION, Problems)
     positions, template = model.config.max_position_embeddings, params.task.prompt_template
     check_context(tokenizer, positions, prompts["problem"].tolist(), template, params.task.max_new_tokens,
                   "task.max_new_tokens")
-    in_training_eval = test[test["dataset"] == params.train.eval_benchmark].iloc[: params.train.eval_problems]
-    check_context(tokenizer, positions, in_training_eval["problem"].tolist(), template,
+    validation = validation[validation["dataset"] == params.train.eval_benchmark]
+    check_context(tokenizer, positions, validation["problem"].tolist(), template,
                   params.evaluate.max_new_tokens, "evaluate.max_new_tokens")
     engine = make_engine(params.rollout, model, tokenizer, "models/base", args.seed)
     run_dir = Path("runs") / name
@@ -83,8 +86,7 @@ def train(args: argparse.Namespace, params: Params, dist: Dist) -> None:
     # a smaller micro-batch resumes).
     checkpoint = Checkpoint(name, stage_fingerprint("train", "stages.train", dataclasses.asdict(params),
                                                     weights_sha256("models/base"), dist.world,
-                                                    files_sha256("data/prepared/train.parquet",
-                                                                 "data/prepared/test.parquet"),
+                                                    files_sha256("data/prepared/train.parquet", VALIDATION),
                                                     item={"arm": args.arm, "seed": args.seed},
                                                     ignore=params.train.memory_only_keys))
     # The run's folder (ledger, dvclive log) and the model, together or not at all (the first process writes them).
@@ -100,7 +102,7 @@ def train(args: argparse.Namespace, params: Params, dist: Dist) -> None:
                     live.log_metric(f"train/{key}", row[key])
             live.next_step()
 
-        ledger = train_grpo(model, tokenizer, engine, prompts, test, params.task, params.train, arm, args.seed,
+        ledger = train_grpo(model, tokenizer, engine, prompts, validation, params.task, params.train, arm, args.seed,
                             params.evaluate, on_step=on_step,
                             checkpointing=Checkpointing(params.runtime.checkpoint_every,
                                                         lambda state: checkpoint.save(state, state["gen_step"]),
@@ -108,9 +110,13 @@ def train(args: argparse.Namespace, params: Params, dist: Dist) -> None:
                             dist=dist, grader=params.grading.reward)
         if live is not None:
             live.end()
+        final = validation_records(engine, validation, params.task, params.train, params.evaluate, dist,
+                                   params.grading.reward)
         weights = full_state_dict(model)  # every process takes part when the weights are sharded
         if dist.is_main:
             write_parquet(validate(ledger, TrainSteps, run_dir / "steps.parquet"), run_tmp / "steps.parquet")
+            write_parquet(validate(final, ValidationSamples, run_dir / "validation.parquet"),
+                          run_tmp / "validation.parquet")
             unsharded(model, weights).save_pretrained(model_tmp)
             tokenizer.save_pretrained(model_tmp)
     if dist.is_main:

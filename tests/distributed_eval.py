@@ -15,7 +15,7 @@ from twogrpo.tasks import generate_problems
 
 def main(out: str) -> None:
     dist = Dist.from_environment()
-    _, test = generate_problems(chain_sums(0, 8, 22, max_terms=3, max_digits=2))
+    _, _, test = generate_problems(chain_sums(0, 8, 22, max_terms=3, max_digits=2))
     tokenizer = build_char_tokenizer()
     # 3 problems x 4 samples per chunk: 22 problems make 8 chunks, the last one short.
     engine = HFEngine(build_tiny_model(BASE, tokenizer), tokenizer, batch_sequences=12)

@@ -27,7 +27,7 @@ def main(policy_dir: str, out: str) -> None:
 def run(dist: Dist, policy_dir: str, out: str) -> None:
     model, tokenizer = load_policy(policy_dir)
     engine = make_engine(RolloutConfig("vllm", "float32", 0.2), model, tokenizer, policy_dir, seed=0)
-    train, test = generate_problems(chain_sums(0, 64, 16, max_terms=2, max_digits=1))
+    train, _, test = generate_problems(chain_sums(0, 64, 16, max_terms=2, max_digits=1))
     task = TaskConfig(prompt_template="{problem}", max_new_tokens=12)
     ledger = train_grpo(model, tokenizer, engine, train, test, task, TRAIN, ArmConfig(4, "linear"), seed=0,
                         eval_cfg=EVAL, dist=dist)

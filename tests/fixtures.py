@@ -23,11 +23,13 @@ def conf_section(section: str, **changes):
     return dataclasses.replace(getattr(_conf_params()[1], section), **changes)
 
 
-def chain_sums(seed: int, train_size: int, n_test: int, max_terms: int = 2, max_digits: int = 1) -> PrepareConfig:
+def chain_sums(seed: int, train_size: int, n_test: int, max_terms: int = 2, max_digits: int = 1,
+               n_validation: int = 20) -> PrepareConfig:
     """The embedded task's prepare section at a small size (2 to max_terms terms of 1 to max_digits digits)."""
     return PrepareConfig(seed=seed, train_set="chain_sum", train_size=train_size, benchmarks=("chain_sum",),
                          local_root="", sources={},
-                         chain_sum=ChainSumConfig(n_test=n_test, min_terms=2, max_terms=max_terms, min_digits=1,
+                         chain_sum=ChainSumConfig(n_test=n_test, n_validation=n_validation, min_terms=2,
+                                                  max_terms=max_terms, min_digits=1,
                                                   max_digits=max_digits))
 
 
@@ -36,7 +38,7 @@ BENCHMARKS = ROOT / "tests" / "data" / "benchmarks"  # excerpts of the real file
 # The study at a size that trains in seconds: conf/'s embedded default with these changes (`tiny_params`).
 # One-digit sums: a 1-layer model learns some of them in 200 SFT steps, so GRPO sees mixed groups.
 TINY_CHANGES = {
-    "prepare": {"train_size": 120, "chain_sum": {"n_test": 30, "max_terms": 2, "max_digits": 1}},
+    "prepare": {"train_size": 120, "chain_sum": {"n_test": 30, "n_validation": 20, "max_terms": 2, "max_digits": 1}},
     "task": {"max_new_tokens": 12},
     "base": {"hidden_size": 64, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 128,
              "warmup_steps": 10, "batch_size": 32, "max_steps": 200, "eval_every": 100, "val_size": 16,
@@ -44,13 +46,12 @@ TINY_CHANGES = {
     "train": {"arms": {"g4": {"group_size": 4, "lr_scaling": "linear"},
                        "g2": {"group_size": 2, "lr_scaling": "linear"},
                        "g2-rs": {"group_size": 2, "lr_scaling": "none", "resample": True}},
-              "prompts": 16, "epochs": 1, "rollouts_per_minibatch": 8, "generation_batch_prompts": 8,
+              "seeds": [0, 1], "prompts": 16, "epochs": 1, "rollouts_per_minibatch": 8, "generation_batch_prompts": 8,
               "reference_lr": 1.0e-3,
               "reference_group_size": 4, "warmup_gen_steps": 1, "weight_decay": 0.0, "loss_agg": "token-mean",
               "micro_batch_rollouts": 8, "skip_dead_groups": True, "eval_problems": 8},
     "evaluate": {"problems": 16, "samples": 4, "max_new_tokens": 12, "seed": 7},
     "contrastive": {"prompts": 16, "responses": 6, "permutations": 3},
-    "report": {"bootstrap_samples": 200},
     "runtime": {"checkpoint_every": 1, "threads": 1},  # one torch thread per stage: tests run side by side
 }
 REPLACED = {("train", "arms")}  # mappings replaced whole, not merged

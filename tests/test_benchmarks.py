@@ -54,7 +54,9 @@ def test_the_prepare_stage_keeps_every_math_problem_but_the_rejected_and_the_dup
     all of them): 2 rejected, 1 duplicate dropped. The excerpt holds all three cases among its 49 files."""
     from stages.prepare import prepare
     _, params = compose(["setup=qwen-1.5b-math", f"prepare.local_root={BENCHMARKS}"])
-    train, _, record = prepare(params.prepare)
+    tables, record = prepare(params.prepare)
+    train = tables["train"]
+    assert tables["validation"].equals(tables["test"])  # the setups validate on the benchmarks, as verl did
     assert len(train) == 49 - 2 - 1 and params.train.prompts == 7500 - 2 - 1
     assert record["math"]["duplicates_dropped"] == 1 and len(record["math"]["rejected"]) == 2
 

@@ -103,7 +103,7 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
     (lambda r: r["base"].update(hidden_size=1 << 20), "base.hidden_size=1048576 exceeds the limit 16384"),
     (lambda r: r["runtime"].update(checkpoint_every=-2), "runtime.checkpoint_every=-2 must be >= 0"),
     (lambda r: r["prepare"].update(train_size=5000) or r["prepare"]["chain_sum"].update(
-        min_terms=2, max_terms=2, min_digits=1, max_digits=1), "= 5500 distinct problems, but prepare.chain_sum's"),
+        min_terms=2, max_terms=2, min_digits=1, max_digits=1), "n_validation = 7500 distinct problems, but"),
     (lambda r: r["task"].update(max_new_tokens=4096), "task.max_new_tokens=4096 leaves no room for a prompt in the "
                                                       "tiny model's 128 positions"),
     # Names, seeds and the reference arm.

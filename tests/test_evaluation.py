@@ -118,7 +118,7 @@ def test_an_interrupted_evaluation_resumes_without_regenerating_and_gives_the_sa
     from twogrpo.policy import build_char_tokenizer, build_tiny_model
     from twogrpo.tasks import generate_problems
 
-    _, test = generate_problems(chain_sums(0, 8, 16, max_terms=2, max_digits=1))
+    _, _, test = generate_problems(chain_sums(0, 8, 16, max_terms=2, max_digits=1))
     tokenizer = build_char_tokenizer()
     engine = HFEngine(build_tiny_model(BASE, tokenizer), tokenizer, batch_sequences=8)  # 4 problems x 2 per chunk
     sampling = Sampling(0.7, 0.8, 20, 6, n=2)

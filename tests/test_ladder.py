@@ -1,40 +1,60 @@
-"""The ladder's verdict per axis, on constructed gaps: a trend that narrows, one that widens, one flat within noise."""
+"""The ladder's verdict per axis, on constructed gaps: narrowing, widening, flat within noise, a reversal through zero,
+and points with too few seeds, which are shown but cannot decide."""
 
+import numpy as np
 import pytest
 import yaml
 
 from twogrpo.ladder import GapPoint, axis_verdict, axis_verdicts, gap_rows, paper_points
 
 
-def points(*gaps):
-    """(gap, half-width) per axis value 1, 2, 3..."""
-    return [GapPoint(i + 1, gap, gap - half, gap + half) for i, (gap, half) in enumerate(gaps)]
+def points(*gaps, seeds=3):
+    """(gap, standard error) per axis value 1, 2, 3...; 95% interval +-1.96 se (df large), `seeds` seeds each."""
+    return [GapPoint(i + 1, gap, gap - 1.96 * se, gap + 1.96 * se, se, 1000.0, seeds, f"p{i + 1}")
+            for i, (gap, se) in enumerate(gaps)]
 
 
 @pytest.mark.parametrize(("gaps", "verdict"), [
-    (((-6.0, 2.0), (-3.5, 2.0), (-1.0, 2.0)), "narrows"),  # the deficit shrinks beyond the intervals
-    (((-6.0, 2.0), (-1.0, 2.0), (2.0, 1.5)), "narrows"),  # and may cross zero
-    (((-2.0, 1.0), (-5.0, 1.0), (-8.0, 2.0)), "widens"),
-    (((-4.0, 2.0), (-3.0, 2.0), (-3.5, 2.0)), "no trend shown"),  # flat within noise
-    (((-6.0, 3.0), (-1.0, 3.0)), "no trend shown"),  # a 5-point move inside 6-point-wide intervals
-    (((-4.0, 1.0),), "no trend shown"),  # one point is no axis
+    (((-6.0, 0.5), (-3.5, 0.5), (-1.0, 0.5)), "narrows"),  # the deficit shrinks, every point on the line
+    (((-2.0, 0.5), (-5.0, 0.5), (-8.0, 0.5)), "widens"),
+    (((-4.0, 1.0), (-3.0, 1.0), (-3.5, 1.0)), "no trend shown"),  # flat within noise
+    (((-6.0, 3.0), (-1.0, 3.0)), "no trend shown"),  # a 5-point move inside 12-point-wide intervals
+    # The order of the arms reverses: the end-point rule read |-4.8| > |+4.0| as "narrows".
+    (((-4.8, 0.6), (-0.4, 0.6), (4.0, 0.6)), "reverses"),
+    (((-6.0, 0.5), (-3.0, 0.5), (0.5, 0.5)), "narrows"),  # crosses 0, but the far end is not shown apart from it
+    (((-4.0, 1.0),), "not judged: fewer than two points with 3+ seeds"),  # one point is no axis
 ])
-def test_the_verdict_judges_the_ends_of_the_axis_by_their_intervals(gaps, verdict):
+def test_the_verdict_follows_the_slope_through_every_point(gaps, verdict):
     assert axis_verdict(points(*gaps)) == verdict
     assert axis_verdict(list(reversed(points(*gaps)))) == verdict  # the axis values order the points, not the list
 
 
-def ladder_point(parameters, epochs, gaps):
-    """A ladder point as tools/ladder.py records it: g16 at lr 1e-4 and one run per 2-GRPO arm; gaps: arm -> (lr
-    factor, gap in points, half-width)."""
-    summary = [{"arm": "g16", "seed": "0", "lr": "0.0001", "mean_at_k": "0.5", "dead_group_frac": "0.25",
-                "rollouts": "16384", "train_time": "50.0"}]
+def test_a_point_with_few_seeds_cannot_decide_the_verdict():
+    flat = points((-4.0, 0.5), (-4.2, 0.5))
+    one_seed = GapPoint(3, 3.0, 2.0, 4.0, 0.5, 1000.0, 1, "size-10m")  # far off the line, narrow, 1 seed
+    assert axis_verdict([*flat, one_seed]) == "no trend shown"
+    assert axis_verdict([flat[0], one_seed]) == "not judged: fewer than two points with 3+ seeds (seeds size-10m: 1)"
+    assert axis_verdict(points((-6.0, 0.5), (-1.0, 0.5), seeds=2)).startswith("not judged")
+
+
+def test_a_multiplicative_axis_is_read_on_its_scale():
+    # Gaps linear in log10(parameters) lie on a line there: the residual scatter does not widen the slope.
+    sized = [GapPoint(10.0 ** e, g, g - 1, g + 1, 0.5, 1000.0, 3) for e, g in ((5, -6.0), (6, -4.0), (7, -2.0))]
+    assert axis_verdict(sized, np.log10) == "narrows"
+
+
+def ladder_point(parameters, epochs, gaps, seeds=3):
+    """A ladder point as tools/ladder.py records it: g16 at lr 1e-4 and `seeds` runs per 2-GRPO arm; gaps: arm ->
+    (lr factor, gap in points, half-width of its 95% interval)."""
+    summary = [{"arm": "g16", "seed": str(s), "lr": "0.0001", "mean_at_k": "0.5", "dead_group_frac": "0.25",
+                "rollouts": "16384", "train_time": "50.0"} for s in range(seeds)]
     arms = {}
     for arm, (factor, gap, half) in gaps.items():
-        summary.append({"arm": arm, "seed": "0", "lr": str(1e-4 * factor), "mean_at_k": str(0.5 + gap / 100),
-                        "dead_group_frac": "0.75", "rollouts": "2048", "train_time": "6.0"})
+        summary += [{"arm": arm, "seed": str(s), "lr": str(1e-4 * factor), "mean_at_k": str(0.5 + gap / 100),
+                     "dead_group_frac": "0.75", "rollouts": "2048", "train_time": "6.0"} for s in range(seeds)]
         arms[arm] = {"accuracy_gap": gap / 100, "accuracy_gap_low": (gap - half) / 100,
-                     "accuracy_gap_high": (gap + half) / 100}
+                     "accuracy_gap_high": (gap + half) / 100, "accuracy_gap_se": half / 196,
+                     "accuracy_gap_df": 1000.0}
     return {"claims": {"reference_arm": "g16", "arms": arms}, "summary": summary,
             "base": {"parameters": parameters}, "params": {"train": {"epochs": epochs}}}
 

@@ -13,8 +13,8 @@ from tests.fixtures import ROOT, run, tool_env
 # The dry-run scale (one generation step of 32 prompts, 4 test problems, one seed; set again, since the ladder sets
 # prompts and seeds itself) with an SFT base of a few steps.
 SMALL = ["scale=dry-run", "train.prompts=32", "train.seeds=[0]", "prepare.train_size=100",
-         "prepare.chain_sum.n_test=20", "base.max_steps=10", "base.eval_every=5", "base.val_size=8",
-         "base.batch_size=8", "report.bootstrap_samples=100", "runtime.threads=1"]
+         "prepare.chain_sum.n_test=20", "prepare.chain_sum.n_validation=20", "base.max_steps=10", "base.eval_every=5",
+         "base.val_size=8", "base.batch_size=8", "runtime.threads=1"]
 
 
 @pytest.mark.slow
@@ -61,6 +61,6 @@ def test_the_ladder_runs_its_points_as_dvc_experiments_and_reports_them(tmp_path
     assert again.stdout.count("already run on this commit") == 2 and "queued" not in again.stdout
 
     # The same points asked with other settings (a smoke run's experiments, then the real ladder) are not reused.
-    other = subprocess.run([*ladder, "--set", "report.bootstrap_samples=101"], cwd=project, env=tool_env(),
+    other = subprocess.run([*ladder, "--set", "report.target_fraction=0.9"], cwd=project, env=tool_env(),
                            capture_output=True, text=True)
     assert other.returncode != 0 and "ladder-center on this commit ran with other params" in other.stderr

@@ -19,7 +19,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from tests.fixtures import new_project, run, tiny_params, tool_env
-from twogrpo.schemas import EvalSamples, Problems, Summary, TrainSteps, read_table
+from twogrpo.schemas import EvalSamples, Problems, Summary, TrainSteps, ValidationSamples, read_table
 
 pytestmark = pytest.mark.slow
 
@@ -118,6 +118,20 @@ def check_renders_offline(html: Path, texts: tuple[str, ...], shot: Path) -> Non
 @needs_chromium
 def test_report_renders_in_a_browser_without_script_errors(study, tmp_path):
     check_renders_offline(study / "reports/report.html", ("The claims", "Provenance"), tmp_path / "report.png")
+
+
+def test_the_train_stage_reads_validation_and_never_the_test_set(study, tmp_path):
+    """Choices read validation: a run trains and writes its validation records with the test problems gone."""
+    project = tmp_path / "copy"
+    shutil.copytree(study, project, symlinks=True)
+    (project / "data/prepared/test.parquet").unlink()
+    run([sys.executable, "-m", "stages.train", "--arm", "g2", "--seed", "0"], project)
+    records = read_table(project / "runs/g2-s0/validation.parquet", ValidationSamples)
+    validation = read_table(project / "data/prepared/validation.parquet", Problems)
+    assert set(records["problem_id"]) == set(validation["id"]) and len(records) == 2 * len(validation)
+    steps = read_table(project / "runs/g2-s0/steps.parquet", TrainSteps)
+    assert steps.equals(read_table(study / "runs/g2-s0/steps.parquet", TrainSteps).assign(
+        **{c: steps[c] for c in steps.columns if c.startswith("time_") or c == "train_time"}))  # same run, bar timings
 
 
 def test_repro_after_a_run_does_nothing(study):
@@ -235,7 +249,8 @@ def test_experiments_report_compares_every_experiment(study, experiment, tmp_pat
     run([sys.executable, "-m", "tools.experiments"], study)
     html = (study / "reports/experiments.html").read_text()
     assert "clip-high-0.2" in html and "train.clip_high" in html and "Traceback" not in html
-    assert html.count("equivalent within the margin") + html.count("not shown") + html.count("beyond the margin") >= 4
+    verdicts = ("not judged: 2 seeds", "equivalent within the margin", "not shown", "beyond the margin")
+    assert sum(html.count(v) for v in verdicts) >= 4
     if shutil.which("chromium"):
         check_renders_offline(study / "reports/experiments.html", ("The claims, per experiment",),
                               tmp_path / "experiments.png")

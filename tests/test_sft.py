@@ -24,7 +24,7 @@ def sft(train, val, every=0, resume=None, saved=None):
 
 
 def test_sft_resumed_from_a_snapshot_ends_as_the_uninterrupted_run():
-    train, _ = generate_problems(chain_sums(0, 40, 4, max_terms=2, max_digits=1))
+    train, _, _ = generate_problems(chain_sums(0, 40, 4, max_terms=2, max_digits=1))
     sft_rows, val = train.iloc[:-4], train.iloc[-4:]
     saved = []
     whole, curve = sft(sft_rows, val, every=CFG.eval_every, saved=saved)

@@ -1,12 +1,12 @@
-"""The bootstrap intervals and time-to-target against exact enumeration and hand-made cases."""
-
-import itertools
+"""The intervals against closed forms and simulated studies with known truth; time-to-target on hand-made cases."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from twogrpo.stats import Cells, bootstrap_gap, seed_interval, time_to_target, time_to_target_by_arm
+from twogrpo.calibration import Scenario, coverage, false_trend_rate
+from twogrpo.stats import (Cells, Interval, contrast, gap, seed_interval, share, time_to_target, time_to_target_by_arm,
+                           trend)
 
 
 def cells(correct, k, benchmarks=None):
@@ -14,55 +14,85 @@ def cells(correct, k, benchmarks=None):
     return Cells(correct, k, np.asarray(benchmarks or ["b"] * correct.shape[1]))
 
 
-def test_problem_resampling_matches_the_exact_bootstrap_distribution():
-    # One seed, one sample per problem: only problems vary. The arm beats the reference on 1 of 3 problems, so the
-    # bootstrap gap is (picks of that problem) / 3, picks ~ Binomial(3, 1/3): P = 8/27, 12/27, 6/27, 1/27 for
-    # 0, 1/3, 2/3, 1. The exact 2.5% and 97.5% quantiles are 0 and 1.
-    exact = {}
-    for draw in itertools.product(range(3), repeat=3):
-        gap = sum(p == 0 for p in draw) / 3
-        exact[gap] = exact.get(gap, 0) + 1 / 27
-    assert exact[1.0] == pytest.approx(1 / 27) and sum(v for g, v in exact.items() if g < 1) < 0.975
-    out = bootstrap_gap(cells([[1, 0, 0]], 1), cells([[0, 0, 0]], 1), n_boot=4000, seed=0)["b"]
-    assert out["gap"] == pytest.approx(1 / 3)
-    assert (out["low"], out["high"]) == (0.0, 1.0)
+def test_the_seed_term_is_the_t_interval_over_seeds():
+    # Every problem of a seed has the same accuracy (no problem or cell noise): the arm's seeds score 0.5, 0.6, 0.7,
+    # the reference 0.5 in every seed. The interval is the t-interval over the arm's seeds: 0.1 +- t(0.975, 2) *
+    # 0.1 / sqrt(3) = 0.1 +- 0.2484.
+    arm = cells([[5] * 4, [6] * 4, [7] * 4], 10)
+    ref = cells([[5] * 4] * 3, 10)
+    g = gap(arm, ref)
+    assert g.value == pytest.approx(0.1) and g.df == pytest.approx(2)
+    assert (g.low, g.high) == (pytest.approx(0.1 - 0.24841, abs=1e-4), pytest.approx(0.1 + 0.24841, abs=1e-4))
 
 
-def test_problem_resampling_has_the_closed_form_spread():
-    # The bootstrap variance of a mean of n paired differences is their population variance / n.
+def test_the_problem_term_is_the_paired_difference_over_problems():
+    # Two fixed models, one sample per problem: only the problems vary, and they pair the models. The interval is
+    # the t-interval of the mean per-problem difference, n - 1 degrees of freedom.
     rng = np.random.default_rng(1)
-    arm, ref = rng.integers(0, 2, (1, 400)), rng.integers(0, 2, (1, 400))
-    d = (arm - ref)[0]
-    sd = np.sqrt(d.var() / len(d))
-    out = bootstrap_gap(cells(arm, 1), cells(ref, 1), n_boot=4000, seed=0)["b"]
-    assert (out["high"] - out["low"]) / (2 * 1.96 * sd) == pytest.approx(1, abs=0.08)
+    a, r = rng.integers(0, 2, (1, 400)), rng.integers(0, 2, (1, 400))
+    d = (a - r)[0]
+    fixed = dict(fixed=True)
+    g = gap(Cells(a, 1, np.array(["b"] * 400), **fixed), Cells(r, 1, np.array(["b"] * 400), **fixed))
+    assert g.se == pytest.approx(d.std(ddof=1) / np.sqrt(400)) and g.df == pytest.approx(399)
 
 
-def test_sample_resampling_is_binomial():
-    # One seed, one problem, 2 of 4 samples right: the replicate accuracy is Binomial(4, 1/2) / 4, whose exact
-    # 2.5% and 97.5% quantiles are 0 and 1 (P(0) = P(4) = 1/16 > 2.5%).
-    out = bootstrap_gap(cells([[2]], 4), cells([[2]], 4), n_boot=4000, seed=0)["b"]
-    assert out["arm_mean"] == 0.5 and (out["arm_low"], out["arm_high"]) == (0.0, 1.0)
+def test_sample_noise_of_a_fixed_model_is_binomial():
+    # One fixed model, one problem, 2 of 4 samples right: the variance of its accuracy is p(1-p)/(k-1) / 1 problem,
+    # the unbiased binomial estimate, 0.25 / 3.
+    c = Cells(np.array([[2]]), 4, np.array(["b"]), fixed=True)
+    assert contrast([c], [1.0]).se == pytest.approx(np.sqrt(0.25 / 3))
 
 
-def test_seed_resampling_spans_the_seeds():
-    # Two seeds, 0 and 100 of 100 samples right on the one problem: resampled seeds give 0, 0.5 or 1.
-    out = bootstrap_gap(cells([[0], [100]], 100), cells([[50], [50]], 100), n_boot=4000, seed=0)["b"]
-    assert out["arm_low"] == pytest.approx(0.0, abs=0.05) and out["arm_high"] == pytest.approx(1.0, abs=0.05)
-
-
-def test_no_variability_gives_a_point_and_the_average_counts_benchmarks_once():
+def test_one_trained_seed_has_no_interval_and_benchmarks_count_once():
     arm = cells([[4, 4, 0]], 4, ["x", "x", "y"])
     ref = cells([[4, 4, 4]], 4, ["x", "x", "y"])
-    out = bootstrap_gap(arm, ref, n_boot=200, seed=0)
-    assert (out["x"]["gap"], out["x"]["low"], out["x"]["high"]) == (0.0, 0.0, 0.0)
-    assert (out["y"]["gap"], out["y"]["low"], out["y"]["high"]) == (-1.0, -1.0, -1.0)
-    assert out["average"]["gap"] == -0.5 and out["average"]["low"] == out["average"]["high"] == -0.5
+    g = gap(arm, ref)
+    assert g.value == -0.5 and np.isnan(g.low) and np.isnan(g.high)  # one seed: its seed variance is unknown
+    assert gap(arm.only("y"), ref.only("y")).value == -1.0
 
 
-def test_the_bootstrap_is_fixed_by_its_seed():
-    arm, ref = cells([[1, 0, 1, 1], [0, 0, 1, 1]], 1), cells([[1, 1, 0, 0], [0, 1, 1, 0]], 1)
-    assert bootstrap_gap(arm, ref, 300, seed=5) == bootstrap_gap(arm, ref, 300, seed=5)
+def test_the_share_is_fieller_and_unbounded_when_the_gain_is_noise():
+    rng = np.random.default_rng(3)
+    scenario = Scenario(seeds=5, seed_sd=0.03)
+    c = scenario.study(rng)
+    s = share(c["arm"], c["reference"], c["base"])
+    own, gain = c["arm"].mean() - c["base"].mean(), c["reference"].mean() - c["base"].mean()
+    assert s.value == pytest.approx(own / gain) and s.low < s.value < s.high
+    # The ends are the shares whose contrast arm - base - s (reference - base) has 0 at the edge of its interval.
+    for end in (s.low, s.high):
+        edge = contrast([c["arm"], c["reference"], c["base"]], [1.0, -end, end - 1.0])
+        assert min(abs(edge.low), abs(edge.high)) == pytest.approx(0, abs=2e-3)
+    # A reference that gains nothing: no share can be bounded.
+    flat = Scenario(seeds=3, reference_shift=0.0, arm_shift=0.0, seed_sd=0.2).study(rng)
+    bounded = share(flat["arm"], flat["reference"], flat["base"])
+    assert bounded.low == -np.inf and bounded.high == np.inf
+
+
+@pytest.mark.parametrize("seeds", [3, 5])
+@pytest.mark.parametrize("seed_sd", [0.03, 0.2])  # per-seed Mean@k spread about 0.5 and 2-2.5 points
+def test_intervals_cover_at_their_level_in_simulated_studies(seeds, seed_sd):
+    """The calibration test: 400 simulated studies with known seed, problem and sample variances and a known true
+    gap and share; the 95% intervals must cover the truth in at least 92% of them."""
+    measured = coverage(Scenario(seeds=seeds, seed_sd=seed_sd), studies=400, seed=seeds)
+    print(f"\ncoverage of the 95% intervals, {seeds} seeds, seed sd {seed_sd} (logit): gap {measured['gap']:.3f}, "
+          f"share {measured['share']:.3f}")
+    assert measured["gap"] >= 0.92 and measured["share"] >= 0.92
+
+
+def test_a_flat_ladder_rarely_shows_a_trend():
+    rate = false_trend_rate(Scenario(seeds=3), points=3, studies=200)
+    print(f"\nslopes whose 95% interval excludes 0 on flat ladders of 3 points x 3 seeds: {rate:.3f}")
+    assert rate <= 0.08
+
+
+def test_the_trend_fits_a_line_weighted_by_the_points_errors():
+    x = np.array([0.0, 1.0, 2.0])
+    points = [Interval(v, np.nan, np.nan, 1.0, np.inf, 0.95) for v in (-4.0, -2.0, 0.0)]
+    fit = trend(x, points)
+    assert fit.slope.value == pytest.approx(2.0) and fit.slope.se == pytest.approx(1 / np.sqrt(2))
+    assert fit.start.value == pytest.approx(-4.0) and fit.end.value == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="2\\+ points"):
+        trend(x[:1], points[:1])
 
 
 def test_cells_from_records_name_missing_problems():

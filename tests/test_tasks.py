@@ -1,5 +1,7 @@
 """The embedded task: worked solutions are right, tables are deterministic and disjoint."""
 
+import dataclasses
+
 import pytest
 
 from twogrpo.grading import grade
@@ -20,11 +22,16 @@ def test_worked_solution(expression, solution):
 
 def test_tables_are_deterministic_disjoint_and_self_consistent():
     cfg = chain_sums(3, 300, 50, max_terms=3, max_digits=2)
-    train, test = generate_problems(cfg)
-    again, _ = generate_problems(cfg)
-    assert train.equals(again)
-    assert len(train) == 300 and len(test) == 50
+    train, validation, test = generate_problems(cfg)
+    again, _, test_again = generate_problems(cfg)
+    assert train.equals(again) and test.equals(test_again)
+    assert len(train) == 300 and len(validation) == 20 and len(test) == 50
     assert not set(train["problem"]) & set(test["problem"])
+    assert not set(validation["problem"]) & (set(train["problem"]) | set(test["problem"]))
+    # the train and test sets do not depend on the validation size
+    bigger = dataclasses.replace(cfg, chain_sum=dataclasses.replace(cfg.chain_sum, n_validation=40))
+    train_b, _, test_b = generate_problems(bigger)
+    assert train_b.equals(train) and test_b.equals(test)
     assert set(train["level"]) == {"2 terms", "3 terms"}
     for row in train.itertuples():
         assert eval(row.problem[:-1]) == int(row.answer)  # noqa: S307 - digits and +/- only

@@ -88,8 +88,8 @@ def changed_params(rows: list[dict]) -> pd.DataFrame:
 
 def claims_by_experiment(rows: list[dict]) -> pd.DataFrame:
     """One row per experiment and compared arm: the Mean@k gap to the reference arm with its 95% interval
-    (points), the rollout and time ratios, and the verdicts (twogrpo.paper.verdicts, against that experiment's
-    own report.equivalence_margin). Experiments without claims (failed, or not run) get one row saying why."""
+    (points), the share of the gain with its one-sided bound, the rollout and time ratios, and the verdicts
+    (twogrpo.paper.verdicts, against that experiment's own report.share_margin and report.equivalence_margin). Experiments without claims (failed, or not run) get one row saying why."""
     out = []
     for r in rows:
         if not r["claims"]:
@@ -97,12 +97,15 @@ def claims_by_experiment(rows: list[dict]) -> pd.DataFrame:
                         "note": r["error"] or "no metrics/claims.json (not run)"})
             continue
         margin = r["params"]["report.equivalence_margin"]
+        share_margin = r["params"].get("report.share_margin", 1.0)  # an older record: not judged (paper.not_judged)
         for arm, c in r["claims"]["arms"].items():
-            v = verdicts(c, margin)
+            v = verdicts(c, margin, share_margin)
             out.append({"experiment": r["experiment"], "kind": r["kind"], "arm": arm,
                         "reference": r["claims"]["reference_arm"], "gap": 100 * c["accuracy_gap"],
                         "low": 100 * c["accuracy_gap_low"], "high": 100 * c["accuracy_gap_high"],
-                        "margin": 100 * margin, "accuracy verdict": v["accuracy"],
+                        "share": c.get("share"), "share bound": c.get("share_lower_bound"),
+                        "accuracy verdict": v["accuracy"], "margin": 100 * margin,
+                        "verdict in points": v["accuracy_points"],
                         "rollout ratio": c["rollout_ratio"], "rollouts verdict": v["rollouts"],
                         "time ratio": c["time_ratio"], "time verdict": v["time"]})
     return pd.DataFrame(out)

@@ -78,6 +78,8 @@ class ChainSumConfig:
     """The embedded task: arithmetic chains generated offline (reasoning-gym `chain_sum`)."""
 
     n_test: Annotated[int, Range(1, limit=1_000_000)]  # distinct test problems (the `chain_sum` benchmark), disjoint from the train problems
+    # distinct validation problems, disjoint from train and test: what every choice and the in-training curves read
+    n_validation: Annotated[int, Range(1, limit=1_000_000)]
     min_terms: Annotated[int, Range(2, limit=100)]  # numbers per expression, lower bound (difficulty grows with terms)
     max_terms: Annotated[int, Range(2, limit=100)]
     min_digits: Annotated[int, Range(1, limit=30)]  # digits per number
@@ -127,9 +129,10 @@ class PrepareConfig:
 
     def check(self) -> None:
         self.chain_sum.check()
-        wanted = self.train_size + self.chain_sum.n_test
+        wanted = self.train_size + self.chain_sum.n_test + self.chain_sum.n_validation
         if self.train_set == "chain_sum" and wanted > self.chain_sum.distinct_bound:
-            raise ParamsError(f"prepare.train_size + prepare.chain_sum.n_test = {wanted} distinct problems, but "
+            raise ParamsError(f"prepare.train_size + prepare.chain_sum.n_test + n_validation = {wanted} distinct "
+                              f"problems, but "
                               f"prepare.chain_sum's terms and digits allow fewer than "
                               f"{self.chain_sum.distinct_bound}: widen them or ask for fewer")
         if not self.benchmarks:
@@ -207,7 +210,7 @@ class BaseConfig:
     batch_size: Annotated[int, Range(1, limit=65_536)]  # SFT examples per step
     max_steps: Annotated[int, Range(1, limit=1_000_000)]  # hard cap on SFT steps
     eval_every: Annotated[int, Range(1)]  # measure sampled accuracy every this many steps
-    val_size: Annotated[int, Range(1, limit=100_000)]  # train problems held out of SFT to measure accuracy on (never the test set)
+    val_size: Annotated[int, Range(1, limit=100_000)]  # validation problems (the first N) the stopping accuracy is measured on
     target_accuracy: Probability  # stop at the first checkpoint whose sampled (T=1) accuracy reaches this
     # The model's position limit, raised to cover prompt + response (verl's practice for Qwen2.5-Math, whose 4,096
     # positions are fewer than a prompt plus a 4,096-token response); saved in models/base/config.json, so HF and
@@ -298,10 +301,10 @@ class TrainConfig:
     # zero gradient, so the update is verl's full pass minus work (float rounding aside). Off when kl_coef or
     # entropy_coef is set (dead groups then have a gradient). false = verl's full pass, as the paper timed it.
     skip_dead_groups: bool
-    eval_every: Annotated[int, Range(1)]  # evaluate on the test problems every this many generation steps (for the curves)
-    eval_benchmark: str  # the benchmark of that in-training evaluation (one of prepare.benchmarks)
-    eval_problems: Annotated[int, Range(1, limit=1_000_000)]  # its first N problems
-    eval_samples: Samples  # samples per problem in that evaluation
+    eval_every: Annotated[int, Range(1)]  # evaluate on validation problems every this many generation steps (the curves)
+    eval_benchmark: str  # the validation problems of this benchmark are evaluated (one of prepare.benchmarks)
+    eval_problems: Annotated[int, Range(1, limit=1_000_000)]  # the curves' evaluation: its first N problems
+    eval_samples: Samples  # samples per problem, in the curves' evaluation and the final one on all of them
     # Prompt + response tokens per micro-batch of the update and old log-probs (verl's use_dynamic_bsz with
     # ppo_max_token_len_per_gpu): rollouts longest first, as many as fit once right-padded; packed into one row
     # without padding under flash attention (twogrpo.forward.packs). 0 = micro_batch_rollouts rollouts, in order.
@@ -435,11 +438,11 @@ class ContrastiveConfig:
 class ReportConfig:
     """How the report judges the claims."""
 
-    # "2-GRPO matches 16-GRPO" is shown when the accuracy gap's 95% interval (hierarchical bootstrap over seeds,
-    # problems and samples) lies within +-equivalence_margin (accuracy as a fraction: 0.02 = 2 points).
+    # Two readings of "2-GRPO matches 16-GRPO" (twogrpo.stats intervals, with 3+ seeds per arm): the arm keeps at
+    # least share_margin of 16-GRPO's gain over the base (one-sided 95% lower bound of the share; the verdict), and
+    # the gap's 95% interval lies within +-equivalence_margin (accuracy as a fraction: 0.02 = 2 points).
+    share_margin: Probability
     equivalence_margin: Probability
-    bootstrap_samples: Annotated[int, Range(1, limit=1_000_000)]  # bootstrap replicates
-    bootstrap_seed: Seed  # fixed, so the intervals are the same on every run
     # Time-to-target: the time and rollouts each run needs until its in-training eval accuracy reaches this fraction
     # of the reference arm's final eval accuracy (mean over seeds).
     target_fraction: Probability
@@ -522,9 +525,9 @@ class Params:
             if self.prepare.train_set != "chain_sum":
                 raise ParamsError(f"base.model=scratch trains the tiny model on the chain sums, not on "
                                   f"prepare.train_set={self.prepare.train_set}; name a pretrained model")
-            if self.base.val_size >= self.prepare.train_size:
-                raise ParamsError(f"base.val_size={self.base.val_size} leaves no SFT data of "
-                                  f"prepare.train_size={self.prepare.train_size}")
+            if self.base.val_size > self.prepare.chain_sum.n_validation:
+                raise ParamsError(f"base.val_size={self.base.val_size} > prepare.chain_sum.n_validation="
+                                  f"{self.prepare.chain_sum.n_validation}")
             positions = self.base.scratch_positions
             for key, n in (("task.max_new_tokens", self.task.max_new_tokens),
                            ("evaluate.max_new_tokens", self.evaluate.max_new_tokens)):
@@ -537,10 +540,12 @@ class Params:
                     raise ParamsError(f"evaluate.temperature=0 samples greedily: the {key}={n} samples of a problem "
                                       f"would all be equal; set {key}=1")
         if self.prepare.train_set == "chain_sum":
-            for section, n in (("train.eval_problems", self.train.eval_problems),
-                               ("evaluate.problems", self.evaluate.problems)):
-                if n > self.prepare.chain_sum.n_test:
-                    raise ParamsError(f"{section}={n} > prepare.chain_sum.n_test={self.prepare.chain_sum.n_test}")
+            chain = self.prepare.chain_sum
+            for section, n, key, limit in (("train.eval_problems", self.train.eval_problems, "n_validation",
+                                            chain.n_validation),
+                                           ("evaluate.problems", self.evaluate.problems, "n_test", chain.n_test)):
+                if n > limit:
+                    raise ParamsError(f"{section}={n} > prepare.chain_sum.{key}={limit}")
 
 
 def hub_failure(key: str, value: str, error: Exception) -> str:

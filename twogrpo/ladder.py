@@ -1,41 +1,88 @@
 """The ladder: how 2-GRPO's gap to 16-GRPO moves along one axis (model size, training length, learning-rate rule),
-judged by the gap's bootstrap intervals."""
+judged by a weighted line through every point's gap (twogrpo.stats.trend), and how the ladder's choices are made."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
+
+from twogrpo.paper import MIN_SEEDS
+from twogrpo.stats import Interval, trend
+
 
 @dataclass(frozen=True)
 class GapPoint:
-    """The accuracy gap (2-GRPO minus 16-GRPO, points) at one value of an axis, with its 95% interval."""
+    """The accuracy gap (2-GRPO minus 16-GRPO, points) at one value of an axis: its 95% interval, standard error and
+    degrees of freedom (twogrpo.stats.gap), and the fewer of the two arms' seeds."""
 
     value: float  # the axis value: parameters, epochs, the learning-rate factor
     gap: float
     low: float
     high: float
+    se: float = np.nan
+    df: float = np.nan
+    seeds: int = 0
+    name: str = ""
 
 
-def axis_verdict(points: list[GapPoint]) -> str:
-    """"narrows" or "widens" when the gap's intervals at the axis' two ends do not overlap and the gap is nearer zero
-    (narrows) or farther from it (widens) at the larger end; "no trend shown" when they overlap, or with fewer than
-    two points. Only the ends are judged: a middle point shows the path, not the verdict."""
-    if len(points) < 2:
+# The axes are read on these scales: model size and the learning-rate factor act multiplicatively.
+AXIS_SCALES = {"parameters": np.log10, "lr_factor": np.log2, "epochs": lambda x: x, "prompts": np.log10}
+
+
+def axis_verdict(points: list[GapPoint], scale=lambda x: x) -> str:
+    """The trend of the signed gap along the axis, from a weighted line through every point with MIN_SEEDS seeds
+    (twogrpo.stats.trend on scale(value)). Points with fewer seeds are shown, never fitted: they cannot decide.
+
+    "no trend shown" when the slope's 95% interval holds 0; "reverses" when the fitted gaps at the two ends lie on
+    opposite sides of 0, each interval excluding it (the order of the arms changes along the axis); else "narrows"
+    (the fitted gap is nearer 0 at the larger end) or "widens". "not judged" with fewer than two fitted points."""
+    fitted = [p for p in points if p.seeds >= MIN_SEEDS and np.isfinite(p.se)]
+    if len({p.value for p in fitted}) < 2:
+        short = ", ".join(f"{p.name or p.value}: {p.seeds}" for p in points if p.seeds < MIN_SEEDS)
+        return f"not judged: fewer than two points with {MIN_SEEDS}+ seeds" + (f" (seeds {short})" if short else "")
+    fit = trend(np.array([scale(p.value) for p in fitted]),
+                [Interval(p.gap, p.low, p.high, p.se, p.df, 0.95) for p in fitted])
+    if fit.slope.low <= 0 <= fit.slope.high:
         return "no trend shown"
-    first, last = min(points, key=lambda p: p.value), max(points, key=lambda p: p.value)
-    if first.high >= last.low and last.high >= first.low:  # the intervals overlap: within noise
-        return "no trend shown"
-    return "narrows" if abs(last.gap) < abs(first.gap) else "widens"
+    start, end = fit.start, fit.end
+    if (start.high < 0 < end.low) or (end.high < 0 < start.low):
+        return "reverses"
+    return "narrows" if abs(end.value) < abs(start.value) else "widens"
 
 
 REFERENCE_ARM = "g16"
+
+# The ladder's points the embedded default is chosen among (tools/ladder.py defines them): those whose study fits 12
+# minutes on 2 cores with 3 seeds. And the rule that picks one, written before the runs it reads.
+CANDIDATES = ["center", "epochs-10-prompts-128"]
+DEFAULT_RULE = ("the candidate point where 16-GRPO's final validation Mean@k (mean over seeds) is highest; among "
+                "candidates within 1 point of that, the one with the fewest 16-GRPO training seconds. It reads "
+                "validation only, and 16-GRPO only: 2-GRPO's results do not enter, so the choice cannot favour the "
+                "claim under test.")
+
+
+def default_choice(rows: pd.DataFrame, candidates: list[str]) -> tuple[pd.DataFrame, str | None]:
+    """The candidates (gap_rows' rows of those points) with what DEFAULT_RULE reads, and the point it picks; None
+    when a candidate has not run or has no validation measurement (it cannot be judged by the rule)."""
+    per_point = rows.drop_duplicates("point").set_index("point")
+    table = pd.DataFrame({"point": candidates})
+    table["16-GRPO validation Mean@k"] = [per_point["reference_validation"].get(p, np.nan) for p in candidates]
+    table["16-GRPO training s"] = [per_point["reference_train_seconds"].get(p, np.nan) for p in candidates]
+    if table.isna().any(axis=None):
+        return table, None
+    best = table["16-GRPO validation Mean@k"].max()
+    near = table[table["16-GRPO validation Mean@k"] >= best - 1.0]
+    return table, str(near.sort_values("16-GRPO training s").iloc[0]["point"])
 
 
 def gap_rows(ladder: dict) -> pd.DataFrame:
     """One row per ladder point and compared arm (from reports/ladder.json, written by tools/ladder.py): the point's
     axis values (parameters, epochs), the arm's learning-rate factor against the reference arm's, the gap to the
-    reference (points, with its 95% interval), and per-seed means of the arm's Mean@k, discard rate (groups with
+    reference (points, with its 95% interval, standard error and degrees of freedom; NaN where the record predates
+    them), the share of 16-GRPO's gain and its one-sided bound, the gap and 16-GRPO's accuracy on validation, and
+    per-seed means of the arm's Mean@k, discard rate (groups with
     equal rewards), rollouts and training seconds, and whether the point's SFT base reached its target accuracy.
     Points that have no claims (failed runs) give no row."""
     out = []
@@ -47,35 +94,49 @@ def gap_rows(ladder: dict) -> pd.DataFrame:
         numeric = ["lr", "mean_at_k", "dead_group_frac", "rollouts", "train_time"]
         runs[numeric] = runs[numeric].apply(pd.to_numeric, errors="coerce")
         reference = runs[runs["arm"] == claims["reference_arm"]]
+        validation = claims.get("validation", {})  # points recorded before validation was kept have none
         for arm, c in claims["arms"].items():
             own = runs[runs["arm"] == arm]
+            calibrated = "accuracy_gap_se" in c
             out.append({"point": point, "arm": arm, "parameters": record["base"]["parameters"],
                         # the SFT base stopped at its target accuracy (a pretrained base has none: in band)
                         "base_in_band": record["base"].get("reached_target", True) is not False,
                         "epochs": record["params"]["train"]["epochs"],
                         "lr_factor": own["lr"].mean() / reference["lr"].mean(),
-                        "gap": 100 * c["accuracy_gap"], "low": 100 * c["accuracy_gap_low"],
-                        "high": 100 * c["accuracy_gap_high"], "mean_at_k": 100 * own["mean_at_k"].mean(),
+                        # Only intervals of twogrpo.stats (they carry "accuracy_gap_se") are shown: a record of
+                        # an older study holds bootstrap intervals without a calibrated seed term.
+                        "gap": 100 * c["accuracy_gap"], "low": 100 * c["accuracy_gap_low"] if calibrated else np.nan,
+                        "high": 100 * c["accuracy_gap_high"] if calibrated else np.nan,
+                        "se": 100 * c.get("accuracy_gap_se", np.nan),
+                        "df": c.get("accuracy_gap_df", np.nan), "share": c.get("share", np.nan),
+                        "share_bound": c.get("share_lower_bound", np.nan),
+                        "validation_gap": 100 * validation.get(arm, {}).get("gap", np.nan),
+                        "reference_validation": 100 * validation.get(claims["reference_arm"], {}).get("mean", np.nan),
+                        "mean_at_k": 100 * own["mean_at_k"].mean(),
                         "reference_mean_at_k": 100 * reference["mean_at_k"].mean(),
                         "discard_rate": own["dead_group_frac"].mean(),
                         "reference_discard_rate": reference["dead_group_frac"].mean(),
                         "rollouts": own["rollouts"].mean(), "train_seconds": own["train_time"].mean(),
-                        "reference_train_seconds": reference["train_time"].mean(), "seeds": len(own)})
+                        "reference_train_seconds": reference["train_time"].mean(),
+                        "seeds": min(len(own), len(reference))})
     return pd.DataFrame(out)
 
 
 def axis_verdicts(rows: pd.DataFrame, value: str, by: str = "arm", across_bases: bool = True) -> pd.DataFrame:
     """The verdict along an axis for each group of `rows` (grouped by the column `by`): its rows ordered by the
-    column `value` (parameters, epochs, lr_factor) and judged by axis_verdict. With `across_bases` (the axis moves
+    column `value` (parameters, epochs, lr_factor) and judged by axis_verdict on AXIS_SCALES[value]. With `across_bases` (the axis moves
     from point to point), "not judged" where a point's SFT base stopped below its target accuracy: its RL starts from
     a weaker policy, so the axis would mix two causes (within one point, every arm shares the base). Columns:
     `by`, verdict, the gap with its interval at each value along the axis (text)."""
     out = []
     for key, own in rows.groupby(by, sort=False):
-        gaps = [GapPoint(r[value], r["gap"], r["low"], r["high"]) for _, r in own.sort_values(value).iterrows()]
-        path = "; ".join(f"{p.value:.3g}: {p.gap:+.1f} [{p.low:+.1f}, {p.high:+.1f}]" for p in gaps)
+        gaps = [GapPoint(r[value], r["gap"], r["low"], r["high"], r["se"], r["df"], int(r["seeds"]), r["point"])
+                for _, r in own.sort_values(value).iterrows()]
+        path = "; ".join(f"{p.value:.3g}: {p.gap:+.1f} [{p.low:+.1f}, {p.high:+.1f}] ({p.seeds} seed"
+                         f"{'s' * (p.seeds != 1)})" for p in gaps)
         short = sorted(set(own.loc[~own["base_in_band"], "point"])) if across_bases else []
-        verdict = f"not judged: the base of {', '.join(short)} is below its target" if short else axis_verdict(gaps)
+        verdict = (f"not judged: the base of {', '.join(short)} is below its target" if short
+                   else axis_verdict(gaps, AXIS_SCALES[value]))
         out.append({by: key, "verdict": verdict, f"gap by {value}": path})
     return pd.DataFrame(out)
 

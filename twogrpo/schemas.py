@@ -15,8 +15,8 @@ class DataError(ValueError):
 
 
 class Problems(pa.DataFrameModel):
-    """A train or benchmark problem table (data/prepared/train.parquet, data/prepared/test.parquet), one schema for
-    the embedded chain sums and for the paper's data."""
+    """A train, validation or benchmark problem table (data/prepared/{train,validation,test}.parquet), one schema
+    for the embedded chain sums and for the paper's data."""
 
     id: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})  # "<dataset>/<id in the source>"
     dataset: Series[str] = pa.Field(str_length={"min_value": 1})  # chain_sum, math, math500, amc23, ...
@@ -58,6 +58,20 @@ class EvalSamples(Generations):
     correct_math_verify: Series[bool]
     correct_verl_math: Series[bool]
     correct_verl_dapo: Series[bool]
+
+
+class ValidationSamples(pa.DataFrameModel):
+    """The final policy of a run graded on every validation problem of train.eval_benchmark
+    (runs/<arm>-s<seed>/validation.parquet): what the package's choices read, never the test set."""
+
+    benchmark: Series[str]
+    problem_id: Series[str]
+    sample: Series[int] = pa.Field(ge=0)
+    correct: Series[bool]  # by the reward's grader (grading.reward)
+
+    class Config:
+        strict = True
+        unique = ["problem_id", "sample"]
 
 
 class TrainSteps(pa.DataFrameModel):

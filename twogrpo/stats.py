@@ -1,10 +1,24 @@
-"""Uncertainty of the study's comparisons: a hierarchical bootstrap over seeds, problems and samples, and the time
-(and rollouts) each arm needs to reach a target accuracy.
+"""Uncertainty of the study's comparisons: intervals for the accuracy gap, the share of the gain and the trend of the
+gap along an axis, all from the same variance components; and the time (and rollouts) each arm needs to reach a
+target accuracy.
 
-The bootstrap resamples, in each replicate: the seeds of each arm (independently per arm; runs are not paired),
-the problems of each benchmark (one draw shared by both arms, so the difference is paired by problem), and the k
-samples of every (seed, problem) cell. Resampling k binary samples with replacement is drawing Binomial(k, c/k)
-for a cell with c correct, which is what is done. The interval is the percentile interval of the replicates.
+Every accuracy comparison is a linear contrast of models' Mean@k: the gap is arm - reference, the share of the gain
+tests arm - base - s (reference - base). A model's Mean@k varies with the seeds it was trained with (a seed term), with
+the problems the benchmark happened to hold (a problem term, shared by every model evaluated on them, so the
+difference is paired by problem), and with the k samples drawn per problem. The terms are estimated by the method of
+moments and the interval is Student's t with Welch-Satterthwaite degrees of freedom:
+
+- seed term of a trained arm with n seeds: the variance of its per-seed Mean@k over n (it holds the sample noise and
+  the seed-by-problem interaction too); n - 1 degrees of freedom, so 2-3 seeds give the wide interval they should.
+  The base policy is one fixed model shared by every arm (the claims are about training from it): its only term is
+  its samples' binomial noise.
+- problem term: the covariance over problems of the models' per-problem accuracies (means over seeds and samples),
+  less the within-cell noise that the seed terms already hold (two-way residual variance over seeds and problems),
+  kept positive semi-definite, over the number of problems; each benchmark counts once in the average.
+
+Why not the percentile bootstrap: resampling 2-3 seeds with replacement estimates (n-1)/n of the seed variance and
+its percentiles follow the normal, not the t with n - 1 degrees of freedom, so its intervals cover far less than
+95% with few seeds. tests/test_stats.py simulates studies with known variances and checks the coverage.
 """
 
 from __future__ import annotations
@@ -18,15 +32,17 @@ from scipy import stats
 
 @dataclass(frozen=True)
 class Cells:
-    """One arm's evaluation: per seed and problem, the correct samples out of k; problems in a fixed order."""
+    """One model's evaluation: per seed and problem, the correct samples out of k; problems in a fixed order.
+    `fixed`: one model shared by every arm (the base policy), whose only variation is its samples."""
 
     correct: np.ndarray  # [seeds, problems] correct samples
     k: int  # samples per problem
     benchmark: np.ndarray  # [problems] benchmark of each problem
+    fixed: bool = False
 
     @staticmethod
-    def from_records(per_seed: list[pd.DataFrame], problem_order: pd.Index) -> Cells:
-        """Cells from one EvalSamples table per seed, problems in `problem_order` (the same for every arm)."""
+    def from_records(per_seed: list[pd.DataFrame], problem_order: pd.Index, fixed: bool = False) -> Cells:
+        """Cells from one EvalSamples table per seed, problems in `problem_order` (the same for every model)."""
         counts, ks, bench = [], set(), None
         for records in per_seed:
             grouped = records.groupby("problem_id").agg(c=("correct", "sum"), k=("correct", "size"),
@@ -39,50 +55,208 @@ class Cells:
             bench = grouped["benchmark"].to_numpy()
         if len(ks) != 1:
             raise ValueError(f"runs have different samples per problem: {sorted(ks)}")
-        return Cells(np.stack(counts), ks.pop(), bench)
+        return Cells(np.stack(counts), ks.pop(), bench, fixed)
+
+    @property
+    def seeds(self) -> int:
+        return self.correct.shape[0]
+
+    def per_seed(self) -> np.ndarray:
+        """[seeds] Mean@k of each seed, each benchmark counting once."""
+        y = self.correct / self.k
+        return np.mean([y[:, self.benchmark == b].mean(axis=1) for b in dict.fromkeys(self.benchmark)], axis=0)
+
+    def mean(self) -> float:
+        return float(self.per_seed().mean())
+
+    def only(self, benchmark: str) -> Cells:
+        """The cells of one benchmark."""
+        keep = self.benchmark == benchmark
+        return Cells(self.correct[:, keep], self.k, self.benchmark[keep], self.fixed)
 
 
-def _replicate(cells: Cells, problems: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One bootstrap replicate of the accuracy per problem slot: [len(problems)] means over seeds and samples."""
-    seeds = rng.integers(0, cells.correct.shape[0], size=cells.correct.shape[0])
-    drawn = rng.binomial(cells.k, cells.correct[np.ix_(seeds, problems)] / cells.k)  # [seeds, problems]
-    return drawn.mean(axis=0) / cells.k
+@dataclass(frozen=True)
+class Interval:
+    """An estimate with its two-sided interval at `level`, its standard error and degrees of freedom. Bounds are NaN
+    where the interval cannot be formed (a trained arm with one seed has no seed term; a share whose denominator is
+    not distinguished from 0)."""
+
+    value: float
+    low: float
+    high: float
+    se: float
+    df: float
+    level: float
+
+    def as_dict(self, prefix: str = "") -> dict[str, float]:
+        return {f"{prefix}{name}": float(getattr(self, name)) for name in ("value", "low", "high", "se", "df")}
 
 
-def bootstrap_gap(arm: Cells, reference: Cells, n_boot: int, seed: int, level: float = 0.95) -> dict[str, dict]:
-    """The Mean@k difference arm - reference per benchmark and averaged over benchmarks (each counts once), as
-    {name: {"gap", "low", "high"}} (fractions); "gap" is the observed difference, low/high the percentile interval.
-    Also each arm's own Mean@k interval ("arm_low", "arm_high")."""
-    if not np.array_equal(arm.benchmark, reference.benchmark):
-        raise ValueError("the two arms were evaluated on different problems")
-    rng = np.random.default_rng(seed)
-    names = list(dict.fromkeys(arm.benchmark))
-    slots = {b: np.flatnonzero(arm.benchmark == b) for b in names}
-    gaps = np.empty((n_boot, len(names)))
-    own = np.empty((n_boot, len(names)))
-    for i in range(n_boot):
-        problems = np.concatenate([rng.choice(slots[b], size=len(slots[b])) for b in names])
-        a, r = _replicate(arm, problems, rng), _replicate(reference, problems, rng)
-        start = 0
-        for j, b in enumerate(names):
-            part = slice(start, start + len(slots[b]))
-            gaps[i, j], own[i, j] = a[part].mean() - r[part].mean(), a[part].mean()
-            start += len(slots[b])
-    observed = {b: arm.correct[:, slots[b]].mean() / arm.k - reference.correct[:, slots[b]].mean() / reference.k
-                for b in names}
-    own_observed = {b: arm.correct[:, slots[b]].mean() / arm.k for b in names}
-    tail = 100 * (1 - level) / 2
-    out = {}
-    for j, b in enumerate([*names, "average"]):
-        g = gaps[:, j] if b != "average" else gaps.mean(axis=1)
-        m = own[:, j] if b != "average" else own.mean(axis=1)
-        point = observed[b] if b != "average" else float(np.mean(list(observed.values())))
-        own_point = own_observed[b] if b != "average" else float(np.mean(list(own_observed.values())))
-        low, high = np.percentile(g, [tail, 100 - tail])
-        arm_low, arm_high = np.percentile(m, [tail, 100 - tail])
-        out[b] = {"gap": float(point), "low": float(low), "high": float(high), "arm_mean": float(own_point),
-                  "arm_low": float(arm_low), "arm_high": float(arm_high)}
-    return out
+@dataclass(frozen=True)
+class _Components:
+    """The variance of the models' Mean@k: a seed term per model (with its degrees of freedom) and the problem
+    term's covariance between models (with its degrees of freedom)."""
+
+    seed: np.ndarray  # [models]
+    seed_df: np.ndarray  # [models]
+    problem: np.ndarray  # [models, models]
+    problem_df: float
+
+    def variance(self, w: np.ndarray) -> tuple[float, float]:
+        """(variance, Welch-Satterthwaite degrees of freedom) of the contrast sum(w * Mean@k)."""
+        parts = np.append(w ** 2 * self.seed, w @ self.problem @ w)
+        dfs = np.append(self.seed_df, self.problem_df)
+        total = float(parts.sum())
+        if not np.isfinite(total):
+            return np.nan, np.nan
+        denominator = float(np.sum(parts[parts > 0] ** 2 / dfs[parts > 0]))
+        return total, (total ** 2 / denominator if denominator > 0 else np.inf)
+
+
+def _cell_noise(cells: Cells, columns: np.ndarray) -> float:
+    """The variance of one (seed, problem) cell's accuracy around its seed and problem means: the two-way residual
+    variance with 2+ seeds, else the binomial variance of a mean of k samples (0 when k = 1: not separable from the
+    problem term, which then keeps it)."""
+    y = cells.correct[:, columns] / cells.k
+    n, p = y.shape
+    if n >= 2 and p >= 2:
+        residual = y - y.mean(axis=1, keepdims=True) - y.mean(axis=0, keepdims=True) + y.mean()
+        return float((residual ** 2).sum() / ((n - 1) * (p - 1)))
+    if cells.k < 2:
+        return 0.0
+    return float(np.mean(y * (1 - y) / (cells.k - 1)))
+
+
+def _components(models: list[Cells]) -> _Components:
+    bench = models[0].benchmark
+    for m in models[1:]:
+        if not np.array_equal(m.benchmark, bench):
+            raise ValueError("the models were evaluated on different problems")
+    names = list(dict.fromkeys(bench))
+    b = len(names)
+    seed, seed_df = np.zeros(len(models)), np.zeros(len(models))
+    problem = np.zeros((len(models), len(models)))
+    problem_df = np.inf
+    for name in names:
+        columns = np.flatnonzero(bench == name)
+        p = len(columns)
+        noise = np.array([_cell_noise(m, columns) for m in models])
+        if p >= 2:
+            means = np.stack([(m.correct[:, columns] / m.k).mean(axis=0) for m in models])  # [models, problems]
+            cov = np.atleast_2d(np.cov(means)) - np.diag([r / m.seeds for r, m in zip(noise, models, strict=True)])
+            values, vectors = np.linalg.eigh(cov)
+            problem += (vectors * np.clip(values, 0, None)) @ vectors.T / (b ** 2 * p)
+            problem_df = min(problem_df, p - 1)
+        for i, m in enumerate(models):
+            if m.fixed:  # its samples are its only variation
+                seed[i] += noise[i] / (b ** 2 * p)
+    for i, m in enumerate(models):
+        if m.fixed:
+            seed_df[i] = max(len(bench) - 1, 1)
+        elif m.seeds >= 2:
+            seed[i], seed_df[i] = m.per_seed().var(ddof=1) / m.seeds, m.seeds - 1
+        else:
+            seed[i], seed_df[i] = np.nan, np.nan  # one seed: its seed variance is unknown
+    return _Components(seed, seed_df, problem, problem_df)
+
+
+def _t(level: float, df: float) -> float:
+    return float(stats.t.ppf(0.5 + level / 2, df)) if np.isfinite(df) else float(stats.norm.ppf(0.5 + level / 2))
+
+
+def contrast(models: list[Cells], weights: list[float], level: float = 0.95) -> Interval:
+    """The interval of sum(weights * Mean@k) over `models` (evaluated on the same problems)."""
+    w = np.asarray(weights, dtype=float)
+    value = float(w @ np.array([m.mean() for m in models]))
+    variance, df = _components(models).variance(w)
+    if not np.isfinite(variance):
+        return Interval(value, np.nan, np.nan, np.nan, np.nan, level)
+    half = _t(level, df) * np.sqrt(variance)
+    return Interval(value, value - half, value + half, float(np.sqrt(variance)), df, level)
+
+
+def gap(arm: Cells, reference: Cells, level: float = 0.95) -> Interval:
+    """Mean@k of `arm` minus `reference` (fractions), each benchmark counting once in the average."""
+    return contrast([arm, reference], [1.0, -1.0], level)
+
+
+def share(arm: Cells, reference: Cells, base: Cells, level: float = 0.95) -> Interval:
+    """The arm's share of the reference's gain over the base, (arm - base) / (reference - base), with Fieller's
+    interval: the shares s for which arm - base - s (reference - base) = 0 lies inside its own interval. The bounds
+    are -inf and +inf when the reference's gain is not distinguished from 0 at `level` (the set is then unbounded: a
+    share of nothing is no evidence); NaN when an arm has one seed. `se` is the delta-method standard error."""
+    models = [arm, reference, base]
+    a, r, b = (m.mean() for m in models)
+    gain, own = r - b, a - b
+    comp = _components(models)
+    along, across = np.array([1.0, 0.0, -1.0]), np.array([0.0, -1.0, 1.0])  # w(s) = along + s * across
+    sigma = np.diag(comp.seed) + comp.problem
+    q0, q1, q2 = along @ sigma @ along, 2 * along @ sigma @ across, across @ sigma @ across
+    value = own / gain if gain != 0 else np.nan
+    variance, df = comp.variance(along + (value if np.isfinite(value) else 0.0) * across)
+    if not (np.isfinite(variance) and np.isfinite(value)):
+        return Interval(float(value), np.nan, np.nan, np.nan, np.nan, level)
+    t2 = _t(level, df) ** 2
+    qa, qb, qc = gain ** 2 - t2 * q2, -(2 * own * gain + t2 * q1), own ** 2 - t2 * q0
+    se = float(np.sqrt(variance) / abs(gain))
+    if qa <= 0:  # the set is the whole line or two rays around a gap: reported as the whole line
+        return Interval(float(value), -np.inf, np.inf, se, df, level)
+    root = np.sqrt(max(qb ** 2 - 4 * qa * qc, 0.0))
+    return Interval(float(value), float((-qb - root) / (2 * qa)), float((-qb + root) / (2 * qa)), se, df, level)
+
+
+def one_sided_low(estimate_at_90: Interval) -> float:
+    """The one-sided 95% lower bound: the low end of the two-sided 90% interval."""
+    if abs(estimate_at_90.level - 0.90) > 1e-12:
+        raise ValueError(f"a one-sided 95% bound needs the 90% interval, got level {estimate_at_90.level}")
+    return estimate_at_90.low
+
+
+@dataclass(frozen=True)
+class Trend:
+    """A weighted line through estimates along an axis: its slope with the slope's interval, and the fitted value at
+    the axis' two ends with theirs."""
+
+    slope: Interval
+    start: Interval  # fitted at the smallest axis value
+    end: Interval  # fitted at the largest
+    points: int
+
+
+def trend(x: np.ndarray, estimates: list[Interval], level: float = 0.95) -> Trend:
+    """Weighted least squares of the estimates on x (weights 1 / se^2). Each estimate's variance carries its own seed,
+    problem and sample terms (`contrast`); with more than two points the variances are scaled up by the residual
+    scatter about the line when it exceeds them (Birge ratio), so a curved path widens the slope's interval. Degrees
+    of freedom by Welch-Satterthwaite over the points. Needs 2+ points with finite standard errors."""
+    x = np.asarray(x, dtype=float)
+    g = np.array([e.value for e in estimates])
+    se = np.array([e.se for e in estimates])
+    dfs = np.array([e.df for e in estimates])
+    if len(x) < 2 or not np.all(np.isfinite(se)) or np.ptp(x) == 0:
+        raise ValueError("a trend needs 2+ points at different axis values, each with a finite standard error")
+    se = np.maximum(se, 1e-12)
+    w = 1 / se ** 2
+    xbar = np.sum(w * x) / w.sum()
+    sxx = np.sum(w * (x - xbar) ** 2)
+    slope = np.sum(w * (x - xbar) * (g - np.sum(w * g) / w.sum())) / sxx
+    intercept = np.sum(w * g) / w.sum() - slope * xbar
+    scale = 1.0
+    if len(x) > 2:
+        scale = max(1.0, float(np.sum(w * (g - intercept - slope * x) ** 2) / (len(x) - 2)))
+
+    def linear(c: np.ndarray, value: float) -> Interval:
+        parts = c ** 2 * se ** 2 * scale
+        variance = float(parts.sum())
+        denominator = float(np.sum(parts[parts > 0] ** 2 / dfs[parts > 0]))
+        df = variance ** 2 / denominator if denominator > 0 else np.inf
+        if len(x) > 2 and scale > 1:
+            df = min(df, len(x) - 2)
+        half = _t(level, df) * np.sqrt(variance)
+        return Interval(float(value), float(value - half), float(value + half), float(np.sqrt(variance)), df, level)
+
+    at = (lambda x0: w / w.sum() + w * (x - xbar) * (x0 - xbar) / sxx)
+    return Trend(linear(w * (x - xbar) / sxx, slope), linear(at(x.min()), intercept + slope * x.min()),
+                 linear(at(x.max()), intercept + slope * x.max()), len(x))
 
 
 def time_to_target(curves: pd.DataFrame, target: float) -> pd.DataFrame:
@@ -101,10 +275,9 @@ def time_to_target(curves: pd.DataFrame, target: float) -> pd.DataFrame:
 
 
 def seed_interval(values: np.ndarray, level: float = 0.95, floor: float = -np.inf) -> tuple[float, float, float]:
-    """(mean, low, high): the Student-t interval of the mean over runs (seeds are few, so not a bootstrap, whose
-    percentile interval over 2 or 3 values is far too narrow), its low end no lower than `floor` (0 for seconds and
-    rollouts, which cannot be negative; with 2 seeds t is 12.7 and the plain interval often crosses 0). NaN bounds
-    with fewer than 2 values."""
+    """(mean, low, high): the Student-t interval of the mean over runs, its low end no lower than `floor` (0 for
+    seconds and rollouts, which cannot be negative; with 2 seeds t is 12.7 and the plain interval often crosses 0).
+    NaN bounds with fewer than 2 values."""
     values = np.asarray(values, dtype=float)
     if len(values) == 0:
         return np.nan, np.nan, np.nan

@@ -11,6 +11,7 @@ import pandas as pd
 
 from twogrpo.config import TrainConfig
 from twogrpo.metrics import pass_at_j_curve
+from twogrpo.stats import Cells, contrast, gap, share
 from twogrpo.schemas import (BenchmarkResults, DataError, EvalSamples, Summary, TrainSteps, read_table,
                              validate)
 
@@ -114,15 +115,53 @@ def time_mode(cfg: TrainConfig) -> str:
     return "dead groups skipped" if cfg.skips_dead_groups else "verl's full pass"
 
 
-def claims(summary: pd.DataFrame, reference_arm: str, intervals: dict[str, dict],
+def accuracy_claims(cells: dict[str, Cells], reference_arm: str) -> dict[str, dict]:
+    """Each arm's accuracy against the reference arm (fractions; twogrpo.stats, 95% intervals carrying the seed,
+    problem and sample variance): accuracy_gap (arm - reference Mean@k, each benchmark counting once) with low, high,
+    se, df and per benchmark; share (the arm's share of the reference's gain over the base, Fieller's interval) with
+    share_lower_bound, its one-sided 95% lower bound (the non-inferiority test); reference_gain (reference - base)
+    with its interval; seeds (the fewer of the arm's and the reference's). `cells` holds "base" (fixed) and every
+    arm."""
+    ref, base = cells[reference_arm], cells["base"]
+    gain = gap(ref, base)
+    out = {}
+    for arm, own in cells.items():
+        if arm in ("base", reference_arm):
+            continue
+        g = gap(own, ref)
+        s, s90 = share(own, ref, base), share(own, ref, base, level=0.90)
+        per_benchmark = {}
+        for b in dict.fromkeys(own.benchmark):
+            i = gap(own.only(b), ref.only(b))
+            per_benchmark[b] = {"gap": i.value, "low": i.low, "high": i.high}
+        out[arm] = {"accuracy_gap": g.value, "accuracy_gap_low": g.low, "accuracy_gap_high": g.high,
+                    "accuracy_gap_se": g.se, "accuracy_gap_df": g.df, "accuracy_gap_per_benchmark": per_benchmark,
+                    "share": s.value, "share_low": s.low, "share_high": s.high, "share_se": s.se,
+                    "share_lower_bound": s90.low, "reference_gain": gain.value, "reference_gain_low": gain.low,
+                    "reference_gain_high": gain.high, "seeds": int(min(own.seeds, ref.seeds))}
+    return out
+
+
+def validation_claims(cells: dict[str, Cells], reference_arm: str) -> dict[str, dict]:
+    """Per arm on the validation problems (fractions, 95% intervals): mean, low, high, and the gap to the reference
+    arm with its interval. What the package's choices read; never the test set."""
+    out = {}
+    for arm, own in cells.items():
+        m = contrast([own], [1.0])
+        out[arm] = {"mean": m.value, "low": m.low, "high": m.high, "seeds": own.seeds}
+        if arm != reference_arm:
+            g = gap(own, cells[reference_arm])
+            out[arm] |= {"gap": g.value, "gap_low": g.low, "gap_high": g.high, "gap_se": g.se, "gap_df": g.df}
+    return out
+
+
+def claims(summary: pd.DataFrame, reference_arm: str, accuracy: dict[str, dict],
            resampling_arms: frozenset[str] = frozenset(), mode: str = "verl's full pass") -> dict[str, dict]:
     """Each arm against the reference arm (16-GRPO): the paper's three claims, measured, with their uncertainty.
 
-    accuracy_gap: arm Mean@k minus reference Mean@k (averaged over benchmarks, means over seeds; fractions, not
-    points), its 95% interval from the hierarchical bootstrap (`intervals[arm]`, twogrpo.stats.bootstrap_gap: the
-    average and each benchmark), and each seed's gap (seeds paired by position); rollout_ratio and time_ratio: the
-    arm's mean over seeds divided by the reference's, and per seed; time_mode: the work those times measured
-    (`time_mode`).
+    The accuracy entries of `accuracy[arm]` (accuracy_claims: gap and share with their intervals); each seed's gap
+    (seeds paired by position); rollout_ratio and time_ratio: the arm's mean over seeds divided by the reference's,
+    and per seed; time_mode: the work those times measured (`time_mode`).
     """
     trained = summary[summary["arm"] != "base"]
     ref = trained[trained["arm"] == reference_arm].sort_values("seed")
@@ -137,10 +176,7 @@ def claims(summary: pd.DataFrame, reference_arm: str, intervals: dict[str, dict]
         n = min(len(a), len(r))
         out[arm] = {
             "resample": arm in resampling_arms,
-            "accuracy_gap": float(a.mean() - r.mean()),
-            "accuracy_gap_low": intervals[arm]["average"]["low"],
-            "accuracy_gap_high": intervals[arm]["average"]["high"],
-            "accuracy_gap_per_benchmark": intervals[arm],
+            **accuracy[arm],
             "accuracy_gap_per_seed": [float(x) for x in a[:n] - r[:n]],
             "rollout_ratio": float(runs["rollouts"].mean() / ref["rollouts"].mean()),
             "time_ratio": float(runs["train_time"].mean() / ref["train_time"].mean()),

@@ -26,10 +26,11 @@ def worked_solution(expression: str) -> str:
     return (f"{work}{total}" if work else "") + f"\\boxed{{{total}}}"
 
 
-def generate_problems(cfg: PrepareConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Distinct train and test problems (no expression in both), in generation order."""
+def generate_problems(cfg: PrepareConfig) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Distinct train, validation and test problems (no expression in two of them), in generation order: train first,
+    then test, then validation (so the train and test sets do not depend on the validation size)."""
     task = cfg.chain_sum
-    wanted = cfg.train_size + task.n_test
+    wanted = cfg.train_size + task.n_test + task.n_validation
     limit = 50 * wanted  # items drawn before giving up: the settings admit too few distinct expressions
     dataset = reasoning_gym.create_dataset(
         "chain_sum", min_terms=task.min_terms, max_terms=task.max_terms, min_digits=task.min_digits,
@@ -46,10 +47,12 @@ def generate_problems(cfg: PrepareConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
                 break
     else:
         raise ValueError(f"prepare: {limit} draws gave only {len(seen)} distinct problems, fewer than "
-                         f"train_size + chain_sum.n_test = {wanted}; widen the digits or terms")
+                         f"train_size + chain_sum.n_test + n_validation = {wanted}; widen the digits or terms")
     rows = list(seen.values())
-    train = pd.DataFrame(rows[: cfg.train_size])
-    test = pd.DataFrame(rows[cfg.train_size:])
-    train.insert(0, "id", [f"train-{i:05d}" for i in range(len(train))])
-    test.insert(0, "id", [f"test-{i:05d}" for i in range(len(test))])
-    return train, test
+    cut = cfg.train_size + task.n_test
+    tables = []
+    for name, part in (("train", rows[: cfg.train_size]), ("val", rows[cut:]), ("test", rows[cfg.train_size: cut])):
+        table = pd.DataFrame(part)
+        table.insert(0, "id", [f"{name}-{i:05d}" for i in range(len(table))])
+        tables.append(table)
+    return tuple(tables)

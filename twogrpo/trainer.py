@@ -220,7 +220,18 @@ def warmup_schedule(optimizer: torch.optim.Optimizer, warmup: int) -> torch.opti
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
 
 
-def train_grpo(model, tokenizer, engine: Engine, prompts: pd.DataFrame, test: pd.DataFrame, task: TaskConfig,
+def validation_records(engine: Engine, problems: pd.DataFrame, task: TaskConfig, cfg: TrainConfig,
+                       eval_cfg: EvaluateConfig, dist: Dist | None = None,
+                       grader: Grader = "math-verify") -> pd.DataFrame:
+    """The current policy's graded samples (ValidationSamples) on `problems`, train.eval_samples per problem at the
+    evaluation's sampling, each chunk seeded by its position (twogrpo.evaluation.sample_records)."""
+    sampling = Sampling(eval_cfg.temperature, eval_cfg.top_p, eval_cfg.top_k, eval_cfg.max_new_tokens,
+                        n=cfg.eval_samples)
+    records = sample_records(engine, problems, task.prompt_template, sampling, seed=eval_cfg.seed, dist=dist)
+    return graded(records, problems, grader)[["benchmark", "problem_id", "sample", "correct"]]
+
+
+def train_grpo(model, tokenizer, engine: Engine, prompts: pd.DataFrame, validation: pd.DataFrame, task: TaskConfig,
                cfg: TrainConfig, arm: ArmConfig, seed: int, eval_cfg: EvaluateConfig,
                on_step: Callable[[dict], None] = lambda row: None,
                checkpointing: Checkpointing | None = None, dist: Dist | None = None,
@@ -236,7 +247,8 @@ def train_grpo(model, tokenizer, engine: Engine, prompts: pd.DataFrame, test: pd
     With `dist` over several processes (twogrpo.distributed), each process generates and trains on its share of
     every mini-batch, the step's telemetry is summed over processes, the evaluation is shared; the ledger
     describes the whole run on every process, with the first process's times. `grader` grades the rollouts' rewards
-    and the in-training evaluation (twogrpo.grading)."""
+    and the in-training evaluation (twogrpo.grading), which reads the first train.eval_problems problems of
+    train.eval_benchmark in `validation` (never the test set)."""
     dist = dist or Dist()
     torch.manual_seed(process_seed(seed, dist.rank))
     G, Q = arm.group_size, cfg.prompts_per_minibatch(arm)
@@ -249,14 +261,10 @@ def train_grpo(model, tokenizer, engine: Engine, prompts: pd.DataFrame, test: pd
     source = RolloutSource(engine, prompts, state.stream, task.prompt_template,
                            Sampling(cfg.temperature, cfg.top_p, cfg.top_k, task.max_new_tokens, n=G), state.timer,
                            grader)
-    eval_problems = test[test["dataset"] == cfg.eval_benchmark].iloc[: cfg.eval_problems]
-    eval_sampling = Sampling(eval_cfg.temperature, eval_cfg.top_p, eval_cfg.top_k, eval_cfg.max_new_tokens,
-                             n=cfg.eval_samples)
+    eval_problems = validation[validation["dataset"] == cfg.eval_benchmark].iloc[: cfg.eval_problems]
 
     def accuracy() -> float:
-        records = sample_records(engine, eval_problems, task.prompt_template, eval_sampling, seed=eval_cfg.seed,
-                                 dist=dist)
-        return float(graded(records, eval_problems, grader)["correct"].mean())
+        return float(validation_records(engine, eval_problems, task, cfg, eval_cfg, dist, grader)["correct"].mean())
 
     steps_total = cfg.steps_per_epoch * cfg.epochs
     steps = StepLog(state, accuracy, cfg.eval_every, steps_total, cfg.step_rollout_cap, on_step)
