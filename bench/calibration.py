@@ -52,7 +52,7 @@ def main() -> None:
         print()
         for points in (2, 3, 4):
             rate = false_trend_rate(Scenario(seeds=3), points=points, studies=200)
-            print(f"- Flat ladders of {points} points x 3 seeds (the same true gap at every point, 200 ladders): "
+            print(f"Flat ladders of {points} points x 3 seeds (the same true gap at every point, 200 ladders): "
                   f"a trend shown in {rate:.1%} (at most 5% expected).")
 
 

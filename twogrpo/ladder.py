@@ -27,6 +27,11 @@ class GapPoint:
     name: str = ""
 
 
+def gap_text(gap: float, low: float, high: float) -> str:
+    """A gap in points with its interval, or marked as having none."""
+    return f"{gap:+.1f} " + (f"[{low:+.1f}, {high:+.1f}]" if np.isfinite(low) else "(no interval)")
+
+
 # The axes are read on these scales: model size and the learning-rate factor act multiplicatively.
 AXIS_SCALES = {"parameters": np.log10, "lr_factor": np.log2, "epochs": lambda x: x, "prompts": np.log10}
 
@@ -130,10 +135,11 @@ def axis_verdicts(rows: pd.DataFrame, value: str, by: str = "arm", across_bases:
     `by`, verdict, the gap with its interval at each value along the axis (text)."""
     out = []
     for key, own in rows.groupby(by, sort=False):
-        gaps = [GapPoint(r[value], r["gap"], r["low"], r["high"], r["se"], r["df"], int(r["seeds"]), r["point"])
+        gaps = [GapPoint(r[value], r["gap"], r["low"], r["high"], r["se"], r["df"], int(r["seeds"]),
+                         r["point"] if by == "arm" else r["arm"])
                 for _, r in own.sort_values(value).iterrows()]
-        path = "; ".join(f"{p.value:.3g}: {p.gap:+.1f} [{p.low:+.1f}, {p.high:+.1f}] ({p.seeds} seed"
-                         f"{'s' * (p.seeds != 1)})" for p in gaps)
+        path = "; ".join(f"{p.value:.3g}: {gap_text(p.gap, p.low, p.high)} ({p.seeds} seed{'s' * (p.seeds != 1)})"
+                         for p in gaps)
         short = sorted(set(own.loc[~own["base_in_band"], "point"])) if across_bases else []
         verdict = (f"not judged: the base of {', '.join(short)} is below its target" if short
                    else axis_verdict(gaps, AXIS_SCALES[value]))
