@@ -46,14 +46,16 @@ def main() -> None:
                   f"`{r['arm']}` (x{r['lr_factor']:.2f}) | {r['mean_at_k']:.2f} | "
                   f"{gap_text(r['gap'], r['low'], r['high'])} | {r['discard_rate']:.0%} ({REFERENCE_ARM} "
                   f"{r['reference_discard_rate']:.0%}) |")
-        print("| axis | arm or point | verdict | gap along the axis |")
-        print("|---|---|---|---|")
+        print("| axis | arm or point | verdict (gap) | verdict (share of the gain) | gap along the axis |")
+        print("|---|---|---|---|---|")
         for axis, value in (("model size", "parameters"), ("training length", "epochs")):
             on_axis = rows[rows["point"].isin(ladder["axes"][axis])]
             for _, v in axis_verdicts(on_axis, value).iterrows():
-                print(f"| {axis} | `{v['arm']}` | {v['verdict']} | {v[f'gap by {value}']} |")
+                print(f"| {axis} | `{v['arm']}` | {v['verdict']} | {v['verdict on the share']} | "
+                      f"{v[f'gap by {value}']} |")
         for _, v in axis_verdicts(rows, "lr_factor", by="point", across_bases=False).iterrows():
-            print(f"| learning-rate rule | `{v['point']}` | {v['verdict']} | {v['gap by lr_factor']} |")
+            print(f"| learning-rate rule | `{v['point']}` | {v['verdict']} | {v['verdict on the share']} | "
+                  f"{v['gap by lr_factor']} |")
         table, chosen = default_choice(rows, CANDIDATES)
         measured = table.dropna()
         print(f"The default by the rule on validation: {chosen or 'no choice (a candidate has no validation record)'}"

@@ -2,11 +2,11 @@
 their uncertainty.
 
 Reads: eval/*/metrics.json and eval/*/samples.parquet (the test set), runs/*/steps.parquet and
-runs/*/validation.parquet; params `train` (which arms and seeds to expect), `report` (target). Fails loudly (BudgetError) if an arm did not see the declared prompts and rollouts.
+runs/*/validation.parquet; params `train` (which arms and seeds to expect), `report` (target). Fails loudly
+(BudgetError) if an arm did not see the declared prompts and rollouts.
 Writes: results/summary.csv (schema Summary; accuracy averaged over benchmarks), results/benchmarks.csv (schema
-BenchmarkResults, per benchmark), results/pass_at_k.csv (Pass@j for j = 1..k per model and
-benchmark, from the samples), results/curves.csv
-(all ledgers), results/time_to_target.csv (per run),
+BenchmarkResults, per benchmark), results/pass_at_k.csv (Pass@j for j = 1..k per model and benchmark, from the
+samples), results/curves.csv (all ledgers), results/time_to_target.csv (per run),
 metrics/claims.json (each arm against train.reference_group_size's arm on the test set: accuracy gap and share of
 the gain with their 95% intervals (twogrpo.stats), rollout ratio, training-time ratio and the work it was measured on;
 under "validation", each arm's accuracy and gap on the validation problems, which choices read; DVC shows it).

@@ -5,9 +5,8 @@ Reads: data/prepared/train.parquet and validation.parquet; params `base`, `task`
 Writes: models/base/ (save_pretrained model and tokenizer with its chat template), metrics/base.json (where the model
 came from: hub commit or local path, and a sha256 of the saved weights, so a changed model shows in `dvc metrics diff`;
 the SFT curve for the embedded default, whose first `base.val_size` validation problems measure the stopping
-accuracy), both
-or neither. The SFT keeps checkpoints/base/ at each accuracy measurement (unless runtime.checkpoint_every is 0): rerun
-after a kill, it resumes there.
+accuracy), both or neither. The SFT keeps checkpoints/base/ at each accuracy measurement (unless
+runtime.checkpoint_every is 0): rerun after a kill, it resumes there.
 """
 
 from __future__ import annotations

@@ -1,15 +1,14 @@
 """train: GRPO from the base policy for one arm and one seed (a DVC matrix over train.arms x train.seeds).
 
 Reads: models/base/, data/prepared/{train,validation}.parquet (never the test set); params: the train keys that shape
-a run (dvc.yaml lists them),
-`task`, `grading.reward`, the engine of `rollout`, the in-training evaluation's sampling of `evaluate`; `runtime` (how
-it runs).
+a run (dvc.yaml lists them), `task`, `grading.reward`, the engine of `rollout`, the in-training evaluation's sampling
+of `evaluate`; `runtime` (how it runs).
 Started as `python -m stages.train`; under runtime.launch = `accelerate launch ...` it starts itself again under it.
 Writes: models/<arm>-s<seed>/ (the trained policy), runs/<arm>-s<seed>/steps.parquet (ledger, schema TrainSteps),
 runs/<arm>-s<seed>/live/ (dvclive per-step metrics), runs/<arm>-s<seed>/validation.parquet (the final policy on
-every validation problem of train.eval_benchmark, schema ValidationSamples: what the package's choices read). Keeps checkpoints/<arm>-s<seed>/ every runtime.checkpoint_every
-generation steps while it runs (not a DVC output, so it survives a kill): rerun, the stage resumes from it, and deletes
-it once the outputs are written.
+every validation problem of train.eval_benchmark, schema ValidationSamples: what the package's choices read). Keeps
+checkpoints/<arm>-s<seed>/ every runtime.checkpoint_every generation steps while it runs (not a DVC output, so it
+survives a kill): rerun, the stage resumes from it, and deletes it once the outputs are written.
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ from twogrpo.telemetry import PHASES, STEP_STATS
 from twogrpo.trainer import train_grpo, validation_records
 
 log = logging.getLogger("train")
-VALIDATION = "data/prepared/validation.parquet"  # the train stage reads no other problems than these and train's
+VALIDATION = "data/prepared/validation.parquet"  # what the in-training evaluation reads: never the test set
 LOGGED = (*STEP_STATS, "prompts_seen", "rollouts", "tokens", "opt_steps", "rs_budget_used", "lr", "train_time",
           *(f"time_{p}" for p in PHASES), "eval_accuracy")
 

@@ -28,11 +28,10 @@ def write(tmp_path, raw):
 def test_committed_params_load_and_derive_the_arms():
     p = load_params(ROOT / "params.yaml")
     t = p.train
-    g16, g2 = t.arms["g16"], t.arms["g2"]
+    g16, g2 = t.arms["g16"], t.arms["g2-same-lr"]
     assert t.prompts_per_minibatch(g16) * 16 == t.prompts_per_minibatch(g2) * 2 == t.rollouts_per_minibatch
-    assert t.lr(t.arms["g16"]) == t.reference_lr
-    assert t.lr(t.arms["g2"]) == pytest.approx(8 * t.reference_lr)  # the paper's linear rule
-    assert t.lr(t.arms["g2-same-lr"]) == t.reference_lr
+    assert t.lr(g16) == t.lr(g2) == t.reference_lr
+    assert t.lr(ArmConfig(2, "linear")) == pytest.approx(8 * t.reference_lr)  # the paper's linear rule
 
 
 def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
@@ -61,9 +60,9 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
     (lambda r: r["train"].update(seeds=3), "train.seeds=3: expected a list"),
     (lambda r: r["train"].update(epochs=0), "train.epochs=0 must be >= 1"),
     (lambda r: r["train"].update(prompts=-8), "train.prompts=-8 must be >= 1"),
-    (lambda r: r["train"]["arms"]["g2"].update(group_size=1), "train.arms.g2.group_size=1 must be >= 2"),
-    (lambda r: r["train"]["arms"]["g2"].update(group_size=3), "rollouts_per_minibatch=128 is not divisible by train.arms.g2.group_size=3"),
-    (lambda r: r["train"]["arms"]["g2"].update(lr_scaling="cubic"), "train.arms.g2.lr_scaling='cubic'"),
+    (lambda r: r["train"]["arms"]["g2-same-lr"].update(group_size=1), "train.arms.g2-same-lr.group_size=1 must be >= 2"),
+    (lambda r: r["train"]["arms"]["g2-same-lr"].update(group_size=3), "rollouts_per_minibatch=128 is not divisible by train.arms.g2-same-lr.group_size=3"),
+    (lambda r: r["train"]["arms"]["g2-same-lr"].update(lr_scaling="cubic"), "train.arms.g2-same-lr.lr_scaling='cubic'"),
     (lambda r: r["train"].update(generation_batch_prompts=96, prompts=960), "generation_batch_prompts=96 is not divisible into mini-batches of 64 prompts"),
     (lambda r: r["train"].update(prompts=100), "train.prompts=100 is fewer than one generation batch"),
     (lambda r: r["train"].update(skip_dead_groups=True), "train.skip_dead_groups=true with train.loss_agg=micro-token"),
@@ -109,10 +108,10 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
     # Names, seeds and the reference arm.
     (lambda r: r["train"].update(seeds=[0, 0]), "train.seeds=[0, 0]: seed 0 appears twice"),
     (lambda r: r["train"].update(reference_group_size=4), "train.arms has no arm with group_size=4"),
-    (lambda r: r["train"]["arms"].update({"g2;touch_PWNED": r["train"]["arms"]["g2"]}),
+    (lambda r: r["train"]["arms"].update({"g2;touch_PWNED": r["train"]["arms"]["g2-same-lr"]}),
      "train.arms.g2;touch_PWNED: an arm name must be"),
-    (lambda r: r["train"]["arms"].update({"g 2": r["train"]["arms"]["g2"]}), "train.arms.g 2: an arm name must be"),
-    (lambda r: r["train"]["arms"].update({"base": r["train"]["arms"]["g2"]}), "and not 'base'"),
+    (lambda r: r["train"]["arms"].update({"g 2": r["train"]["arms"]["g2-same-lr"]}), "train.arms.g 2: an arm name must be"),
+    (lambda r: r["train"]["arms"].update({"base": r["train"]["arms"]["g2-same-lr"]}), "and not 'base'"),
     (lambda r: r["base"].update(model="/nonexistent"), "base.model='/nonexistent': no such folder"),
     (lambda r: r["base"].update(model="params.yaml"), "base.model='params.yaml' is a file"),
 ])

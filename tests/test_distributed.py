@@ -167,6 +167,7 @@ def test_sharded_training_matches_replicated_training_and_resumes_after_a_kill(t
     params["train"] |= {"arms": {"g2": {"group_size": 2, "lr_scaling": "linear", "resample": True},
                                  "g4": {"group_size": 4, "lr_scaling": "linear"}},  # the reference; not trained here
                         "reference_group_size": 4, "eval_problems": 22}
+    params["prepare"]["chain_sum"]["n_validation"] = 22  # the in-training evaluation reads validation problems
     runs = {}
     for config in ("cpu-2", "fsdp-cpu-2"):
         params["runtime"]["launch"] = (f"accelerate launch --config_file conf/accelerate/{config}.yaml "

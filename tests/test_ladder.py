@@ -52,9 +52,11 @@ def ladder_point(parameters, epochs, gaps, seeds=3):
     for arm, (factor, gap, half) in gaps.items():
         summary += [{"arm": arm, "seed": str(s), "lr": str(1e-4 * factor), "mean_at_k": str(0.5 + gap / 100),
                      "dead_group_frac": "0.75", "rollouts": "2048", "train_time": "6.0"} for s in range(seeds)]
+        share = 1 + gap / 10  # 16-GRPO gains 10 points over the base
         arms[arm] = {"accuracy_gap": gap / 100, "accuracy_gap_low": (gap - half) / 100,
                      "accuracy_gap_high": (gap + half) / 100, "accuracy_gap_se": half / 196,
-                     "accuracy_gap_df": 1000.0}
+                     "accuracy_gap_df": 1000.0, "share": share, "share_low": share - half / 10,
+                     "share_high": share + half / 10, "share_se": half / 19.6, "share_lower_bound": share - half / 12}
     return {"claims": {"reference_arm": "g16", "arms": arms}, "summary": summary,
             "base": {"parameters": parameters}, "params": {"train": {"epochs": epochs}}}
 
@@ -71,8 +73,9 @@ def test_gap_rows_and_verdicts_per_axis_from_recorded_points():
     default = rows[(rows["point"] == "center")].set_index("arm")
     assert default.loc["g2", "lr_factor"] == pytest.approx(8) and default.loc["g2-same-lr", "lr_factor"] == 1
     assert default.loc["g2", "gap"] == pytest.approx(-20.0) and default.loc["g2", "discard_rate"] == 0.75
-    by_size = axis_verdicts(rows, "parameters").set_index("arm")["verdict"]
-    assert by_size.to_dict() == {"g2-same-lr": "narrows", "g2": "no trend shown"}
+    by_size = axis_verdicts(rows, "parameters").set_index("arm")
+    assert by_size["verdict"].to_dict() == {"g2-same-lr": "narrows", "g2": "no trend shown"}
+    assert by_size["verdict on the share"].to_dict() == {"g2-same-lr": "narrows", "g2": "no trend shown"}
     by_rule = axis_verdicts(rows, "lr_factor", by="point").set_index("point")["verdict"]
     assert set(by_rule) == {"widens"}  # x8 is farther from zero than x1 at every point
 

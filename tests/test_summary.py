@@ -140,6 +140,10 @@ def test_claims_table_has_both_readings_per_arm_with_the_papers_values():
     assert table.loc[0, "paper"].startswith("93% (mean of 5 runs, 85%-103%)")  # v2 Table 1: (2-GRPO - base) / (16 - base)
     assert table.loc[0, "measured"].startswith("90% [80%, 95%]; one-sided 95% bound 85%")
     assert table.loc[3, "paper"].startswith("0.210")  # v2 Table 1: mean time ratio over its five runs
+    one_seed = entry(-0.01, 0.01, 0.125, [0.2], share=(0.9, float("nan"), float("nan"), float("nan")), seeds=1)
+    table = claims_table({"g2": one_seed}, pd.read_csv("data/paper/tables.csv"), 0.02, 0.8)
+    assert table.loc[0, "measured"] == "90% (no interval: one seed has no seed variance)"
+    assert table.loc[0, "verdict"] == "not judged: 1 seed (a verdict needs 3)"
 
 
 def test_claims_record_the_work_the_times_measured():

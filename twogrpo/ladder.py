@@ -114,7 +114,8 @@ def gap_rows(ladder: dict) -> pd.DataFrame:
                         "high": 100 * c["accuracy_gap_high"] if calibrated else np.nan,
                         "se": 100 * c.get("accuracy_gap_se", np.nan),
                         "df": c.get("accuracy_gap_df", np.nan), "share": c.get("share", np.nan),
-                        "share_bound": c.get("share_lower_bound", np.nan),
+                        "share_low": c.get("share_low", np.nan), "share_high": c.get("share_high", np.nan),
+                        "share_se": c.get("share_se", np.nan), "share_bound": c.get("share_lower_bound", np.nan),
                         "validation_gap": 100 * validation.get(arm, {}).get("gap", np.nan),
                         "reference_validation": 100 * validation.get(claims["reference_arm"], {}).get("mean", np.nan),
                         "mean_at_k": 100 * own["mean_at_k"].mean(),
@@ -129,21 +130,28 @@ def gap_rows(ladder: dict) -> pd.DataFrame:
 
 def axis_verdicts(rows: pd.DataFrame, value: str, by: str = "arm", across_bases: bool = True) -> pd.DataFrame:
     """The verdict along an axis for each group of `rows` (grouped by the column `by`): its rows ordered by the
-    column `value` (parameters, epochs, lr_factor) and judged by axis_verdict on AXIS_SCALES[value]. With `across_bases` (the axis moves
-    from point to point), "not judged" where a point's SFT base stopped below its target accuracy: its RL starts from
-    a weaker policy, so the axis would mix two causes (within one point, every arm shares the base). Columns:
-    `by`, verdict, the gap with its interval at each value along the axis (text)."""
+    column `value` (parameters, epochs, lr_factor) and judged by axis_verdict on AXIS_SCALES[value], for the gap in
+    points and for the share of 16-GRPO's gain (its shortfall from 100%, so "narrows" means nearer a full share).
+    With `across_bases` (the axis moves from point to point), "not judged" where a point's SFT base stopped below its
+    target accuracy: its RL starts from a weaker policy, so the axis would mix two causes (within one point, every arm
+    shares the base). Columns: `by`, verdict, verdict on the share, the gap with its interval at each value along
+    the axis (text)."""
     out = []
     for key, own in rows.groupby(by, sort=False):
-        gaps = [GapPoint(r[value], r["gap"], r["low"], r["high"], r["se"], r["df"], int(r["seeds"]),
-                         r["point"] if by == "arm" else r["arm"])
-                for _, r in own.sort_values(value).iterrows()]
+        own = own.sort_values(value)
+        names = own["point"] if by == "arm" else own["arm"]
+        gaps = [GapPoint(r[value], r["gap"], r["low"], r["high"], r["se"], r["df"], int(r["seeds"]), name)
+                for name, (_, r) in zip(names, own.iterrows(), strict=True)]
+        shortfalls = [GapPoint(r[value], 100 * (r["share"] - 1), 100 * (r["share_low"] - 1),
+                               100 * (r["share_high"] - 1), 100 * r["share_se"], r["df"], int(r["seeds"]), name)
+                      for name, (_, r) in zip(names, own.iterrows(), strict=True)]
         path = "; ".join(f"{p.value:.3g}: {gap_text(p.gap, p.low, p.high)} ({p.seeds} seed{'s' * (p.seeds != 1)})"
                          for p in gaps)
         short = sorted(set(own.loc[~own["base_in_band"], "point"])) if across_bases else []
-        verdict = (f"not judged: the base of {', '.join(short)} is below its target" if short
-                   else axis_verdict(gaps, AXIS_SCALES[value]))
-        out.append({by: key, "verdict": verdict, f"gap by {value}": path})
+        out_of_band = f"not judged: the base of {', '.join(short)} is below its target" if short else None
+        out.append({by: key, "verdict": out_of_band or axis_verdict(gaps, AXIS_SCALES[value]),
+                    "verdict on the share": out_of_band or axis_verdict(shortfalls, AXIS_SCALES[value]),
+                    f"gap by {value}": path})
     return pd.DataFrame(out)
 
 

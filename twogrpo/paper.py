@@ -167,6 +167,8 @@ def verdicts(c: dict, margin: float, share_margin: float) -> dict[str, str]:
 
 def share_text(c: dict) -> str:
     """An arm's share of the gain as the claims table shows it: value, 95% interval, one-sided bound."""
+    if c["seeds"] < 2:
+        return f"{c['share']:.0%} (no interval: one seed has no seed variance)"
     if not np.isfinite(c["share_lower_bound"]):
         return f"{c['share']:.0%} (no bound: 16-GRPO's gain is not distinguished from 0)"
     return (f"{c['share']:.0%} [{c['share_low']:.0%}, {c['share_high']:.0%}]; one-sided 95% bound "
