@@ -22,7 +22,7 @@ def points(*gaps, seeds=3):
     # The order of the arms reverses: the end-point rule read |-4.8| > |+4.0| as "narrows".
     (((-4.8, 0.6), (-0.4, 0.6), (4.0, 0.6)), "reverses"),
     (((-6.0, 0.5), (-3.0, 0.5), (0.5, 0.5)), "narrows"),  # crosses 0, but the far end is not shown apart from it
-    (((-4.0, 1.0),), "not judged: fewer than two points with 3+ seeds"),  # one point is no axis
+    (((-4.0, 1.0),), "not judged: fewer than two points with 3+ seeds and an interval"),  # one point: no axis
 ])
 def test_the_verdict_follows_the_slope_through_every_point(gaps, verdict):
     assert axis_verdict(points(*gaps)) == verdict
@@ -33,7 +33,10 @@ def test_a_point_with_few_seeds_cannot_decide_the_verdict():
     flat = points((-4.0, 0.5), (-4.2, 0.5))
     one_seed = GapPoint(3, 3.0, 2.0, 4.0, 0.5, 1000.0, 1, "size-10m")  # far off the line, narrow, 1 seed
     assert axis_verdict([*flat, one_seed]) == "no trend shown"
-    assert axis_verdict([flat[0], one_seed]) == "not judged: fewer than two points with 3+ seeds (seeds size-10m: 1)"
+    assert axis_verdict([flat[0], one_seed]) == ("not judged: fewer than two points with 3+ seeds and an interval "
+                                                 "(seeds size-10m: 1)")
+    no_interval = GapPoint(3, 3.0, float("nan"), float("nan"), float("nan"), float("nan"), 3, "old")
+    assert axis_verdict([flat[0], no_interval]).endswith("(no interval: old)")
     assert axis_verdict(points((-6.0, 0.5), (-1.0, 0.5), seeds=2)).startswith("not judged")
 
 
@@ -56,7 +59,8 @@ def ladder_point(parameters, epochs, gaps, seeds=3):
         arms[arm] = {"accuracy_gap": gap / 100, "accuracy_gap_low": (gap - half) / 100,
                      "accuracy_gap_high": (gap + half) / 100, "accuracy_gap_se": half / 196,
                      "accuracy_gap_df": 1000.0, "share": share, "share_low": share - half / 10,
-                     "share_high": share + half / 10, "share_se": half / 19.6, "share_lower_bound": share - half / 12}
+                     "share_high": share + half / 10, "share_se": half / 19.6, "share_df": 1000.0,
+                     "share_lower_bound": share - half / 12}
     return {"claims": {"reference_arm": "g16", "arms": arms}, "summary": summary,
             "base": {"parameters": parameters}, "params": {"train": {"epochs": epochs}}}
 
@@ -78,6 +82,12 @@ def test_gap_rows_and_verdicts_per_axis_from_recorded_points():
     assert by_size["verdict on the share"].to_dict() == {"g2-same-lr": "narrows", "g2": "no trend shown"}
     by_rule = axis_verdicts(rows, "lr_factor", by="point").set_index("point")["verdict"]
     assert set(by_rule) == {"widens"}  # x8 is farther from zero than x1 at every point
+    # A share without bounds (16-GRPO's gain not shown there) is not fitted: two points left, within noise.
+    unbounded = ladder["points"]["size-10m"]["claims"]["arms"]["g2-same-lr"]
+    unbounded["share_low"], unbounded["share_high"] = float("-inf"), float("inf")
+    by_size = axis_verdicts(gap_rows(ladder), "parameters").set_index("arm")
+    assert by_size.loc["g2-same-lr", "verdict"] == "narrows"
+    assert by_size.loc["g2-same-lr", "verdict on the share"] == "no trend shown"
 
     # A base that stopped below its target accuracy: the axis through it is not judged.
     ladder["points"]["size-2m"]["base"]["reached_target"] = False

@@ -2,12 +2,16 @@
 
 import dataclasses
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from twogrpo.config import ArmConfig
 from twogrpo.paper import accuracy_verdict, claims_table, table1_layout, verdicts
-from twogrpo.summary import BudgetError, check_budgets, claims, grader_table, semantics_table, time_mode
+from twogrpo.calibration import Scenario
+from twogrpo.stats import contrast, gap, share
+from twogrpo.summary import (BudgetError, accuracy_claims, check_budgets, claims, grader_table, semantics_table,
+                             time_mode, validation_claims)
 from tests.test_trainer import TRAIN
 
 
@@ -54,6 +58,22 @@ def test_claims_compare_each_arm_with_the_reference():
     assert c["time_ratio_per_seed"] == pytest.approx([0.4, 0.6])
 
 
+def test_accuracy_claims_carry_the_gap_the_share_and_its_one_sided_bound():
+    study = Scenario(seeds=3).study(np.random.default_rng(5))
+    cells = {"base": study["base"], "g16": study["reference"], "g2": study["arm"]}
+    c = accuracy_claims(cells, "g16")["g2"]
+    g, s, s90 = gap(cells["g2"], cells["g16"]), share(cells["g2"], cells["g16"], cells["base"]), \
+        share(cells["g2"], cells["g16"], cells["base"], level=0.90)
+    assert (c["accuracy_gap"], c["accuracy_gap_low"], c["accuracy_gap_high"]) == (g.value, g.low, g.high)
+    assert (c["share"], c["share_low"], c["share_high"]) == (s.value, s.low, s.high)
+    assert c["share_lower_bound"] == s90.low and c["share_low"] < c["share_lower_bound"] < c["share"]
+    assert c["reference_gain_low"] == gap(cells["g16"], cells["base"]).low and c["seeds"] == 3
+    assert c["accuracy_gap_per_benchmark"]["sim"]["gap"] == pytest.approx(g.value)
+    v = validation_claims({"g16": cells["g16"], "g2": cells["g2"]}, "g16")
+    assert v["g16"]["mean"] == contrast([cells["g16"]], [1.0]).value and "gap" not in v["g16"]
+    assert (v["g2"]["gap"], v["g2"]["gap_low"]) == (g.value, g.low)
+
+
 @pytest.mark.parametrize(("low", "high", "verdict"), [
     (-0.009, -0.001, "reproduced"), (-0.06, -0.04, "not reproduced: worse"), (0.04, 0.06, "not reproduced: better"),
     (-0.05, 0.03, "not shown: the interval crosses"), (-0.03, -0.01, "not shown: the interval crosses"),
@@ -95,8 +115,8 @@ def test_table1_layout_has_no_paper_rows_for_an_unmatched_setup():
 
 def entry(low, high, rollout_ratio, time_ratios, resample=False, share=(0.9, 0.85, 0.95, 0.8), seeds=3,
           gain_low=0.02):
-    """One arm's claims.json entry: gap interval (low, high), share (value, 90%-low = one-sided bound, 95% low and
-    high), seeds, and the low end of the reference's gain over the base."""
+    """One arm's claims.json entry: gap interval (low, high), share (value, one-sided bound, 95% high, 95% low),
+    seeds, and the low end of the reference's gain over the base."""
     value, bound, high95, low95 = share
     return {"accuracy_gap": (low + high) / 2, "accuracy_gap_low": low, "accuracy_gap_high": high,
             "accuracy_gap_per_seed": [(low + high) / 2], "rollout_ratio": rollout_ratio,

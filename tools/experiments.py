@@ -97,7 +97,7 @@ def claims_by_experiment(rows: list[dict]) -> pd.DataFrame:
                         "note": r["error"] or "no metrics/claims.json (not run)"})
             continue
         margin = r["params"]["report.equivalence_margin"]
-        share_margin = r["params"].get("report.share_margin", 1.0)  # an older record: not judged (paper.not_judged)
+        share_margin = r["params"].get("report.share_margin")  # None in an older record: not judged
         for arm, c in r["claims"]["arms"].items():
             v = verdicts(c, margin, share_margin)
             out.append({"experiment": r["experiment"], "kind": r["kind"], "arm": arm,

@@ -68,17 +68,26 @@ class Scenario:
 
 
 def coverage(scenario: Scenario, studies: int, seed: int = 0) -> dict[str, float]:
-    """The fraction of `studies` simulated studies whose 95% gap and share intervals cover the true values."""
+    """Over `studies` simulated studies: the fraction whose 95% gap and share intervals cover the true values ("gap",
+    "share"; an unbounded share covers, and makes no claim), the share's coverage among bounded intervals only
+    ("share_bounded") and the fraction bounded ("bounded"), and how often the one-sided 95% lower bound of the share
+    (the verdict's) lies above the true share ("bound_above"; at most 5% expected)."""
     true_gap, true_share = scenario.truth()
     rng = np.random.default_rng(seed)
-    hits = {"gap": 0, "share": 0}
+    hits = {"gap": 0, "share": 0, "share_bounded": 0, "bounded": 0, "bound_above": 0}
     for _ in range(studies):
         c = scenario.study(rng)
         g = gap(c["arm"], c["reference"])
         s = share(c["arm"], c["reference"], c["base"])
+        bounded = bool(np.isfinite(s.low) and np.isfinite(s.high))
         hits["gap"] += g.low <= true_gap <= g.high
-        hits["share"] += bool(s.low <= true_share <= s.high)  # an unbounded share covers: no claim is made
-    return {name: value / studies for name, value in hits.items()}
+        hits["share"] += bool(s.low <= true_share <= s.high)
+        hits["bounded"] += bounded
+        hits["share_bounded"] += bounded and bool(s.low <= true_share <= s.high)
+        hits["bound_above"] += bool(share(c["arm"], c["reference"], c["base"], level=0.90).low > true_share)
+    out = {name: value / studies for name, value in hits.items()}
+    out["share_bounded"] = hits["share_bounded"] / max(hits["bounded"], 1)
+    return out
 
 
 def false_trend_rate(scenario: Scenario, points: int, studies: int, seed: int = 0) -> float:

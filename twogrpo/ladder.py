@@ -33,7 +33,7 @@ def gap_text(gap: float, low: float, high: float) -> str:
 
 
 # The axes are read on these scales: model size and the learning-rate factor act multiplicatively.
-AXIS_SCALES = {"parameters": np.log10, "lr_factor": np.log2, "epochs": lambda x: x, "prompts": np.log10}
+AXIS_SCALES = {"parameters": np.log10, "lr_factor": np.log2, "epochs": lambda x: x}
 
 
 def axis_verdict(points: list[GapPoint], scale=lambda x: x) -> str:
@@ -43,10 +43,15 @@ def axis_verdict(points: list[GapPoint], scale=lambda x: x) -> str:
     "no trend shown" when the slope's 95% interval holds 0; "reverses" when the fitted gaps at the two ends lie on
     opposite sides of 0, each interval excluding it (the order of the arms changes along the axis); else "narrows"
     (the fitted gap is nearer 0 at the larger end) or "widens". "not judged" with fewer than two fitted points."""
-    fitted = [p for p in points if p.seeds >= MIN_SEEDS and np.isfinite(p.se)]
+    def has_interval(p: GapPoint) -> bool:
+        return bool(np.isfinite(p.gap) and np.isfinite(p.se) and not np.isnan(p.df))
+
+    fitted = [p for p in points if p.seeds >= MIN_SEEDS and has_interval(p)]
     if len({p.value for p in fitted}) < 2:
-        short = ", ".join(f"{p.name or p.value}: {p.seeds}" for p in points if p.seeds < MIN_SEEDS)
-        return f"not judged: fewer than two points with {MIN_SEEDS}+ seeds" + (f" (seeds {short})" if short else "")
+        few = ", ".join(f"{p.name or p.value}: {p.seeds}" for p in points if p.seeds < MIN_SEEDS)
+        bare = ", ".join(f"{p.name or p.value}" for p in points if p.seeds >= MIN_SEEDS and not has_interval(p))
+        return (f"not judged: fewer than two points with {MIN_SEEDS}+ seeds and an interval"
+                + (f" (seeds {few})" if few else "") + (f" (no interval: {bare})" if bare else ""))
     fit = trend(np.array([scale(p.value) for p in fitted]),
                 [Interval(p.gap, p.low, p.high, p.se, p.df, 0.95) for p in fitted])
     if fit.slope.low <= 0 <= fit.slope.high:
@@ -115,7 +120,8 @@ def gap_rows(ladder: dict) -> pd.DataFrame:
                         "se": 100 * c.get("accuracy_gap_se", np.nan),
                         "df": c.get("accuracy_gap_df", np.nan), "share": c.get("share", np.nan),
                         "share_low": c.get("share_low", np.nan), "share_high": c.get("share_high", np.nan),
-                        "share_se": c.get("share_se", np.nan), "share_bound": c.get("share_lower_bound", np.nan),
+                        "share_se": c.get("share_se", np.nan), "share_df": c.get("share_df", np.nan),
+                        "share_bound": c.get("share_lower_bound", np.nan),
                         "validation_gap": 100 * validation.get(arm, {}).get("gap", np.nan),
                         "reference_validation": 100 * validation.get(claims["reference_arm"], {}).get("mean", np.nan),
                         "mean_at_k": 100 * own["mean_at_k"].mean(),
@@ -142,8 +148,11 @@ def axis_verdicts(rows: pd.DataFrame, value: str, by: str = "arm", across_bases:
         names = own["point"] if by == "arm" else own["arm"]
         gaps = [GapPoint(r[value], r["gap"], r["low"], r["high"], r["se"], r["df"], int(r["seeds"]), name)
                 for name, (_, r) in zip(names, own.iterrows(), strict=True)]
+        # A share is fitted only where it has bounds: 16-GRPO's gain over the base is shown there.
         shortfalls = [GapPoint(r[value], 100 * (r["share"] - 1), 100 * (r["share_low"] - 1),
-                               100 * (r["share_high"] - 1), 100 * r["share_se"], r["df"], int(r["seeds"]), name)
+                               100 * (r["share_high"] - 1),
+                               100 * r["share_se"] if np.isfinite(r["share_low"] + r["share_high"]) else np.nan,
+                               r["share_df"], int(r["seeds"]), name)
                       for name, (_, r) in zip(names, own.iterrows(), strict=True)]
         path = "; ".join(f"{p.value:.3g}: {gap_text(p.gap, p.low, p.high)} ({p.seeds} seed{'s' * (p.seeds != 1)})"
                          for p in gaps)

@@ -141,7 +141,7 @@ def paper_runs(paper: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def verdicts(c: dict, margin: float, share_margin: float) -> dict[str, str]:
+def verdicts(c: dict, margin: float, share_margin: float | None) -> dict[str, str]:
     """The verdict on each headline claim for one arm's entry of metrics/claims.json.
 
     Accuracy, two readings of one measurement (both "not judged" under `not_judged`): "accuracy", the verdict, keeps
@@ -150,7 +150,7 @@ def verdicts(c: dict, margin: float, share_margin: float) -> dict[str, str]:
     rollouts, and a time ratio under 0.30 in every seed ("over 70% less"). 2-GRPO+RS: rollouts within 16-GRPO's,
     and less time in every seed.
     """
-    reason = not_judged(c)
+    reason = not_judged(c) or (None if share_margin is not None else "not judged: its params have no share margin")
     share = reason or share_verdict(c["share_lower_bound"], c["share_high"], share_margin)
     points = reason or accuracy_verdict(c["accuracy_gap_low"], c["accuracy_gap_high"], margin)
     slowest = max(c["time_ratio_per_seed"])
@@ -169,8 +169,9 @@ def share_text(c: dict) -> str:
     """An arm's share of the gain as the claims table shows it: value, 95% interval, one-sided bound."""
     if c["seeds"] < 2:
         return f"{c['share']:.0%} (no interval: one seed has no seed variance)"
-    if not np.isfinite(c["share_lower_bound"]):
-        return f"{c['share']:.0%} (no bound: 16-GRPO's gain is not distinguished from 0)"
+    if not np.isfinite(c["share_low"] + c["share_high"]):
+        return (f"{c['share']:.0%} (no 95% bound: 16-GRPO's gain {100 * c['reference_gain']:+.2f} points is not "
+                f"distinguished from 0)")
     return (f"{c['share']:.0%} [{c['share_low']:.0%}, {c['share_high']:.0%}]; one-sided 95% bound "
             f"{c['share_lower_bound']:.0%} (16-GRPO's gain {100 * c['reference_gain']:+.2f} points)")
 

@@ -78,8 +78,8 @@ class Cells:
 @dataclass(frozen=True)
 class Interval:
     """An estimate with its two-sided interval at `level`, its standard error and degrees of freedom. Bounds are NaN
-    where the interval cannot be formed (a trained arm with one seed has no seed term; a share whose denominator is
-    not distinguished from 0)."""
+    where the interval cannot be formed (a trained arm with one seed has no seed term), -inf and +inf for a share whose
+    denominator is not distinguished from 0."""
 
     value: float
     low: float
@@ -87,9 +87,6 @@ class Interval:
     se: float
     df: float
     level: float
-
-    def as_dict(self, prefix: str = "") -> dict[str, float]:
-        return {f"{prefix}{name}": float(getattr(self, name)) for name in ("value", "low", "high", "se", "df")}
 
 
 @dataclass(frozen=True)
@@ -149,7 +146,7 @@ def _components(models: list[Cells]) -> _Components:
             problem_df = min(problem_df, p - 1)
         for i, m in enumerate(models):
             if m.fixed:  # its samples are its only variation
-                seed[i] += noise[i] / (b ** 2 * p)
+                seed[i] += noise[i] / (m.seeds * b ** 2 * p)
     for i, m in enumerate(models):
         if m.fixed:
             seed_df[i] = max(len(bench) - 1, 1)
@@ -161,6 +158,9 @@ def _components(models: list[Cells]) -> _Components:
 
 
 def _t(level: float, df: float) -> float:
+    """The two-sided critical value; the normal's for infinite df, NaN for an unknown (NaN) df."""
+    if np.isnan(df):
+        return np.nan
     return float(stats.t.ppf(0.5 + level / 2, df)) if np.isfinite(df) else float(stats.norm.ppf(0.5 + level / 2))
 
 
@@ -194,8 +194,10 @@ def share(arm: Cells, reference: Cells, base: Cells, level: float = 0.95) -> Int
     q0, q1, q2 = along @ sigma @ along, 2 * along @ sigma @ across, across @ sigma @ across
     value = own / gain if gain != 0 else np.nan
     variance, df = comp.variance(along + (value if np.isfinite(value) else 0.0) * across)
-    if not (np.isfinite(variance) and np.isfinite(value)):
+    if not np.isfinite(variance):
         return Interval(float(value), np.nan, np.nan, np.nan, np.nan, level)
+    if not np.isfinite(value):  # no gain at all: no share can be bounded
+        return Interval(float(value), -np.inf, np.inf, np.nan, df, level)
     t2 = _t(level, df) ** 2
     qa, qb, qc = gain ** 2 - t2 * q2, -(2 * own * gain + t2 * q1), own ** 2 - t2 * q0
     se = float(np.sqrt(variance) / abs(gain))
@@ -203,13 +205,6 @@ def share(arm: Cells, reference: Cells, base: Cells, level: float = 0.95) -> Int
         return Interval(float(value), -np.inf, np.inf, se, df, level)
     root = np.sqrt(max(qb ** 2 - 4 * qa * qc, 0.0))
     return Interval(float(value), float((-qb - root) / (2 * qa)), float((-qb + root) / (2 * qa)), se, df, level)
-
-
-def one_sided_low(estimate_at_90: Interval) -> float:
-    """The one-sided 95% lower bound: the low end of the two-sided 90% interval."""
-    if abs(estimate_at_90.level - 0.90) > 1e-12:
-        raise ValueError(f"a one-sided 95% bound needs the 90% interval, got level {estimate_at_90.level}")
-    return estimate_at_90.low
 
 
 @dataclass(frozen=True)
@@ -232,8 +227,10 @@ def trend(x: np.ndarray, estimates: list[Interval], level: float = 0.95) -> Tren
     g = np.array([e.value for e in estimates])
     se = np.array([e.se for e in estimates])
     dfs = np.array([e.df for e in estimates])
-    if len(x) < 2 or not np.all(np.isfinite(se)) or np.ptp(x) == 0:
-        raise ValueError("a trend needs 2+ points at different axis values, each with a finite standard error")
+    if len(x) < 2 or np.ptp(x) == 0 or not (np.all(np.isfinite(g)) and np.all(np.isfinite(se))
+                                             and not np.any(np.isnan(dfs))):
+        raise ValueError("a trend needs 2+ points at different axis values, each with a finite estimate, standard "
+                         "error and degrees of freedom")
     se = np.maximum(se, 1e-12)
     w = 1 / se ** 2
     xbar = np.sum(w * x) / w.sum()

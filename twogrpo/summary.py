@@ -136,7 +136,7 @@ def accuracy_claims(cells: dict[str, Cells], reference_arm: str) -> dict[str, di
             per_benchmark[b] = {"gap": i.value, "low": i.low, "high": i.high}
         out[arm] = {"accuracy_gap": g.value, "accuracy_gap_low": g.low, "accuracy_gap_high": g.high,
                     "accuracy_gap_se": g.se, "accuracy_gap_df": g.df, "accuracy_gap_per_benchmark": per_benchmark,
-                    "share": s.value, "share_low": s.low, "share_high": s.high, "share_se": s.se,
+                    "share": s.value, "share_low": s.low, "share_high": s.high, "share_se": s.se, "share_df": s.df,
                     "share_lower_bound": s90.low, "reference_gain": gain.value, "reference_gain_low": gain.low,
                     "reference_gain_high": gain.high, "seeds": int(min(own.seeds, ref.seeds))}
     return out
