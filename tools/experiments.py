@@ -89,7 +89,8 @@ def changed_params(rows: list[dict]) -> pd.DataFrame:
 def claims_by_experiment(rows: list[dict]) -> pd.DataFrame:
     """One row per experiment and compared arm: the Mean@k gap to the reference arm with its 95% interval
     (points), the share of the gain with its one-sided bound, the rollout and time ratios, and the verdicts
-    (twogrpo.paper.verdicts, against that experiment's own report.share_margin and report.equivalence_margin). Experiments without claims (failed, or not run) get one row saying why."""
+    (twogrpo.paper.verdicts, against that experiment's own report.share_margin and report.equivalence_margin).
+    Experiments without claims (failed, or not run) get one row saying why."""
     out = []
     for r in rows:
         if not r["claims"]:

@@ -91,7 +91,7 @@ def gap_rows(ladder: dict) -> pd.DataFrame:
     """One row per ladder point and compared arm (from reports/ladder.json, written by tools/ladder.py): the point's
     axis values (parameters, epochs), the arm's learning-rate factor against the reference arm's, the gap to the
     reference (points, with its 95% interval, standard error and degrees of freedom; NaN where the record predates
-    them), the share of 16-GRPO's gain and its one-sided bound, the gap and 16-GRPO's accuracy on validation, and
+    them), the share of 16-GRPO's gain with its interval and one-sided bound, 16-GRPO's accuracy on validation, and
     per-seed means of the arm's Mean@k, discard rate (groups with
     equal rewards), rollouts and training seconds, and whether the point's SFT base reached its target accuracy.
     Points that have no claims (failed runs) give no row."""
@@ -122,7 +122,6 @@ def gap_rows(ladder: dict) -> pd.DataFrame:
                         "share_low": c.get("share_low", np.nan), "share_high": c.get("share_high", np.nan),
                         "share_se": c.get("share_se", np.nan), "share_df": c.get("share_df", np.nan),
                         "share_bound": c.get("share_lower_bound", np.nan),
-                        "validation_gap": 100 * validation.get(arm, {}).get("gap", np.nan),
                         "reference_validation": 100 * validation.get(claims["reference_arm"], {}).get("mean", np.nan),
                         "mean_at_k": 100 * own["mean_at_k"].mean(),
                         "reference_mean_at_k": 100 * reference["mean_at_k"].mean(),
@@ -144,16 +143,15 @@ def axis_verdicts(rows: pd.DataFrame, value: str, by: str = "arm", across_bases:
     the axis (text)."""
     out = []
     for key, own in rows.groupby(by, sort=False):
-        own = own.sort_values(value)
-        names = own["point"] if by == "arm" else own["arm"]
-        gaps = [GapPoint(r[value], r["gap"], r["low"], r["high"], r["se"], r["df"], int(r["seeds"]), name)
-                for name, (_, r) in zip(names, own.iterrows(), strict=True)]
-        # A share is fitted only where it has bounds: 16-GRPO's gain over the base is shown there.
-        shortfalls = [GapPoint(r[value], 100 * (r["share"] - 1), 100 * (r["share_low"] - 1),
-                               100 * (r["share_high"] - 1),
-                               100 * r["share_se"] if np.isfinite(r["share_low"] + r["share_high"]) else np.nan,
-                               r["share_df"], int(r["seeds"]), name)
-                      for name, (_, r) in zip(names, own.iterrows(), strict=True)]
+        gaps, shortfalls = [], []
+        for _, r in own.sort_values(value).iterrows():
+            name, seeds = r["point"] if by == "arm" else r["arm"], int(r["seeds"])
+            gaps.append(GapPoint(r[value], r["gap"], r["low"], r["high"], r["se"], r["df"], seeds, name))
+            # A share is fitted only where it has bounds: 16-GRPO's gain over the base is shown there.
+            bounded = np.isfinite(r["share_low"] + r["share_high"])
+            shortfalls.append(GapPoint(r[value], 100 * (r["share"] - 1), 100 * (r["share_low"] - 1),
+                                       100 * (r["share_high"] - 1), 100 * r["share_se"] if bounded else np.nan,
+                                       r["share_df"], seeds, name))
         path = "; ".join(f"{p.value:.3g}: {gap_text(p.gap, p.low, p.high)} ({p.seeds} seed{'s' * (p.seeds != 1)})"
                          for p in gaps)
         short = sorted(set(own.loc[~own["base_in_band"], "point"])) if across_bases else []
