@@ -105,7 +105,12 @@ VERL_MATH = [
     ("2", r"so $\boxed 2$ and more", True),  # a brace-less box runs to the next $
     ("7", r"\fbox{7}", False),  # verl reads \fbox only to fail on it
     ("x/y", r"\boxed{x/y}", True),
-    ("x/y", r"\boxed{x / y}", False),  # verl's a/b fix raises on non-integers: the raw strings are compared
+    # verl's fix_a_slash_b leaves a non-integer a/b as it is (since v0.4.0, PR 1312), after the spaces are gone
+    ("x/y", r"\boxed{x / y}", True),
+    (r"\pi/2", r"\boxed{\pi / 2}", True),
+    ("1.5/2", r"\boxed{1.5 / 2}", True),
+    ("1/2", r"\boxed{1 / 2}", True),  # two integers: \frac{1}{2} on both sides
+    ("x/y", r"\boxed{y / x}", False),
     ("2", r"\boxed{2} no wait \boxed{3", False),
 ]
 

@@ -152,15 +152,15 @@ def _fix_fracs(text: str) -> str:
 
 
 def _fix_a_slash_b(text: str) -> str:
-    """a/b of two integers written plainly -> \\frac{a}{b}; a/b where either is no integer raises (as verl's code,
-    whose int() error escapes)."""
+    """a/b of two integers written plainly -> \\frac{a}{b}; anything else unchanged (verl's fix_a_slash_b catches its
+    int() error since v0.4.0, PR 1312: so `x / y` normalises to `x/y`)."""
     parts = text.split("/")
     if len(parts) != 2:
         return text
     try:
         a, b = int(parts[0]), int(parts[1])
     except ValueError:
-        raise _Unnormalisable(text) from None
+        return text
     return f"\\frac{{{a}}}{{{b}}}" if text == f"{a}/{b}" else text
 
 
