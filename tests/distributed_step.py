@@ -33,7 +33,8 @@ def fixed_rollouts(vocab: int) -> tuple[Samples, torch.Tensor]:
 
 
 def main(out: str, *changes: str) -> None:
-    """changes: `key=value` settings of the step (precision=bfloat16, micro_batch_tokens=40)."""
+    """changes: `key=value` settings of the step (precision=bfloat16, micro_batch_tokens=40,
+    loss_agg=micro-token-mean: every rollout runs, as verl's full pass)."""
     dist = Dist.from_environment()
     step(dist, out, dict(change.split("=") for change in changes))
     dist.close()  # after step() has released the model (Dist.close)
@@ -46,26 +47,34 @@ def step(dist: Dist, out: str, changes: dict[str, str]) -> None:
     # 4 rollouts per forward/backward: the processes run different numbers of micro-batches once dead groups are
     # skipped (the first 4, the second 1), as a paper setup's processes do (8 rollouts per micro-batch); sharded,
     # the second pads its forward and backward passes to 4.
+    loss_agg = changes.get("loss_agg", "token-mean")
     cfg = dataclasses.replace(TRAIN, micro_batch_rollouts=4, precision=changes.get("precision", "float32"),
-                              micro_batch_tokens=int(changes.get("micro_batch_tokens", 0)))
+                              micro_batch_tokens=int(changes.get("micro_batch_tokens", 0)), loss_agg=loss_agg,
+                              skip_dead_groups=loss_agg == "token-mean")
     samples, rewards = fixed_rollouts(len(tokenizer))
     advantages = grpo.group_advantages(rewards, G, cfg.adv_eps, cfg.adv_std)
     groups = dist.share(GROUPS, GROUPS) if dist.world > 1 else list(range(GROUPS))
     rows = [g * G + j for g in groups for j in range(G)]
     local = samples.select(rows)
-    live = rows_to_update(list(range(len(rows))), grpo.dead_groups(rewards[rows], G), G, skip_dead=True)
+    live = rows_to_update(list(range(len(rows))), grpo.dead_groups(rewards[rows], G), G, cfg.skips_dead_groups)
+    forward = Forward.of(cfg)
+    # This process's own count of micro-batches by token budget, and the count it cuts (collective: all processes)
+    counts = (-(-sum(len(p) + len(r) for p, r in zip(local.prompt_ids, local.response_ids)) // forward.tokens),
+              len(forward.split(local, live))) if forward.tokens else None
     pad = tokenizer.pad_token_id
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trained = dist.prepare(model, cfg.precision)  # DDP, or FSDP sharding `model` in place
     optimizer = torch.optim.AdamW(trained.parameters(), lr=1e-2, weight_decay=0.01)
-    old_logp = frozen_logprobs(model, local, Forward.of(cfg), pad, live)
+    old_logp = frozen_logprobs(model, local, forward, pad, live)
     sizes = dist.sum([len(rows), local.num_tokens])
     update_minibatch(trained, optimizer, local, live, old_logp, None, advantages[rows], cfg, horizon=6,
                      pad=pad, minibatch=(int(sizes[0]), int(sizes[1])), world=dist.world)
     after = full_state_dict(model)  # gathered when sharded: every process takes part
     grads = {name: local_value(p.grad) for name, p in model.named_parameters()}
+    counts = dist.gather_objects(counts)
     if dist.is_main:
-        torch.save({"before": before, "after": after, "grads": grads, "sharded": is_sharded(model)}, out)
+        torch.save({"before": before, "after": after, "grads": grads, "sharded": is_sharded(model),
+                    "micro_batch_counts": counts}, out)
 
 
 if __name__ == "__main__":

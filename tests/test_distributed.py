@@ -54,10 +54,13 @@ def launch(config: str | None, *args: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config", ["cpu-2", "fsdp-cpu-2"])
-def test_one_step_over_two_processes_equals_one_process_on_the_same_global_batch(tmp_path, config):
-    """Weights replicated (DDP) or sharded (FSDP2)."""
-    launch(None, "-m", "tests.distributed_step", str(tmp_path / "one.pt"))
-    launch(config, "-m", "tests.distributed_step", str(tmp_path / "two.pt"))
+@pytest.mark.parametrize("loss_agg", ["token-mean", "micro-token-mean"])
+def test_one_step_over_two_processes_equals_one_process_on_the_same_global_batch(tmp_path, config, loss_agg):
+    """Weights replicated (DDP) or sharded (FSDP2); the loss normalised by the mini-batch's tokens, or by each
+    micro-batch's (4 rollouts each: the two processes' micro-batches are the one process's, so the update is the
+    same, as verl's ranks with equal micro-batches give the update of one)."""
+    launch(None, "-m", "tests.distributed_step", str(tmp_path / "one.pt"), f"loss_agg={loss_agg}")
+    launch(config, "-m", "tests.distributed_step", str(tmp_path / "two.pt"), f"loss_agg={loss_agg}")
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     assert two["sharded"] == config.startswith("fsdp") and not one["sharded"]
     assert any(not torch.equal(one["before"][n], one["after"][n]) for n in one["after"])  # the step did something
@@ -85,6 +88,17 @@ def test_a_sharded_bf16_step_with_a_token_budget_follows_the_float32_step(tmp_pa
     mixed = torch.cat([two["grads"][name].flatten() for name in one["grads"]])
     assert not torch.equal(mixed, full)  # computed in bf16
     assert (mixed - full).norm() < 0.05 * full.norm()
+
+
+@pytest.mark.slow
+def test_processes_cut_their_rollouts_into_as_many_micro_batches_as_the_most_needs(tmp_path):
+    """verl all-reduces the count of micro-batches by token budget to the largest over its ranks
+    (seqlen_balancing.rearrange_micro_batches): a process with fewer tokens makes more, smaller micro-batches."""
+    launch("cpu-2", "-m", "tests.distributed_step", str(tmp_path / "two.pt"), "micro_batch_tokens=20",
+           "loss_agg=micro-token-mean")
+    (own_0, cut_0), (own_1, cut_1) = torch.load(tmp_path / "two.pt")["micro_batch_counts"]
+    assert own_0 != own_1  # the test can tell
+    assert cut_0 == cut_1 == max(own_0, own_1)
 
 
 @pytest.mark.slow

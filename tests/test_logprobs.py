@@ -2,7 +2,9 @@
 float32 or bf16, against the straightforward full-logits computation."""
 
 import dataclasses
+import math
 
+import numpy as np
 import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -10,7 +12,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from tests.test_trainer import TRAIN
 from twogrpo import grpo
 from twogrpo.sampling import Samples
-from twogrpo.forward import Forward, collate, frozen_logprobs, logprobs
+from twogrpo.forward import Forward, balanced_partitions, collate, frozen_logprobs, logprobs
 from twogrpo.trainer import update_minibatch
 
 VOCAB = 1000
@@ -75,22 +77,65 @@ def test_entropy_carries_a_gradient_only_when_it_is_in_the_loss(small_chunks):
     assert logprobs(model, batch, entropy_grad=True)[1].requires_grad
 
 
-def test_a_token_budget_cuts_micro_batches_within_the_budget():
+def test_balanced_partitions_cover_every_item_once_within_one_item_of_even():
+    gen = np.random.default_rng(1)
+    for _ in range(500):
+        n = int(gen.integers(1, 40))
+        k = int(gen.integers(1, n + 1))
+        lengths = gen.integers(1, 200, n).tolist()
+        parts = balanced_partitions(lengths, k)
+        assert len(parts) == k and all(parts)
+        assert sorted(i for part in parts for i in part) == list(range(n))
+        totals = [sum(lengths[i] for i in part) for part in parts]
+        assert max(totals) - min(totals) <= max(lengths)
+    assert balanced_partitions([5, 4, 3, 3, 3, 2], 3) == [[0, 5], [1, 4], [2, 3]]  # 7, 7, 6
+    with pytest.raises(ValueError, match="3 items cannot make 4"):
+        balanced_partitions([1, 2, 3], 4)
+
+
+def test_a_token_budget_makes_verls_count_of_micro_batches_by_rollouts_otherwise():
     samples = rollouts(8)
     lengths = [len(p) + len(r) for p, r in zip(samples.prompt_ids, samples.response_ids)]
-    packed = Forward(rollouts=2, tokens=20).split(samples, list(range(8)), packed=True)
-    assert [i for part in packed for i in part] == list(range(8))  # in order
-    for part, after in zip(packed, packed[1:] + [None]):
-        assert sum(lengths[i] for i in part) <= 20 or len(part) == 1
-        assert after is None or sum(lengths[i] for i in part) + lengths[after[0]] > 20  # each cut was forced
-    padded = Forward(rollouts=2, tokens=20).split(samples, list(range(8)))
-    assert sorted(i for part in padded for i in part) == list(range(8))
-    order = [i for part in padded for i in part]
-    assert [lengths[i] for i in order] == sorted(lengths, reverse=True)  # longest first
-    for part, after in zip(padded, padded[1:] + [None]):
-        assert len(part) * lengths[part[0]] <= 20 or len(part) == 1  # padded to its longest, within the budget
-        assert after is None or (len(part) + 1) * lengths[part[0]] > 20
+    for budget in (20, 35, 10_000, 1):
+        parts = Forward(rollouts=2, tokens=budget).split(samples, list(range(8)))
+        assert len(parts) == min(8, math.ceil(sum(lengths) / budget))  # verl: ceil(tokens / budget), <= rollouts
+        assert sorted(i for part in parts for i in part) == list(range(8))
     assert Forward(rollouts=3).split(samples, list(range(8))) == [[0, 1, 2], [3, 4, 5], [6, 7]]
+
+
+def math_like_rollouts(n: int, seed: int) -> Samples:
+    """Lengths like a 1.5B math model's on MATH (an assumption, for the weighting test): prompts of 60-250 tokens,
+    responses log-normal around 500 tokens (sigma 0.7), 30 to 4,096."""
+    gen = np.random.default_rng(seed)
+    prompts = gen.integers(60, 250, n)
+    responses = np.clip(gen.lognormal(np.log(500), 0.7, n), 30, 4096).astype(int)
+    return Samples([[1] * int(p) for p in prompts], [[1] * int(r) for r in responses], [""] * n, [False] * n)
+
+
+def weight_of_short_and_long_halves(samples: Samples, parts: list[list[int]]) -> tuple[float, float]:
+    """Under micro-token-mean a token of micro-batch j weighs (rows_j / N) / tokens_j; relative to token-mean's
+    1 / all tokens, averaged over the tokens of the shorter and of the longer half of the rollouts."""
+    responses = np.array([len(r) for r in samples.response_ids])
+    weight = np.zeros(len(responses))
+    for part in parts:
+        weight[part] = len(part) / len(responses) / responses[part].sum() * responses.sum()
+    order = np.argsort(responses, kind="stable")
+    halves = order[: len(order) // 2], order[len(order) // 2:]
+    return tuple(float((weight[h] * responses[h]).sum() / responses[h].sum()) for h in halves)
+
+
+@pytest.mark.parametrize("n", [64, 512])  # one rank's mini-batch at 8 GPUs (32 prompts x 16), and one GPU's
+def test_under_micro_token_mean_balanced_micro_batches_weigh_tokens_as_token_mean(n):
+    """verl's balanced cut mixes long and short rollouts in every micro-batch, so micro-token-mean weighs the short
+    and the long half's tokens within 5% of token-mean (a longest-first cut gives about 2.0 / 0.68 here: the
+    weighting of seq-mean-token-mean)."""
+    for seed in range(3):
+        samples = math_like_rollouts(n, seed)
+        parts = Forward(rollouts=8, tokens=16_384).split(samples, list(range(n)))
+        short, long = weight_of_short_and_long_halves(samples, parts)
+        assert abs(short - 1) < 0.05 and abs(long - 1) < 0.05, (short, long)
+        one_each = weight_of_short_and_long_halves(samples, [[i] for i in range(n)])  # seq-mean-token-mean
+        assert one_each[0] > 1.5  # the measure can tell a skewed weighting
 
 
 def test_micro_batches_by_token_budget_give_the_update_of_micro_batches_by_rollouts():

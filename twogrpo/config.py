@@ -306,8 +306,9 @@ class TrainConfig:
     eval_problems: Annotated[int, Range(1, limit=1_000_000)]  # the curves' evaluation: its first N problems
     eval_samples: Samples  # samples per problem, in the curves' evaluation and the final one on all of them
     # Prompt + response tokens per micro-batch of the update and old log-probs (verl's use_dynamic_bsz with
-    # ppo_max_token_len_per_gpu): rollouts longest first, as many as fit once right-padded; packed into one row
-    # without padding under flash attention (twogrpo.forward.packs). 0 = micro_batch_rollouts rollouts, in order.
+    # ppo_max_token_len_per_gpu): ceil(tokens / budget) micro-batches balanced by tokens (twogrpo.forward.split);
+    # packed into one row without padding under flash attention, else right-padded to each one's longest rollout
+    # (twogrpo.forward.packs). 0 = micro_batch_rollouts rollouts, in order.
     # Memory and speed only under a mini-batch-wide loss normalisation (rounding aside); under micro-token-mean (the
     # paper-time verl) it shapes the result, as verl's ppo_max_token_len_per_gpu did.
     micro_batch_tokens: Annotated[int, Range(0, limit=10_000_000)] = 0

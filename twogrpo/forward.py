@@ -3,6 +3,7 @@ size), collated right-padded or packed, and the log-probs of their response toke
 
 from __future__ import annotations
 
+import heapq
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ import torch
 
 from twogrpo import grpo
 from twogrpo.config import TrainConfig
-from twogrpo.distributed import is_sharded, pad_to_most
+from twogrpo.distributed import is_sharded, max_over_processes, pad_to_most
 from twogrpo.sampling import Samples
 
 
@@ -30,27 +31,43 @@ class Forward:
     def of(cls, cfg: TrainConfig) -> Forward:
         return cls(cfg.micro_batch_rollouts, cfg.micro_batch_tokens, cfg.precision)
 
-    def split(self, samples: Samples, rows: list[int], packed: bool = False) -> list[list[int]]:
-        """`rows` cut into micro-batches: `rollouts` at a time, in order; or within the token budget: packed, as many
-        rollouts in order as their tokens fit; padded, longest first, as many as fit once padded to the longest (so
-        little padding is computed). A rollout longer than the budget makes a micro-batch of its own."""
+    def split(self, samples: Samples, rows: list[int]) -> list[list[int]]:
+        """`rows` cut into micro-batches: `rollouts` at a time, in order; or by the token budget as verl's dynamic
+        batch size cuts them (verl/utils/seqlen_balancing.py, rearrange_micro_batches): k = ceil(prompt + response
+        tokens / budget) micro-batches, the largest k of all processes (so a lighter process makes smaller ones),
+        balanced by tokens (balanced_partitions). Each micro-batch then mixes long and short rollouts, so under
+        micro-token-mean every token weighs about as under token-mean (tests/test_logprobs.py measures it)."""
         if not self.tokens:
             return [rows[i:i + self.rollouts] for i in range(0, len(rows), self.rollouts)]
-        length = {i: len(samples.prompt_ids[i]) + len(samples.response_ids[i]) for i in rows}
-        parts: list[list[int]] = []
-        for i in rows if packed else sorted(rows, key=lambda i: -length[i]):
-            if parts and (sum(length[j] for j in parts[-1]) + length[i] if packed else
-                          (len(parts[-1]) + 1) * length[parts[-1][0]]) <= self.tokens:
-                parts[-1].append(i)
-            else:
-                parts.append([i])
-        return parts
+        lengths = [len(samples.prompt_ids[i]) + len(samples.response_ids[i]) for i in rows]
+        k = min(len(rows), max_over_processes(-(-sum(lengths) // self.tokens)))
+        return [[rows[j] for j in part] for part in balanced_partitions(lengths, k)]
 
     def autocast(self, device: torch.device):
         """bf16 autocast (verl's FSDP mixed precision: bf16 compute, float32 master weights and AdamW state)."""
         if self.precision == "bfloat16":
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return nullcontext()
+
+
+def balanced_partitions(lengths: list[int], k: int) -> list[list[int]]:
+    """Positions 0..n-1 split into k non-empty parts of about equal total length, each part in ascending order, the
+    parts ordered by their first position: the largest differencing method of Karmarkar and Karp (1982), which verl
+    uses for its micro-batches (get_seqlen_balanced_partitions, equal_size=False). Every item starts as a k-way
+    partial partition of its own; the two partial partitions with the largest spread (largest - smallest part) are
+    merged, the largest part of one with the smallest of the other, until one is left."""
+    if not 1 <= k <= len(lengths):
+        raise ValueError(f"{len(lengths)} items cannot make {k} non-empty parts")
+    heap = []  # (-spread, tie-break, parts as (total, positions), largest first)
+    for i, n in enumerate(lengths):
+        heap.append((-n, i, [(n, [i])] + [(0, [])] * (k - 1)))
+    heapq.heapify(heap)
+    while len(heap) > 1:
+        _, tie, a = heapq.heappop(heap)
+        _, _, b = heapq.heappop(heap)
+        merged = sorted(((ta + tb, pa + pb) for (ta, pa), (tb, pb) in zip(a, reversed(b))), key=lambda p: -p[0])
+        heapq.heappush(heap, (merged[-1][0] - merged[0][0], tie, merged))
+    return sorted(sorted(positions) for _, positions in heap[0][2])
 
 
 def packs(model) -> bool:
@@ -131,7 +148,7 @@ def frozen_logprobs(model, samples: Samples, forward: Forward, pad: int, rows: l
     rows = list(range(n)) if rows is None else rows
     out = torch.zeros(n, max(map(len, samples.response_ids)), device=model.device)
     packed = bool(forward.tokens) and packs(model)
-    for part, real in micro_batches(forward.split(samples, rows, packed), is_sharded(model)):
+    for part, real in micro_batches(forward.split(samples, rows), is_sharded(model)):
         with forward.autocast(model.device):
             logp = logprobs(model, collate(samples, part, pad, model.device, packed))[0]
         if real:

@@ -94,9 +94,7 @@ def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_lo
     forward = Forward.of(cfg)
     device = next(model.parameters()).device  # model may be DDP-wrapped
     packed = bool(forward.tokens) and packs(model)
-    # Under micro-token-mean the cut shapes the loss: the same cut (longest first) whether or not flash attention packs.
-    cut_packed = packed and cfg.loss_agg != "micro-token-mean"
-    parts = micro_batches(forward.split(samples, rows, cut_packed), sharded)
+    parts = micro_batches(forward.split(samples, rows), sharded)
     for k, (part, real) in enumerate(parts):
         batch = collate(samples, part, pad, device, packed)
         mask = batch.response_mask
