@@ -22,6 +22,7 @@ from twogrpo.config import BaseConfig
 from twogrpo.io import atomic_paths, files_sha256, weights_sha256, write_json
 from twogrpo.lineage import stage_fingerprint
 from twogrpo.policy import build_char_tokenizer, build_tiny_model, check_context, load_policy
+from twogrpo.plan import stop_unless_this_machine_fits
 from twogrpo.run import hub_commit, start_stage
 from twogrpo.schemas import Problems, read_table
 from twogrpo.sft import train_sft
@@ -59,6 +60,7 @@ def main() -> None:
     params = start_stage("base")
     cfg = params.base
     if cfg.model != "scratch":
+        stop_unless_this_machine_fits(params, "base")  # before the weights are downloaded
         save_pretrained_base(cfg)
         return
     train = read_table("data/prepared/train.parquet", Problems)

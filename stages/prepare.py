@@ -24,6 +24,7 @@ import pandas as pd
 from twogrpo.config import PrepareConfig, SourceConfig
 from twogrpo.io import atomic_path, write_json, write_parquet
 from twogrpo.mathdata import BenchmarkDataError, dedupe, drop_overlaps, load_rows, normalise, sample
+from twogrpo.plan import stop_unless_this_machine_fits
 from twogrpo.run import hub_commit, start_stage
 from twogrpo.schemas import Problems, validate
 from twogrpo.tasks import generate_problems
@@ -89,6 +90,7 @@ def prepare(cfg: PrepareConfig) -> tuple[dict[str, pd.DataFrame], dict]:
 
 def main() -> None:
     params = start_stage("prepare")
+    stop_unless_this_machine_fits(params, "prepare")  # before the data and the weights are downloaded
     tables, record = prepare(params.prepare)
     tables = {name: validate(table, Problems, OUT / f"{name}.parquet") for name, table in tables.items()}
     with atomic_path(OUT) as tmp:  # the folder whole, or the previous one

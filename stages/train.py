@@ -30,8 +30,8 @@ from twogrpo.distributed import Dist, full_state_dict, unsharded
 from twogrpo.engine import make_engine
 from twogrpo.io import atomic_paths, files_sha256, weights_sha256, write_parquet
 from twogrpo.lineage import stage_fingerprint
-from twogrpo.plan import preflight
 from twogrpo.policy import check_context, load_policy
+from twogrpo.plan import stop_unless_this_machine_fits
 from twogrpo.run import relaunch, start_stage
 from twogrpo.schemas import DataError, Problems, TrainSteps, ValidationSamples, read_table, validate
 from twogrpo.telemetry import PHASES, STEP_STATS
@@ -49,9 +49,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, required=True)
     args = parser.parse_args()
     params = start_stage("train")
+    stop_unless_this_machine_fits(params, "train", "models/base")  # the GPUs and their free memory
     relaunch(params.runtime.launch, "stages.train")
     dist = Dist.from_environment()  # several processes under `accelerate launch`; the first one writes
-    preflight(params, "models/base", dist.sharded)  # the GPUs and their free memory, before any work
     train(args, params, dist)
     dist.close()  # after train() has released the model (Dist.close)
 

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import pytest
 from tests.fixtures import ROOT
 from twogrpo import plan
 from twogrpo.config import ParamsError
-from tools.setups import compose
+from tools.setups import compose, compose_to
 
 GIB = 2**30
 
@@ -64,14 +65,38 @@ def test_the_preflight_stops_a_gpu_setup_on_a_machine_without_its_gpus():
 
     if torch.cuda.device_count() >= 4:
         pytest.skip("this machine has the GPUs")
-    with pytest.raises(RuntimeError, match=rf"runtime.gpus=4 GPUs, 4 on this machine, which has "
-                                           rf"{torch.cuda.device_count()}.*-S hardware=<name>"):
-        plan.preflight(paper(), ROOT / "models" / "nowhere", sharded=False)
-    plan.preflight(compose([])[1], ROOT / "models" / "base", sharded=False)  # the CPU: nothing to check
+    with pytest.raises(plan.PreflightError, match=rf"runtime.gpus=4 GPUs, 4 on this machine, which has "
+                                                  rf"{torch.cuda.device_count()}.*-S hardware=<name>"):
+        plan.preflight(paper())  # the shape from the paper's model, before it is downloaded
+    with pytest.raises(plan.PreflightError, match=r"runtime.gpus=16 GPUs, 8 on this machine"):
+        plan.preflight(paper("hardware=gpus-8", "runtime.gpus=16",
+                             "runtime.launch='accelerate launch --config_file conf/accelerate/nodes-2x8.yaml'"))
+    plan.preflight(compose([])[1], ROOT / "models" / "base")  # the CPU: nothing to check
+
+
+def test_a_gpu_setup_on_a_machine_without_its_gpus_stops_in_the_first_stage_with_one_message(tmp_path):
+    """Before the data and the weights would be downloaded: the message alone, once, not a traceback."""
+    import torch
+
+    if torch.cuda.device_count() >= 4:
+        pytest.skip("this machine has the GPUs")
+    project = tmp_path / "project"
+    (project / "conf").mkdir(parents=True)
+    shutil.copytree(ROOT / "conf" / "accelerate", project / "conf" / "accelerate")
+    compose_to(project / "params.yaml", ["setup=qwen-1.5b-math"])
+    result = subprocess.run([sys.executable, "-m", "stages.prepare"], cwd=project, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "0",
+                                 "HF_DATASETS_OFFLINE": "0"}, timeout=300)
+    assert result.returncode == 1
+    message = [line for line in result.stderr.splitlines() if line.startswith("prepare: ")]
+    assert len(message) == 1 and "the setup trains on runtime.gpus=4 GPUs" in message[0], result.stderr[-2000:]
+    assert "-S hardware=<name>" in message[0]
+    assert "Traceback" not in result.stderr and result.stderr.count("runtime.gpus=4") == 1
+    assert not (project / "data").exists()
 
 
 def test_the_preflight_stops_when_the_gpus_have_less_free_memory_than_the_plan(monkeypatch, tmp_path):
-    """No GPU here: the machine's answers are stood in for (4 GPUs of 80 GiB with 10 GiB free each)."""
+    """No GPU here: the machine's answers are stood in for (4 GPUs of 80 GiB, the third with 10 GiB free)."""
     import torch
 
     shape = dataclasses.replace(plan.HUB_SHAPES["Qwen/Qwen2.5-Math-1.5B"], positions=32768)
@@ -79,13 +104,15 @@ def test_the_preflight_stops_when_the_gpus_have_less_free_memory_than_the_plan(m
     assert plan.model_shape(paper(), tmp_path) == shape
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10 * GIB, 80 * GIB))
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a busy GPU")
-    with pytest.raises(RuntimeError, match=r"a busy GPU has 10.0 GiB free of 80.0; the plan needs [\d.]+ GiB per GPU"
-                                           r".*train.micro_batch_tokens or rollout.vllm_memory_utilization"):
-        plan.preflight(paper(), tmp_path, sharded=False)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: ((10 if device == 2 else 79) * GIB, 80 * GIB))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"GPU model {device}")
+    with pytest.raises(plan.PreflightError, match=r"GPU 2 \(GPU model 2\) has 10.0 GiB free of 80.0; the plan needs "
+                                                  r"[\d.]+ GiB per GPU.*train.micro_batch_tokens or "
+                                                  r"rollout.vllm_memory_utilization"):
+        plan.preflight(paper(), tmp_path)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (79 * GIB, 80 * GIB))
-    plan.preflight(paper(), tmp_path, sharded=False)  # the setup fits 4 idle 80 GiB GPUs
+    plan.preflight(paper(), tmp_path)  # the setup fits 4 idle 80 GiB GPUs
+    plan.preflight(paper())  # and so it does before the model is downloaded (the paper model's shape)
 
 
 def test_the_plan_tells_whether_a_machine_fits():

@@ -631,16 +631,24 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
 def launch_processes(launch: str, key: str) -> tuple[int, bool]:
     """(processes, sharded) that a launch command starts: one for `python`, else its accelerate config's (or its
     --num_processes)."""
+    processes, _, sharded = launch_layout(launch, key)
+    return processes, sharded
+
+
+def launch_layout(launch: str, key: str) -> tuple[int, int, bool]:
+    """(processes, machines, sharded) that a launch command starts: (1, 1, False) for `python`, else its accelerate
+    config's (or its --num_processes and --num_machines)."""
     options = _launch_options(launch)
     if "config_file" not in options:
-        return 1, False
+        return 1, 1, False
     path = Path(options["config_file"])
     if not path.is_absolute() and not path.exists():  # relative to the project, wherever it is run from
         path = Path(__file__).resolve().parents[1] / path
     try:
         config = yaml.safe_load(path.read_text())
-        processes = options.get("num_processes", config["num_processes"])
-        return int(processes), config.get("distributed_type") == "FSDP"
+        processes = int(options.get("num_processes", config["num_processes"]))
+        machines = int(options.get("num_machines", config.get("num_machines", 1)))
+        return processes, machines, config.get("distributed_type") == "FSDP"
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as error:
         raise ParamsError(f"{key}={launch!r}: cannot read num_processes from {path} "
                           f"({type(error).__name__}: {error})") from None

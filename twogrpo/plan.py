@@ -27,10 +27,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from twogrpo.config import Params
+from twogrpo.config import Params, launch_layout
 from twogrpo.grpo import LOGIT_CHUNK_ELEMENTS
 
 GIB = 2**30
@@ -199,28 +200,51 @@ def model_shape(params: Params, model_dir: Path | str | None = None) -> ModelSha
     return shape
 
 
-def preflight(params: Params, model_dir: Path | str, sharded: bool) -> None:
-    """Stop before any work when this machine cannot train the setup: fewer GPUs than runtime.gpus, or less free
-    memory on this process's GPU than the plan's peak (`model_dir` holds the model's config.json). Nothing to check
-    on the CPU (runtime.gpus 0)."""
+class PreflightError(RuntimeError):
+    """This machine cannot train the setup: raised before any work."""
+
+
+def preflight(params: Params, model_dir: Path | str | None = None) -> None:
+    """Stop before any work when this machine cannot train the setup: fewer GPUs than its share of runtime.gpus, or
+    less free memory on one of them than the plan's peak. The shape comes from `model_dir`'s config.json (the train
+    stage's models/base), else from base.model (a folder, or one of the paper's models; otherwise only the GPUs are
+    counted), so the prepare stage can check before the data and the weights are downloaded. Nothing to check on the
+    CPU (runtime.gpus 0)."""
     import torch
 
     need = params.runtime.gpus
     if not need:
         return
+    _, machines, sharded = launch_layout(params.runtime.launch, "runtime.launch")
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", need // machines))  # this machine's share of the processes
     present = torch.cuda.device_count()
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", need))  # this machine's share of several machines' processes
     if present < local:
-        raise RuntimeError(f"the setup trains on runtime.gpus={need} GPUs, {local} on this machine, which has "
-                           f"{present}: choose a machine that fits with -S hardware=<name> (conf/hardware/)")
-    free, total = torch.cuda.mem_get_info(int(os.environ.get("LOCAL_RANK", "0")))
-    peak = peak_memory(model_shape(params, model_dir), workload(params, need, total, sharded))
-    if free < peak:
-        raise RuntimeError(
-            f"GPU {torch.cuda.get_device_name()} has {free / GIB:.1f} GiB free of {total / GIB:.1f}; the plan needs "
-            f"{peak / GIB:.1f} GiB per GPU (python -m tools.setups <setup> --gpus {need} --gpu-memory "
-            f"{total / GIB:.0f}): shard over more GPUs (-S hardware=<name>, conf/hardware/), or lower "
-            f"train.micro_batch_tokens or rollout.vllm_memory_utilization")
+        raise PreflightError(f"the setup trains on runtime.gpus={need} GPUs, {local} on this machine, which has "
+                             f"{present}: choose a machine that fits with -S hardware=<name> (conf/hardware/)")
+    try:
+        shape = model_shape(params, model_dir)
+    except ValueError:
+        return  # a hub model of unknown shape: its GPUs are counted, its memory is checked once it is saved
+    for device in range(local):
+        free, total = torch.cuda.mem_get_info(device)
+        peak = peak_memory(shape, workload(params, need, total, sharded))
+        if free < peak:
+            raise PreflightError(
+                f"GPU {device} ({torch.cuda.get_device_name(device)}) has {free / GIB:.1f} GiB free of "
+                f"{total / GIB:.1f}; the plan needs {peak / GIB:.1f} GiB per GPU (python -m tools.setups <setup> "
+                f"--gpus {need} --gpu-memory {total / GIB:.0f}): shard over more GPUs (-S hardware=<name>, "
+                f"conf/hardware/), or lower train.micro_batch_tokens or rollout.vllm_memory_utilization")
+
+
+def stop_unless_this_machine_fits(params: Params, stage: str, model_dir: str | None = None) -> None:
+    """The preflight (twogrpo.plan.preflight), by the process that DVC started, before it launches others: on a
+    machine that cannot train the setup the stage exits with the message alone, printed once."""
+    if "WORLD_SIZE" in os.environ or os.environ.get("TWOGRPO_LAUNCHED"):
+        return  # started by a launcher, after its parent checked
+    try:
+        preflight(params, model_dir)
+    except PreflightError as error:
+        sys.exit(f"{stage}: {error}")
 
 
 def describe_plan(params: Params, gpus: int, gpu_memory_gib: float, prompt_tokens: float = MEAN_PROMPT_TOKENS,
