@@ -83,7 +83,7 @@ def test_the_deps_tool_restores_a_missing_or_extra_code_dep():
 
     text = (ROOT / "dvc.yaml").read_text()
     assert rewritten(text) == (text, [])
-    broken = text.replace("      - twogrpo/grpo.py\n", "", 1).replace("      - twogrpo/tasks.py\n",
+    broken = text.replace("      - twogrpo/run_state.py\n", "", 1).replace("      - twogrpo/tasks.py\n",
                                                                         "      - twogrpo/tasks.py\n      - twogrpo/x.py\n", 1)
     fixed, changed = rewritten(broken)
     assert fixed == text and changed == ["prepare", "train"]

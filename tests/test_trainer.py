@@ -149,6 +149,23 @@ def test_prompt_stream_reshuffles_every_epoch_and_drops_the_last_incomplete_batc
     assert PromptStream(10, seed=4, batch=4).take(8) != epochs[0]  # the order follows the seed
 
 
+def test_verls_order_is_torchs_random_sampler_batch_for_batch_the_same_for_every_run():
+    """verl's dataloader: RandomSampler(generator=torch.Generator().manual_seed(data.seed)), drop_last batches, one
+    iteration per epoch (verl/trainer/main_ppo.py create_rl_sampler, ray_trainer.py)."""
+    sampler = torch.utils.data.RandomSampler(range(10), generator=torch.Generator().manual_seed(1))
+    loader = torch.utils.data.DataLoader(range(10), batch_size=4, sampler=sampler, drop_last=True)
+    verl = [batch.tolist() for _ in range(5) for batch in loader]
+    for seed in (0, 7):
+        stream = PromptStream(10, seed, batch=4, data_seed=1)
+        assert [stream.take(4) for _ in range(10)] == verl
+    assert PromptStream(10, 0, batch=4, data_seed=2).take(8) != verl[0] + verl[1]
+    stream = PromptStream(10, 0, batch=4, data_seed=1)  # resumed from its state: the same batches follow
+    stream.take(12)
+    resumed = PromptStream(10, 0, batch=4, data_seed=1)
+    resumed.restore(stream.state())
+    assert [resumed.take(4) for _ in range(7)] == verl[3:]
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_the_paper_setups_see_every_math_problem_over_their_ten_epochs(seed):
     """MATH's 7,497 problems in generation batches of 512: 14 batches an epoch, 329 problems left out of each."""

@@ -267,6 +267,10 @@ class TrainConfig:
     # Train problems GRPO draws from (the first N of the train table). As verl's dataloader: each epoch a new seeded
     # permutation of them, cut to whole generation batches (drop_last: a different remainder left out each epoch).
     prompts: Annotated[int, Range(1, limit=1_000_000)]
+    # Who orders the prompts: "seed", numpy seeded by the run's seed (each seed its own order); "verl", torch's
+    # RandomSampler seeded by data_seed (verl's data.seed), the same order for every seed (twogrpo.rollouts).
+    data_order: Literal["seed", "verl"]
+    data_seed: Annotated[int, Range(0, limit=2**63 - 1)]  # verl's data.seed (1 unless set); read by data_order verl
     epochs: Annotated[int, Range(1, limit=1000)]  # passes over those prompts, the same for every arm
     rollouts_per_minibatch: Annotated[int, Range(2, limit=1_000_000)]  # B = Q * G, the same for every arm (paper: 512)
     generation_batch_prompts: Annotated[int, Range(1, limit=1_000_000)]  # prompts per generation step (paper: 512), split into mini-batches of Q prompts

@@ -21,29 +21,44 @@ from twogrpo.telemetry import PhaseTimer
 class PromptStream:
     """Prompt indices as verl's dataloader gives them (shuffle with a seeded generator, drop_last): epoch after epoch a
     fresh permutation of the n prompts, cut to whole batches, so each epoch leaves out a different remainder and
-    over the epochs every prompt is seen. 2-GRPO+RS draws its refills from the same stream, ahead of the batches."""
+    over the epochs every prompt is seen. 2-GRPO+RS draws its refills from the same stream, ahead of the batches.
 
-    def __init__(self, n: int, seed: int, batch: int = 1) -> None:
+    The permutations come from numpy, seeded by the run's seed (data_seed None); or, with a data_seed, from verl's
+    own sampler: torch's RandomSampler over a generator seeded by data.seed (the same for every run), which draws
+    two permutations per epoch and uses the first (verl/trainer/main_ppo.py create_rl_sampler)."""
+
+    def __init__(self, n: int, seed: int, batch: int = 1, data_seed: int | None = None) -> None:
         self.n = n
         self.epoch_size = n // batch * batch
         self.rng = np.random.default_rng(seed)
+        self.sampler = None if data_seed is None else torch.Generator().manual_seed(data_seed)
         self.pending: list[int] = []
         self.drawn = 0
+
+    def _permutation(self) -> list[int]:
+        if self.sampler is None:
+            return self.rng.permutation(self.n).tolist()
+        order = torch.randperm(self.n, generator=self.sampler).tolist()
+        torch.randperm(self.n, generator=self.sampler)  # RandomSampler's second draw, cut to num_samples % n = 0
+        return order
 
     def take(self, k: int) -> list[int]:
         out = []
         while len(out) < k:
             if not self.pending:
-                self.pending = self.rng.permutation(self.n)[: self.epoch_size].tolist()
+                self.pending = self._permutation()[: self.epoch_size]
             out.append(self.pending.pop(0))
         self.drawn += k
         return out
 
     def state(self) -> dict:
-        return {"rng": self.rng.bit_generator.state, "pending": list(self.pending), "drawn": self.drawn}
+        return {"rng": self.rng.bit_generator.state, "pending": list(self.pending), "drawn": self.drawn,
+                "sampler": None if self.sampler is None else self.sampler.get_state()}
 
     def restore(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
+        if self.sampler is not None:
+            self.sampler.set_state(state["sampler"])
         self.pending, self.drawn = list(state["pending"]), state["drawn"]
 
 

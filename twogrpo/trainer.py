@@ -255,7 +255,8 @@ def train_grpo(model, tokenizer, engine: Engine, prompts: pd.DataFrame, validati
     trained = dist.prepare(model, cfg.precision)  # DDP or FSDP over several processes; `model` generates and scores
     optimizer = torch.optim.AdamW(trained.parameters(), lr=cfg.lr(arm), weight_decay=cfg.weight_decay)
     state = RunState(model, optimizer, warmup_schedule(optimizer, cfg.warmup_gen_steps),
-                     PromptStream(cfg.prompts, seed, cfg.generation_batch_prompts), PhaseTimer())
+                     PromptStream(cfg.prompts, seed, cfg.generation_batch_prompts,
+                                  cfg.data_seed if cfg.data_order == "verl" else None), PhaseTimer())
     source = RolloutSource(engine, prompts, state.stream, task.prompt_template,
                            Sampling(cfg.temperature, cfg.top_p, cfg.top_k, task.max_new_tokens, n=G), state.timer,
                            grader)
