@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from tests.fixtures import ROOT
-from twogrpo import plan
+from twogrpo import hours, plan
 from twogrpo.config import ParamsError
-from tools.setups import compose, compose_to
+from tools.setups import compose, compose_to, time_ratios
 
 GIB = 2**30
 
@@ -117,9 +117,9 @@ def test_the_preflight_stops_when_the_gpus_have_less_free_memory_than_the_plan(m
 
 def test_the_plan_tells_whether_a_machine_fits():
     params = paper()
-    fits = plan.describe_plan(params, gpus=4, gpu_memory_gib=141)
+    fits = hours.describe_plan(params, gpus=4, gpu_memory_gib=141)
     assert "fits" in fits and "NOT" not in fits
-    assert "does NOT fit" in plan.describe_plan(params, gpus=1, gpu_memory_gib=24)
+    assert "does NOT fit" in hours.describe_plan(params, gpus=1, gpu_memory_gib=24)
     shape, work = plan.HUB_SHAPES["Qwen/Qwen2.5-Math-7B"], plan.workload(paper(), 8, 141 * GIB, sharded=True)
     replicated = plan.workload(paper(), 8, 141 * GIB, sharded=False)
     assert plan.peak_memory(shape, work) < plan.peak_memory(shape, replicated)  # sharding divides the state
@@ -127,11 +127,29 @@ def test_the_plan_tells_whether_a_machine_fits():
     assert shape.parameters == pytest.approx(7.616e9, rel=0.001)
 
 
-def test_hours_follow_the_rollouts_of_each_arm():
-    hours = plan.arm_hours(paper(), plan.HUB_SHAPES["Qwen/Qwen2.5-Math-1.5B"], gpus=4)
-    assert hours["g16"]["rollouts"] == 8 * hours["g2"]["rollouts"] == 7168 * 10 * 16
-    assert hours["g16"]["hours"] == pytest.approx(8 * hours["g2"]["hours"])
-    assert 0 < hours["g2"]["update_hours"] < hours["g2"]["hours"]
+def test_hours_follow_the_rollouts_of_each_arm_plus_fixed_costs_per_step():
+    params = paper()
+    planned = hours.arm_hours(params, plan.HUB_SHAPES["Qwen/Qwen2.5-Math-1.5B"], gpus=4)
+    assert planned["g16"]["rollouts"] == 8 * planned["g2"]["rollouts"] == 7168 * 10 * 16
+    rollout_work = {arm: h["hours"] - h["fixed_hours"] for arm, h in planned.items()}
+    assert rollout_work["g16"] == pytest.approx(8 * rollout_work["g2"])
+    assert 0 < planned["g2"]["update_hours"] < planned["g2"]["hours"]
+    # The same steps, evaluations and checkpoints for both arms: only the AdamW steps differ (16 vs 2 per step).
+    assert planned["g2"]["fixed_hours"] == pytest.approx(planned["g16"]["fixed_hours"], rel=0.05)
+    assert planned["g2"]["fixed_hours"] > 0.1
+    assert 0.125 < hours.time_ratio(params, 4) < 0.5  # a prediction, not 1/8
+    fewer = paper("train.eval_every=140", "runtime.checkpoint_every=0")  # fewer fixed costs: nearer 1/8
+    assert 0.125 < hours.time_ratio(fewer, 4) < hours.time_ratio(params, 4)
+    assert all(":" in line and len(line) > 40 for line in hours.sources())  # each figure names its source
+
+
+def test_every_table1_setup_prints_its_planned_time_ratio_beside_the_papers():
+    table = time_ratios().splitlines()
+    assert [row.split(" | ")[0] for row in table[2:]] == [
+        "| `ds-1.5b-math`", "| `qwen-1.5b-dapo`", "| `qwen-1.5b-math`", "| `qwen-7b-dapo`", "| `qwen-7b-math`"]
+    math_1_5b = table[4].split(" | ")
+    assert math_1_5b[4] == "8.53 / 2.05" and math_1_5b[5] == "0.240 |"  # the paper's (v2 Table 1)
+    assert 0.125 < float(math_1_5b[3]) < 0.5
 
 
 @pytest.mark.slow

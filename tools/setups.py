@@ -2,7 +2,9 @@
 
 `python -m tools.setups <name> [override ...] [--gpus N --gpu-memory GiB]` prints a setup's resolved params and what
 follows from them (prompts per mini-batch and learning rate of each arm, steps, rollouts) and, for a GPU setup, its
-plan (twogrpo.plan: memory per GPU and phase, hours per arm), without running anything.
+plan (twogrpo.plan: memory per GPU and phase; twogrpo.hours: hours per arm), without running anything.
+`python -m tools.setups --time-ratios` prints every Table 1 setup's planned 2-GRPO / 16-GRPO time ratio beside the
+paper's.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
-from twogrpo import plan
+from twogrpo import hours, plan
 from twogrpo.config import Params, load_params
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
 
 
 def setup_names() -> list[str]:
@@ -60,21 +64,52 @@ def describe(params: Params) -> str:
     return "\n".join(lines)
 
 
+def time_ratios(prompt_tokens: float = hours.MEAN_PROMPT_TOKENS,
+                response_tokens: float = hours.MEAN_RESPONSE_TOKENS) -> str:
+    """A markdown table: each Table 1 setup's planned hours of 16-GRPO and 2-GRPO on its GPUs and their ratio, beside
+    the paper's (v2 Table 1)."""
+    paper = pd.read_csv(ROOT / "data" / "paper" / "tables.csv")
+    paper = paper[(paper["source"] == "v2 Table 1") & (paper["metric"] == "train_hours")]
+    lines = ["| setup | GPUs | planned hours 16-GRPO / 2-GRPO | planned ratio | paper's hours | paper's ratio |",
+             "|---|---|---|---|---|---|"]
+    for name in setup_names():
+        params = compose([f"setup={name}"])[1]
+        report = params.report
+        if not report.paper_model or name.startswith("ablation"):
+            continue
+        shape, gpus = plan.model_shape(params), params.runtime.gpus
+        planned = {arm.group_size: h["hours"] for arm, h in zip(
+            params.train.arms.values(), hours.arm_hours(params, shape, gpus, prompt_tokens, response_tokens).values())
+            if not arm.resample}
+        rows = paper[(paper["model"] == report.paper_model) & (paper["train_set"] == report.paper_train_set)]
+        measured = {g: float(rows.loc[rows["arm"] == f"{g}-GRPO", "value"].iloc[0]) for g in (2, 16)}
+        lines.append(f"| `{name}` | {gpus} | {planned[16]:.2f} / {planned[2]:.2f} | {planned[2] / planned[16]:.3f} | "
+                     f"{measured[16]:.2f} / {measured[2]:.2f} | {measured[2] / measured[16]:.3f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("setup", choices=setup_names())
+    parser.add_argument("setup", choices=setup_names(), nargs="?")
+    parser.add_argument("--time-ratios", action="store_true",
+                        help="instead: every Table 1 setup's planned 2/16 time ratio beside the paper's")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as given to dvc exp run -S")
     parser.add_argument("--gpus", type=int, help="plan for this many GPUs (default: the setup's runtime.gpus)")
     parser.add_argument("--gpu-memory", type=float, default=141.0, help="GiB per GPU (default 141: an H200)")
-    parser.add_argument("--prompt-tokens", type=float, default=plan.MEAN_PROMPT_TOKENS, help="mean, for the hours")
-    parser.add_argument("--response-tokens", type=float, default=plan.MEAN_RESPONSE_TOKENS, help="mean, for the hours")
+    parser.add_argument("--prompt-tokens", type=float, default=hours.MEAN_PROMPT_TOKENS, help="mean, for the hours")
+    parser.add_argument("--response-tokens", type=float, default=hours.MEAN_RESPONSE_TOKENS, help="mean, for the hours")
     args = parser.parse_args()
+    if args.time_ratios:
+        print(time_ratios(args.prompt_tokens, args.response_tokens))
+        return
+    if args.setup is None:
+        parser.error("name a setup, or --time-ratios")
     raw, params = compose([f"setup={args.setup}", *args.overrides])
     print(yaml.safe_dump(raw, sort_keys=False, width=120), end="")
     print("# " + describe(params).replace("\n", "\n# "))
     gpus = args.gpus or params.runtime.gpus
     if gpus:
-        text = plan.describe_plan(params, gpus, args.gpu_memory, args.prompt_tokens, args.response_tokens)
+        text = hours.describe_plan(params, gpus, args.gpu_memory, args.prompt_tokens, args.response_tokens)
         print("# " + text.replace("\n", "\n# "))
 
 

@@ -1,5 +1,5 @@
-"""What a setup needs of a GPU machine: memory per GPU and per phase, hours per arm, and the preflight that stops a
-run before any work when the GPUs present cannot hold it.
+"""What a setup needs of a GPU machine: memory per GPU and per phase, and the preflight that stops a run before any
+work when the GPUs present cannot hold it (the hours: twogrpo.hours).
 
 The memory model counts the tensors the trainer keeps (twogrpo.trainer, twogrpo.grpo), in bytes per GPU:
 - resident in every phase: float32 weights and AdamW's two moments, split over the GPUs when sharded (FSDP); with
@@ -138,15 +138,6 @@ def peak_memory(shape: ModelShape, work: Workload) -> float:
     return max(sum(parts.values()) for parts in phase_memory(shape, work).values())
 
 
-# The throughputs the hours are estimated from, per GPU, each with the model size it was measured at and its source.
-# Another model size scales them by parameters (the work per token grows with them).
-END_TO_END = (1_581, 8.03e9, "NeMo RL's published GRPO throughput (NVIDIA-NeMo/RL docs/about/performance-summary.md, "
-              "v0.5): Llama-3.1-8B, 16 H100 GPUs, bf16, on-policy with colocated generation, sequences up to 4,096 "
-              "tokens, mean generated length 1,019; prompt + generated tokens per second per GPU, whole steps")
-UPDATE = (27_191, 1.544e9, "bench/gpu_step.py on one NVIDIA H100 80GB HBM3 (this project, docs/gpu.md): forward, "
-          "backward and AdamW step of the Qwen2.5-Math-1.5B shape, bf16 autocast, 8 x 1,024 tokens")
-# Not stated by the paper; assumed for the hours (both scale them linearly), overridable on the command line.
-MEAN_PROMPT_TOKENS, MEAN_RESPONSE_TOKENS = 150, 600
 PROMPT_TOKENS = 300  # an upper estimate of a rendered MATH prompt, for the width of a micro-batch of rollouts
 
 
@@ -159,27 +150,6 @@ def workload(params: Params, gpus: int, gpu_memory: int, sharded: bool) -> Workl
                     micro_batch_tokens=tokens, response_tokens=tokens,
                     vllm_fraction=params.rollout.vllm_memory_utilization if params.rollout.engine != "hf" else 0.0,
                     gpu_memory=gpu_memory, reference=t.kl_coef > 0, entropy_grad=t.entropy_coef > 0)
-
-
-def arm_hours(params: Params, shape: ModelShape, gpus: int, prompt_tokens: float = MEAN_PROMPT_TOKENS,
-              response_tokens: float = MEAN_RESPONSE_TOKENS) -> dict[str, dict[str, float]]:
-    """Hours of each arm's training on `gpus` GPUs at END_TO_END's throughput (verl's full pass: every rollout
-    through the old log-probs and the update), and the part of them that the old log-probs and the update take at
-    UPDATE's throughput."""
-    t = params.train
-    whole = END_TO_END[0] * END_TO_END[1] / shape.parameters * gpus
-    update = UPDATE[0] * UPDATE[1] / shape.parameters * gpus
-    out = {}
-    for name, arm in t.arms.items():
-        per_prompt = t.step_rollout_cap // t.generation_batch_prompts if arm.resample else arm.group_size
-        rollouts = t.prompts_per_epoch * t.epochs * per_prompt  # 2-GRPO+RS: at most 16-GRPO's budget
-        tokens = rollouts * (prompt_tokens + response_tokens)
-        # The old log-probs are a forward pass (2 of a step's 6 x parameters FLOPs per token); recomputing the
-        # checkpointed layers adds another forward to the update (UPDATE was measured without it).
-        work = (2 + (8 if params.runtime.gradient_checkpointing else 6)) / 6
-        out[name] = {"rollouts": rollouts, "capped": arm.resample, "hours": tokens / whole / 3600,
-                     "update_hours": tokens * work / update / 3600}
-    return out
 
 
 def model_shape(params: Params, model_dir: Path | str | None = None) -> ModelShape:
@@ -245,36 +215,3 @@ def stop_unless_this_machine_fits(params: Params, stage: str, model_dir: str | N
         preflight(params, model_dir)
     except PreflightError as error:
         sys.exit(f"{stage}: {error}")
-
-
-def describe_plan(params: Params, gpus: int, gpu_memory_gib: float, prompt_tokens: float = MEAN_PROMPT_TOKENS,
-                  response_tokens: float = MEAN_RESPONSE_TOKENS) -> str:
-    """The plan as text: memory per GPU by phase and part, and hours per arm with their sources."""
-    shape = model_shape(params)
-    _, sharded = params.runtime.launch_processes
-    work = workload(params, gpus, int(gpu_memory_gib * GIB), sharded)
-    mode = "FSDP" if sharded else "DDP" if gpus > 1 else "one process"
-    lines = [f"{params.base.model}: {shape.parameters / 1e9:.3f} B parameters, vocabulary {shape.vocab:,}, "
-             f"{shape.positions:,} positions; {gpus} GPU(s) of {gpu_memory_gib:g} GiB, {mode}, "
-             f"{params.train.precision}, micro-batches of {work.micro_batch_tokens:,} tokens"
-             f"{', gradient checkpointing' if work.gradient_checkpointing else ''}",
-             "memory per GPU, GiB:"]
-    for phase, parts in phase_memory(shape, work).items():
-        lines.append(f"  {phase:<12} {sum(parts.values()) / GIB:6.1f} = "
-                     + ", ".join(f"{k} {v / GIB:.1f}" for k, v in parts.items() if v))
-    peak = peak_memory(shape, work)
-    verdict = "fits" if peak <= gpu_memory_gib * GIB else (
-        "does NOT fit: more GPUs or FSDP (-S hardware=<name>), or lower train.micro_batch_tokens or "
-        "rollout.vllm_memory_utilization")
-    lines.append(f"  peak {peak / GIB:.1f} of {gpu_memory_gib:g} GiB: {verdict}")
-    lines.append(f"hours per arm (prompts {prompt_tokens:g} and responses {response_tokens:g} tokens on average, "
-                 f"assumed; --prompt-tokens, --response-tokens):")
-    for name, h in arm_hours(params, shape, gpus, prompt_tokens, response_tokens).items():
-        upto = "at most " if h["capped"] else ""  # 2-GRPO+RS: within 16-GRPO's budget
-        lines.append(f"  {name}: {upto}{h['rollouts']:,} rollouts, {upto}{h['hours']:.2f} h, of which old log-probs "
-                     f"and update {h['update_hours']:.2f} h")
-    lines.append(f"  whole steps at {END_TO_END[0]:,} tokens/s per GPU for {END_TO_END[1] / 1e9:.2f} B parameters, "
-                 f"scaled by parameters; source: {END_TO_END[2]}")
-    lines.append(f"  old log-probs and update at {UPDATE[0]:,} tokens/s per GPU for {UPDATE[1] / 1e9:.3f} B "
-                 f"parameters, scaled by parameters; source: {UPDATE[2]}")
-    return "\n".join(lines)
