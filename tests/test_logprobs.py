@@ -181,6 +181,26 @@ def test_under_micro_token_mean_the_micro_batch_size_shapes_the_update():
     assert not close(whole, singles)
 
 
+def test_a_micro_batch_padded_in_several_passes_keeps_its_weight_under_micro_token_mean(monkeypatch):
+    """Right-padded, a balanced micro-batch runs in passes within the budget, each normalised by the whole
+    micro-batch: the update is that of the micro-batches run whole (packed), to float rounding."""
+    samples = rollouts(8)
+    advantages = torch.tensor([0.7, -0.7, 1.0, -1.0, 0.5, -0.5, 0.2, -0.2])
+    old = frozen_logprobs(tiny_model(), samples, Forward(8), 0)
+    cfg = dataclasses.replace(TRAIN, loss_agg="micro-token-mean", skip_dead_groups=False, micro_batch_tokens=25)
+    forward = Forward.of(cfg)
+    assert any(len(forward.passes(samples, part, packed=False)) > 1 for part in forward.split(samples, list(range(8))))
+    weights = []
+    for packed in (False, True):
+        monkeypatch.setattr("twogrpo.trainer.packs", lambda model: packed)
+        model = tiny_model()
+        update_minibatch(model, torch.optim.SGD(model.parameters(), lr=1.0), samples, list(range(8)), old, None,
+                         advantages, cfg, horizon=8, pad=0)
+        weights.append(model.state_dict())
+    for name, value in weights[1].items():
+        torch.testing.assert_close(weights[0][name], value, atol=1e-6, rtol=1e-5)
+
+
 def test_bf16_computes_in_bf16_and_keeps_float32_weights_and_optimizer_state():
     samples = rollouts(4)
     model = tiny_model()

@@ -43,6 +43,22 @@ class Forward:
         k = min(len(rows), max_over_processes(-(-sum(lengths) // self.tokens)))
         return [[rows[j] for j in part] for part in balanced_partitions(lengths, k)]
 
+    def passes(self, samples: Samples, part: list[int], packed: bool) -> list[list[int]]:
+        """A micro-batch's forward passes: the whole micro-batch when packed or cut by rollouts; right-padded, its
+        rollouts longest first, as many per pass as fit the budget once padded to the pass's longest (a balanced
+        micro-batch mixes lengths, so padded whole it would hold 2-5 times the budget on MATH-like lengths). The
+        loss is still normalised by the whole micro-batch (grpo.aggregate's micro_batch)."""
+        if packed or not self.tokens:
+            return [part]
+        length = {i: len(samples.prompt_ids[i]) + len(samples.response_ids[i]) for i in part}
+        out: list[list[int]] = []
+        for i in sorted(part, key=lambda i: -length[i]):
+            if out and (len(out[-1]) + 1) * length[out[-1][0]] <= self.tokens:
+                out[-1].append(i)
+            else:
+                out.append([i])
+        return out
+
     def autocast(self, device: torch.device):
         """bf16 autocast (verl's FSDP mixed precision: bf16 compute, float32 master weights and AdamW state)."""
         if self.precision == "bfloat16":
@@ -148,7 +164,8 @@ def frozen_logprobs(model, samples: Samples, forward: Forward, pad: int, rows: l
     rows = list(range(n)) if rows is None else rows
     out = torch.zeros(n, max(map(len, samples.response_ids)), device=model.device)
     packed = bool(forward.tokens) and packs(model)
-    for part, real in micro_batches(forward.split(samples, rows), is_sharded(model)):
+    passes = [chunk for part in forward.split(samples, rows) for chunk in forward.passes(samples, part, packed)]
+    for part, real in micro_batches(passes, is_sharded(model)):
         with forward.autocast(model.device):
             logp = logprobs(model, collate(samples, part, pad, model.device, packed))[0]
         if real:

@@ -112,9 +112,10 @@ def low_var_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 
 
 def aggregate(values: torch.Tensor, mask: torch.Tensor, mode: LossAgg, minibatch_sequences: int,
-              minibatch_tokens: int, horizon: int) -> torch.Tensor:
+              minibatch_tokens: int, horizon: int, micro_batch: tuple[int, int] | None = None) -> torch.Tensor:
     """This micro-batch's share of the mini-batch loss under `mode`; shares summed over micro-batches give the
-    mini-batch loss. values, mask: [n, T].
+    mini-batch loss. values, mask: [n, T]; `micro_batch`: the (rollouts, response tokens) of the micro-batch these
+    rows belong to, when they are one forward pass of several (default: these rows').
 
     token-mean: sum / all response tokens of the mini-batch (discarded groups' tokens count; verl's new engine
     workers, from November 2025);
@@ -129,7 +130,8 @@ def aggregate(values: torch.Tensor, mask: torch.Tensor, mode: LossAgg, minibatch
     if mode == "token-mean":
         return per_token.sum() / minibatch_tokens
     if mode == "micro-token-mean":
-        return per_token.sum() / mask.sum() * mask.shape[0] / minibatch_sequences
+        rows, tokens = micro_batch or (mask.shape[0], mask.sum())
+        return per_token.sum() / tokens * rows / minibatch_sequences
     if mode == "seq-mean-token-mean":
         return (per_token.sum(-1) / mask.sum(-1)).sum() / minibatch_sequences
     if mode == "seq-mean-token-sum-norm":

@@ -94,8 +94,14 @@ def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_lo
     forward = Forward.of(cfg)
     device = next(model.parameters()).device  # model may be DDP-wrapped
     packed = bool(forward.tokens) and packs(model)
-    parts = micro_batches(forward.split(samples, rows), sharded)
+    passes, sizes = [], []  # each forward pass, and the (rollouts, tokens) of the micro-batch it is part of
+    for micro in forward.split(samples, rows):
+        for chunk in forward.passes(samples, micro, packed):
+            passes.append(chunk)
+            sizes.append((len(micro), sum(len(samples.response_ids[i]) for i in micro)))
+    parts = micro_batches(passes, sharded)
     for k, (part, real) in enumerate(parts):
+        micro_batch = sizes[k] if real else None
         batch = collate(samples, part, pad, device, packed)
         mask = batch.response_mask
         # DDP reduces the gradients in every backward outside no_sync: here only in the last micro-batch, so each
@@ -108,7 +114,7 @@ def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_lo
             terms, clipped = grpo.policy_loss_terms(logp, old_logp[part, : batch.width], advantages[part],
                                                     cfg.clip_low, cfg.clip_high, cfg.clip_ratio_c)
             agg = partial(grpo.aggregate, mask=mask, mode=cfg.loss_agg, minibatch_sequences=sequences,
-                          minibatch_tokens=total_tokens, horizon=horizon)
+                          minibatch_tokens=total_tokens, horizon=horizon, micro_batch=micro_batch)
             loss = agg(terms)
             if cfg.entropy_coef:
                 loss = loss - cfg.entropy_coef * agg(entropy)
