@@ -13,7 +13,7 @@ from twogrpo.distributed import Dist, full_state_dict, is_sharded, local_value
 from twogrpo.sampling import Samples
 from twogrpo.policy import build_char_tokenizer, build_tiny_model
 from twogrpo.forward import Forward, frozen_logprobs
-from twogrpo.trainer import rows_to_update, update_minibatch
+from twogrpo.trainer import GenerationBatch, update_minibatch
 
 GROUPS, G = 8, 4
 
@@ -34,7 +34,7 @@ def fixed_rollouts(vocab: int) -> tuple[Samples, torch.Tensor]:
 
 def main(out: str, *changes: str) -> None:
     """changes: `key=value` settings of the step (precision=bfloat16, micro_batch_tokens=40,
-    loss_agg=micro-token-mean: every rollout runs, as verl's full pass)."""
+    loss_agg=micro-token-mean: every rollout runs, as verl's full pass; balance_batch=true)."""
     dist = Dist.from_environment()
     step(dist, out, dict(change.split("=") for change in changes))
     dist.close()  # after step() has released the model (Dist.close)
@@ -52,29 +52,31 @@ def step(dist: Dist, out: str, changes: dict[str, str]) -> None:
                               micro_batch_tokens=int(changes.get("micro_batch_tokens", 0)), loss_agg=loss_agg,
                               skip_dead_groups=loss_agg == "token-mean")
     samples, rewards = fixed_rollouts(len(tokenizer))
-    advantages = grpo.group_advantages(rewards, G, cfg.adv_eps, cfg.adv_std)
     groups = dist.share(GROUPS, GROUPS) if dist.world > 1 else list(range(GROUPS))
     rows = [g * G + j for g in groups for j in range(G)]
-    local = samples.select(rows)
-    live = rows_to_update(list(range(len(rows))), grpo.dead_groups(rewards[rows], G), G, cfg.skips_dead_groups)
+    batch = GenerationBatch.of(samples.select(rows), rewards[rows], cfg, G, len(groups), torch.device("cpu"))
+    if changes.get("balance_batch") == "true":
+        batch = batch.balanced(cfg, dist)
+    local, live = batch.samples, batch.updated[0]
     forward = Forward.of(cfg)
     # This process's own count of micro-batches by token budget, and the count it cuts (collective: all processes)
     counts = (-(-sum(len(p) + len(r) for p, r in zip(local.prompt_ids, local.response_ids)) // forward.tokens),
               len(forward.split(local, live))) if forward.tokens else None
+    share = (len(local.texts), sum(len(p) + len(r) for p, r in zip(local.prompt_ids, local.response_ids)))
     pad = tokenizer.pad_token_id
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trained = dist.prepare(model, cfg.precision)  # DDP, or FSDP sharding `model` in place
     optimizer = torch.optim.AdamW(trained.parameters(), lr=1e-2, weight_decay=0.01)
     old_logp = frozen_logprobs(model, local, forward, pad, live)
-    sizes = dist.sum([len(rows), local.num_tokens])
-    update_minibatch(trained, optimizer, local, live, old_logp, None, advantages[rows], cfg, horizon=6,
+    sizes = dist.sum([len(local.texts), local.num_tokens])
+    update_minibatch(trained, optimizer, local, live, old_logp, None, batch.advantages, cfg, horizon=6,
                      pad=pad, minibatch=(int(sizes[0]), int(sizes[1])), world=dist.world)
     after = full_state_dict(model)  # gathered when sharded: every process takes part
     grads = {name: local_value(p.grad) for name, p in model.named_parameters()}
-    counts = dist.gather_objects(counts)
+    counts, shares = dist.gather_objects(counts), dist.gather_objects(share)
     if dist.is_main:
         torch.save({"before": before, "after": after, "grads": grads, "sharded": is_sharded(model),
-                    "micro_batch_counts": counts}, out)
+                    "micro_batch_counts": counts, "shares": shares}, out)
 
 
 if __name__ == "__main__":

@@ -102,6 +102,25 @@ def test_processes_cut_their_rollouts_into_as_many_micro_batches_as_the_most_nee
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("config", ["cpu-2", "fsdp-cpu-2"])
+def test_balance_batch_gives_each_process_an_equal_share_of_rollouts_and_tokens_and_the_same_update(tmp_path, config):
+    """verl's balance_batch repartitions the generation batch over the processes (groups split, advantages computed
+    whole first): equally many rollouts each, tokens within one rollout of even; under token-mean the update is the
+    one process's."""
+    launch(None, "-m", "tests.distributed_step", str(tmp_path / "one.pt"))
+    launch(config, "-m", "tests.distributed_step", str(tmp_path / "plain.pt"))
+    launch(config, "-m", "tests.distributed_step", str(tmp_path / "two.pt"), "balance_batch=true")
+    one, plain, two = (torch.load(tmp_path / f"{name}.pt") for name in ("one", "plain", "two"))
+    (n0, tokens0), (n1, tokens1) = two["shares"]
+    assert n0 == n1 == 16
+    (_, plain0), (_, plain1) = plain["shares"]
+    assert abs(tokens0 - tokens1) < abs(plain0 - plain1)  # the test can tell: the shares were rebalanced
+    assert abs(tokens0 - tokens1) <= 14  # the longest rollout here: 8 prompt + 6 response tokens
+    for name, grad in one["grads"].items():
+        torch.testing.assert_close(two["grads"][name], grad, rtol=1e-5, atol=1e-8, msg=name)
+
+
+@pytest.mark.slow
 def test_evaluation_over_two_processes_gives_the_records_of_one_process(tmp_path):
     launch(None, "-m", "tests.distributed_eval", str(tmp_path / "one.parquet"))
     launch("cpu-2", "-m", "tests.distributed_eval", str(tmp_path / "two.parquet"))
@@ -140,11 +159,11 @@ def test_the_train_and_evaluate_stages_under_accelerate_launch_with_two_processe
 @pytest.mark.slow
 def test_resampling_over_two_processes_refills_dead_groups_within_the_budget(tmp_path):
     """2-GRPO+RS over two processes: dead groups of both are refilled from one shared stream, within 16-GRPO's
-    (here 4-GRPO's) rollout budget."""
+    (here 4-GRPO's) rollout budget; the refilled batch then rebalanced over the processes (balance_batch)."""
     params = copy.deepcopy(PARAMS)
     params["train"] |= {"arms": {"g4": {"group_size": 4, "lr_scaling": "linear"},
                                  "g2-rs": {"group_size": 2, "lr_scaling": "none", "resample": True}},
-                        "reference_group_size": 4}
+                        "reference_group_size": 4, "balance_batch": True}
     params["runtime"]["launch"] = (f"accelerate launch --config_file conf/accelerate/cpu-2.yaml "
                                    f"--main_process_port {free_port()}")
     project = new_project(tmp_path / "study", params)

@@ -316,6 +316,9 @@ class TrainConfig:
     # Memory and speed only under a mini-batch-wide loss normalisation (rounding aside); under micro-token-mean (the
     # paper-time verl) it shapes the result, as verl's ppo_max_token_len_per_gpu did.
     micro_batch_tokens: Annotated[int, Range(0, limit=10_000_000)] = 0
+    # verl's balance_batch (its default): over several processes, the generation batch is repartitioned into equal
+    # shares of about equal tokens before the mini-batches are cut (GenerationBatch.balanced); one process: nothing.
+    balance_batch: bool = False
     # float32, or bfloat16: bf16 compute (autocast; FSDP all-gathers bf16 weights) over float32 master weights,
     # gradients and AdamW state, as verl's FSDP mixed precision (param bf16, reduce float32).
     precision: Literal["float32", "bfloat16"] = "float32"

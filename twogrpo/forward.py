@@ -66,17 +66,23 @@ class Forward:
         return nullcontext()
 
 
-def balanced_partitions(lengths: list[int], k: int) -> list[list[int]]:
+def balanced_partitions(lengths: list[int], k: int, equal_size: bool = False) -> list[list[int]]:
     """Positions 0..n-1 split into k non-empty parts of about equal total length, each part in ascending order, the
     parts ordered by their first position: the largest differencing method of Karmarkar and Karp (1982), which verl
-    uses for its micro-batches (get_seqlen_balanced_partitions, equal_size=False). Every item starts as a k-way
-    partial partition of its own; the two partial partitions with the largest spread (largest - smallest part) are
-    merged, the largest part of one with the smallest of the other, until one is left."""
-    if not 1 <= k <= len(lengths):
-        raise ValueError(f"{len(lengths)} items cannot make {k} non-empty parts")
-    heap = []  # (-spread, tie-break, parts as (total, positions), largest first)
-    for i, n in enumerate(lengths):
-        heap.append((-n, i, [(n, [i])] + [(0, [])] * (k - 1)))
+    uses for its micro-batches and, with equal_size (n a multiple of k: every part n / k items), for balance_batch
+    (verl/utils/seqlen_balancing.py, get_seqlen_balanced_partitions). Every item starts as a k-way partial
+    partition of its own (equal_size: every k consecutive items by length, one per part); the two partial partitions
+    with the largest spread (largest - smallest part) are merged, the largest part of one with the smallest of the
+    other, until one is left."""
+    if not 1 <= k <= len(lengths) or (equal_size and len(lengths) % k):
+        raise ValueError(f"{len(lengths)} items cannot make {k} non-empty{' equal' if equal_size else ''} parts")
+    if equal_size:
+        order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+        starts = [sorted(((lengths[i], [i]) for i in order[j:j + k]), key=lambda p: -p[0])
+                  for j in range(0, len(order), k)]
+    else:
+        starts = [[(n, [i])] + [(0, [])] * (k - 1) for i, n in enumerate(lengths)]
+    heap = [(p[-1][0] - p[0][0], tie, p) for tie, p in enumerate(starts)]  # (-spread, tie-break, parts, largest first)
     heapq.heapify(heap)
     while len(heap) > 1:
         _, tie, a = heapq.heappop(heap)

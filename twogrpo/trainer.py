@@ -28,7 +28,7 @@ from twogrpo.checkpoint import Checkpointing
 from twogrpo.config import ArmConfig, EvaluateConfig, TaskConfig, TrainConfig
 from twogrpo.distributed import Dist, is_sharded, local_value, process_seed
 from twogrpo.evaluation import sample_records
-from twogrpo.forward import Forward, collate, frozen_logprobs, logprobs, micro_batches, packs
+from twogrpo.forward import Forward, balanced_partitions, collate, frozen_logprobs, logprobs, micro_batches, packs
 from twogrpo.grading import Grader, graded
 from twogrpo.rollouts import PromptStream, RolloutSource
 from twogrpo.run_state import RunState
@@ -56,14 +56,14 @@ def out_of_memory_names_the_budget(cfg: TrainConfig, gen_step: int, phase: str):
             f"one forward and backward pass, and rerun: the last checkpoint, if any, is kept. ({error})") from None
 
 
-def rows_to_update(rows: list[int], dead: torch.Tensor, group_size: int, skip_dead: bool) -> list[int]:
+def rows_to_update(rows: list[int], dead: torch.Tensor, skip_dead: bool) -> list[int]:
     """The rollouts of a mini-batch that the update runs forward and backward on: all, or with skip_dead those of
-    informative groups only (rows are prompt-major, so row // G is the group). A mini-batch of dead groups keeps one
-    row: its gradient is zeros rather than missing (AdamW still decays and moves by its momentum, as in the full
-    pass), and every process takes part in DDP's gradient all-reduce."""
+    informative groups only (`dead`: [R], the rollouts of groups whose rewards are all equal). A mini-batch of dead
+    groups keeps one row: its gradient is zeros rather than missing (AdamW still decays and moves by its momentum, as
+    in the full pass), and every process takes part in DDP's gradient all-reduce."""
     if not skip_dead:
         return rows
-    return [i for i in rows if not dead[i // group_size]] or rows[:1]
+    return [i for i in rows if not dead[i]] or rows[:1]
 
 
 def logprob_gap(samples: Samples, trainer_logp: torch.Tensor) -> float:
@@ -140,32 +140,64 @@ def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_lo
 
 @dataclass
 class GenerationBatch:
-    """One generation step's groups on this process, ready for the update."""
+    """One generation step's rollouts on this process, ready for the update."""
 
-    samples: Samples  # [R] prompt-major, G per group
+    samples: Samples  # [R]
     rewards: torch.Tensor  # [R]
     advantages: torch.Tensor  # [R]
-    dead: torch.Tensor  # [R/G] groups whose rewards are all equal (zero advantage)
-    minibatches: list[list[int]]  # this process's rollouts of each optimizer mini-batch (whole groups)
+    dead: torch.Tensor  # [R] rollouts of groups whose rewards are all equal (zero advantage)
+    minibatches: list[list[int]]  # this process's rollouts of each optimizer mini-batch
     updated: list[list[int]]  # the rollouts each update runs on (rows_to_update)
 
     @classmethod
     def of(cls, samples: Samples, rewards: torch.Tensor, cfg: TrainConfig, group_size: int, local_prompts: int,
            device: torch.device) -> GenerationBatch:
+        """From this process's groups (prompt-major, G per group): mini-batches of whole groups, in order."""
         G = group_size
-        dead = grpo.dead_groups(rewards, G)
-        minibatches = [list(range(first * G, (first + local_prompts) * G))  # a group is never split
+        dead = grpo.dead_groups(rewards, G).repeat_interleave(G)
+        minibatches = [list(range(first * G, (first + local_prompts) * G))
                        for first in range(0, len(rewards) // G, local_prompts)]
         return cls(samples, rewards, grpo.group_advantages(rewards, G, cfg.adv_eps, cfg.adv_std).to(device), dead,
-                   minibatches, [rows_to_update(rows, dead, G, cfg.skips_dead_groups) for rows in minibatches])
+                   minibatches, [rows_to_update(rows, dead, cfg.skips_dead_groups) for rows in minibatches])
+
+    def balanced(self, cfg: TrainConfig, dist: Dist) -> GenerationBatch:
+        """verl's balance_batch (verl/trainer/ppo/ray_trainer.py, _balance_batch): the whole generation batch, in its
+        order (mini-batch by mini-batch, each process's share in rank order: Dist.share), is split into one
+        partition per process of equally many rollouts and about equal prompt + response tokens; each process's
+        mini-batches are then consecutive chunks of its partition, in order. A group can so be split over processes
+        and mini-batches; its advantage was computed whole, before."""
+        mine = self._portable()
+        every = dist.gather_objects(mine)
+        size = len(self.minibatches[0])  # every process's mini-batches hold as many rollouts
+        order = [(r, i) for m in range(len(self.minibatches)) for r in range(dist.world)
+                 for i in range(m * size, (m + 1) * size)]
+        lengths = [len(every[r]["prompt_ids"][i]) + len(every[r]["response_ids"][i]) for r, i in order]
+        part = [order[j] for j in balanced_partitions(lengths, dist.world, equal_size=True)[dist.rank]]
+
+        def pick(field: str) -> list:
+            return [every[r][field][i] for r, i in part]
+
+        samples = Samples(pick("prompt_ids"), pick("response_ids"), pick("texts"), pick("truncated"),
+                          None if self.samples.logprobs is None else pick("logprobs"))
+        dead = torch.tensor(pick("dead"))
+        minibatches = [list(range(first, first + size)) for first in range(0, len(part), size)]
+        return GenerationBatch(samples, torch.tensor(pick("rewards")),
+                               torch.tensor(pick("advantages"), device=self.advantages.device), dead, minibatches,
+                               [rows_to_update(rows, dead, cfg.skips_dead_groups) for rows in minibatches])
+
+    def _portable(self) -> dict[str, list]:
+        s = self.samples
+        return {"prompt_ids": s.prompt_ids, "response_ids": s.response_ids, "texts": s.texts, "truncated": s.truncated,
+                "logprobs": s.logprobs or [None] * len(s.texts), "rewards": self.rewards.tolist(),
+                "advantages": self.advantages.tolist(), "dead": self.dead.tolist()}
 
     def informative_sizes(self, rows: list[int], group_size: int, dist: Dist) -> list[float]:
         """Over all processes: a mini-batch's sequences and response tokens (dead groups' included: grpo.aggregate's
-        normalisers), and its informative prompts and their tokens (telemetry)."""
-        G, lengths = group_size, [len(r) for r in self.samples.response_ids]
-        live = [g for g in range(rows[0] // G, rows[-1] // G + 1) if not self.dead[g]]
-        return dist.sum([len(rows), sum(lengths[i] for i in rows), len(live),
-                         sum(lengths[g * G + j] for g in live for j in range(G))]).tolist()
+        normalisers), and its informative prompts (rollouts / G) and their tokens (telemetry)."""
+        lengths = [len(r) for r in self.samples.response_ids]
+        live = [i for i in rows if not self.dead[i]]
+        return dist.sum([len(rows), sum(lengths[i] for i in rows), len(live) / group_size,
+                         sum(lengths[i] for i in live)]).tolist()
 
 
 def update_on_batch(trained, state: RunState, batch: GenerationBatch, old_logp: torch.Tensor,
@@ -289,8 +321,11 @@ def train_grpo(model, tokenizer, engine: Engine, prompts: pd.DataFrame, validati
         rollouts, generated, generated_tokens = source.step(cfg.generation_batch_prompts, arm.resample,
                                                             cfg.step_rollout_cap, share, dist)
         batch = GenerationBatch.of(rollouts.samples, rollouts.rewards, cfg, G, Q // dist.world, model.device)
+        dead = grpo.dead_groups(rollouts.rewards, G)  # this process's own groups, for the telemetry
         engine.release()  # the engine's KV cache makes room for the old log-probs and the update
         with state.timer("old_logprob"), out_of_memory_names_the_budget(cfg, gen_step, "old log-probs"):
+            if cfg.balance_batch and dist.world > 1:
+                batch = batch.balanced(cfg, dist)
             needed = sorted(set().union(*batch.updated))
             old_logp = frozen_logprobs(model, batch.samples, forward, pad, needed)
             ref_logp = frozen_logprobs(reference, batch.samples, forward, pad) if reference else None
@@ -304,7 +339,7 @@ def train_grpo(model, tokenizer, engine: Engine, prompts: pd.DataFrame, validati
             engine.sync(model)
         telemetry.add(generated=generated, generated_tokens=generated_tokens, rewards=float(batch.rewards.sum()),
                       rollouts=len(batch.rewards), response_tokens=batch.samples.num_tokens,
-                      dead=float(batch.dead.sum()), groups=len(batch.dead),
+                      dead=float(dead.sum()), groups=len(dead),
                       adv_abs=float(batch.advantages.abs().sum()),
                       logprob_gap=logprob_gap(batch.samples.select(needed), old_logp[needed]))
         total = telemetry.reduce(dist)
