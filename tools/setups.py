@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from twogrpo import hours, plan
+from twogrpo import hours
 from twogrpo.config import Params, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,10 +77,8 @@ def time_ratios(prompt_tokens: float = hours.MEAN_PROMPT_TOKENS,
         report = params.report
         if not report.paper_model or name.startswith("ablation"):
             continue
-        shape, gpus = plan.model_shape(params), params.runtime.gpus
-        planned = {arm.group_size: h["hours"] for arm, h in zip(
-            params.train.arms.values(), hours.arm_hours(params, shape, gpus, prompt_tokens, response_tokens).values())
-            if not arm.resample}
+        gpus = params.runtime.gpus
+        planned = hours.hours_by_group_size(params, gpus, prompt_tokens, response_tokens)
         rows = paper[(paper["model"] == report.paper_model) & (paper["train_set"] == report.paper_train_set)]
         measured = {g: float(rows.loc[rows["arm"] == f"{g}-GRPO", "value"].iloc[0]) for g in (2, 16)}
         lines.append(f"| `{name}` | {gpus} | {planned[16]:.2f} / {planned[2]:.2f} | {planned[2] / planned[16]:.3f} | "

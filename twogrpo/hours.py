@@ -90,13 +90,11 @@ def arm_hours(params: Params, shape: ModelShape, gpus: int, prompt_tokens: float
     return out
 
 
-def time_ratio(params: Params, gpus: int, prompt_tokens: float = MEAN_PROMPT_TOKENS,
-               response_tokens: float = MEAN_RESPONSE_TOKENS) -> float:
-    """2-GRPO's predicted hours over 16-GRPO's (the arms at group sizes 2 and 16, without refills)."""
-    hours = {arm.group_size: h["hours"] for (name, h), arm in
-             zip(arm_hours(params, model_shape(params), gpus, prompt_tokens, response_tokens).items(),
-                 params.train.arms.values()) if not arm.resample}
-    return hours[2] / hours[16]
+def hours_by_group_size(params: Params, gpus: int, prompt_tokens: float = MEAN_PROMPT_TOKENS,
+                        response_tokens: float = MEAN_RESPONSE_TOKENS) -> dict[int, float]:
+    """Planned hours of each arm without refills, by group size (2-GRPO's over 16-GRPO's: the time ratio)."""
+    planned = arm_hours(params, model_shape(params), gpus, prompt_tokens, response_tokens)
+    return {arm.group_size: planned[name]["hours"] for name, arm in params.train.arms.items() if not arm.resample}
 
 
 def sources() -> list[str]:
