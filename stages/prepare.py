@@ -46,6 +46,10 @@ def read_real(name: str, cfg: PrepareConfig, benchmark: bool) -> tuple[pd.DataFr
                           "problems": len(loaded.table), "repairs": loaded.repairs, "rejected": loaded.rejected}
 
 
+def _where(source: SourceConfig, local_root: str) -> str:
+    return str(Path(local_root) / source.local) if local_root else f"the hub's {source.hub}"
+
+
 def _origin(source: SourceConfig, local_root: str) -> dict:
     """Where a dataset was read from: the local path and a hash of its bytes, or the hub id and the commit read."""
     if local_root:
@@ -76,6 +80,11 @@ def prepare(cfg: PrepareConfig) -> tuple[dict[str, pd.DataFrame], dict]:
         tables.append(table)
     test = pd.concat(tables, ignore_index=True)
     train, record[cfg.train_set] = read_real(cfg.train_set, cfg, benchmark=False)
+    if train.empty:
+        rejected = record[cfg.train_set]["rejected"]
+        raise BenchmarkDataError(f"{cfg.train_set}: 0 problems kept of {record[cfg.train_set]['rows']} rows read from "
+                                 f"{_where(cfg.sources[cfg.train_set], cfg.local_root)}"
+                                 + (f"; the first rejections: {'; '.join(rejected[:3])}" if rejected else ""))
     unique = dedupe(train)
     train, overlaps = drop_overlaps(unique, test)
     for line in overlaps:

@@ -1,6 +1,8 @@
 """The real loaders on excerpts of the real benchmark files (tests/data/benchmarks, sources in tests/data/SOURCES.md):
 counts, self-verifying gold answers, the repairs the files need and the rows they must reject."""
 
+import json
+import shutil
 
 import pytest
 
@@ -59,6 +61,24 @@ def test_the_prepare_stage_keeps_every_math_problem_but_the_rejected_and_the_dup
     assert tables["validation"].equals(tables["test"])  # the setups validate on the benchmarks, as verl did
     assert len(train) == 49 - 2 - 1 and params.train.prompts == 7500 - 2 - 1
     assert record["math"]["duplicates_dropped"] == 1 and len(record["math"]["rejected"]) == 2
+
+
+def test_a_train_set_of_which_nothing_is_kept_is_named_with_its_source_and_first_rejections(tmp_path):
+    """Every MATH train file's solution boxes nothing: the prepare stage stops naming the set, where it was read and
+    the first rejections, not with a schema error about missing columns."""
+    from stages.prepare import prepare
+    from twogrpo.mathdata import BenchmarkDataError
+
+    shutil.copytree(BENCHMARKS, tmp_path / "benchmarks")
+    train = tmp_path / "benchmarks" / "math_train" / "train"
+    shutil.rmtree(train)
+    (train / "algebra").mkdir(parents=True)
+    (train / "algebra" / "1.json").write_text(json.dumps({"problem": "What is 1+1?", "solution": "Two.",
+                                                          "level": "Level 1", "type": "Algebra"}))
+    _, params = compose(["setup=qwen-1.5b-math", f"prepare.local_root={tmp_path / 'benchmarks'}"])
+    with pytest.raises(BenchmarkDataError, match=r"math: 0 problems kept of 1 rows read from .*math_train.*; the "
+                                                 r"first rejections: math id"):
+        prepare(params.prepare)
 
 
 def test_aime25_control_characters_are_repaired_and_logged(loaded):

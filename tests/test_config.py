@@ -107,7 +107,19 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
                                                       "tiny model's 128 positions"),
     # Names, seeds and the reference arm.
     (lambda r: r["train"].update(seeds=[0, 0]), "train.seeds=[0, 0]: seed 0 appears twice"),
-    (lambda r: r["train"].update(reference_group_size=4), "train.arms has no arm with group_size=4"),
+    (lambda r: r["train"].update(reference_group_size=4), "train.reference_group_size=4: train.arms has no arm"),
+    # Numbers inside their ranges that would break the run, and settings that would measure nothing.
+    (lambda r: r["train"].update(reference_lr=1000.0), "train.reference_lr=1000.0 must be in (0, 0.1]"),
+    (lambda r: r["train"].update(reference_lr=0.05) or r["train"]["arms"]["g2-same-lr"].update(lr_scaling="linear"),
+     "train.arms.g2-same-lr: lr 0.4 (train.reference_lr=0.05, lr_scaling linear) exceeds 0.1"),
+    (lambda r: r["train"].update(micro_batch_tokens=1), "train.micro_batch_tokens=1 cannot hold one prompt"),
+    (lambda r: r["grading"].update(evaluation="verl-dapo"), "grading.evaluation=verl-dapo reads an \"Answer:\" line"),
+    (lambda r: r["prepare"].update(train_set="math", benchmarks=["math500", "math500"]) or r["train"].update(
+        eval_benchmark="math500") or r["base"].update(model="Qwen/Qwen2.5-Math-1.5B"),
+     "prepare.benchmarks=['math500', 'math500']: math500 appears twice"),
+    (lambda r: r["runtime"].update(gpus=0, launch="accelerate launch --config_file conf/accelerate/gpus-4.yaml"),
+     "runtime.gpus=0 but runtime.launch='accelerate launch --config_file conf/accelerate/gpus-4.yaml' starts "
+     "processes on GPUs"),
     (lambda r: r["train"]["arms"].update({"g2;touch_PWNED": r["train"]["arms"]["g2-same-lr"]}),
      "train.arms.g2;touch_PWNED: an arm name must be"),
     (lambda r: r["train"]["arms"].update({"g 2": r["train"]["arms"]["g2-same-lr"]}), "train.arms.g 2: an arm name must be"),
@@ -127,7 +139,7 @@ def test_the_reference_arm_is_found_or_its_absence_named():
     t = load_params(ROOT / "params.yaml").train
     assert t.reference_arm == "g16"
     without = dataclasses.replace(t, arms={k: v for k, v in t.arms.items() if k != "g16"})
-    with pytest.raises(ParamsError, match="no arm with group_size=16"):
+    with pytest.raises(ParamsError, match="train.reference_group_size=16: train.arms has no arm"):
         without.reference_arm
 
 

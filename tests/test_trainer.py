@@ -228,9 +228,11 @@ def test_a_nan_loss_stops_training_with_the_step_named(problems):
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(BASE, tokenizer)
     model.lm_head.register_forward_hook(lambda module, args, out: out * float("nan") if module.training else out)
-    with pytest.raises(NonFiniteError, match="generation step 1: the loss is nan"):
+    with pytest.raises(NonFiniteError, match="generation step 1: the loss is nan") as error:
         train_grpo(model, tokenizer, HFEngine(model, tokenizer), problems[0], problems[1], TASK, TRAIN,
                    ArmConfig(4, "linear"), seed=0, eval_cfg=EVAL)
+    assert f"train.reference_lr={TRAIN.reference_lr:g}" in str(error.value)  # the settings most likely at fault
+    assert "train.grad_clip=" in str(error.value) and "train.adv_eps=" in str(error.value)
 
 
 def test_same_seed_same_run_and_another_seed_other_rollouts(problems):

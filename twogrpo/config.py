@@ -62,6 +62,8 @@ def _number(x: float) -> str:
 
 # Every number in params.yaml has a Range (tests/test_config.py checks that none lacks one).
 Positive = Annotated[float, Range(0, open_low=True)]
+MAX_LR = 0.1  # a learning rate above it makes AdamW diverge at any scale here (train.reference_lr=1000: NaN)
+LearningRate = Annotated[float, Range(0, MAX_LR, open_low=True)]
 NonNegative = Annotated[float, Range(0)]
 Probability = Annotated[float, Range(0, 1, open_low=True)]
 Seed = Annotated[int, Range(0, 2**31 - 1)]  # numpy's seed range, less room for the per-process offsets
@@ -137,6 +139,10 @@ class PrepareConfig:
                               f"{self.chain_sum.distinct_bound}: widen them or ask for fewer")
         if not self.benchmarks:
             raise ParamsError("prepare.benchmarks must name at least one benchmark")
+        repeated = sorted({b for b in self.benchmarks if self.benchmarks.count(b) > 1})
+        if repeated:
+            raise ParamsError(f"prepare.benchmarks={list(self.benchmarks)}: {repeated[0]} appears twice; each benchmark "
+                              f"is evaluated once")
         for name in self.benchmarks:
             if name != "chain_sum" and name not in REAL_DATASETS:
                 raise ParamsError(f"prepare.benchmarks: unknown benchmark {name!r} (known: chain_sum, "
@@ -274,7 +280,7 @@ class TrainConfig:
     epochs: Annotated[int, Range(1, limit=1000)]  # passes over those prompts, the same for every arm
     rollouts_per_minibatch: Annotated[int, Range(2, limit=1_000_000)]  # B = Q * G, the same for every arm (paper: 512)
     generation_batch_prompts: Annotated[int, Range(1, limit=1_000_000)]  # prompts per generation step (paper: 512), split into mini-batches of Q prompts
-    reference_lr: Positive  # learning rate at reference_group_size (paper: 1e-6 at G=16)
+    reference_lr: LearningRate  # learning rate at reference_group_size (paper: 1e-6 at G=16)
     reference_group_size: Annotated[int, Range(2, limit=1024)]  # the arm whose lr is reference_lr
     warmup_gen_steps: Annotated[int, Range(0, limit=1_000_000)]  # linear warm-up, counted in generation steps (verl steps its scheduler once per step)
     weight_decay: NonNegative  # AdamW (verl: 0.01)
@@ -374,8 +380,9 @@ class TrainConfig:
         for name, arm in self.arms.items():
             if arm.group_size == self.reference_group_size and self.lr(arm) == self.reference_lr:
                 return name
-        raise ParamsError(f"train.arms has no arm with group_size={self.reference_group_size} at the reference lr; "
-                          f"the claims compare every arm against it")
+        raise ParamsError(f"train.reference_group_size={self.reference_group_size}: train.arms has no arm of that "
+                          f"group size at train.reference_lr={self.reference_lr:g} (lr_scaling none or at the "
+                          f"reference's prompts per mini-batch); the claims compare every arm against it")
 
     def arm(self, name: str) -> ArmConfig:
         if name not in self.arms:
@@ -407,6 +414,11 @@ class TrainConfig:
             if arm.resample and arm.group_size > self.reference_group_size:
                 raise ParamsError(f"train.arms.{name}: resample needs group_size={arm.group_size} <= "
                                   f"reference_group_size={self.reference_group_size}, whose budget caps it")
+        for name, arm in self.arms.items():
+            if self.lr(arm) > MAX_LR:
+                raise ParamsError(f"train.arms.{name}: lr {self.lr(arm):g} (train.reference_lr={self.reference_lr:g}, "
+                                  f"lr_scaling {arm.lr_scaling}) exceeds {MAX_LR:g}: AdamW diverges; lower "
+                                  f"train.reference_lr")
         self.reference_arm  # every arm is compared with it: refuse now, not after training them all
 
     def _check_group(self, key: str, g: int, fixed_prompts: int) -> None:
@@ -493,6 +505,10 @@ class RuntimeConfig:
                 raise ParamsError(f"runtime.{key}={launch!r}: expected 'python' or 'accelerate launch "
                                   f"--config_file <config>'")
             launch_processes(launch, f"runtime.{key}")
+        if not self.gpus and launch_config(self.launch, "runtime.launch").get("gpu_ids") is not None:
+            raise ParamsError(f"runtime.gpus=0 but runtime.launch={self.launch!r} starts processes on GPUs (its "
+                              f"accelerate config names gpu_ids): on the CPU they would train apart from the plan; "
+                              f"choose both with -S hardware=<name> (conf/hardware/)")
         if self.gpus and self.launch_processes[0] != self.gpus:
             raise ParamsError(f"runtime.gpus={self.gpus} but runtime.launch={self.launch!r} starts "
                               f"{self.launch_processes[0]} process(es): choose both with -S hardware=<name> "
@@ -518,10 +534,18 @@ class Params:
         check_ranges(self)
         for section in (self.prepare, self.task, self.base, self.train, self.runtime):
             section.check()
-        if self.grading.reward == "verl-dapo" and "Answer:" not in self.task.prompt_template:
-            raise ParamsError(f"grading.reward=verl-dapo reads an \"Answer:\" line, which task.prompt_template="
-                              f"{self.task.prompt_template!r} does not ask for: every reward would be 0 and training "
-                              f"would do nothing (-S prompt=dapo sets both)")
+        for key, grader, harm in (("grading.reward", self.grading.reward, "training would do nothing"),
+                                  ("grading.evaluation", self.grading.evaluation,
+                                   "every model would score 0 and no claim could be measured")):
+            if grader == "verl-dapo" and "Answer:" not in self.task.prompt_template:
+                raise ParamsError(f"{key}=verl-dapo reads an \"Answer:\" line, which task.prompt_template="
+                                  f"{self.task.prompt_template!r} does not ask for: {harm} (-S prompt=dapo sets the "
+                                  f"prompt and both graders)")
+        tokens = self.train.micro_batch_tokens
+        if tokens and tokens <= self.task.max_new_tokens:
+            raise ParamsError(f"train.micro_batch_tokens={tokens} cannot hold one prompt and a full response "
+                              f"(task.max_new_tokens={self.task.max_new_tokens}): set 0 (micro-batches by rollouts) or "
+                              f"more than a prompt + {self.task.max_new_tokens} tokens")
         if self.contrastive.prompts > self.train.prompts:
             raise ParamsError(f"contrastive.prompts={self.contrastive.prompts} > train.prompts={self.train.prompts}")
         if self.train.prompts > self.prepare.train_size:
@@ -645,20 +669,35 @@ def launch_processes(launch: str, key: str) -> tuple[int, bool]:
 def launch_layout(launch: str, key: str) -> tuple[int, int, bool]:
     """(processes, machines, sharded) that a launch command starts: (1, 1, False) for `python`, else its accelerate
     config's (or its --num_processes and --num_machines)."""
+    options, config = _launch_options(launch), launch_config(launch, key)
+    if not config:
+        return 1, 1, False
+    try:
+        processes = int(options.get("num_processes", config["num_processes"]))
+        machines = int(options.get("num_machines", config.get("num_machines", 1)))
+        return processes, machines, config.get("distributed_type") == "FSDP"
+    except (KeyError, TypeError, ValueError) as error:
+        raise ParamsError(f"{key}={launch!r}: cannot read num_processes from {options['config_file']} "
+                          f"({type(error).__name__}: {error})") from None
+
+
+def launch_config(launch: str, key: str) -> dict:
+    """The accelerate config a launch command names ({} for `python`). The project's GPU configs name `gpu_ids`;
+    its CPU ones (cpu-2, fsdp-cpu-2) do not."""
     options = _launch_options(launch)
     if "config_file" not in options:
-        return 1, 1, False
+        return {}
     path = Path(options["config_file"])
     if not path.is_absolute() and not path.exists():  # relative to the project, wherever it is run from
         path = Path(__file__).resolve().parents[1] / path
     try:
         config = yaml.safe_load(path.read_text())
-        processes = int(options.get("num_processes", config["num_processes"]))
-        machines = int(options.get("num_machines", config.get("num_machines", 1)))
-        return processes, machines, config.get("distributed_type") == "FSDP"
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as error:
+    except (OSError, yaml.YAMLError) as error:
         raise ParamsError(f"{key}={launch!r}: cannot read num_processes from {path} "
                           f"({type(error).__name__}: {error})") from None
+    if not isinstance(config, dict):
+        raise ParamsError(f"{key}={launch!r}: {path} is not an accelerate config (a YAML mapping)")
+    return config
 
 
 def _launch_options(launch: str) -> dict[str, str]:

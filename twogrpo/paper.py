@@ -88,15 +88,19 @@ MIN_SEEDS = 3  # a verdict needs at least this many seeds per arm
 
 def not_judged(c: dict) -> str | None:
     """Why one arm's accuracy claims (an entry of metrics/claims.json) cannot be judged, or None: fewer than
-    MIN_SEEDS seeds, or a reference arm whose gain over the base is not shown (its 95% interval reaches 0): then a
-    grader that reads nothing, a collapsed reference or a broken evaluation would read as a match. A record without
-    the share (written by an older version) is not judged either."""
+    MIN_SEEDS seeds ("not judged"); or nothing measured ("not measured"): no sample of any model graded correct (a
+    grader that reads nothing), or a reference arm that does not beat the base by its 95% interval (a collapsed or
+    untrained reference, a broken evaluation), which would otherwise read as a match. A record without the share
+    (written by an older version) is not judged either."""
     if "share_lower_bound" not in c:
         return "not judged: the record has no share of the gain or seed-aware interval"
     if c["seeds"] < MIN_SEEDS:
         return f"not judged: {c['seeds']} seed{'s' * (c['seeds'] != 1)} (a verdict needs {MIN_SEEDS})"
+    if c.get("nothing_correct"):
+        return "not measured: every model scored 0 under this grader"
     if not c["reference_gain_low"] > 0:
-        return "not judged: 16-GRPO's gain over the base is not shown"
+        return (f"not measured: 16-GRPO did not improve on the base (gain {100 * c['reference_gain']:+.2f} points, "
+                f"95% interval [{100 * c['reference_gain_low']:+.2f}, {100 * c['reference_gain_high']:+.2f}])")
     return None
 
 

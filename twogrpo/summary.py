@@ -120,10 +120,11 @@ def accuracy_claims(cells: dict[str, Cells], reference_arm: str) -> dict[str, di
     problem and sample variance): accuracy_gap (arm - reference Mean@k, each benchmark counting once) with low, high,
     se, df and per benchmark; share (the arm's share of the reference's gain over the base, Fieller's interval) with
     share_lower_bound, its one-sided 95% lower bound (the non-inferiority test); reference_gain (reference - base)
-    with its interval; seeds (the fewer of the arm's and the reference's). `cells` holds "base" (fixed) and every
-    arm."""
+    with its interval; seeds (the fewer of the arm's and the reference's); nothing_correct (no sample of any model
+    graded correct: the grader read nothing). `cells` holds "base" (fixed) and every arm."""
     ref, base = cells[reference_arm], cells["base"]
     gain = gap(ref, base)
+    nothing_correct = all(not c.correct.any() for c in cells.values())
     out = {}
     for arm, own in cells.items():
         if arm in ("base", reference_arm):
@@ -138,7 +139,8 @@ def accuracy_claims(cells: dict[str, Cells], reference_arm: str) -> dict[str, di
                     "accuracy_gap_se": g.se, "accuracy_gap_df": g.df, "accuracy_gap_per_benchmark": per_benchmark,
                     "share": s.value, "share_low": s.low, "share_high": s.high, "share_se": s.se, "share_df": s.df,
                     "share_lower_bound": s90.low, "reference_gain": gain.value, "reference_gain_low": gain.low,
-                    "reference_gain_high": gain.high, "seeds": int(min(own.seeds, ref.seeds))}
+                    "reference_gain_high": gain.high, "seeds": int(min(own.seeds, ref.seeds)),
+                    "nothing_correct": nothing_correct}
     return out
 
 

@@ -212,8 +212,12 @@ def update_on_batch(trained, state: RunState, batch: GenerationBatch, old_logp: 
                                          batch.advantages, cfg, horizon, pad, minibatch=(int(sequences), int(tokens)),
                                          world=dist.world)
             except NonFiniteError as error:
-                raise NonFiniteError(f"generation step {gen_step}: {error}; training stopped before the optimizer "
-                                     f"step (the last checkpoint, if any, is kept)") from None
+                lr = state.optimizer.param_groups[0]["lr"]
+                raise NonFiniteError(
+                    f"generation step {gen_step}: {error}; training stopped before the optimizer step (the last "
+                    f"checkpoint, if any, is kept). The settings most likely at fault: the learning rate {lr:g} "
+                    f"(train.reference_lr={cfg.reference_lr:g} and the arm's lr_scaling), train.grad_clip="
+                    f"{cfg.grad_clip:g}, train.clip_high={cfg.clip_high:g}, train.adv_eps={cfg.adv_eps:g}") from None
             telemetry.add_update(stats, (live_prompts, live_tokens))
             state.totals["opt_steps"] += 1
     state.scheduler.step()
