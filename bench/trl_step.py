@@ -45,16 +45,20 @@ from figures import add_record_flag, recording
 ARMS = {16: "g16", 2: "g2"}
 
 
-def ours(params, arm_name: str, train: pd.DataFrame, test: pd.DataFrame, gen_steps: int, skip_dead: bool) -> dict:
-    cfg = dataclasses.replace(params.train, prompts=params.train.generation_batch_prompts * gen_steps,
+def ours(params, arm_name: str, train: pd.DataFrame, validation: pd.DataFrame, gen_steps: int,
+         skip_dead: bool) -> dict:
+    # The workload is pinned here: one epoch of gen_steps generation batches, whatever params.yaml's epochs.
+    cfg = dataclasses.replace(params.train, prompts=params.train.generation_batch_prompts * gen_steps, epochs=1,
                               eval_every=10**9, eval_problems=1, skip_dead_groups=skip_dead,
                               loss_agg="token-mean")
     cfg.check()
     model, tokenizer = load_policy("models/base")
     clear_cache()
-    ledger = train_grpo(model, tokenizer, HFEngine(model, tokenizer), train, test, params.task, cfg,
+    ledger = train_grpo(model, tokenizer, HFEngine(model, tokenizer), train, validation, params.task, cfg,
                         cfg.arm(arm_name), 0, params.evaluate)
     steps = ledger.iloc[1:]
+    if len(steps) != gen_steps:
+        raise RuntimeError(f"ours ran {len(steps)} generation steps, not the {gen_steps} asked")
     return {"seconds": steps["train_time"].diff().fillna(steps["train_time"]).tolist(),
             "rollouts": int(ledger.iloc[-1]["rollouts"]), "tokens": int(ledger.iloc[-1]["tokens"]),
             "reward": float(steps["mean_reward"].mean()),
@@ -100,6 +104,8 @@ def trl_run(params, arm_name: str, train: pd.DataFrame, gen_steps: int) -> dict:
         clear_cache()
         trainer.train()
     ends = clock.times[::per_generation]
+    if len(ends) - 1 != gen_steps:
+        raise RuntimeError(f"TRL ran {len(ends) - 1} generation cycles, not the {gen_steps} asked")
     logs = [row for row in trainer.state.log_history if "reward" in row]
     lengths = [row["completions/mean_length"] for row in logs]
     return {"seconds": [b - a for a, b in zip(ends, ends[1:])],
@@ -124,7 +130,7 @@ def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(params.runtime.threads or os.cpu_count() or 1)
     prompts = params.train.generation_batch_prompts * args.gen_steps
     train = pd.read_parquet("data/prepared/train.parquet").iloc[:prompts]
-    test = pd.read_parquet("data/prepared/test.parquet")
+    validation = pd.read_parquet("data/prepared/validation.parquet")  # the unused in-training evaluation's
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch "
           f"threads; torch {torch.__version__}, trl {trl.__version__}; {params.train.generation_batch_prompts} "
           f"prompts x G per generation step, {params.train.rollouts_per_minibatch} rollouts per optimizer step, "
@@ -135,8 +141,8 @@ def run(args: argparse.Namespace) -> None:
     for G in args.groups:
         runs = {"ours": [], "ours, full pass": [], "TRL": []}
         for repeat in range(args.repeats):
-            for name, result in (("ours", lambda: ours(params, ARMS[G], train, test, args.gen_steps, True)),
-                                 ("ours, full pass", lambda: ours(params, ARMS[G], train, test, args.gen_steps, False)),
+            for name, result in (("ours", lambda: ours(params, ARMS[G], train, validation, args.gen_steps, True)),
+                                 ("ours, full pass", lambda: ours(params, ARMS[G], train, validation, args.gen_steps, False)),
                                  ("TRL", lambda: trl_run(params, ARMS[G], train, args.gen_steps))):
                 r = result()
                 runs[name] += r["seconds"]

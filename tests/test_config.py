@@ -207,3 +207,13 @@ def test_the_validate_stage_refuses_the_vllm_engine_where_vllm_is_not_installed(
     subprocess.run([sys.executable, "-m", "stages.validate"], cwd=tmp_path, check=True, capture_output=True,
                    env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert json.loads((tmp_path / "data/validated.json").read_text()) == {"params.yaml": "valid"}
+
+
+def test_a_conf_file_that_is_not_utf8_is_named_with_the_line(tmp_path):
+    from tools.setups import check_conf_text
+
+    (tmp_path / "setup").mkdir()
+    (tmp_path / "setup" / "mine.yaml").write_bytes(b"# @package _global_\ntrain:\n  epochs: 1 # caf\xe9\n")
+    with pytest.raises(ValueError, match=r"setup/mine.yaml, line 3, column 18: not UTF-8 \(byte 0xe9\)"):
+        check_conf_text(tmp_path)
+    check_conf_text()  # the project's own conf/ reads

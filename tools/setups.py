@@ -19,6 +19,7 @@ import yaml
 
 from twogrpo import hours
 from twogrpo.config import Params, load_params
+from twogrpo.mathdata import check_text_file
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -38,8 +39,17 @@ def compose_to(path: Path, overrides: list[str] = ()) -> None:
         compose_and_dump(path, str(CONF), None, "config", plugins, list(overrides))
 
 
+def check_conf_text(conf: Path = CONF) -> None:
+    """Every YAML file of conf/ must be UTF-8: otherwise name the file, line and column before Hydra reads it (its
+    own error names neither)."""
+    for path in sorted(conf.rglob("*.yaml")):
+        if path.read_bytes().strip():
+            check_text_file("conf", path)
+
+
 def compose(overrides: list[str] = ()) -> tuple[dict, Params]:
     """The params.yaml that `dvc exp run -S <override> ...` would write, as a mapping and as validated Params."""
+    check_conf_text()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "params.yaml"
         compose_to(out, overrides)
