@@ -49,3 +49,24 @@ def test_several_outputs_are_written_all_or_none(tmp_path):
         (figures_tmp / "curves.png").write_text("new figure")
         page_tmp.write_text("new page")
     assert (figures / "curves.png").read_text() == "new figure" and page.read_text() == "new page"
+
+
+def test_the_leftovers_of_a_killed_write_are_hidden_from_dvc_and_cleared_by_the_next_write(tmp_path):
+    """A stage killed midway leaves its temporary sibling: DVC and git ignore it (`dvc status` of a stage that
+    depends on the folder does not change), and the next write of the same output removes it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.fixtures import ROOT
+
+    target = tmp_path / "runs" / "g2-s0"
+    leftover = tmp_path / "runs" / ".g2-s0.partial-abc123" / "g2-s0"
+    leftover.mkdir(parents=True)
+    (leftover / "steps.parquet").write_text("half")
+    for tool in (["git", "check-ignore", "-q"], [str(Path(sys.executable).parent / "dvc"), "check-ignore", "-q"]):
+        assert subprocess.run([*tool, "runs/.g2-s0.partial-abc123/g2-s0/steps.parquet"], cwd=ROOT).returncode == 0
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "steps.parquet").write_text("whole")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["g2-s0"]

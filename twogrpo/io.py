@@ -16,12 +16,19 @@ from typing import Any, Iterator
 import pandas as pd
 
 
+PARTIAL = ".partial-"  # marks a write in progress: .dvcignore and .gitignore hide `.*.partial-*`
+
+
 @contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
-    """Yield a temporary sibling of `path` (file or folder); rename it into place only if the block succeeds."""
+    """Yield a temporary sibling of `path` (file or folder); rename it into place only if the block succeeds. The
+    sibling is hidden from DVC and git (a write killed midway leaves nothing `dvc status` sees), and the leftovers of
+    a killed write of the same output are cleared first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / path.name
+    for stale in path.parent.glob(f".{path.name}{PARTIAL}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{PARTIAL}", dir=path.parent)) / path.name
     try:
         yield tmp
         if path.is_dir() and not path.is_symlink():
