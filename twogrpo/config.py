@@ -414,7 +414,6 @@ class TrainConfig:
             if arm.resample and arm.group_size > self.reference_group_size:
                 raise ParamsError(f"train.arms.{name}: resample needs group_size={arm.group_size} <= "
                                   f"reference_group_size={self.reference_group_size}, whose budget caps it")
-        for name, arm in self.arms.items():
             if self.lr(arm) > MAX_LR:
                 raise ParamsError(f"train.arms.{name}: lr {self.lr(arm):g} (train.reference_lr={self.reference_lr:g}, "
                                   f"lr_scaling {arm.lr_scaling}) exceeds {MAX_LR:g}: AdamW diverges; lower "

@@ -39,7 +39,7 @@ class Forward:
         micro-token-mean every token weighs about as under token-mean (tests/test_logprobs.py measures it)."""
         if not self.tokens:
             return [rows[i:i + self.rollouts] for i in range(0, len(rows), self.rollouts)]
-        lengths = [len(samples.prompt_ids[i]) + len(samples.response_ids[i]) for i in rows]
+        lengths = sequence_lengths(samples, rows)
         k = min(len(rows), max_over_processes(-(-sum(lengths) // self.tokens)))
         return [[rows[j] for j in part] for part in balanced_partitions(lengths, k)]
 
@@ -50,7 +50,7 @@ class Forward:
         loss is still normalised by the whole micro-batch (grpo.aggregate's micro_batch)."""
         if packed or not self.tokens:
             return [part]
-        length = {i: len(samples.prompt_ids[i]) + len(samples.response_ids[i]) for i in part}
+        length = dict(zip(part, sequence_lengths(samples, part)))
         out: list[list[int]] = []
         for i in sorted(part, key=lambda i: -length[i]):
             if out and (len(out[-1]) + 1) * length[out[-1][0]] <= self.tokens:
@@ -64,6 +64,11 @@ class Forward:
         if self.precision == "bfloat16":
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return nullcontext()
+
+
+def sequence_lengths(samples: Samples, rows: list[int]) -> list[int]:
+    """Prompt + response tokens of each of `rows`: what a micro-batch's token budget counts."""
+    return [len(samples.prompt_ids[i]) + len(samples.response_ids[i]) for i in rows]
 
 
 def balanced_partitions(lengths: list[int], k: int, equal_size: bool = False) -> list[list[int]]:

@@ -166,8 +166,7 @@ class GenerationBatch:
         partition per process of equally many rollouts and about equal prompt + response tokens; each process's
         mini-batches are then consecutive chunks of its partition, in order. A group can so be split over processes
         and mini-batches; its advantage was computed whole, before."""
-        mine = self._portable()
-        every = dist.gather_objects(mine)
+        every = dist.gather_objects(self._portable())
         size = len(self.minibatches[0])  # every process's mini-batches hold as many rollouts
         order = [(r, i) for m in range(len(self.minibatches)) for r in range(dist.world)
                  for i in range(m * size, (m + 1) * size)]
