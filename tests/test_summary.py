@@ -16,8 +16,10 @@ from tests.test_trainer import TRAIN
 
 
 def summary(rows):
+    """A summary of `rows`, each timed on a quiet machine (CPU seconds = wall-clock) unless it says otherwise."""
     base = {"model": "base", "arm": "base", "prompts_seen": 0, "rollouts": 0, "mean_at_k": 0.3, "train_time": 0.0}
-    return pd.DataFrame([base] + rows)
+    return pd.DataFrame([base] + [{"train_cpu_time": row.get("train_time", 0.0), "cpu_wait_share": 0.01, **row}
+                                  for row in rows])
 
 
 CFG = dataclasses.replace(TRAIN, arms={"g4": ArmConfig(4, "linear"), "g2": ArmConfig(2, "none"),
@@ -220,3 +222,23 @@ def test_semantics_table_names_each_choice_with_its_key():
     assert table["train.skip_dead_groups"] == "verl's full pass"
     assert table["grading.evaluation"] == table["grading.reward"] == "math-verify"
     assert "128 problems every epoch, 128 trained on" in table["train.prompts"]
+
+
+def test_a_run_timed_under_contention_leaves_the_time_claim_unjudged():
+    """A run whose threads waited for a CPU over CONTENDED_WAIT_SHARE of its time is named in the claims, and the
+    time verdict is withheld; the CPU-seconds ratio is recorded beside the wall-clock one."""
+    rows = [{"model": "g4-s0", "arm": "g4", "seed": 0, "rollouts": 64, "train_time": 10.0, "train_cpu_time": 16.0},
+            {"model": "g2-s0", "arm": "g2", "seed": 0, "rollouts": 32, "train_time": 2.0, "train_cpu_time": 4.0,
+             "cpu_wait_share": 0.61}]
+    accuracy = {"g2": entry(-0.01, 0.01, 0.125, [0.2])}
+    c = claims(summary(rows), "g4", accuracy)["g2"]
+    assert c["time_ratio_cpu"] == pytest.approx(0.25) and c["timed_under_contention"] == {"g2-s0": 0.61}
+    v = verdicts(c, 0.02, 0.8)
+    assert v["time"] == "not judged: timed under contention (g2-s0 waited for a CPU 61% of its time)"
+    assert v["accuracy"].startswith("reproduced")  # accuracy does not depend on the machine's load
+    quiet = claims(summary([rows[0], rows[1] | {"cpu_wait_share": 0.02}]), "g4", accuracy)["g2"]
+    assert quiet["timed_under_contention"] == {} and verdicts(quiet, 0.02, 0.8)["time"] == "reproduced"
+    unmeasured = claims(summary([rows[0], rows[1] | {"cpu_wait_share": float("nan")}]), "g4", accuracy)["g2"]
+    assert unmeasured["timed_under_contention"] is None
+    table = claims_table({"g2": unmeasured}, pd.read_csv("data/paper/tables.csv"), 0.02, 0.8)
+    assert table.loc[3, "measured"].endswith("on CPU seconds 0.250; contention not measured on this system)")

@@ -1,5 +1,5 @@
 """What a GRPO run carries from one generation step to the next, which is what its checkpoint holds: the weights, the
-optimizer and scheduler states, the prompt stream's position, the counters, the ledger so far, the phase seconds and
+optimizer and scheduler states, the prompt stream's position, the counters, the ledger so far, the phase timings and
 every process's RNG states. `snapshot` and `restore` are exact: a run restored from a snapshot continues as if it
 had never stopped (on the CPU, with the HF engine)."""
 
@@ -32,7 +32,7 @@ class RunState:
                 "optimizer": full_optimizer_state(self.model, self.optimizer),
                 "scheduler": self.scheduler.state_dict(), "rng_per_process": dist.gather_objects(rng_states()),
                 "stream": self.stream.state(), "totals": dict(self.totals), "ledger": list(self.ledger),
-                "seconds": dict(self.timer.seconds)}
+                "timer": self.timer.state()}
 
     def restore(self, state: dict, dist: Dist) -> int:
         """Continue from a snapshot (saved by as many processes as this run has); returns its generation step."""
@@ -43,7 +43,7 @@ class RunState:
         self.scheduler.load_state_dict(state["scheduler"])
         self.stream.restore(state["stream"])
         self.totals.update(state["totals"])
-        self.timer.seconds.update(state["seconds"])
+        self.timer.restore(state["timer"])
         self.ledger.extend(state["ledger"])
         set_rng_states(state["rng_per_process"][dist.rank])
         return state["gen_step"]

@@ -106,6 +106,14 @@ class TrainSteps(pa.DataFrameModel):
     time_update: Series[float] = pa.Field(ge=0)
     time_sync: Series[float] = pa.Field(ge=0)  # pushing new weights to the generation engine (vLLM)
     train_time: Series[float] = pa.Field(ge=0)  # the five phases together (evaluation excluded)
+    cpu_generation: Series[float] = pa.Field(ge=0)  # CPU seconds so far, per phase (this process and its children)
+    cpu_reward: Series[float] = pa.Field(ge=0)
+    cpu_old_logprob: Series[float] = pa.Field(ge=0)
+    cpu_update: Series[float] = pa.Field(ge=0)
+    cpu_sync: Series[float] = pa.Field(ge=0)
+    train_cpu_time: Series[float] = pa.Field(ge=0)
+    train_cpu_wait: Series[float] = pa.Field(nullable=True, ge=0)  # seconds its threads waited for a CPU (Linux)
+    load_average: Series[float] = pa.Field(ge=0)  # the machine's 1-minute load average after the step
     engine_logprob_gap: Series[float] = pa.Field(nullable=True, ge=0)  # mean |engine - trainer| token log-prob (vLLM)
     eval_accuracy: Series[float] = pa.Field(nullable=True, ge=0, le=1)  # mean accuracy on the eval subset
     time_eval: Series[float] = pa.Field(ge=0)
@@ -139,6 +147,9 @@ class Summary(pa.DataFrameModel):
     time_update: Series[float] = pa.Field(ge=0)
     time_sync: Series[float] = pa.Field(ge=0)
     train_time: Series[float] = pa.Field(ge=0)
+    train_cpu_time: Series[float] = pa.Field(ge=0)  # CPU seconds of the five phases
+    cpu_wait_share: Series[float] = pa.Field(nullable=True, ge=0)  # seconds waited for a CPU / train_time
+    load_max: Series[float] = pa.Field(nullable=True, ge=0)  # the highest 1-minute load average after a step
     dead_group_frac: Series[float] = pa.Field(nullable=True, ge=0, le=1)
 
     class Config:

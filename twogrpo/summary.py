@@ -15,7 +15,12 @@ from twogrpo.stats import Cells, contrast, gap, share
 from twogrpo.schemas import (BenchmarkResults, DataError, EvalSamples, Summary, TrainSteps, read_table,
                              validate)
 
-PHASE_COLUMNS = ["time_generation", "time_reward", "time_old_logprob", "time_update", "time_sync", "train_time"]
+PHASE_COLUMNS = ["time_generation", "time_reward", "time_old_logprob", "time_update", "time_sync", "train_time",
+                 "train_cpu_time"]
+# A run was timed under contention when its threads waited for a CPU longer than this share of its training
+# wall-clock (docs/report.md#timings-under-contention: measured 0.01 on a quiet machine, 0.61 beside one CPU-burning
+# process on 2 cores).
+CONTENDED_WAIT_SHARE = 0.10
 
 
 def load_metrics(path: Path) -> dict:
@@ -48,14 +53,17 @@ def summarise(cfg: TrainConfig, evaluated: list[Evaluated], runs_dir: Path) -> t
     for ev in evaluated:
         if ev.arm == "base":
             rows.append({"model": "base", "arm": "base", "seed": None, "group_size": None, "lr": None,
-                         **_accuracy(ev.metrics), **{c: 0.0 for c in PHASE_COLUMNS}, "prompts_seen": 0, "rollouts": 0,
-                         "tokens": 0, "opt_steps": 0, "dead_group_frac": None})
+                         **_accuracy(ev.metrics), **{c: 0.0 for c in PHASE_COLUMNS}, "cpu_wait_share": None,
+                         "load_max": None, "prompts_seen": 0, "rollouts": 0, "tokens": 0, "opt_steps": 0,
+                         "dead_group_frac": None})
             continue
         arm = cfg.arms[ev.arm]
         steps = read_table(runs_dir / ev.model / "steps.parquet", TrainSteps)
         last = steps.iloc[-1]
         rows.append({"model": ev.model, "arm": ev.arm, "seed": ev.seed, "group_size": arm.group_size,
                      "lr": cfg.lr(arm), **_accuracy(ev.metrics), **{c: float(last[c]) for c in PHASE_COLUMNS},
+                     "cpu_wait_share": float(last["train_cpu_wait"] / last["train_time"]),
+                     "load_max": float(steps["load_average"].max()),
                      "prompts_seen": int(last["prompts_seen"]), "rollouts": int(last["rollouts"]),
                      "tokens": int(last["tokens"]), "opt_steps": int(last["opt_steps"]),
                      "dead_group_frac": float(steps["dead_group_frac"].mean())})
@@ -163,7 +171,9 @@ def claims(summary: pd.DataFrame, reference_arm: str, accuracy: dict[str, dict],
 
     The accuracy entries of `accuracy[arm]` (accuracy_claims: gap and share with their intervals); each seed's gap
     (seeds paired by position); rollout_ratio and time_ratio: the arm's mean over seeds divided by the reference's,
-    and per seed; time_mode: the work those times measured (`time_mode`).
+    and per seed; time_ratio_cpu: the same on CPU seconds; time_mode: the work those times measured (`time_mode`);
+    timed_under_contention: the arm's and the reference's runs whose threads waited for a CPU more than
+    CONTENDED_WAIT_SHARE of their training time, with that share (null: the wait is not measured on this system).
     """
     trained = summary[summary["arm"] != "base"]
     ref = trained[trained["arm"] == reference_arm].sort_values("seed")
@@ -184,9 +194,20 @@ def claims(summary: pd.DataFrame, reference_arm: str, accuracy: dict[str, dict],
             "time_ratio": float(runs["train_time"].mean() / ref["train_time"].mean()),
             "time_ratio_per_seed": [float(x) for x in
                                     runs["train_time"].to_numpy()[:n] / ref["train_time"].to_numpy()[:n]],
+            "time_ratio_cpu": float(runs["train_cpu_time"].mean() / ref["train_cpu_time"].mean()),
             "time_mode": mode,
+            "timed_under_contention": contended(pd.concat([runs, ref])),
         }
     return out
+
+
+def contended(runs: pd.DataFrame) -> dict[str, float] | None:
+    """The runs timed under contention (CONTENDED_WAIT_SHARE), each with the share of its training time its threads
+    waited for a CPU; None where the wait was not measured (not Linux)."""
+    if runs["cpu_wait_share"].isna().any():
+        return None
+    busy = runs[runs["cpu_wait_share"] > CONTENDED_WAIT_SHARE]
+    return {row.model: round(float(row.cpu_wait_share), 3) for row in busy.itertuples()}
 
 
 def results_table(summary: pd.DataFrame, reference_arm: str) -> pd.DataFrame:

@@ -1,11 +1,13 @@
-"""What a generation step reports: seconds per phase, and named statistics summed on every process and reduced over
-the processes once, as the ledger's columns (schema TrainSteps)."""
+"""What a generation step reports: seconds per phase (wall-clock, CPU, and waiting for a CPU), and named statistics
+summed on every process and reduced over the processes once, as the ledger's columns (schema TrainSteps)."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
@@ -21,19 +23,66 @@ SUMS = ("generated", "generated_tokens", "rewards", "rollouts", "response_tokens
 UPDATE_SUMS = ("tokens", "clip_high", "clip_low", "clip_dual", "entropy_sum", "kl_sum")  # what each update returns
 
 
+# The ledger's timing columns, seconds so far (PhaseTimer.columns): what differs between two runs of the same work.
+TIMINGS = (*(f"time_{p}" for p in PHASES), "train_time", *(f"cpu_{p}" for p in PHASES), "train_cpu_time",
+           "train_cpu_wait", "load_average", "time_eval")
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process (all its threads) and of its children that have ended."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def waiting_seconds() -> float:
+    """Seconds this process's live threads have spent ready to run but waiting for a CPU (the run-queue delay in
+    Linux's /proc/<pid>/task/<tid>/schedstat); NaN where the kernel does not report it."""
+    total = 0.0
+    try:
+        for task in Path("/proc/self/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[1])
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # a thread that ended meanwhile
+    except (FileNotFoundError, IndexError, ValueError):
+        return float("nan")
+    return total / 1e9
+
+
 class PhaseTimer:
-    """Wall-clock seconds accumulated per phase."""
+    """Per phase, accumulated: wall-clock seconds, this process's CPU seconds (`cpu_seconds`) and its threads'
+    seconds waiting for a CPU (`waiting_seconds`). CPU seconds alone do not tell a quiet machine from a busy one:
+    beside a CPU-burning process, torch's threads spin and the CPU time grows with the wall-clock; the wait does not
+    lie."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = defaultdict(float)
+        self.waited: dict[str, float] = defaultdict(float)
 
     @contextmanager
     def __call__(self, phase: str):
-        start = time.perf_counter()
+        start, cpu, waited = time.perf_counter(), cpu_seconds(), waiting_seconds()
         try:
             yield
         finally:
             self.seconds[phase] += time.perf_counter() - start
+            self.cpu[phase] += cpu_seconds() - cpu
+            self.waited[phase] += max(waiting_seconds() - waited, 0.0)  # a thread that ended takes its wait
+
+    def columns(self) -> dict[str, float]:
+        """The ledger's timing columns (TIMINGS but time_eval): seconds so far per phase, wall-clock and CPU, their
+        totals, the seconds waited for a CPU, and the machine's load average now."""
+        return {**{f"time_{p}": self.seconds[p] for p in PHASES}, "train_time": sum(self.seconds[p] for p in PHASES),
+                **{f"cpu_{p}": self.cpu[p] for p in PHASES}, "train_cpu_time": sum(self.cpu[p] for p in PHASES),
+                "train_cpu_wait": sum(self.waited[p] for p in PHASES), "load_average": os.getloadavg()[0]}
+
+    def state(self) -> dict[str, dict[str, float]]:
+        return {"seconds": dict(self.seconds), "cpu": dict(self.cpu), "waited": dict(self.waited)}
+
+    def restore(self, state: dict[str, dict[str, float]]) -> None:
+        for name, values in state.items():
+            getattr(self, name).update(values)
 
 
 class StepTelemetry:
