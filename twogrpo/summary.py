@@ -18,8 +18,7 @@ from twogrpo.schemas import (BenchmarkResults, DataError, EvalSamples, Summary, 
 PHASE_COLUMNS = ["time_generation", "time_reward", "time_old_logprob", "time_update", "time_sync", "train_time",
                  "train_cpu_time"]
 # A run was timed under contention when its threads waited for a CPU longer than this share of its training
-# wall-clock (docs/report.md#timings-under-contention: measured 0.01 on a quiet machine, 0.61 beside one CPU-burning
-# process on 2 cores).
+# wall-clock (docs/report.md#timings-under-contention; measured: docs/figures.md#timings-under-contention).
 CONTENDED_WAIT_SHARE = 0.10
 
 
