@@ -1,12 +1,12 @@
-"""What a busy machine does to a training run's timings: the same 16-GRPO generation steps on a quiet machine, beside
-one CPU-burning process, and beside one per core. The signal the study flags contention by
+"""What a busy machine does to a training run's timings: the same 16-GRPO (reference arm) generation steps on a quiet
+machine, beside one CPU-burning process, and beside one per core. The signal the study flags contention by
 (twogrpo.summary.CONTENDED_WAIT_SHARE) is the share of the run's wall-clock its threads waited for a CPU.
 
     python bench/contention.py                       # 2 generation steps per run (dvc repro base first)
     python bench/contention.py --gen-steps 1         # the smallest run
     python bench/contention.py --record              # also into docs/figures.md, block `contention`
 
-The workload is pinned here, not read from params.yaml's train section: arm g16 (G = 16) of params.yaml, one epoch of
+The workload is pinned here, not read from params.yaml's train section: its reference arm (16-GRPO), one epoch of
 --gen-steps generation batches, from models/base, with the study's task and sampling. Nothing else heavy may run
 beside it (that is what it measures).
 """
@@ -32,9 +32,6 @@ from twogrpo.trainer import train_grpo
 
 from figures import add_record_flag, recording
 
-ARM = "g16"
-
-
 @contextmanager
 def cpu_burners(count: int):
     """`count` processes that each keep one core busy."""
@@ -48,13 +45,14 @@ def cpu_burners(count: int):
 
 
 def timed_run(params, train: pd.DataFrame, validation: pd.DataFrame, gen_steps: int) -> pd.Series:
-    """The ledger's last row after `gen_steps` generation steps of ARM (its in-training evaluation never runs)."""
+    """The ledger's last row after `gen_steps` generation steps of the reference arm (its in-training evaluation
+    never runs), with the load average at the start."""
     cfg = dataclasses.replace(params.train, prompts=params.train.generation_batch_prompts * gen_steps, epochs=1,
                               eval_every=10**9, eval_problems=1)
     cfg.check()
     model, tokenizer = load_policy("models/base")
     ledger = train_grpo(model, tokenizer, HFEngine(model, tokenizer), train, validation, params.task, cfg,
-                        cfg.arm(ARM), 0, params.evaluate)
+                        cfg.arm(cfg.reference_arm), 0, params.evaluate)
     if len(ledger) - 1 != gen_steps:
         raise RuntimeError(f"ran {len(ledger) - 1} generation steps, not the {gen_steps} asked")
     return pd.concat([ledger.iloc[-1], pd.Series({"load_start": ledger.iloc[0]["load_average"]})])
@@ -76,7 +74,8 @@ def run(gen_steps: int) -> None:
     train = pd.read_parquet("data/prepared/train.parquet").iloc[: params.train.generation_batch_prompts * gen_steps]
     validation = pd.read_parquet("data/prepared/validation.parquet")
     print(f"# {platform.processor() or platform.machine()}, {cores} cores, {torch.get_num_threads()} torch threads; "
-          f"arm {ARM}: {gen_steps} generation steps of {params.train.generation_batch_prompts} prompts x 16 rollouts "
+          f"arm {params.train.reference_arm}: {gen_steps} generation steps of {params.train.generation_batch_prompts} "
+          f"prompts x {params.train.reference_group_size} rollouts "
           f"from models/base. Flagged as contended above a wait share of {CONTENDED_WAIT_SHARE:.0%}.")
     print()
     print("| beside the run | wall-clock s | CPU s | CPU s / wall-clock s | waited for a CPU, share of wall-clock | "
@@ -88,8 +87,9 @@ def run(gen_steps: int) -> None:
             last = timed_run(params, train, validation, gen_steps)
         wall, cpu, share = last["train_time"], last["train_cpu_time"], last["train_cpu_wait"] / last["train_time"]
         quiet = quiet or (wall, cpu)
-        print(f"| {'nothing' if not burners else f'{burners} CPU-burning process' + 'es' * (burners > 1)} | "
-              f"{wall:.1f} ({wall / quiet[0]:.2f}x quiet) | {cpu:.1f} ({cpu / quiet[1]:.2f}x quiet) | {cpu / wall:.2f} | "
+        beside = "nothing" if not burners else f"{burners} CPU-burning process" + "es" * (burners > 1)
+        print(f"| {beside} | {wall:.1f} ({wall / quiet[0]:.2f}x quiet) | {cpu:.1f} ({cpu / quiet[1]:.2f}x quiet) | "
+              f"{cpu / wall:.2f} | "
               f"{share:.1%} | {last['load_start']:.2f} -> {last['load_average']:.2f} | "
               f"{'yes' if share > CONTENDED_WAIT_SHARE else 'no'} |", flush=True)
 

@@ -2,10 +2,13 @@
 
     python bench/gpu_train_arms.py                          # g16 and g2-same-lr, seed 0, the study's settings
     python bench/gpu_train_arms.py --prompts 128 --arms g2  # a short check
+    python bench/gpu_train_arms.py --prompts 8 --epochs 1 --arms g2  # the smallest run
     python bench/gpu_train_arms.py --record                 # also write the table into docs/figures.md
 
-Needs what `dvc repro base` wrote (models/base, data/prepared) and params.yaml. It calls train_grpo exactly as
-stages/train.py does, minus dvclive, so it runs where only torch, transformers, pandas and math-verify are installed.
+Needs what `dvc repro base` wrote (models/base, data/prepared) and params.yaml. Its workload is the study's train
+section (it compares with the study's own CPU runs), unless --prompts or --epochs cut it. It calls train_grpo exactly
+as stages/train.py does (its in-training evaluation on the validation split), minus dvclive, so it runs where only
+torch, transformers, pandas and math-verify are installed.
 Prints the device, each arm's training seconds per phase, rollouts and in-training eval accuracy, the 2-GRPO /
 16-GRPO time ratio, and, when runs/<arm>-s<seed>/steps.parquet exists here, the same figures from that (CPU) run.
 """
@@ -35,6 +38,7 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=["g16", "g2-same-lr"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prompts", type=int, default=0, help="train prompts (0: train.prompts)")
+    parser.add_argument("--epochs", type=int, default=0, help="epochs (0: train.epochs)")
     add_record_flag(parser, "gpu_train_arms")
     args = parser.parse_args()
     with recording(args.record):
@@ -43,13 +47,16 @@ def main() -> None:
 
 def run(args: argparse.Namespace) -> None:
     params = load_params("params.yaml")
-    cfg = params.train if not args.prompts else dataclasses.replace(params.train, prompts=args.prompts)
+    cut = args.prompts or args.epochs
+    cfg = dataclasses.replace(params.train, prompts=args.prompts or params.train.prompts,
+                              epochs=args.epochs or params.train.epochs)
+    cfg.check()
     device = policy_device()
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({platform.machine()})"
     print(f"# {name}; torch {torch.__version__}; {cfg.prompts} prompts x {cfg.epochs} epoch(s); seed {args.seed}",
           flush=True)
     train = pd.read_parquet("data/prepared/train.parquet").iloc[: cfg.prompts]
-    test = pd.read_parquet("data/prepared/test.parquet")
+    validation = pd.read_parquet("data/prepared/validation.parquet")
     seconds = {}
     print("| arm | device | train s | " + " | ".join(PHASES) + " | rollouts | final eval accuracy | wall s |")
     print("|---" * (6 + len(PHASES)) + "|")
@@ -58,11 +65,15 @@ def run(args: argparse.Namespace) -> None:
         model, tokenizer = load_policy("models/base")
         engine = make_engine(params.rollout, model, tokenizer, "models/base", args.seed)
         start = time.perf_counter()
-        ledger = train_grpo(model, tokenizer, engine, train, test, params.task, cfg, arm, args.seed, params.evaluate)
+        ledger = train_grpo(model, tokenizer, engine, train, validation, params.task, cfg, arm, args.seed,
+                            params.evaluate)
         wall = time.perf_counter() - start
+        if len(ledger) - 1 != cfg.steps_per_epoch * cfg.epochs:
+            raise RuntimeError(f"{arm_name}: ran {len(ledger) - 1} generation steps, not the "
+                               f"{cfg.steps_per_epoch * cfg.epochs} asked")
         rows = [(device.type, ledger.iloc[-1], wall)]
         cpu_run = Path("runs") / f"{arm_name}-s{args.seed}" / "steps.parquet"
-        if cpu_run.exists() and not args.prompts:
+        if cpu_run.exists() and not cut:
             rows.append(("cpu (dvc repro, this checkout)", pd.read_parquet(cpu_run).iloc[-1], float("nan")))
         for where, last, w in rows:
             print(f"| {arm_name} | {where} | {last['train_time']:.1f} | "

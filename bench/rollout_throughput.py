@@ -34,9 +34,9 @@ SIZES = {  # name: (hidden, layers, heads, kv heads, intermediate); head_dim 32 
 
 def build(name: str):
     hidden, layers, heads, kv, inter = SIZES[name]
-    cfg = BaseConfig(seed=0, hidden_size=hidden, num_layers=layers, num_heads=heads, num_kv_heads=kv,
-                     intermediate_size=inter, lr=1e-3, warmup_steps=1, weight_decay=0.0, batch_size=1, max_steps=1,
-                     eval_every=1, val_size=1, target_accuracy=1.0)
+    cfg = BaseConfig(model="scratch", revision="", seed=0, hidden_size=hidden, num_layers=layers, num_heads=heads,
+                     num_kv_heads=kv, intermediate_size=inter, lr=1e-3, warmup_steps=1, weight_decay=0.0,
+                     batch_size=1, max_steps=1, eval_every=1, val_size=1, target_accuracy=1.0)
     tokenizer = build_char_tokenizer()
     return build_tiny_model(cfg, tokenizer), tokenizer
 
@@ -103,7 +103,8 @@ def main() -> None:
 
 def run(args: argparse.Namespace) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    where = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    where = (torch.cuda.get_device_name() if device == "cuda"
+             else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     import transformers
     print(f"# {where}; torch {torch.__version__}, transformers {transformers.__version__}; "
           f"{args.samples} samples x {args.new_tokens} new tokens, fp32")
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> None:
                   flush=True)
     print("\n| model | engine | tokens/s | weight sync s |\n|---|---|---|---|")
     for name, engine, rate, sync in rows:
-        print(f"| {name} | {engine} | {rate:,.0f} | {sync:.3f} |" if engine != "hf" else f"| {name} | {engine} | {rate:,.0f} | - |")
+        print(f"| {name} | {engine} | {rate:,.0f} | " + ("-" if engine == "hf" else f"{sync:.3f}") + " |")
 
 
 if __name__ == "__main__":

@@ -142,7 +142,8 @@ def run(args: argparse.Namespace) -> None:
         runs = {"ours": [], "ours, full pass": [], "TRL": []}
         for repeat in range(args.repeats):
             for name, result in (("ours", lambda: ours(params, ARMS[G], train, validation, args.gen_steps, True)),
-                                 ("ours, full pass", lambda: ours(params, ARMS[G], train, validation, args.gen_steps, False)),
+                                 ("ours, full pass",
+                                  lambda: ours(params, ARMS[G], train, validation, args.gen_steps, False)),
                                  ("TRL", lambda: trl_run(params, ARMS[G], train, args.gen_steps))):
                 r = result()
                 runs[name] += r["seconds"]

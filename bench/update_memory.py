@@ -37,6 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-full", action="store_true", help="skip the full-logits runs")
     parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024], help="tokens per rollout (> 64)")
     add_record_flag(parser, "update_memory")
     args = parser.parse_args()
     with recording(args.record):
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> None:
           f"vocabulary 151,936, hidden size {args.hidden}, 2 layers, 8 rollouts")
     print("| tokens per rollout | chunked, GiB | full logits, GiB | full / chunked | planner, GiB | planner / "
           "measured |\n|---|---|---|---|---|---|")
-    for tokens in (256, 512, 1024):
+    for tokens in args.lengths:
         shape = ["--hidden", str(args.hidden), "--response-tokens", str(tokens - 64)]
         chunked = probe(*shape)
         measured, estimate = chunked["measured"], chunked["estimate"]
