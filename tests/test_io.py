@@ -1,8 +1,16 @@
-"""Outputs are written atomically: a failure leaves the previous complete output."""
+"""Outputs are written atomically: a failure leaves the previous complete output, and one for want of room names the
+output and the cause."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from twogrpo.io import atomic_path, write_json
+from twogrpo.io import PARTIAL, atomic_path, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_failed_write_keeps_the_previous_file(tmp_path):
@@ -70,3 +78,41 @@ def test_the_leftovers_of_a_killed_write_are_hidden_from_dvc_and_cleared_by_the_
         tmp.mkdir()
         (tmp / "steps.parquet").write_text("whole")
     assert sorted(p.name for p in target.parent.iterdir()) == ["g2-s0"]
+
+
+FULL = """
+import resource, signal, sys
+import numpy as np, pandas as pd, torch
+from twogrpo.checkpoint import Checkpoint
+from twogrpo.io import atomic_paths, write_parquet
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+big = pd.DataFrame({"x": np.random.default_rng(0).random(100_000)})
+which = sys.argv[1]
+if which == "parquet":
+    write_parquet(big, "out/table.parquet")
+elif which == "checkpoint":  # torch.save says only "unexpected pos" when it runs out of room
+    Checkpoint("g2-s0", "fingerprint").save({"w": torch.zeros(10**5)}, 3)
+else:  # a stage's outputs, one written inside the other's temporary folder
+    with atomic_paths("runs/g2-s0", "models/g2-s0") as (run_dir, model_dir):
+        write_parquet(big, run_dir / "steps.parquet")
+"""
+
+
+@pytest.mark.parametrize(("which", "named"), [
+    ("parquet", "out/table.parquet"),
+    ("checkpoint", "checkpoints/g2-s0/state.pt"),
+    ("stage", "runs/g2-s0/steps.parquet"),
+])
+def test_a_write_past_the_file_size_limit_names_the_file_and_the_cause(tmp_path, which, named):
+    """A real limit (RLIMIT_FSIZE, as a full disk fails the write): the error names the output, not a temporary, and
+    says why; the previous output stays and no temporary is left behind."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out/table.parquet").write_text("previous")
+    done = subprocess.run([sys.executable, "-c", FULL, which], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and last.startswith("twogrpo.io.WriteFailed: " + named), done.stderr[-2000:]
+    assert "could not be written: no space or file size limit" in last and "file size limit 200,000 bytes" in last
+    assert (tmp_path / "out/table.parquet").read_text() == "previous"
+    assert not list(tmp_path.rglob(f"*{PARTIAL}*"))

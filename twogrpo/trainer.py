@@ -245,7 +245,8 @@ class StepLog:
                "prompts_seen": state.stream.drawn, **state.totals,
                "rs_budget_used": state.totals["rollouts"] / (self.step_rollout_cap * max(gen_step, 1)),
                **dict.fromkeys(STEP_STATS, float("nan")), "lr": 0.0, **stats,
-               **state.timer.columns(), "eval_accuracy": accuracy, "time_eval": eval_time + (ledger[-1]["time_eval"] if ledger else 0.0)}
+               **state.timer.columns(), "eval_accuracy": accuracy,
+               "time_eval": eval_time + (ledger[-1]["time_eval"] if ledger else 0.0)}
         ledger.append(row)
         self.on_step(row)
         log.info("step %d/%d: reward %.3f, dead %.2f, eval %.3f, train %.1f s", gen_step, self.steps_total,
