@@ -5,6 +5,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -253,3 +254,39 @@ def test_every_accelerate_config_parses_and_asks_for_what_the_trainer_runs():
         if kind == "FSDP":  # what Dist.from_environment accepts
             assert config.fsdp_config == {"fsdp_version": 2, "fsdp_reshard_after_forward": True,
                                           "fsdp_offload_params": False, "fsdp_cpu_ram_efficient_loading": False}
+
+
+FAILS_ON_RANK_1 = """
+import os, runpy, sys, time
+import twogrpo.trainer as trainer
+update, updates = trainer.update_on_batch, []
+def update_that_fails_on_rank_1(*args, **kwargs):
+    updates.append(1)
+    if os.environ["RANK"] == "1" and len(updates) == 3:
+        print(f"rank 1 raises at {time.time()}", flush=True)
+        raise RuntimeError("rank 1: out of memory (a failure of one process)")
+    return update(*args, **kwargs)
+trainer.update_on_batch = update_that_fails_on_rank_1
+sys.argv = ["stages.train", "--arm", "g2", "--seed", "0"]
+runpy.run_module("stages.train", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_when_one_process_fails_the_other_stops_within_seconds(tmp_path):
+    """The train stage over two processes, rank 1 raising in its third update while rank 0 goes on to the next
+    collective: gloo reports the closed connection, the launcher stops rank 0, and the launch ends within seconds
+    (not at the collective's timeout), with rank 1's error and no output written."""
+    project = new_project(tmp_path / "study", PARAMS)
+    run(["dvc", "repro", "base"], project)
+    (project / "fails_on_rank_1.py").write_text(FAILS_ON_RANK_1)
+    cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file", "conf/accelerate/cpu-2.yaml",
+           "--main_process_port", str(free_port()), "fails_on_rank_1.py"]
+    done = subprocess.run(cmd, cwd=project, env=tool_env() | {"OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=600)
+    ended = time.time()
+    raised = [float(line.split()[-1]) for line in done.stdout.splitlines() if line.startswith("rank 1 raises at")]
+    assert done.returncode != 0 and len(raised) == 1, done.stderr[-3000:]
+    assert "rank 1: out of memory (a failure of one process)" in done.stderr
+    assert ended - raised[0] < 30
+    assert not (project / "models/g2-s0").exists() and not (project / "runs/g2-s0").exists()
