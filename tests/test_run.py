@@ -3,7 +3,12 @@
 import importlib.util
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
+
+from tests.fixtures import new_project, tiny_params, tool_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,3 +51,29 @@ def test_a_stage_starts_itself_once_under_its_launcher_with_arguments_not_shell_
     # The started process (a one-process config sets no WORLD_SIZE) does not start again.
     run_module.relaunch("accelerate launch --config_file conf/accelerate/gpus-1.yaml", "stages.train")
     assert len(started) == 1
+
+
+@pytest.mark.slow
+def test_a_second_dvc_exp_run_in_the_workspace_stops_the_first_instead_of_mixing_params(tmp_path):
+    """Two `dvc exp run` started one after the other in one workspace: the second rewrites params.yaml, then fails on
+    DVC's lock; the first run's next stage sees params.yaml changed since the run's first stage and stops, naming the
+    cause and the ways to run experiments side by side. A run on its own is not stopped (the study's tests)."""
+    project = new_project(tmp_path / "study", tiny_params())
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(["dvc", "exp", "run"], cwd=project, env=tool_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while "Running stage 'base'" not in (tmp_path / "first.log").read_text() and time.monotonic() < deadline:
+            assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            time.sleep(0.05)
+        second = subprocess.run(["dvc", "exp", "run", "-S", "train.clip_high=0.2"], cwd=project, env=tool_env(),
+                                capture_output=True, text=True)
+        first.wait(timeout=600)
+    finally:
+        first.kill()
+    out = (tmp_path / "first.log").read_text()
+    assert second.returncode != 0 and "clip_high: 0.2\n" in (project / "params.yaml").read_text()
+    assert first.returncode != 0, out[-3000:]
+    assert "params.yaml changed during this DVC run (after its stage validate started)" in out
+    assert "dvc exp run --queue" in out and "dvc exp run --temp" in out
+    assert "Running stage 'train" not in out.split("params.yaml changed during")[0]  # stopped before any training

@@ -1,10 +1,12 @@
-"""What every stage does first: logging, offline mode, thread count, the validated params, and a last log line with
-the stage's seconds and peak memory (bench/study_timing.py reads it)."""
+"""What every stage does first: logging, offline mode, thread count, the validated params, a check that params.yaml
+has not changed under the DVC run, and a last log line with the stage's seconds and peak memory
+(bench/study_timing.py reads it)."""
 
 from __future__ import annotations
 
 import atexit
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -18,6 +20,9 @@ import torch
 
 from twogrpo.config import Params, load_params
 from twogrpo.distributed import cores_per_process
+from twogrpo.io import write_json
+
+RUN_RECORD = Path(".dvc/tmp/twogrpo-run.json")  # the params the current DVC run started with (not tracked)
 
 
 def hub_commit(repo_id: str, revision: str, repo_type: str) -> str:
@@ -35,12 +40,58 @@ def start_stage(name: str) -> Params:
     """Configure the process for a stage and return the params, logged first (the resolved config). The hub's
     offline default is set by the `stages` package, before the hub libraries are imported."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    stop_if_params_changed_during_the_run(name)
     params = load_params()
     torch.set_num_threads(params.runtime.threads or cores_per_process())
     log = logging.getLogger(name)
     log.info("params: %s", json.dumps(dataclasses.asdict(params), default=str))
     atexit.register(_log_resources, log)
     return params
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/<pid>/stat's fields after the command name: [0] state, [1] parent pid, [19] start time in clock ticks."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def dvc_run() -> list[int] | None:
+    """The DVC process that started this stage, as [pid, start time] (a pid alone can be reused), found among this
+    process's ancestors (DVC runs a stage through a shell; under `accelerate launch`, through its launcher too); None
+    for a stage started by hand or where there is no /proc."""
+    pid = os.getpid()
+    try:
+        while pid > 1:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:3]  # dvc, python dvc, python -m dvc
+            fields = _stat(pid)
+            if any(Path(os.fsdecode(word)).name == "dvc" for word in argv):
+                return [pid, int(fields[19])]
+            pid = int(fields[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def stop_if_params_changed_during_the_run(stage: str) -> None:
+    """Stop a stage whose DVC run started with other params. The first stage a DVC run starts records params.yaml's
+    hash (RUN_RECORD); each later stage of the same run compares. A second `dvc exp run` in the same workspace
+    rewrites params.yaml before it finds the workspace locked, and the first run's later stages would read the
+    second's params and record them as the first experiment's."""
+    run = dvc_run()
+    if run is None or not RUN_RECORD.parent.parent.is_dir():
+        return
+    digest = hashlib.sha256(Path("params.yaml").read_bytes()).hexdigest()
+    try:
+        record = json.loads(RUN_RECORD.read_text())
+    except (OSError, ValueError):
+        record = {}
+    if record.get("dvc") != run:
+        write_json({"dvc": run, "params_sha256": digest, "first_stage": stage}, RUN_RECORD)
+    elif record["params_sha256"] != digest:
+        sys.exit(f"{stage}: params.yaml changed during this DVC run (after its stage {record['first_stage']} started), "
+                 "most likely by another `dvc exp run` in this workspace, which rewrites params.yaml before it finds "
+                 "the workspace busy. This run stops rather than mix two settings. Run experiments side by side with "
+                 "`dvc exp run --queue ...` then `dvc queue start`, or with `dvc exp run --temp ...`; then run this "
+                 "one again.")
 
 
 def relaunch(launch: str, module: str) -> None:
@@ -60,7 +111,7 @@ def relaunch(launch: str, module: str) -> None:
 def _log_resources(log: logging.Logger) -> None:
     """The process's wall-clock seconds since it started (imports included) and its peak resident memory (and the
     peak GPU memory torch allocated)."""
-    started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # clock ticks after boot
+    started = int(_stat(os.getpid())[19])  # clock ticks after boot
     seconds = time.clock_gettime(time.CLOCK_BOOTTIME) - started / os.sysconf("SC_CLK_TCK")
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     gpu = (f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
