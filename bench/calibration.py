@@ -14,10 +14,9 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from figures import add_record_flag, recording
 
 from twogrpo.calibration import Scenario, coverage, false_trend_rate
-
-from figures import add_record_flag, recording
 
 STUDIES = 400
 SEED_SDS = (0.03, 0.1, 0.2)  # logit scale: per-seed Mean@k spread of about 0.5, 1 and 2-2.5 points

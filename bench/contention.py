@@ -23,6 +23,7 @@ from contextlib import contextmanager
 
 import pandas as pd
 import torch
+from figures import add_record_flag, recording
 
 from twogrpo.config import load_params
 from twogrpo.engine import HFEngine
@@ -30,7 +31,6 @@ from twogrpo.policy import load_policy
 from twogrpo.summary import CONTENDED_WAIT_SHARE
 from twogrpo.trainer import train_grpo
 
-from figures import add_record_flag, recording
 
 @contextmanager
 def cpu_burners(count: int):

@@ -21,15 +21,14 @@ import tempfile
 import time
 
 import torch
+from figures import add_record_flag, recording
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from twogrpo import plan
-from twogrpo.sampling import Samples
 from tools.setups import compose
+from twogrpo import plan
 from twogrpo.forward import Forward, frozen_logprobs
+from twogrpo.sampling import Samples
 from twogrpo.trainer import update_minibatch
-
-from figures import add_record_flag, recording
 
 TINY = plan.ModelShape(vocab=1000, hidden=64, intermediate=128, layers=2, heads=2, kv_heads=1, tied=True, positions=512)
 BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 FLOP/s (NVIDIA's datasheets)
@@ -141,7 +140,7 @@ def run(args: argparse.Namespace) -> None:
     print("| phase | seconds | tokens/s | peak memory, GiB | planner, GiB |\n|---|---|---|---|---|")
     with_prompts = generated + len(responses) * args.prompt_tokens
     tokens = [generated, with_prompts, with_prompts]
-    for (phase, seconds, peak), key, n in zip(rows, plan.PHASES, tokens):
+    for (phase, seconds, peak), key, n in zip(rows, plan.PHASES, tokens, strict=True):
         print(f"| {phase} | {seconds:.1f} | {n / seconds:,.0f} | {peak / GIB:.1f} | "
               f"{sum(estimate[key].values()) / GIB:.1f} |")
     flops = 8 * shape.parameters * tokens[2]  # forward, backward (2x) and the checkpointed forward's recompute

@@ -15,9 +15,8 @@ import argparse
 import time
 
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
-
 from figures import add_record_flag, recording
+from transformers import Qwen2Config, Qwen2ForCausalLM
 
 QWEN25_MATH_1_5B = dict(vocab_size=151936, hidden_size=1536, num_hidden_layers=28, num_attention_heads=12,
                         num_key_value_heads=2, intermediate_size=8960, max_position_embeddings=4096,
@@ -75,7 +74,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"| train step (bf16 autocast, fp32 AdamW) | {args.batch} x {args.seq} tokens | {seconds:.3f} s | "
           f"{args.batch * args.seq / seconds:,.0f} tokens/s | peak {train_mem:.1f} GiB |", flush=True)
 
-    del optimizer
+    optimizer = None  # AdamW's state freed before generation
     model = model.to(torch.bfloat16).eval()
     if device == "cuda":
         torch.cuda.empty_cache()

@@ -30,11 +30,10 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from figures import add_record_flag, recording
 from math_verify import parse, verify
 
-from twogrpo.grading import GRADERS, grade, gold_grades_itself
-
-from figures import add_record_flag, recording
+from twogrpo.grading import GRADERS, gold_grades_itself, grade
 
 CHUNK = 64
 GRADER = "math-verify"
@@ -98,8 +97,8 @@ def run(args: argparse.Namespace) -> None:
         sets["embedded study samples"] = embedded_pairs()
     if args.math500.exists():
         sets["MATH-500 solutions"] = math500_pairs(args.math500)
-        golds, solutions = zip(*sets["MATH-500 solutions"])
-        sets["MATH-500 solutions, wrong gold"] = list(zip(golds[1:] + golds[:1], solutions))
+        golds, solutions = zip(*sets["MATH-500 solutions"], strict=True)
+        sets["MATH-500 solutions, wrong gold"] = list(zip(golds[1:] + golds[:1], solutions, strict=True))
     if not sets:
         raise SystemExit("no pairs: run `dvc repro` (eval/*/samples.parquet) or pass --math500 <test.jsonl>")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores; grader {GRADER}; "

@@ -14,9 +14,9 @@ import argparse
 import json
 from pathlib import Path
 
-from twogrpo.ladder import CANDIDATES, REFERENCE_ARM, axis_verdicts, default_choice, gap_rows, gap_text
-
 from figures import add_record_flag, recording
+
+from twogrpo.ladder import CANDIDATES, REFERENCE_ARM, axis_verdicts, default_choice, gap_rows, gap_text
 
 LADDER = Path(__file__).resolve().parents[1] / "reports" / "ladder.json"
 

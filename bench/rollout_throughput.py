@@ -20,11 +20,10 @@ import tempfile
 import time
 
 import torch
+from figures import add_record_flag, recording
 
 from twogrpo.config import BaseConfig
 from twogrpo.policy import build_char_tokenizer, build_tiny_model
-
-from figures import add_record_flag, recording
 
 SIZES = {  # name: (hidden, layers, heads, kv heads, intermediate); head_dim 32 for vLLM's CPU attention
     "tiny-594k": (128, 3, 4, 2, 384),

@@ -25,7 +25,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
-
 from figures import add_record_flag, recording
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 import trl
 from datasets import Dataset
+from figures import add_record_flag, recording
 from transformers import PrinterCallback, TrainerCallback
 
 from twogrpo.config import load_params
@@ -39,8 +40,6 @@ from twogrpo.grading import clear_cache, rewards
 from twogrpo.policy import load_policy, render_prompts
 from twogrpo.telemetry import PHASES
 from twogrpo.trainer import train_grpo
-
-from figures import add_record_flag, recording
 
 ARMS = {16: "g16", 2: "g2"}
 
@@ -108,7 +107,7 @@ def trl_run(params, arm_name: str, train: pd.DataFrame, gen_steps: int) -> dict:
         raise RuntimeError(f"TRL ran {len(ends) - 1} generation cycles, not the {gen_steps} asked")
     logs = [row for row in trainer.state.log_history if "reward" in row]
     lengths = [row["completions/mean_length"] for row in logs]
-    return {"seconds": [b - a for a, b in zip(ends, ends[1:])],
+    return {"seconds": [b - a for a, b in zip(ends, ends[1:], strict=True)],
             "rollouts": cfg.generation_batch_prompts * G * gen_steps,
             "tokens": round(statistics.mean(lengths) * cfg.generation_batch_prompts * G * gen_steps),
             "reward": statistics.mean(row["reward"] for row in logs)}
@@ -141,11 +140,9 @@ def run(args: argparse.Namespace) -> None:
     for G in args.groups:
         runs = {"ours": [], "ours, full pass": [], "TRL": []}
         for repeat in range(args.repeats):
-            for name, result in (("ours", lambda: ours(params, ARMS[G], train, validation, args.gen_steps, True)),
-                                 ("ours, full pass",
-                                  lambda: ours(params, ARMS[G], train, validation, args.gen_steps, False)),
-                                 ("TRL", lambda: trl_run(params, ARMS[G], train, args.gen_steps))):
-                r = result()
+            for name in runs:
+                r = (trl_run(params, ARMS[G], train, args.gen_steps) if name == "TRL"
+                     else ours(params, ARMS[G], train, validation, args.gen_steps, skip_dead=name == "ours"))
                 runs[name] += r["seconds"]
                 print(f"| {G} | {name} | {repeat} | {', '.join(f'{s:.2f}' for s in r['seconds'])} | "
                       f"{r['rollouts']:,} | {r['tokens']:,} | {r['reward']:.3f} |", flush=True)

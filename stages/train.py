@@ -38,6 +38,10 @@ from twogrpo.telemetry import PHASES, STEP_STATS
 from twogrpo.trainer import train_grpo, validation_records
 
 log = logging.getLogger("train")
+# What the stage reads of other sections than train (its train keys: TrainConfig.dependency_keys); `python -m
+# tools.deps` writes dvc.yaml's params list from both.
+OTHER_PARAMS = ("task", "grading.reward", "rollout.engine", "rollout.vllm_dtype", "evaluate.temperature",
+                "evaluate.top_p", "evaluate.top_k", "evaluate.max_new_tokens", "evaluate.seed")
 VALIDATION = "data/prepared/validation.parquet"  # what the in-training evaluation reads: never the test set
 LOGGED = (*STEP_STATS, "prompts_seen", "rollouts", "tokens", "opt_steps", "rs_budget_used", "lr", "train_time",
           *(f"time_{p}" for p in PHASES), "eval_accuracy")

@@ -7,9 +7,9 @@ from tests.fixtures import chain_sums
 from tests.test_trainer import BASE
 from twogrpo.distributed import Dist
 from twogrpo.engine import HFEngine
-from twogrpo.sampling import Sampling
 from twogrpo.evaluation import sample_records
 from twogrpo.policy import build_char_tokenizer, build_tiny_model
+from twogrpo.sampling import Sampling
 from twogrpo.tasks import generate_problems
 
 

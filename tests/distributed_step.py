@@ -8,11 +8,10 @@ import sys
 import torch
 
 from tests.test_trainer import BASE, TRAIN
-from twogrpo import grpo
 from twogrpo.distributed import Dist, full_state_dict, is_sharded, local_value
-from twogrpo.sampling import Samples
-from twogrpo.policy import build_char_tokenizer, build_tiny_model
 from twogrpo.forward import Forward, frozen_logprobs
+from twogrpo.policy import build_char_tokenizer, build_tiny_model
+from twogrpo.sampling import Samples
 from twogrpo.trainer import GenerationBatch, update_minibatch
 
 GROUPS, G = 8, 4
@@ -60,9 +59,10 @@ def step(dist: Dist, out: str, changes: dict[str, str]) -> None:
     local, live = batch.samples, batch.updated[0]
     forward = Forward.of(cfg)
     # This process's own count of micro-batches by token budget, and the count it cuts (collective: all processes)
-    counts = (-(-sum(len(p) + len(r) for p, r in zip(local.prompt_ids, local.response_ids)) // forward.tokens),
+    local_tokens = sum(len(p) + len(r) for p, r in zip(local.prompt_ids, local.response_ids, strict=True))
+    counts = (-(-local_tokens // forward.tokens),
               len(forward.split(local, live))) if forward.tokens else None
-    share = (len(local.texts), sum(len(p) + len(r) for p, r in zip(local.prompt_ids, local.response_ids)))
+    share = (len(local.texts), sum(len(p) + len(r) for p, r in zip(local.prompt_ids, local.response_ids, strict=True)))
     pad = tokenizer.pad_token_id
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trained = dist.prepare(model, cfg.precision)  # DDP, or FSDP sharding `model` in place

@@ -11,9 +11,9 @@ from tests.test_trainer import EVAL, TRAIN
 from twogrpo.config import ArmConfig, RolloutConfig, TaskConfig
 from twogrpo.distributed import Dist
 from twogrpo.engine import make_engine
-from twogrpo.sampling import Sampling
 from twogrpo.evaluation import sample_records
 from twogrpo.policy import load_policy
+from twogrpo.sampling import Sampling
 from twogrpo.tasks import generate_problems
 from twogrpo.trainer import train_grpo
 

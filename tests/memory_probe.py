@@ -17,9 +17,9 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 import twogrpo.forward as forward
 import twogrpo.trainer as trainer
-from twogrpo.sampling import Samples
-from twogrpo.plan import ModelShape, Workload, phase_memory
 from tests.test_trainer import TRAIN
+from twogrpo.plan import ModelShape, Workload, phase_memory
+from twogrpo.sampling import Samples
 
 
 def resident_bytes() -> int:

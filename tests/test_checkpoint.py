@@ -16,7 +16,8 @@ def params():
 
 def train_key(params, ignore=(), **train):
     changed = params | {"train": params["train"] | train}
-    return stage_fingerprint("train", "stages.train", changed, "weights", item={"arm": "g2-same-lr", "seed": 0}, ignore=ignore)
+    return stage_fingerprint("train", "stages.train", changed, "weights", item={"arm": "g2-same-lr", "seed": 0},
+                             ignore=ignore)
 
 
 def test_a_fingerprint_covers_the_listed_params_and_the_arm_not_other_arms_seeds_or_runtime(params):
@@ -32,7 +33,8 @@ def test_a_fingerprint_covers_the_listed_params_and_the_arm_not_other_arms_seeds
     assert key == train_key(params, seeds=(0, 1, 2)) == train_key(params, arms=other_arm)
     runtime = params | {"runtime": params["runtime"] | {"checkpoint_every": 7, "gradient_checkpointing": True}}
     assert key == train_key(runtime)
-    assert key != stage_fingerprint("train", "stages.train", params, "other weights", item={"arm": "g2-same-lr", "seed": 0})
+    assert key != stage_fingerprint("train", "stages.train", params, "other weights",
+                                    item={"arm": "g2-same-lr", "seed": 0})
 
 
 def test_a_fingerprint_covers_the_code_the_stage_imports(tmp_path):
@@ -88,3 +90,16 @@ def test_an_unreadable_checkpoint_is_set_aside_with_a_warning_and_the_run_starts
     assert not checkpoint.dir.exists() and (aside / "state.pt").exists() and str(aside) in caplog.text
     checkpoint.save({"weights": torch.zeros(2)}, step=1)  # the run starts clean and checkpoints again
     assert checkpoint.load()["step"] == 1
+
+
+def test_every_result_shaping_train_setting_changes_the_fingerprint(params):
+    """Each train setting declared RESULT (twogrpo.config.Role), changed alone, gives another fingerprint, so a
+    checkpoint never resumes under another value of it (the fingerprint reads the list tools.deps generates)."""
+    from twogrpo.config import Role, TrainConfig
+
+    key = train_key(params)
+    for name in TrainConfig.keys_with_role(Role.RESULT):
+        field = name.removeprefix("train.")
+        value = params["train"][field]
+        other = {bool: lambda v: not v, str: lambda v: v + "x"}.get(type(value), lambda v: v + 1)(value)
+        assert train_key(params, **{field: other}) != key, name

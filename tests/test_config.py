@@ -60,10 +60,13 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
     (lambda r: r["train"].update(seeds=3), "train.seeds=3: expected a list"),
     (lambda r: r["train"].update(epochs=0), "train.epochs=0 must be >= 1"),
     (lambda r: r["train"].update(prompts=-8), "train.prompts=-8 must be >= 1"),
-    (lambda r: r["train"]["arms"]["g2-same-lr"].update(group_size=1), "train.arms.g2-same-lr.group_size=1 must be >= 2"),
-    (lambda r: r["train"]["arms"]["g2-same-lr"].update(group_size=3), "rollouts_per_minibatch=128 is not divisible by train.arms.g2-same-lr.group_size=3"),
+    (lambda r: r["train"]["arms"]["g2-same-lr"].update(group_size=1),
+     "train.arms.g2-same-lr.group_size=1 must be >= 2"),
+    (lambda r: r["train"]["arms"]["g2-same-lr"].update(group_size=3),
+     "rollouts_per_minibatch=128 is not divisible by train.arms.g2-same-lr.group_size=3"),
     (lambda r: r["train"]["arms"]["g2-same-lr"].update(lr_scaling="cubic"), "train.arms.g2-same-lr.lr_scaling='cubic'"),
-    (lambda r: r["train"].update(generation_batch_prompts=96, prompts=960), "generation_batch_prompts=96 is not divisible into mini-batches of 64 prompts"),
+    (lambda r: r["train"].update(generation_batch_prompts=96, prompts=960),
+     "generation_batch_prompts=96 is not divisible into mini-batches of 64 prompts"),
     (lambda r: r["train"].update(prompts=100), "train.prompts=100 is fewer than one generation batch"),
     (lambda r: r["train"].update(skip_dead_groups=True), "train.skip_dead_groups=true with train.loss_agg=micro-token"),
     (lambda r: r["grading"].update(reward="sympy"), "grading.reward='sympy': expected one of"),
@@ -122,7 +125,8 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
      "processes on GPUs"),
     (lambda r: r["train"]["arms"].update({"g2;touch_PWNED": r["train"]["arms"]["g2-same-lr"]}),
      "train.arms.g2;touch_PWNED: an arm name must be"),
-    (lambda r: r["train"]["arms"].update({"g 2": r["train"]["arms"]["g2-same-lr"]}), "train.arms.g 2: an arm name must be"),
+    (lambda r: r["train"]["arms"].update({"g 2": r["train"]["arms"]["g2-same-lr"]}),
+     "train.arms.g 2: an arm name must be"),
     (lambda r: r["train"]["arms"].update({"base": r["train"]["arms"]["g2-same-lr"]}), "and not 'base'"),
     (lambda r: r["base"].update(model="/nonexistent"), "base.model='/nonexistent': no such folder"),
     (lambda r: r["base"].update(model="params.yaml"), "base.model='params.yaml' is a file"),
@@ -140,7 +144,7 @@ def test_the_reference_arm_is_found_or_its_absence_named():
     assert t.reference_arm == "g16"
     without = dataclasses.replace(t, arms={k: v for k, v in t.arms.items() if k != "g16"})
     with pytest.raises(ParamsError, match="train.reference_group_size=16: train.arms has no arm"):
-        without.reference_arm
+        _ = without.reference_arm
 
 
 def test_unknown_arm_is_named():

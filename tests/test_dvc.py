@@ -83,10 +83,27 @@ def test_the_deps_tool_restores_a_missing_or_extra_code_dep():
 
     text = (ROOT / "dvc.yaml").read_text()
     assert rewritten(text) == (text, [])
-    broken = text.replace("      - twogrpo/run_state.py\n", "", 1).replace("      - twogrpo/tasks.py\n",
-                                                                        "      - twogrpo/tasks.py\n      - twogrpo/x.py\n", 1)
+    tasks = "      - twogrpo/tasks.py\n"
+    broken = text.replace("      - twogrpo/run_state.py\n", "", 1).replace(tasks, tasks + "      - twogrpo/x.py\n", 1)
     fixed, changed = rewritten(broken)
     assert fixed == text and changed == ["prepare", "train"]
+
+
+def test_the_train_stage_lists_every_setting_whose_role_shapes_a_run():
+    """A train setting shapes the result unless TrainConfig.ROLES says otherwise; the train stage's params in dvc.yaml
+    are generated from the roles (`python -m tools.deps`): a new setting, or one deleted from dvc.yaml, fails here
+    until they are regenerated. ROLES names only settings that exist."""
+    from tools.deps import train_params, with_params
+    from twogrpo.config import Role, TrainConfig
+
+    assert set(TrainConfig.ROLES) <= {field.name for field in fields(TrainConfig)}
+    listed = PIPELINE["train"]["params"]
+    assert set(TrainConfig.dependency_keys()) <= set(listed)
+    assert not set(TrainConfig.keys_with_role(Role.MATRIX)) & set(listed)  # each arm and seed is its own stage
+    text = (ROOT / "dvc.yaml").read_text()
+    assert with_params(text, "train", train_params()) == (text, False)
+    broken = text.replace("      - train.clip_ratio_c\n", "", 1)
+    assert broken != text and with_params(broken, "train", train_params()) == (text, True)
 
 
 def test_make_study_names_what_differs_between_params_yaml_and_conf():

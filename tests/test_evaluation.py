@@ -33,7 +33,8 @@ def test_pass_at_k_closed_forms():
 
 def records(correct_by_problem):
     rows = [{"problem_id": f"p{i}", "sample": j, "completion": "", "extracted": "", "correct": bool(c), "tokens": 3,
-             "truncated": False, "timed_out": False} for i, cs in enumerate(correct_by_problem) for j, c in enumerate(cs)]
+             "truncated": False, "timed_out": False}
+            for i, cs in enumerate(correct_by_problem) for j, c in enumerate(cs)]
     return pd.DataFrame(rows)
 
 
@@ -50,7 +51,7 @@ def test_pass_at_j_curve_is_the_brute_force_subset_average_for_every_j():
     outcomes = [[1, 0, 0, 1, 0], [0, 0, 0, 0, 1], [1, 1, 1, 1, 1]]
     curve = pass_at_j_curve(records(outcomes).assign(benchmark="b"))
     assert curve["j"].tolist() == [1, 2, 3, 4, 5]
-    for j, value in zip(curve["j"], curve["pass_at_j"]):
+    for j, value in zip(curve["j"], curve["pass_at_j"], strict=True):
         brute = np.mean([np.mean([any(o[i] for i in subset) for subset in itertools.combinations(range(5), j)])
                          for o in outcomes])
         assert value == pytest.approx(brute)
@@ -113,9 +114,9 @@ def test_an_interrupted_evaluation_resumes_without_regenerating_and_gives_the_sa
     from tests.test_trainer import BASE
     from twogrpo.checkpoint import Checkpoint
     from twogrpo.engine import HFEngine
-    from twogrpo.sampling import Sampling
     from twogrpo.evaluation import sample_records
     from twogrpo.policy import build_char_tokenizer, build_tiny_model
+    from twogrpo.sampling import Sampling
     from twogrpo.tasks import generate_problems
 
     _, _, test = generate_problems(chain_sums(0, 8, 16, max_terms=2, max_digits=1))

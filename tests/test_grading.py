@@ -9,8 +9,15 @@ from math_verify import parse, verify
 
 from tests.fixtures import BENCHMARKS
 from twogrpo import grading
-from twogrpo.grading import (GRADERS, gold_grades_itself, grade, hendrycks_normalise, last_box, minerva_normalise,
-                             rewards)
+from twogrpo.grading import (
+    GRADERS,
+    gold_grades_itself,
+    grade,
+    hendrycks_normalise,
+    last_box,
+    minerva_normalise,
+    rewards,
+)
 
 MATH500 = [json.loads(line) for line in (BENCHMARKS / "math500" / "test.jsonl").open()]
 

@@ -35,7 +35,8 @@ def test_group_of_sixteen_matches_numpy_bessel_std():
     np.testing.assert_allclose(adv, expected.reshape(-1), rtol=1e-5)
     # 4 of 16 correct: A+ = (1 - 0.25) / sqrt(p (1 - p) * 16/15), the Bessel-corrected std
     one = torch.tensor([1.0] * 4 + [0.0] * 12)
-    assert grpo.group_advantages(one, 16, 0.0)[0].item() == pytest.approx(0.75 / math.sqrt(0.25 * 0.75 * 16 / 15), rel=1e-6)
+    expected = 0.75 / math.sqrt(0.25 * 0.75 * 16 / 15)
+    assert grpo.group_advantages(one, 16, 0.0)[0].item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_groups_are_consecutive_rollouts():

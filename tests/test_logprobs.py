@@ -11,8 +11,8 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from tests.test_trainer import TRAIN
 from twogrpo import grpo
-from twogrpo.sampling import Samples
 from twogrpo.forward import Forward, balanced_partitions, collate, frozen_logprobs, logprobs
+from twogrpo.sampling import Samples
 from twogrpo.trainer import update_minibatch
 
 VOCAB = 1000
@@ -65,7 +65,7 @@ def test_chunked_logprobs_and_gradients_equal_the_full_logits_ones(small_chunks,
     torch.testing.assert_close(entropy[mask], expected_entropy[mask], atol=1e-5, rtol=0)
     ((logp + 0.1 * entropy) * batch.response_mask).sum().backward()
     ((expected + 0.1 * expected_entropy) * padded.response_mask).sum().backward()
-    for (name, a), b in zip(model.named_parameters(), reference.parameters()):
+    for (name, a), b in zip(model.named_parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
@@ -95,7 +95,7 @@ def test_balanced_partitions_cover_every_item_once_within_one_item_of_even():
 
 def test_a_token_budget_makes_verls_count_of_micro_batches_by_rollouts_otherwise():
     samples = rollouts(8)
-    lengths = [len(p) + len(r) for p, r in zip(samples.prompt_ids, samples.response_ids)]
+    lengths = [len(p) + len(r) for p, r in zip(samples.prompt_ids, samples.response_ids, strict=True)]
     for budget in (20, 35, 10_000, 1):
         parts = Forward(rollouts=2, tokens=budget).split(samples, list(range(8)))
         assert len(parts) == min(8, math.ceil(sum(lengths) / budget))  # verl: ceil(tokens / budget), <= rollouts
@@ -192,7 +192,7 @@ def test_a_micro_batch_padded_in_several_passes_keeps_its_weight_under_micro_tok
     assert any(len(forward.passes(samples, part, packed=False)) > 1 for part in forward.split(samples, list(range(8))))
     weights = []
     for packed in (False, True):
-        monkeypatch.setattr("twogrpo.trainer.packs", lambda model: packed)
+        monkeypatch.setattr("twogrpo.trainer.packs", lambda model, packed=packed: packed)
         model = tiny_model()
         update_minibatch(model, torch.optim.SGD(model.parameters(), lr=1.0), samples, list(range(8)), old, None,
                          advantages, cfg, horizon=8, pad=0)

@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from tests.fixtures import ROOT
+from tools.setups import compose, compose_to, time_ratios
 from twogrpo import hours, plan
 from twogrpo.config import ParamsError
-from tools.setups import compose, compose_to, time_ratios
 
 GIB = 2**30
 

@@ -39,8 +39,9 @@ def test_extra_and_missing_columns_are_rejected():
 
 
 def test_eval_records_reject_duplicate_samples():
-    df = pd.DataFrame({"benchmark": ["b", "b"], "problem_id": ["p0", "p0"], "sample": [0, 0], "completion": ["a", "b"], "extracted": ["", ""],
-                       "correct": [True, False], "tokens": [3, 4], "truncated": [False, False], "timed_out": [False, False],
+    df = pd.DataFrame({"benchmark": ["b", "b"], "problem_id": ["p0", "p0"], "sample": [0, 0], "completion": ["a", "b"],
+                       "extracted": ["", ""], "correct": [True, False], "tokens": [3, 4], "truncated": [False, False],
+                       "timed_out": [False, False],
                        **{f"correct_{g}": [True, False] for g in ("math_verify", "verl_math", "verl_dapo")}})
     with pytest.raises(DataError):
         validate(df, EvalSamples, "s.parquet")

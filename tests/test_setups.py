@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from tests.fixtures import BENCHMARKS, run
+from tools.setups import compose, setup_names
 from twogrpo.mathdata import DAPO_PREFIX, DAPO_SUFFIX
 from twogrpo.policy import save_random_chat_model
 from twogrpo.schemas import BenchmarkResults, read_table
-from tools.setups import compose, setup_names
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_SETUPS = [s for s in setup_names() if s != "embedded"]
@@ -85,8 +85,9 @@ def write_dapo_fixture(path: Path, aime: pd.DataFrame) -> None:
     """A local file in DAPO-Math-17k's hub format (the hub is unreachable here): GSM8K test problems, each row twice
     as in the hub file, plus two AIME 2025 problems that the overlap check must drop."""
     gsm = pd.read_json(BENCHMARKS / "gsm8k" / "test.jsonl", lines=True).head(60)
-    problems = [(q, a.rsplit("####", 1)[1].strip().replace(",", "")) for q, a in zip(gsm["question"], gsm["answer"])]
-    problems += [(p, str(a)) for p, a in zip(aime["problem"][:2], aime["answer"][:2])]
+    problems = [(q, a.rsplit("####", 1)[1].strip().replace(",", ""))
+                for q, a in zip(gsm["question"], gsm["answer"], strict=True)]
+    problems += [(p, str(a)) for p, a in zip(aime["problem"][:2], aime["answer"][:2], strict=True)]
     rows = [{"data_source": "math_dapo", "prompt": [{"role": "user", "content": DAPO_PREFIX + q + DAPO_SUFFIX}],
              "ability": "MATH", "reward_model": {"ground_truth": a, "style": "rule-lm"},
              "extra_info": {"index": f"fixture-{i}"}} for i, (q, a) in enumerate(problems)]

@@ -5,8 +5,17 @@ import pandas as pd
 import pytest
 
 from twogrpo.calibration import Scenario, coverage, false_trend_rate
-from twogrpo.stats import (Cells, Interval, contrast, gap, seed_interval, share, time_to_target, time_to_target_by_arm,
-                           trend)
+from twogrpo.stats import (
+    Cells,
+    Interval,
+    contrast,
+    gap,
+    seed_interval,
+    share,
+    time_to_target,
+    time_to_target_by_arm,
+    trend,
+)
 
 
 def cells(correct, k, benchmarks=None):

@@ -6,13 +6,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.test_trainer import TRAIN
+from twogrpo.calibration import Scenario
 from twogrpo.config import ArmConfig
 from twogrpo.paper import accuracy_verdict, claims_table, table1_layout, verdicts
-from twogrpo.calibration import Scenario
 from twogrpo.stats import Cells, contrast, gap, share
-from twogrpo.summary import (BudgetError, accuracy_claims, check_budgets, claims, grader_table, semantics_table,
-                             time_mode, validation_claims)
-from tests.test_trainer import TRAIN
+from twogrpo.summary import (
+    BudgetError,
+    accuracy_claims,
+    check_budgets,
+    claims,
+    grader_table,
+    semantics_table,
+    time_mode,
+    validation_claims,
+)
 
 
 def summary(rows):
@@ -92,7 +100,8 @@ def test_table1_layout_puts_ours_beside_the_paper_with_difference_rows():
                            "pass_at_k": m + 0.3}
                           for arm, m in (("base", 0.1), ("g16", 0.5), ("g2", 0.4)) for seed in (0, 1)
                           for b in benches])
-    s = summary([{"model": "g16-s0", "arm": "g16", "train_time": 10.0}, {"model": "g2-s0", "arm": "g2", "train_time": 2.5}])
+    s = summary([{"model": "g16-s0", "arm": "g16", "train_time": 10.0},
+                 {"model": "g2-s0", "arm": "g2", "train_time": 2.5}])
     paper = pd.read_csv("data/paper/tables.csv")
     table = table1_layout(bench, s, paper, cfg, "Qwen-1.5B", "MATH", benches)
     ours, theirs = table.loc["ours"], table.loc["paper"]
@@ -110,7 +119,8 @@ def test_table1_layout_has_no_paper_rows_for_an_unmatched_setup():
     cfg = dataclasses.replace(TRAIN, arms={"g4": ArmConfig(4, "linear"), "g2": ArmConfig(2, "linear")})
     bench = pd.DataFrame([{"arm": arm, "seed": 0, "benchmark": "chain_sum", "mean_at_k": 0.5, "pass_at_k": 0.9}
                           for arm in ("base", "g4", "g2")])
-    s = summary([{"model": "g4-s0", "arm": "g4", "train_time": 10.0}, {"model": "g2-s0", "arm": "g2", "train_time": 2.5}])
+    s = summary([{"model": "g4-s0", "arm": "g4", "train_time": 10.0},
+                 {"model": "g2-s0", "arm": "g2", "train_time": 2.5}])
     table = table1_layout(bench, s, pd.read_csv("data/paper/tables.csv"), cfg, "", "", ("chain_sum",))
     assert set(table.index.get_level_values(0)) == {"ours"}
 
@@ -183,7 +193,8 @@ def test_claims_table_has_both_readings_per_arm_with_the_papers_values():
     table = claims_table({"g2": entry(-0.01, 0.01, 0.125, [0.2])}, pd.read_csv("data/paper/tables.csv"), 0.02, 0.8)
     assert len(table) == 4 and set(table["verdict"]) == {"reproduced", "reproduced: equivalent within the margin",
                                                          "reproduced: keeps at least 80% of the gain"}
-    assert table.loc[0, "paper"].startswith("93% (mean of 5 runs, 85%-103%)")  # v2 Table 1: (2-GRPO - base) / (16 - base)
+    # v2 Table 1: (2-GRPO - base) / (16-GRPO - base)
+    assert table.loc[0, "paper"].startswith("93% (mean of 5 runs, 85%-103%)")
     assert table.loc[0, "measured"].startswith("90% [80%, 95%]; one-sided 95% bound 85%")
     assert table.loc[3, "paper"].startswith("0.210")  # v2 Table 1: mean time ratio over its five runs
     one_seed = entry(-0.01, 0.01, 0.125, [0.2], share=(0.9, float("nan"), float("nan"), float("nan")), seeds=1)

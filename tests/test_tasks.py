@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from twogrpo.grading import grade
 from tests.fixtures import chain_sums
+from twogrpo.grading import grade
 from twogrpo.tasks import generate_problems, worked_solution
 
 

@@ -8,11 +8,18 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.test_trainer import problems, run  # noqa: F401 (a fixture)
+from tests.fixtures import chain_sums
+from tests.test_trainer import run
 from twogrpo.config import ArmConfig
 from twogrpo.summary import CONTENDED_WAIT_SHARE
+from twogrpo.tasks import generate_problems
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="the wait is measured on Linux")
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return generate_problems(chain_sums(0, 16, 4, max_terms=2, max_digits=1))
 
 
 @contextmanager

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from tests.fixtures import chain_sums, conf_section
+from twogrpo.checkpoint import Checkpointing
 from twogrpo.config import ArmConfig
 from twogrpo.engine import HFEngine
+from twogrpo.forward import Forward
 from twogrpo.policy import build_char_tokenizer, build_tiny_model
+from twogrpo.rollouts import PromptStream
 from twogrpo.schemas import TrainSteps, validate
 from twogrpo.tasks import generate_problems
-from twogrpo.forward import Forward
-from twogrpo.rollouts import PromptStream
-from twogrpo.checkpoint import Checkpointing
 from twogrpo.trainer import NonFiniteError, train_grpo
 
 TASK = conf_section("task", max_new_tokens=6)
@@ -61,7 +61,7 @@ def test_gradient_checkpointing_changes_memory_not_the_result(problems):
     _, plain = run(problems, ArmConfig(4, "linear"))
     _, checkpointed = run(problems, ArmConfig(4, "linear"), checkpointing=True)
     assert checkpointed.is_gradient_checkpointing
-    for (name, a), b in zip(plain.state_dict().items(), checkpointed.state_dict().values()):
+    for (name, a), b in zip(plain.state_dict().items(), checkpointed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, msg=name)
 
 
@@ -87,7 +87,7 @@ def test_skipping_dead_groups_changes_the_work_not_the_result(problems):
     assert ledgers[True]["dead_group_frac"].iloc[1:].gt(0).all()  # there were dead groups to skip
     assert rows_with_grad[True] < rows_with_grad[False] == 16 * 2  # 16 prompts x G = 2, each updated once
     pd.testing.assert_series_equal(ledgers[True]["mean_reward"], ledgers[False]["mean_reward"])  # same rollouts
-    for (name, a), b in zip(models[False].state_dict().items(), models[True].state_dict().values()):
+    for (name, a), b in zip(models[False].state_dict().items(), models[True].state_dict().values(), strict=True):
         torch.testing.assert_close(b, a, msg=name)
 
 
@@ -129,7 +129,7 @@ def test_kl_and_entropy_are_logged_and_the_kl_is_off_by_default(problems):
 def test_entropy_bonus_changes_the_update(problems):
     _, plain = run(problems, ArmConfig(4, "linear"))
     _, bonus = run(problems, ArmConfig(4, "linear"), entropy_coef=0.5)
-    assert any(not torch.equal(a, b) for a, b in zip(plain.parameters(), bonus.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(plain.parameters(), bonus.parameters(), strict=True))
 
 
 def test_prompt_stream_gives_each_prompt_once_per_epoch():
@@ -178,8 +178,8 @@ def test_the_paper_setups_see_every_math_problem_over_their_ten_epochs(seed):
                                      {"clip_high": 0.0001}, {"kl_coef": 1.0}])
 def test_each_objective_knob_reaches_the_update(changes):
     """One optimizer step on fixed rollouts with mixed advantages: changing a knob changes the weights."""
-    from twogrpo.sampling import Samples
     from twogrpo.forward import frozen_logprobs
+    from twogrpo.sampling import Samples
     from twogrpo.trainer import update_minibatch
 
     tokenizer = build_char_tokenizer()
@@ -190,7 +190,8 @@ def test_each_objective_knob_reaches_the_update(changes):
     def step(cfg):
         model = build_tiny_model(BASE, tokenizer)
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-        old = frozen_logprobs(model, samples, Forward(4), tokenizer.pad_token_id) - 0.1  # ratio 1.105: clip_high can bind
+        # ratio 1.105: clip_high can bind
+        old = frozen_logprobs(model, samples, Forward(4), tokenizer.pad_token_id) - 0.1
         ref = old + 0.5 if cfg.kl_coef else None
         update_minibatch(model, optimizer, samples, [0, 1, 2, 3], old, ref, advantages, cfg, 6, tokenizer.pad_token_id)
         return torch.cat([p.detach().flatten() for p in model.parameters()])
@@ -217,7 +218,7 @@ def test_resuming_from_a_snapshot_ends_where_an_uninterrupted_run_ends(problems)
     assert [s["gen_step"] for s in saved] == [1, 2, 3]  # none after the last step
     torch.manual_seed(123)  # a new process starts from other RNG states
     resumed, again = train(resume=saved[1])
-    for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+    for (name, a), b in zip(model.state_dict().items(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     counters = ["gen_step", "prompts_seen", "rollouts", "tokens", "opt_steps", "mean_reward", "eval_accuracy"]
     pd.testing.assert_frame_equal(whole[counters], resumed[counters])

@@ -11,9 +11,9 @@ import torch
 import trl
 from datasets import Dataset
 
+from tests.test_trainer import BASE
 from twogrpo import grpo
 from twogrpo.policy import build_char_tokenizer, build_tiny_model
-from tests.test_trainer import BASE
 
 MODES = {"grpo": "seq-mean-token-mean", "bnpo": "token-mean", "dr_grpo": "seq-mean-token-sum-norm"}
 HORIZON = 6
@@ -98,7 +98,7 @@ def test_loss_and_gradient_equal_trl(tmp_path, loss_type, beta):
     ours.backward()
 
     assert ours.item() == pytest.approx(reference.item(), rel=1e-5, abs=1e-7)
-    for got, want in zip((p.grad for p in model.parameters()), expected):
+    for got, want in zip((p.grad for p in model.parameters()), expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
     ratio = (current - old).exp()[mask.bool()]
     assert (ratio > 1.28).any() and (ratio < 0.8).any()  # both clip sides were exercised

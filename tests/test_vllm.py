@@ -12,16 +12,16 @@ import pytest
 import torch
 
 from tests.fixtures import chain_sums, conf_section
+from tests.test_trainer import EVAL, TRAIN
 from twogrpo.config import ArmConfig, RolloutConfig, TaskConfig
 from twogrpo.engine import HFEngine, make_engine
-from twogrpo.sampling import Sampling
+from twogrpo.forward import collate, logprobs
 from twogrpo.policy import build_char_tokenizer, build_tiny_model, load_policy, render_prompts
+from twogrpo.sampling import Sampling
 from twogrpo.schemas import TrainSteps, validate
 from twogrpo.sft import sft_batch
 from twogrpo.tasks import generate_problems
-from twogrpo.forward import collate, logprobs
 from twogrpo.trainer import train_grpo
-from tests.test_trainer import EVAL, TRAIN
 
 pytestmark = pytest.mark.vllm
 GREEDY = Sampling(temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=12, n=1)
@@ -76,7 +76,8 @@ def test_greedy_generation_equals_hf_token_for_token(vllm, policy_dir, problems)
     model, tokenizer = load_policy(policy_dir)
     vllm.sync(model)
     prompts = prompts_of(tokenizer, problems)
-    assert vllm.generate(prompts, GREEDY).response_ids == HFEngine(model, tokenizer).generate(prompts, GREEDY).response_ids
+    hf = HFEngine(model, tokenizer).generate(prompts, GREEDY)
+    assert vllm.generate(prompts, GREEDY).response_ids == hf.response_ids
 
 
 def test_after_an_update_and_a_sync_vllm_follows_the_trained_model(vllm, policy_dir, problems):
@@ -102,7 +103,7 @@ def test_sampled_logprobs_agree_with_the_trainer(vllm, policy_dir, problems):
     with torch.no_grad():
         trainer, _ = logprobs(model.eval(), batch)
     gaps = [abs(e - t) for row, logps in enumerate(samples.logprobs)
-            for e, t in zip(logps, trainer[row, : len(logps)].tolist())]
+            for e, t in zip(logps, trainer[row, : len(logps)].tolist(), strict=True)]
     assert len(gaps) == samples.num_tokens
     assert max(gaps) < 1e-3  # float32 on both sides: the same numbers up to kernel rounding
 
@@ -150,7 +151,7 @@ def test_a_short_grpo_run_with_vllm_trains_and_writes_the_same_schema(vllm, poli
     steps = ledger.iloc[1:]
     assert steps["mean_reward"].notna().all() and (steps["dead_group_frac"] < 1).any()
     assert (steps["engine_logprob_gap"] < 1e-3).all()  # weights synced every step: engine and trainer agree
-    assert any(not torch.equal(a, b) for a, b in zip(initial, model.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(initial, model.parameters(), strict=True))
 
 
 @pytest.mark.parametrize("config", ["cpu-2", "fsdp-cpu-2"])

@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from hydra.errors import HydraException
 
 from tools.experiments import git_file

@@ -8,6 +8,7 @@ Derived values (prompts per mini-batch, the learning rate of an arm) are propert
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import os
 import re
@@ -15,7 +16,7 @@ import shlex
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 
@@ -264,9 +265,23 @@ class ArmConfig:
     resample: bool = False
 
 
+class Role(enum.Enum):
+    """What a train setting changes (TrainConfig.ROLES)."""
+
+    RESULT = "shapes the result"  # a params dependency of the train stage and part of the checkpoint's fingerprint
+    MEMORY = "memory and speed"  # a dependency too, as it can shape the result (TrainConfig.memory_only_keys)
+    MATRIX = "which runs there are"  # each arm and seed is a stage of its own (dvc.yaml's matrix)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """GRPO as verl runs it, with both arms derived from one rollout budget (paper App. C.1)."""
+
+    # Each setting's role, declared for the settings that do not simply shape the result; every other setting does.
+    # `python -m tools.deps` writes the train stage's params in dvc.yaml from it (the checkpoint's fingerprint reads
+    # that list), and tests/test_dvc.py fails until a new setting is there.
+    ROLES: ClassVar[dict[str, Role]] = {"seeds": Role.MATRIX, "arms": Role.MATRIX,
+                                        "micro_batch_rollouts": Role.MEMORY, "micro_batch_tokens": Role.MEMORY}
 
     seeds: tuple[Seed, ...]
     arms: dict[str, ArmConfig]
@@ -329,12 +344,23 @@ class TrainConfig:
     # gradients and AdamW state, as verl's FSDP mixed precision (param bf16, reduce float32).
     precision: Literal["float32", "bfloat16"] = "float32"
 
+    @classmethod
+    def keys_with_role(cls, *roles: Role) -> tuple[str, ...]:
+        """The params keys (train.<name>) of the settings with one of these roles, in the order of the fields."""
+        return tuple(f"train.{f.name}" for f in dataclasses.fields(cls) if cls.ROLES.get(f.name, Role.RESULT) in roles)
+
+    @classmethod
+    def dependency_keys(cls) -> tuple[str, ...]:
+        """The settings a run depends on: those that shape its result or can (memory settings, under micro-token-mean)."""
+        return cls.keys_with_role(Role.RESULT, Role.MEMORY)
+
     @property
     def memory_only_keys(self) -> tuple[str, ...]:
-        """The micro-batch sizes when they change only memory and speed here (not when the loss is normalised per
-        micro-batch): a checkpoint resumes across them, so an out-of-memory run resumes with a smaller micro-batch."""
+        """The micro-batch sizes (Role.MEMORY) when they change only memory and speed here (not when the loss is
+        normalised per micro-batch): a checkpoint resumes across them, so an out-of-memory run resumes with a smaller
+        micro-batch."""
         if self.loss_agg != "micro-token-mean":
-            return "train.micro_batch_rollouts", "train.micro_batch_tokens"
+            return self.keys_with_role(Role.MEMORY)
         if self.micro_batch_tokens:  # the token budget cuts the micro-batches; the rollout count is unused
             return ("train.micro_batch_rollouts",)
         return ()
