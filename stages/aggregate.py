@@ -23,8 +23,18 @@ from twogrpo.io import atomic_paths, write_csv, write_json
 from twogrpo.run import start_stage
 from twogrpo.schemas import ValidationSamples, read_table
 from twogrpo.stats import Cells, time_to_target
-from twogrpo.summary import (Evaluated, accuracy_claims, benchmark_results, check_budgets, claims, load_evaluations,
-                             pass_curves, summarise, time_mode, validation_claims)
+from twogrpo.summary import (
+    Evaluated,
+    accuracy_claims,
+    benchmark_results,
+    check_budgets,
+    claims,
+    load_evaluations,
+    pass_curves,
+    summarise,
+    time_mode,
+    validation_claims,
+)
 
 EVAL = Path("eval")
 RUNS = Path("runs")

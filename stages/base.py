@@ -21,8 +21,8 @@ from twogrpo.checkpoint import Checkpoint, Checkpointing
 from twogrpo.config import BaseConfig
 from twogrpo.io import atomic_paths, files_sha256, weights_sha256, write_json
 from twogrpo.lineage import stage_fingerprint
-from twogrpo.policy import build_char_tokenizer, build_tiny_model, check_context, load_policy
 from twogrpo.plan import stop_unless_this_machine_fits
+from twogrpo.policy import build_char_tokenizer, build_tiny_model, check_context, load_policy
 from twogrpo.run import hub_commit, start_stage
 from twogrpo.schemas import Problems, read_table
 from twogrpo.sft import train_sft

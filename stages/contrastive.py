@@ -8,10 +8,10 @@ Writes: metrics/contrastive.json (same-prompt and permuted covariances and corre
 from __future__ import annotations
 
 from twogrpo.contrastive import TooFewMixedPrompts, gradient_covariance
-from twogrpo.sampling import Sampling
 from twogrpo.io import write_json
 from twogrpo.policy import load_policy
 from twogrpo.run import start_stage
+from twogrpo.sampling import Sampling
 from twogrpo.schemas import Problems, read_table
 
 

@@ -30,8 +30,8 @@ from twogrpo.distributed import Dist, full_state_dict, unsharded
 from twogrpo.engine import make_engine
 from twogrpo.io import atomic_paths, files_sha256, weights_sha256, write_parquet
 from twogrpo.lineage import stage_fingerprint
-from twogrpo.policy import check_context, load_policy
 from twogrpo.plan import stop_unless_this_machine_fits
+from twogrpo.policy import check_context, load_policy
 from twogrpo.run import relaunch, start_stage
 from twogrpo.schemas import DataError, Problems, TrainSteps, ValidationSamples, read_table, validate
 from twogrpo.telemetry import PHASES, STEP_STATS

@@ -80,7 +80,8 @@ ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
 class ChainSumConfig:
     """The embedded task: arithmetic chains generated offline (reasoning-gym `chain_sum`)."""
 
-    n_test: Annotated[int, Range(1, limit=1_000_000)]  # distinct test problems (the `chain_sum` benchmark), disjoint from the train problems
+    # Distinct test problems (the `chain_sum` benchmark), disjoint from the train problems
+    n_test: Annotated[int, Range(1, limit=1_000_000)]
     # distinct validation problems, disjoint from train and test: what every choice and the in-training curves read
     n_validation: Annotated[int, Range(1, limit=1_000_000)]
     min_terms: Annotated[int, Range(2, limit=100)]  # numbers per expression, lower bound (difficulty grows with terms)
@@ -124,7 +125,8 @@ class PrepareConfig:
 
     seed: Seed  # seed of the chain-sum generator and of the train-set sample (DAPO-Math-Sub: 7,500 of DAPO-Math-17k)
     train_set: Literal["chain_sum", "math", "dapo_math_sub"]
-    train_size: Annotated[int, Range(1, limit=1_000_000)]  # train problems: generated (chain_sum) or sampled with `seed` when the set is larger
+    # Train problems: generated (chain_sum) or sampled with `seed` when the set is larger
+    train_size: Annotated[int, Range(1, limit=1_000_000)]
     benchmarks: tuple[str, ...]  # evaluation sets, by name: chain_sum or names in `sources`
     local_root: str  # "" = read real datasets from the hub; a folder = read each from local_root / sources.<name>.local
     sources: dict[str, SourceConfig]  # one per real dataset
@@ -142,8 +144,8 @@ class PrepareConfig:
             raise ParamsError("prepare.benchmarks must name at least one benchmark")
         repeated = sorted({b for b in self.benchmarks if self.benchmarks.count(b) > 1})
         if repeated:
-            raise ParamsError(f"prepare.benchmarks={list(self.benchmarks)}: {repeated[0]} appears twice; each benchmark "
-                              f"is evaluated once")
+            raise ParamsError(f"prepare.benchmarks={list(self.benchmarks)}: {repeated[0]} appears twice; each "
+                              f"benchmark is evaluated once")
         for name in self.benchmarks:
             if name != "chain_sum" and name not in REAL_DATASETS:
                 raise ParamsError(f"prepare.benchmarks: unknown benchmark {name!r} (known: chain_sum, "
@@ -217,7 +219,8 @@ class BaseConfig:
     batch_size: Annotated[int, Range(1, limit=65_536)]  # SFT examples per step
     max_steps: Annotated[int, Range(1, limit=1_000_000)]  # hard cap on SFT steps
     eval_every: Annotated[int, Range(1)]  # measure sampled accuracy every this many steps
-    val_size: Annotated[int, Range(1, limit=100_000)]  # validation problems (the first N) the stopping accuracy is measured on
+    # Validation problems (the first N) the stopping accuracy is measured on
+    val_size: Annotated[int, Range(1, limit=100_000)]
     target_accuracy: Probability  # stop at the first checkpoint whose sampled (T=1) accuracy reaches this
     # The model's position limit, raised to cover prompt + response (verl's practice for Qwen2.5-Math, whose 4,096
     # positions are fewer than a prompt plus a 4,096-token response); saved in models/base/config.json, so HF and
@@ -294,13 +297,16 @@ class TrainConfig:
     data_seed: Annotated[int, Range(0, limit=2**63 - 1)]  # verl's data.seed (1 unless set); read by data_order verl
     epochs: Annotated[int, Range(1, limit=1000)]  # passes over those prompts, the same for every arm
     rollouts_per_minibatch: Annotated[int, Range(2, limit=1_000_000)]  # B = Q * G, the same for every arm (paper: 512)
-    generation_batch_prompts: Annotated[int, Range(1, limit=1_000_000)]  # prompts per generation step (paper: 512), split into mini-batches of Q prompts
+    # Prompts per generation step (paper: 512), split into mini-batches of Q prompts
+    generation_batch_prompts: Annotated[int, Range(1, limit=1_000_000)]
     reference_lr: LearningRate  # learning rate at reference_group_size (paper: 1e-6 at G=16)
     reference_group_size: Annotated[int, Range(2, limit=1024)]  # the arm whose lr is reference_lr
-    warmup_gen_steps: Annotated[int, Range(0, limit=1_000_000)]  # linear warm-up, counted in generation steps (verl steps its scheduler once per step)
+    # Linear warm-up, counted in generation steps (verl steps its scheduler once per step)
+    warmup_gen_steps: Annotated[int, Range(0, limit=1_000_000)]
     weight_decay: NonNegative  # AdamW (verl: 0.01)
     grad_clip: Positive  # global gradient-norm clip (verl: 1.0)
-    clip_low: Annotated[float, Range(0, 1, open_low=True, open_high=True)]  # PPO clip, ratio >= 1 - clip_low (paper: 0.2)
+    # PPO clip, ratio >= 1 - clip_low (paper: 0.2)
+    clip_low: Annotated[float, Range(0, 1, open_low=True, open_high=True)]
     clip_high: Positive  # ratio <= 1 + clip_high (paper: 0.28, DAPO's clip-higher)
     clip_ratio_c: Annotated[float, Range(1, open_low=True)]  # verl's dual clip for negative advantages (3.0)
     # Group advantage (r - mean) / (std + adv_eps): bessel = torch.std as verl (+-0.707 for a mixed pair),
@@ -321,12 +327,14 @@ class TrainConfig:
     temperature: Positive
     top_p: Probability
     top_k: TopK  # 0 = off
-    micro_batch_rollouts: Annotated[int, Range(1, limit=1_000_000)]  # rollouts per forward pass (memory only, unless loss_agg is micro-token-mean)
+    # Rollouts per forward pass (memory only, unless loss_agg is micro-token-mean)
+    micro_batch_rollouts: Annotated[int, Range(1, limit=1_000_000)]
     # Update (and old log-probs) only on the rollouts of informative groups: a dead group's zero advantage gives exactly
     # zero gradient, so the update is verl's full pass minus work (float rounding aside). Off when kl_coef or
     # entropy_coef is set (dead groups then have a gradient). false = verl's full pass, as the paper timed it.
     skip_dead_groups: bool
-    eval_every: Annotated[int, Range(1)]  # evaluate on validation problems every this many generation steps (the curves)
+    # Evaluate on validation problems every this many generation steps (the curves)
+    eval_every: Annotated[int, Range(1)]
     eval_benchmark: str  # the validation problems of this benchmark are evaluated (one of prepare.benchmarks)
     eval_problems: Annotated[int, Range(1, limit=1_000_000)]  # the curves' evaluation: its first N problems
     eval_samples: Samples  # samples per problem, in the curves' evaluation and the final one on all of them
@@ -351,7 +359,7 @@ class TrainConfig:
 
     @classmethod
     def dependency_keys(cls) -> tuple[str, ...]:
-        """The settings a run depends on: those that shape its result or can (memory settings, under micro-token-mean)."""
+        """The settings a run depends on: those that shape its result, or can (memory, under micro-token-mean)."""
         return cls.keys_with_role(Role.RESULT, Role.MEMORY)
 
     @property
@@ -444,7 +452,7 @@ class TrainConfig:
                 raise ParamsError(f"train.arms.{name}: lr {self.lr(arm):g} (train.reference_lr={self.reference_lr:g}, "
                                   f"lr_scaling {arm.lr_scaling}) exceeds {MAX_LR:g}: AdamW diverges; lower "
                                   f"train.reference_lr")
-        self.reference_arm  # every arm is compared with it: refuse now, not after training them all
+        _ = self.reference_arm  # every arm is compared with it: refuse now, not after training them all
 
     def _check_group(self, key: str, g: int, fixed_prompts: int) -> None:
         if not fixed_prompts and self.rollouts_per_minibatch % g:
@@ -475,7 +483,8 @@ class ContrastiveConfig:
 
     prompts: Annotated[int, Range(1, limit=100_000)]  # GRPO train prompts used (the first N)
     responses: Annotated[int, Range(2, limit=1024)]  # responses sampled per prompt (a pair needs 2)
-    permutations: Annotated[int, Range(1, limit=100_000)]  # random derangements averaged for the permuted-pairs baseline
+    # Random derangements averaged for the permuted-pairs baseline
+    permutations: Annotated[int, Range(1, limit=100_000)]
     seed: Seed
 
 
@@ -513,9 +522,11 @@ class RuntimeConfig:
     # by one choice of conf/hardware/ (`-S hardware=gpus-4`); the train stage first checks that this machine has them,
     # with the free memory the plan needs (twogrpo.plan.preflight).
     gpus: Annotated[int, Range(0, limit=4096)]
-    checkpoint_every: Annotated[int, Range(0)]  # generation steps between resumable checkpoints (checkpoints/<arm>-s<seed>/); 0 = none
+    # Generation steps between resumable checkpoints (checkpoints/<arm>-s<seed>/); 0 = none
+    checkpoint_every: Annotated[int, Range(0)]
     gradient_checkpointing: bool  # recompute activations in the backward pass (memory only; same result)
-    threads: Annotated[int, Range(0, limit=1024)]  # torch threads per process; 0 = the process's share of the machine's cores
+    # Torch threads per process; 0 = the process's share of the machine's cores
+    threads: Annotated[int, Range(0, limit=1024)]
 
     @property
     def launch_processes(self) -> tuple[int, bool]:
@@ -592,7 +603,8 @@ class Params:
                     raise ParamsError(f"{key}={n} leaves no room for a prompt in the tiny model's {positions} "
                                       f"positions: raise base.max_position_embeddings (0 = 128) or lower {key}")
         if self.evaluate.temperature == 0:  # greedy: every sample of a problem is the same, and vLLM refuses n > 1
-            for key, n in (("evaluate.samples", self.evaluate.samples), ("train.eval_samples", self.train.eval_samples)):
+            for key, n in (("evaluate.samples", self.evaluate.samples),
+                           ("train.eval_samples", self.train.eval_samples)):
                 if n > 1:
                     raise ParamsError(f"evaluate.temperature=0 samples greedily: the {key}={n} samples of a problem "
                                       f"would all be equal; set {key}=1")

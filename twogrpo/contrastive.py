@@ -18,9 +18,9 @@ import pandas as pd
 import torch
 
 from twogrpo.engine import HFEngine
-from twogrpo.sampling import Sampling
 from twogrpo.grading import Grader, grade
 from twogrpo.policy import render_prompts
+from twogrpo.sampling import Sampling
 
 
 def sequence_gradient(model, prompt_ids: list[int], response_ids: list[int]) -> torch.Tensor:
@@ -55,7 +55,7 @@ def gradient_covariance(model, tokenizer, problems: pd.DataFrame, template: str,
         if len(set(signs)) < 2:
             continue  # all right or all wrong: no pair (a discarded group in GRPO)
         total = {+1: 0.0, -1: 0.0}
-        for i, sign in zip(rows, signs):
+        for i, sign in zip(rows, signs, strict=True):
             g = sequence_gradient(model, samples.prompt_ids[i], samples.response_ids[i])
             total[sign] = total[sign] + g
             square_norms[sign] += float(g @ g)

@@ -9,8 +9,8 @@ import torch
 
 from twogrpo.checkpoint import Checkpoint
 from twogrpo.distributed import Dist, pad_to_most
-from twogrpo.sampling import Engine, Sampling
 from twogrpo.policy import render_prompts
+from twogrpo.sampling import Engine, Sampling
 
 
 def sample_records(engine: Engine, problems: pd.DataFrame, template: str, sampling: Sampling,

@@ -50,7 +50,7 @@ class Forward:
         loss is still normalised by the whole micro-batch (grpo.aggregate's micro_batch)."""
         if packed or not self.tokens:
             return [part]
-        length = dict(zip(part, sequence_lengths(samples, part)))
+        length = dict(zip(part, sequence_lengths(samples, part), strict=True))
         out: list[list[int]] = []
         for i in sorted(part, key=lambda i: -length[i]):
             if out and (len(out[-1]) + 1) * length[out[-1][0]] <= self.tokens:
@@ -92,7 +92,8 @@ def balanced_partitions(lengths: list[int], k: int, equal_size: bool = False) ->
     while len(heap) > 1:
         _, tie, a = heapq.heappop(heap)
         _, _, b = heapq.heappop(heap)
-        merged = sorted(((ta + tb, pa + pb) for (ta, pa), (tb, pb) in zip(a, reversed(b))), key=lambda p: -p[0])
+        merged = sorted(((ta + tb, pa + pb) for (ta, pa), (tb, pb) in zip(a, reversed(b), strict=True)),
+                        key=lambda p: -p[0])
         heapq.heappush(heap, (merged[-1][0] - merged[0][0], tie, merged))
     return sorted(sorted(positions) for _, positions in heap[0][2])
 
@@ -128,7 +129,7 @@ def collate(samples: Samples, rows: list[int], pad_id: int, device: torch.device
     length, width = max(map(len, seqs)), max(resp_len)
     # Where each sequence begins in the flattened input: one after another when packed, every `length` when padded.
     offsets = np.cumsum([0] + list(map(len, seqs)))[:-1] if packed else np.arange(len(seqs)) * length
-    predict = [int(o) + s - 1 + t for o, s, n in zip(offsets, starts, resp_len) for t in range(n)]
+    predict = [int(o) + s - 1 + t for o, s, n in zip(offsets, starts, resp_len, strict=True) for t in range(n)]
     flat = [tok for seq in seqs for tok in seq]
     targets = [samples.response_ids[i][t] for i in rows for t in range(len(samples.response_ids[i]))]
 

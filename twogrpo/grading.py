@@ -19,8 +19,8 @@ math-verify times out with signal.alarm, so it runs in the main thread of a proc
 (TIMEOUT_S): an output that would take longer (10^{10^{10}} compared with a number) is graded wrong and flagged as
 timed out, never hangs the stage. The fast path: math-verify reads the last box alone, so a box whose text is the
 gold's is the call `grade(gold, "\\boxed{gold}")`, which the prepare stage checks to be correct for every problem of
-the real datasets (twogrpo.mathdata; the chain sums' answers are integers): it is decided without parsing. Other answers are cached per (gold, answer text), since a policy
-repeats its answers.
+the real datasets (twogrpo.mathdata; the chain sums' answers are integers): it is decided without parsing. Other
+answers are cached per (gold, answer text), since a policy repeats its answers.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-
 PARTIAL = ".partial-"  # marks a write in progress: .dvcignore and .gitignore hide `.*.partial-*`
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 NO_ROOM_TEXT = ("No space left", "Disk quota exceeded", "File too large")  # as writers that hide the errno word it

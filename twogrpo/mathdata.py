@@ -270,9 +270,9 @@ def problem_key(text: str) -> str:
 
 def drop_overlaps(train: pd.DataFrame, benchmarks: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Train problems that also appear in a benchmark are removed; returns the rest and a line per overlap."""
-    seen = {problem_key(p): i for p, i in zip(benchmarks["problem"], benchmarks["id"])}
+    seen = {problem_key(p): i for p, i in zip(benchmarks["problem"], benchmarks["id"], strict=True)}
     hits = [seen.get(problem_key(p)) for p in train["problem"]]
-    lines = [f"train {tid} = benchmark {bid}" for tid, bid in zip(train["id"], hits) if bid is not None]
+    lines = [f"train {tid} = benchmark {bid}" for tid, bid in zip(train["id"], hits, strict=True) if bid is not None]
     return train[[h is None for h in hits]].reset_index(drop=True), lines
 
 

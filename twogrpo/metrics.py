@@ -57,7 +57,8 @@ def pass_at_j_curve(records: pd.DataFrame) -> pd.DataFrame:
         per_problem = part.groupby("problem_id")["correct"].agg(["size", "sum"])
         k = int(per_problem["size"].min())
         if (per_problem["size"] != k).any():
-            raise ValueError(f"{bench}: problems have different numbers of samples: {sorted(per_problem['size'].unique())}")
+            counts = sorted(per_problem["size"].unique())
+            raise ValueError(f"{bench}: problems have different numbers of samples: {counts}")
         rows += [{"benchmark": bench, "j": j,
                   "pass_at_j": float(np.mean([pass_at_k(k, int(c), j) for c in per_problem["sum"]]))}
                  for j in range(1, k + 1)]

@@ -251,7 +251,9 @@ def trend(x: np.ndarray, estimates: list[Interval], level: float = 0.95) -> Tren
         half = _t(level, df) * np.sqrt(variance)
         return Interval(float(value), float(value - half), float(value + half), float(np.sqrt(variance)), df, level)
 
-    at = (lambda x0: w / w.sum() + w * (x - xbar) * (x0 - xbar) / sxx)
+    def at(x0: float) -> np.ndarray:
+        return w / w.sum() + w * (x - xbar) * (x0 - xbar) / sxx
+
     return Trend(linear(w * (x - xbar) / sxx, slope), linear(at(x.min()), intercept + slope * x.min()),
                  linear(at(x.max()), intercept + slope * x.max()), len(x))
 

@@ -11,9 +11,8 @@ import pandas as pd
 
 from twogrpo.config import TrainConfig
 from twogrpo.metrics import pass_at_j_curve
+from twogrpo.schemas import BenchmarkResults, DataError, EvalSamples, Summary, TrainSteps, read_table, validate
 from twogrpo.stats import Cells, contrast, gap, share
-from twogrpo.schemas import (BenchmarkResults, DataError, EvalSamples, Summary, TrainSteps, read_table,
-                             validate)
 
 PHASE_COLUMNS = ["time_generation", "time_reward", "time_old_logprob", "time_update", "time_sync", "train_time",
                  "train_cpu_time"]

@@ -71,7 +71,7 @@ def logprob_gap(samples: Samples, trainer_logp: torch.Tensor) -> float:
     if samples.logprobs is None:
         return float("nan")
     gaps = [abs(e - t) for row, engine in enumerate(samples.logprobs)
-            for e, t in zip(engine, trainer_logp[row, : len(engine)].tolist())]
+            for e, t in zip(engine, trainer_logp[row, : len(engine)].tolist(), strict=True)]
     return float(np.mean(gaps))
 
 
@@ -204,7 +204,7 @@ def update_on_batch(trained, state: RunState, batch: GenerationBatch, old_logp: 
                     telemetry: StepTelemetry, gen_step: int, group_size: int) -> None:
     """`ppo_epochs` passes of one optimizer step per mini-batch, then one scheduler step."""
     for _ in range(cfg.ppo_epochs):
-        for rows, run_rows in zip(batch.minibatches, batch.updated):
+        for rows, run_rows in zip(batch.minibatches, batch.updated, strict=True):
             sequences, tokens, live_prompts, live_tokens = batch.informative_sizes(rows, group_size, dist)
             try:
                 stats = update_minibatch(trained, state.optimizer, batch.samples, run_rows, old_logp, ref_logp,

@@ -22,6 +22,7 @@ import torch
 from twogrpo.distributed import cores_per_process, full_weights
 from twogrpo.sampling import Samples, Sampling
 
+
 def _configure_environment() -> None:
     """vLLM's settings for an in-process engine (colocated with training) on this process's share of the cores; set
     before vLLM is imported, when an engine is asked for (never at import)."""
@@ -75,7 +76,8 @@ class VLLMEngine:
                 out.prompt_ids.append(ids)
                 out.response_ids.append(response)
                 out.truncated.append(completion.finish_reason == "length")
-                out.logprobs.append([step[token].logprob for step, token in zip(completion.logprobs, response)])
+                out.logprobs.append([step[token].logprob
+                                     for step, token in zip(completion.logprobs, response, strict=True)])
         out.texts = self.tokenizer.batch_decode(out.response_ids, skip_special_tokens=True)
         return out
 
