@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> None:
     print("| phase | seconds | tokens/s | peak memory, GiB | planner, GiB |\n|---|---|---|---|---|")
     with_prompts = generated + len(responses) * args.prompt_tokens
     tokens = [generated, with_prompts, with_prompts]
-    for (phase, seconds, peak), key, n in zip(rows, plan.PHASES, tokens, strict=True):
+    for (phase, seconds, peak), key, n in zip(rows, plan.MEMORY_PHASES, tokens, strict=True):
         print(f"| {phase} | {seconds:.1f} | {n / seconds:,.0f} | {peak / GIB:.1f} | "
               f"{sum(estimate[key].values()) / GIB:.1f} |")
     flops = 8 * shape.parameters * tokens[2]  # forward, backward (2x) and the checkpointed forward's recompute

@@ -25,10 +25,10 @@ import pandas as pd
 import torch
 from figures import add_record_flag, recording
 
+from twogrpo.choices import PHASES
 from twogrpo.config import load_params
 from twogrpo.engine import make_engine
 from twogrpo.policy import load_policy, policy_device
-from twogrpo.telemetry import PHASES
 from twogrpo.trainer import train_grpo
 
 

@@ -34,11 +34,11 @@ from datasets import Dataset
 from figures import add_record_flag, recording
 from transformers import PrinterCallback, TrainerCallback
 
+from twogrpo.choices import PHASES
 from twogrpo.config import load_params
 from twogrpo.engine import HFEngine
 from twogrpo.grading import clear_cache, rewards
 from twogrpo.policy import load_policy, render_prompts
-from twogrpo.telemetry import PHASES
 from twogrpo.trainer import train_grpo
 
 ARMS = {16: "g16", 2: "g2"}

@@ -25,6 +25,7 @@ import torch
 from dvclive import Live
 
 from twogrpo.checkpoint import Checkpoint, Checkpointing
+from twogrpo.choices import PHASES
 from twogrpo.config import Params
 from twogrpo.distributed import Dist, full_state_dict, unsharded
 from twogrpo.engine import make_engine
@@ -34,7 +35,7 @@ from twogrpo.plan import stop_unless_this_machine_fits
 from twogrpo.policy import check_context, load_policy
 from twogrpo.run import relaunch, start_stage
 from twogrpo.schemas import DataError, Problems, TrainSteps, ValidationSamples, read_table, validate
-from twogrpo.telemetry import PHASES, STEP_STATS
+from twogrpo.telemetry import STEP_STATS
 from twogrpo.trainer import train_grpo, validation_records
 
 log = logging.getLogger("train")

@@ -152,12 +152,10 @@ def test_unknown_arm_is_named():
         load_params(ROOT / "params.yaml").train.arm("g3")
 
 
-def test_the_grader_names_of_the_params_are_the_graders():
-    import typing
-
-    from twogrpo.config import GraderName
-    from twogrpo.grading import GRADERS
-    assert typing.get_args(GraderName) == GRADERS
+def test_every_dataset_name_the_params_accept_has_a_loader():
+    from twogrpo.choices import REAL_DATASETS
+    from twogrpo.mathdata import NORMALISERS
+    assert set(NORMALISERS) == set(REAL_DATASETS)
 
 
 def test_every_number_has_a_range():

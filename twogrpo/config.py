@@ -20,6 +20,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 
+from twogrpo.choices import BENCHMARKS, REAL_DATASETS, AdvStd, Grader, LossAgg
+
 PARAMS_FILE = Path("params.yaml")
 
 
@@ -115,8 +117,6 @@ class SourceConfig:
     local: str  # path under prepare.local_root
 
 
-REAL_DATASETS = ("math", "dapo_math_sub", "math500", "amc23", "aime25", "minerva_math", "olympiadbench", "gsm8k",
-                 "aime24")
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ class PrepareConfig:
         for name in self.benchmarks:
             if name != "chain_sum" and name not in REAL_DATASETS:
                 raise ParamsError(f"prepare.benchmarks: unknown benchmark {name!r} (known: chain_sum, "
-                                  f"{', '.join(REAL_DATASETS[2:])})")
+                                  f"{', '.join(BENCHMARKS)})")
         if (self.train_set == "chain_sum") != (self.benchmarks == ("chain_sum",)):
             raise ParamsError(f"prepare: train_set={self.train_set} with benchmarks={list(self.benchmarks)}; the chain "
                               f"sums are trained and evaluated only together")
@@ -173,18 +173,17 @@ class TaskConfig:
             raise ParamsError(f"task.prompt_template={self.prompt_template!r} must contain '{{problem}}'")
 
 
-GraderName = Literal["math-verify", "verl-math", "verl-dapo"]  # twogrpo.grading.GRADERS
 
 
 @dataclass(frozen=True)
 class GradingConfig:
     """Which verifier grades (twogrpo.grading): the training reward, and the benchmark evaluation the claims use."""
 
-    reward: GraderName  # the training reward (also the in-training evaluation curves and Table 2's signs)
-    evaluation: Literal["", "math-verify", "verl-math", "verl-dapo"]  # "" = the reward's grader
+    reward: Grader  # the training reward (also the in-training evaluation curves and Table 2's signs)
+    evaluation: Literal["", Grader]  # "" = the reward's grader
 
     @property
-    def metric(self) -> GraderName:
+    def metric(self) -> Grader:
         return self.evaluation or self.reward
 
 
@@ -311,7 +310,7 @@ class TrainConfig:
     clip_ratio_c: Annotated[float, Range(1, open_low=True)]  # verl's dual clip for negative advantages (3.0)
     # Group advantage (r - mean) / (std + adv_eps): bessel = torch.std as verl (+-0.707 for a mixed pair),
     # population = the paper's equations (+-1), none = Dr. GRPO's r - mean (+-0.5).
-    adv_std: Literal["bessel", "population", "none"]
+    adv_std: AdvStd
     adv_eps: Positive  # verl: 1e-6
     # Loss aggregation over an optimizer mini-batch (twogrpo.grpo.aggregate): token-mean = all response tokens of the
     # mini-batch, discarded groups included (verl's new engine workers, from November 2025); micro-token-mean = the
@@ -319,7 +318,7 @@ class TrainConfig:
     # size then shapes the result); seq-mean-token-mean = each sequence's token mean, then the mean over sequences
     # (the paper's equations); seq-mean-token-sum-norm = each sequence's token sum over the constant
     # task.max_new_tokens, then the mean over sequences (Dr. GRPO's constant normaliser).
-    loss_agg: Literal["token-mean", "micro-token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+    loss_agg: LossAgg
     kl_coef: NonNegative  # KL penalty to the frozen base policy, verl's low_var_kl estimator in the loss (verl: off, 0)
     entropy_coef: NonNegative  # entropy bonus, subtracted from the loss (verl: 0)
     ppo_epochs: Annotated[int, Range(1, limit=100)]  # passes over each generation batch (verl ppo_epochs: 1)

@@ -28,15 +28,15 @@ from __future__ import annotations
 import re
 import time
 from functools import lru_cache
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import pandas as pd
 from math_verify import parse, verify
 from math_verify.errors import TimeoutException
 from math_verify.utils import timeout
 
-Grader = Literal["math-verify", "verl-math", "verl-dapo"]
-GRADERS: tuple[Grader, ...] = ("math-verify", "verl-math", "verl-dapo")
+from twogrpo.choices import GRADERS, Grader
+
 TIMEOUT_S = 5  # seconds per parse, per comparison and per conversion of the answer to text (math-verify's default)
 DAPO_TAIL = 300  # verl's DAPO reward reads the completion's last 300 characters
 UNCLOSED = object()  # a box opened and never closed

@@ -5,13 +5,10 @@ Shapes: R rollouts in prompt-major groups of G, T response tokens (right-padded;
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch.utils.checkpoint import checkpoint
 
-AdvStd = Literal["bessel", "population", "none"]
-LossAgg = Literal["token-mean", "micro-token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+from twogrpo.choices import AdvStd, LossAgg
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, eps: float, std: AdvStd = "bessel") -> torch.Tensor:

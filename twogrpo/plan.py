@@ -131,7 +131,7 @@ def phase_memory(shape: ModelShape, work: Workload) -> dict[str, dict[str, float
     }
 
 
-PHASES = ("generation", "old_logprob", "update")
+MEMORY_PHASES = ("generation", "old_logprob", "update")  # the phases phase_memory plans
 
 
 def peak_memory(shape: ModelShape, work: Workload) -> float:

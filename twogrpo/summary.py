@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from twogrpo.choices import PHASES
 from twogrpo.config import TrainConfig
 from twogrpo.metrics import pass_at_j_curve
 from twogrpo.schemas import BenchmarkResults, DataError, EvalSamples, Summary, TrainSteps, read_table, validate
 from twogrpo.stats import Cells, contrast, gap, share
 
-PHASE_COLUMNS = ["time_generation", "time_reward", "time_old_logprob", "time_update", "time_sync", "train_time",
-                 "train_cpu_time"]
+PHASE_COLUMNS = [*(f"time_{p}" for p in PHASES), "train_time", "train_cpu_time"]
 # A run was timed under contention when its threads waited for a CPU longer than this share of its training
 # wall-clock (docs/report.md#timings-under-contention; measured: docs/figures.md#timings-under-contention).
 CONTENDED_WAIT_SHARE = 0.10

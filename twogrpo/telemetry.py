@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from twogrpo.choices import PHASES
 from twogrpo.distributed import Dist
 
-PHASES = ("generation", "reward", "old_logprob", "update", "sync")
 STEP_STATS = ("mean_reward", "dead_group_frac", "informative_prompts_per_update", "informative_tokens_per_update",
               "adv_abs_mean", "clip_frac_high", "clip_frac_low", "clip_frac_dual", "entropy", "grad_norm", "kl",
               "mean_response_tokens", "engine_logprob_gap")
