@@ -3,8 +3,7 @@ first process saves the gathered records to argv[1]. Run by tests/test_distribut
 
 import sys
 
-from tests.fixtures import chain_sums
-from tests.test_trainer import BASE
+from tests.fixtures import BASE, chain_sums
 from twogrpo.distributed import Dist
 from twogrpo.engine import HFEngine
 from twogrpo.evaluation import sample_records

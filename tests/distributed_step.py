@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from tests.test_trainer import BASE, TRAIN
+from tests.fixtures import BASE, TRAIN
 from twogrpo.distributed import Dist, full_state_dict, is_sharded, local_value
 from twogrpo.forward import Forward, frozen_logprobs
 from twogrpo.policy import build_char_tokenizer, build_tiny_model

@@ -6,8 +6,7 @@ import sys
 
 import torch
 
-from tests.fixtures import chain_sums
-from tests.test_trainer import EVAL, TRAIN
+from tests.fixtures import EVAL, TRAIN, chain_sums
 from twogrpo.config import ArmConfig, RolloutConfig, TaskConfig
 from twogrpo.distributed import Dist
 from twogrpo.engine import make_engine

@@ -132,3 +132,16 @@ def run(cmd: list[str], cwd: Path) -> str:
     result = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
+
+
+# The tiny trainer's settings, shared by the tests that train, sample or evaluate a tiny random policy in process: the
+# embedded default's sections with the sizes cut to seconds.
+TASK = conf_section("task", max_new_tokens=6)
+EVAL = conf_section("evaluate", problems=4, samples=2, max_new_tokens=6, seed=0)
+TRAIN = conf_section("train", seeds=(0,), arms={}, prompts=16, epochs=1, rollouts_per_minibatch=16,
+                     generation_batch_prompts=8, reference_lr=1e-3, reference_group_size=4, warmup_gen_steps=0,
+                     weight_decay=0.0, loss_agg="token-mean", micro_batch_rollouts=8, eval_every=2,
+                     skip_dead_groups=True, eval_problems=4, eval_samples=2)
+BASE = conf_section("base", hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, lr=1e-3,
+                    warmup_steps=1, weight_decay=0.0, batch_size=8, max_steps=1, eval_every=1, val_size=1,
+                    target_accuracy=1.0)

@@ -17,7 +17,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 import twogrpo.forward as forward
 import twogrpo.trainer as trainer
-from tests.test_trainer import TRAIN
+from tests.fixtures import TRAIN
 from twogrpo.plan import ModelShape, Workload, phase_memory
 from twogrpo.sampling import Samples
 

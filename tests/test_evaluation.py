@@ -110,8 +110,7 @@ class Interrupted(Exception):
 
 
 def test_an_interrupted_evaluation_resumes_without_regenerating_and_gives_the_same_records(tmp_path):
-    from tests.fixtures import chain_sums
-    from tests.test_trainer import BASE
+    from tests.fixtures import BASE, chain_sums
     from twogrpo.checkpoint import Checkpoint
     from twogrpo.engine import HFEngine
     from twogrpo.evaluation import sample_records

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from tests.test_trainer import TRAIN
+from tests.fixtures import TRAIN
 from twogrpo import grpo
 from twogrpo.forward import Forward, balanced_partitions, collate, frozen_logprobs, logprobs
 from twogrpo.sampling import Samples

@@ -49,7 +49,7 @@ def test_prompt_plus_response_beyond_the_positions_stops_unless_the_limit_is_rai
     is refused, naming the setting; the base stage's override raises the limit in the saved model, which both
     engines then read."""
     from stages.base import save_pretrained_base
-    from tests.test_trainer import BASE
+    from tests.fixtures import BASE
 
     save_random_chat_model(tmp_path / "hub", max_positions=64)
     model, tokenizer = load_policy(tmp_path / "hub")

@@ -5,8 +5,7 @@ import dataclasses
 
 import torch
 
-from tests.fixtures import chain_sums
-from tests.test_trainer import BASE, TASK
+from tests.fixtures import BASE, TASK, chain_sums
 from twogrpo.checkpoint import Checkpointing
 from twogrpo.policy import build_char_tokenizer, build_tiny_model
 from twogrpo.sft import train_sft

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.test_trainer import TRAIN
+from tests.fixtures import TRAIN
 from twogrpo.calibration import Scenario
 from twogrpo.config import ArmConfig
 from twogrpo.paper import accuracy_verdict, claims_table, table1_layout, verdicts

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.fixtures import chain_sums, conf_section
+from tests.fixtures import BASE, EVAL, TASK, TRAIN, chain_sums
 from twogrpo.checkpoint import Checkpointing
 from twogrpo.config import ArmConfig
 from twogrpo.engine import HFEngine
@@ -17,17 +17,6 @@ from twogrpo.rollouts import PromptStream
 from twogrpo.schemas import TrainSteps, validate
 from twogrpo.tasks import generate_problems
 from twogrpo.trainer import NonFiniteError, train_grpo
-
-TASK = conf_section("task", max_new_tokens=6)
-EVAL = conf_section("evaluate", problems=4, samples=2, max_new_tokens=6, seed=0)
-TRAIN = conf_section("train", seeds=(0,), arms={}, prompts=16, epochs=1, rollouts_per_minibatch=16,
-                     generation_batch_prompts=8,
-                     reference_lr=1e-3, reference_group_size=4, warmup_gen_steps=0, weight_decay=0.0,
-                     loss_agg="token-mean", micro_batch_rollouts=8, eval_every=2, skip_dead_groups=True,
-                     eval_problems=4, eval_samples=2)
-BASE = conf_section("base", hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, lr=1e-3,
-                    warmup_steps=1, weight_decay=0.0, batch_size=8, max_steps=1, eval_every=1, val_size=1,
-                    target_accuracy=1.0)
 
 
 @pytest.fixture(scope="module")

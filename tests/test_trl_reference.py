@@ -11,7 +11,7 @@ import torch
 import trl
 from datasets import Dataset
 
-from tests.test_trainer import BASE
+from tests.fixtures import BASE
 from twogrpo import grpo
 from twogrpo.policy import build_char_tokenizer, build_tiny_model
 

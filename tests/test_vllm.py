@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.fixtures import chain_sums, conf_section
-from tests.test_trainer import EVAL, TRAIN
+from tests.fixtures import EVAL, TRAIN, chain_sums, conf_section
 from twogrpo.config import ArmConfig, RolloutConfig, TaskConfig
 from twogrpo.engine import HFEngine, make_engine
 from twogrpo.forward import collate, logprobs
