@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import os
 import platform
 import statistics
@@ -107,7 +108,7 @@ def trl_run(params, arm_name: str, train: pd.DataFrame, gen_steps: int) -> dict:
         raise RuntimeError(f"TRL ran {len(ends) - 1} generation cycles, not the {gen_steps} asked")
     logs = [row for row in trainer.state.log_history if "reward" in row]
     lengths = [row["completions/mean_length"] for row in logs]
-    return {"seconds": [b - a for a, b in zip(ends, ends[1:], strict=True)],
+    return {"seconds": [b - a for a, b in itertools.pairwise(ends)],
             "rollouts": cfg.generation_batch_prompts * G * gen_steps,
             "tokens": round(statistics.mean(lengths) * cfg.generation_batch_prompts * G * gen_steps),
             "reward": statistics.mean(row["reward"] for row in logs)}
