@@ -9,7 +9,7 @@ import pytest
 from tests.fixtures import TRAIN
 from twogrpo.calibration import Scenario
 from twogrpo.config import ArmConfig
-from twogrpo.paper import accuracy_verdict, claims_table, table1_layout, verdicts
+from twogrpo.paper import accuracy_verdict, claims_table, paper_covariance, paper_discard_rates, table1_layout, verdicts
 from twogrpo.stats import Cells, contrast, gap, share
 from twogrpo.summary import (
     BudgetError,
@@ -253,3 +253,10 @@ def test_a_run_timed_under_contention_leaves_the_time_claim_unjudged():
     assert unmeasured["timed_under_contention"] is None
     table = claims_table({"g2": unmeasured}, pd.read_csv("data/paper/tables.csv"), 0.02, 0.8)
     assert table.loc[3, "measured"].endswith("on CPU seconds 0.250; contention not measured on this system)")
+
+
+def test_the_papers_tables_2_and_3_are_read_from_the_transcribed_tables():
+    paper = pd.read_csv("data/paper/tables.csv")
+    assert paper_covariance(paper) == {"cov_same_prompt": 0.08705, "cov_permuted": 0.00128}  # v3 App. B.8
+    rates = paper_discard_rates(paper)  # v3 App. D.3, 2-GRPO on Qwen-7B / MATH
+    assert rates["step"].tolist() == [10, 40, 70, 100, 130] and rates["P_discard"].iloc[0] == 0.5284

@@ -1,6 +1,6 @@
 """The comparison with the paper's reported numbers (data/paper/tables.csv: arXiv 2510.00977 v2 Table 1, v3 Tables 1
-and 4): the paper's arm each of ours reproduces, the Table 1 layout with the paper's rows beside ours, the paper's
-runs, and the verdict on each headline claim."""
+to 4): the paper's arm each of ours reproduces, the Table 1 layout with the paper's rows beside ours, the paper's
+runs, its covariance (Table 2) and discard rates (Table 3), and the verdict on each headline claim."""
 
 from __future__ import annotations
 
@@ -122,6 +122,20 @@ def accuracy_verdict(low: float, high: float, margin: float) -> str:
     if low > margin:
         return "not reproduced: better beyond the margin"
     return "not shown: the interval crosses the margin"
+
+
+def paper_covariance(paper: pd.DataFrame) -> dict[str, float]:
+    """v3 Table 2 (App. B.8): Cov(g+, g-) of a prompt's right and wrong rollouts, and of permuted pairs."""
+    t2 = paper[paper["source"] == "v3 Table 2"].set_index("metric")["value"]
+    return {"cov_same_prompt": float(t2["cov_same_prompt"]), "cov_permuted": float(t2["cov_permuted"])}
+
+
+def paper_discard_rates(paper: pd.DataFrame) -> pd.DataFrame:
+    """v3 Table 3 (App. D.3): 2-GRPO's fraction of discarded groups by training step (Qwen-7B on MATH, about 140
+    steps in all)."""
+    t3 = paper[paper["source"] == "v3 Table 3"]
+    return pd.DataFrame({"step": t3["metric"].str.removeprefix("discard_rate@").astype(int).to_numpy(),
+                         "P_discard": t3["value"].to_numpy()})
 
 
 def paper_runs(paper: pd.DataFrame) -> pd.DataFrame:
