@@ -1,6 +1,7 @@
 """Rewrite what dvc.yaml derives from the code: every stage's code dependencies, the project modules it imports
 (twogrpo.lineage), and the train stage's params list, from the role each train setting declares (twogrpo.config.Role)
-and the other keys the stage reads (stages.train.OTHER_PARAMS). tests/test_dvc.py fails until they agree.
+and the other keys the stage reads (stages.train.OTHER_PARAMS). tests/test_dvc.py fails until they agree. dvc.yaml is
+edited through ruamel.yaml's round trip, which keeps its comments and layout.
 
     python -m tools.deps           # rewrite dvc.yaml in place
     python -m tools.deps --check   # exit 1, naming what differs
@@ -9,38 +10,65 @@ and the other keys the stage reads (stages.train.OTHER_PARAMS). tests/test_dvc.p
 from __future__ import annotations
 
 import argparse
+import io
 import re
 from pathlib import Path
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedSeq
 
 from tools import check_or_write
 from twogrpo.config import TrainConfig
 from twogrpo.lineage import ROOT, imported_files
 
 NOTEBOOKS = {"report": (Path("notebooks/report.ipynb"),)}  # notebooks a stage executes, whose imports count too
-STAGE = re.compile(r"^  (\S+):$")
 MODULE = re.compile(r"python -m stages\.(\w+)")
-CODE_DEP = re.compile(r"^      - \S+\.py$")
-PARAM_ENTRY = re.compile(r"^      - \S+$")
+
+
+def _round_trip() -> YAML:
+    """ruamel.yaml set to dvc.yaml's layout (lists indented under their key), so an unchanged file dumps as read."""
+    yaml = YAML()
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.width = 4096
+    return yaml
+
+
+def _dump(data) -> str:
+    out = io.StringIO()
+    _round_trip().dump(data, out)
+    return out.getvalue()
+
+
+def _replace(seq: CommentedSeq, items: list) -> None:
+    """Replace a list's items in place, keeping the comment that follows its last item (the next key's, in
+    dvc.yaml)."""
+    trailing = seq.ca.items.pop(len(seq) - 1, None)
+    seq.ca.items.clear()
+    seq[:] = items
+    if trailing is not None:
+        seq.ca.items[len(seq) - 1] = trailing
+
+
+def _is_code(dep) -> bool:
+    return isinstance(dep, str) and dep.endswith(".py")
 
 
 def rewritten(text: str) -> tuple[str, list[str]]:
-    """dvc.yaml's text with each stage's `.py` deps replaced by its imported files; and the stages that changed."""
-    lines, out, changed, stage, module = text.splitlines(), [], [], None, None
-    for i, line in enumerate(lines):
-        if match := STAGE.match(line):
-            stage, module = match.group(1), None
-            module = next((m.group(1) for later in lines[i + 1:i + 6] if (m := MODULE.search(later))), None)
-        if stage and module and CODE_DEP.match(line):
-            if not CODE_DEP.match(out[-1]):  # the first code dep of the stage: write them all here
-                wanted = [f"      - {p}" for p in imported_files(f"stages.{module}", NOTEBOOKS.get(stage, ()))]
-                old = [x for x in lines[i:] if CODE_DEP.match(x)]
-                block = old[: next((k for k, x in enumerate(lines[i:]) if not CODE_DEP.match(x)), len(old))]
-                if block != wanted:
-                    changed.append(stage)
-                out += wanted
+    """dvc.yaml's text with each stage's `.py` deps replaced by its imported files (where the first one was, the
+    other deps kept in order); and the stages that changed."""
+    data, changed = _round_trip().load(text), []
+    for name, stage in data["stages"].items():
+        module, deps = MODULE.search(stage["cmd"]), stage.get("deps")
+        if module is None or deps is None:
             continue
-        out.append(line)
-    return "\n".join(out) + "\n", changed
+        wanted = [str(p) for p in imported_files(f"stages.{module.group(1)}", NOTEBOOKS.get(name, ()))]
+        if [d for d in deps if _is_code(d)] == wanted:
+            continue
+        changed.append(name)
+        first = next((i for i, d in enumerate(deps) if _is_code(d)), 0)
+        others = [d for d in deps if not _is_code(d)]
+        _replace(deps, others[:first] + wanted + others[first:])
+    return (_dump(data) if changed else text), changed
 
 
 def train_params() -> list[str]:
@@ -53,12 +81,12 @@ def train_params() -> list[str]:
 
 def with_params(text: str, stage: str, keys: list[str]) -> tuple[str, bool]:
     """dvc.yaml's text with `stage`'s params list replaced by `keys`; and whether that changed it."""
-    lines = text.splitlines()
-    start = lines.index(f"  {stage}:")
-    header = lines.index("    params:", start)
-    end = next((i for i in range(header + 1, len(lines)) if not PARAM_ENTRY.match(lines[i])), len(lines))
-    wanted = [f"      - {key}" for key in keys]
-    return "\n".join(lines[: header + 1] + wanted + lines[end:]) + "\n", lines[header + 1:end] != wanted
+    data = _round_trip().load(text)
+    params = data["stages"][stage]["params"]
+    if list(params) == keys:
+        return text, False
+    _replace(params, keys)
+    return _dump(data), True
 
 
 def main() -> None:
