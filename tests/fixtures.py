@@ -3,6 +3,7 @@
 import copy
 import dataclasses
 import functools
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -104,6 +105,16 @@ def new_project(project: Path, params: dict) -> Path:
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "tiny study"], project)
     return project
+
+
+def bench_script(name: str):
+    """bench/<name>.py as a module (a script: it imports its neighbour bench/figures.py as `figures`)."""
+    if str(ROOT / "bench") not in sys.path:
+        sys.path.append(str(ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tool_env() -> dict[str, str]:

@@ -1,6 +1,5 @@
 """What every stage does at start and exit (twogrpo.run), and the study benchmark that reads it."""
 
-import importlib.util
 import subprocess
 import sys
 import time
@@ -8,25 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures import new_project, tiny_params, tool_env
+from tests.fixtures import bench_script, new_project, tiny_params, tool_env
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def study_timing():
-    """bench/study_timing.py as a module (a script: it imports its neighbour bench/figures.py as `figures`)."""
-    if str(ROOT / "bench") not in sys.path:
-        sys.path.append(str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location("study_timing", ROOT / "bench" / "study_timing.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_a_stage_logs_its_seconds_and_peak_memory_and_the_study_benchmark_reads_them():
     grow = "from twogrpo.run import start_stage; start_stage('x'); block = b'x' * (300 * 2**20)"
     done = subprocess.run([sys.executable, "-c", grow], cwd=ROOT, capture_output=True, text=True, check=True)
-    table = study_timing().per_stage("Running stage 'x@0':\n" + done.stderr)
+    table = bench_script("study_timing").per_stage("Running stage 'x@0':\n" + done.stderr)
     assert list(table.index) == ["x@0"]
     assert table.loc["x@0", "peak_mib"] >= 300  # the 300 MiB it allocated
     assert 0 < table.loc["x@0", "seconds"] < 120

@@ -2,36 +2,15 @@
 the same run on a quiet machine is not (real processes, the real trainer on a tiny policy)."""
 
 import os
-import subprocess
-import sys
-from contextlib import contextmanager
 
 import pytest
 
-from tests.fixtures import chain_sums
+from tests.fixtures import bench_script
 from tests.test_trainer import run
 from twogrpo.config import ArmConfig
 from twogrpo.summary import CONTENDED_WAIT_SHARE
-from twogrpo.tasks import generate_problems
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="the wait is measured on Linux")
-
-
-@pytest.fixture(scope="module")
-def problems():
-    return generate_problems(chain_sums(0, 16, 4, max_terms=2, max_digits=1))
-
-
-@contextmanager
-def cpu_burners(count: int):
-    """`count` processes that keep a core busy each."""
-    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
-    try:
-        yield
-    finally:
-        for burner in burners:
-            burner.kill()
-            burner.wait()
 
 
 def wait_share(problems, **changes) -> float:
@@ -43,6 +22,6 @@ def wait_share(problems, **changes) -> float:
 
 def test_a_run_beside_a_cpu_burner_is_flagged_and_a_quiet_one_is_not(problems):
     quiet = wait_share(problems)
-    with cpu_burners(os.cpu_count() or 1):
+    with bench_script("contention").cpu_burners(os.cpu_count() or 1):  # as bench/contention.py burns
         busy = wait_share(problems)
     assert quiet < CONTENDED_WAIT_SHARE < busy, (quiet, busy)

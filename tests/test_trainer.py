@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.fixtures import BASE, EVAL, TASK, TRAIN, chain_sums
+from tests.fixtures import BASE, EVAL, TASK, TRAIN
 from twogrpo.checkpoint import Checkpointing
 from twogrpo.config import ArmConfig
 from twogrpo.engine import HFEngine
@@ -15,13 +15,7 @@ from twogrpo.forward import Forward
 from twogrpo.policy import build_char_tokenizer, build_tiny_model
 from twogrpo.rollouts import PromptStream
 from twogrpo.schemas import TrainSteps, validate
-from twogrpo.tasks import generate_problems
 from twogrpo.trainer import NonFiniteError, train_grpo
-
-
-@pytest.fixture(scope="module")
-def problems():
-    return generate_problems(chain_sums(0, 16, 4, max_terms=2, max_digits=1))
 
 
 def run(problems, arm, checkpointing=False, checkpointing_to=None, checkpoint_every=0, **changes):
