@@ -29,7 +29,7 @@ from twogrpo.config import load_params
 from twogrpo.engine import HFEngine
 from twogrpo.policy import load_policy
 from twogrpo.summary import CONTENDED_WAIT_SHARE
-from twogrpo.trainer import train_grpo
+from twogrpo.trainer import Policy, TrainData, TrainRun, train_grpo
 
 
 @contextmanager
@@ -51,8 +51,8 @@ def timed_run(params, train: pd.DataFrame, validation: pd.DataFrame, gen_steps: 
                               eval_every=10**9, eval_problems=1)
     cfg.check()
     model, tokenizer = load_policy("models/base")
-    ledger = train_grpo(model, tokenizer, HFEngine(model, tokenizer), train, validation, params.task, cfg,
-                        cfg.arm(cfg.reference_arm), 0, params.evaluate)
+    run = TrainRun(params.task, cfg, cfg.arm(cfg.reference_arm), params.evaluate, 0, params.grading.reward)
+    ledger = train_grpo(run, Policy(model, tokenizer, HFEngine(model, tokenizer)), TrainData(train, validation))
     if len(ledger) - 1 != gen_steps:
         raise RuntimeError(f"ran {len(ledger) - 1} generation steps, not the {gen_steps} asked")
     return pd.concat([ledger.iloc[-1], pd.Series({"load_start": ledger.iloc[0]["load_average"]})])

@@ -28,7 +28,7 @@ from tools.setups import compose
 from twogrpo import plan
 from twogrpo.forward import Forward, frozen_logprobs
 from twogrpo.sampling import Samples
-from twogrpo.trainer import update_minibatch
+from twogrpo.trainer import Learner, Scored, update_minibatch
 
 TINY = plan.ModelShape(vocab=1000, hidden=64, intermediate=128, layers=2, heads=2, kv_heads=1, tied=True, positions=512)
 BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 FLOP/s (NVIDIA's datasheets)
@@ -131,8 +131,8 @@ def run(args: argparse.Namespace) -> None:
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     advantages = torch.tensor([1.0, -1.0] * (len(responses) // 2), device=device)
-    _, seconds, peak = synced_seconds(lambda: update_minibatch(model, optimizer, samples, list(range(len(responses))),
-                                                               old, None, advantages, cfg, response, pad=0))
+    learner, scored = Learner(model, optimizer, cfg, horizon=response, pad=0), Scored(samples, advantages, old)
+    _, seconds, peak = synced_seconds(lambda: update_minibatch(learner, scored, list(range(len(responses)))))
     rows.append(("update (one optimizer mini-batch)", seconds, peak))
 
     total_memory = torch.cuda.get_device_properties(0).total_memory if device.type == "cuda" else 0

@@ -29,7 +29,7 @@ from twogrpo.choices import PHASES
 from twogrpo.config import load_params
 from twogrpo.engine import make_engine
 from twogrpo.policy import load_policy, policy_device
-from twogrpo.trainer import train_grpo
+from twogrpo.trainer import Policy, TrainData, TrainRun, train_grpo
 
 
 def main() -> None:
@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> None:
         model, tokenizer = load_policy("models/base")
         engine = make_engine(params.rollout, model, tokenizer, "models/base", args.seed)
         start = time.perf_counter()
-        ledger = train_grpo(model, tokenizer, engine, train, validation, params.task, cfg, arm, args.seed,
-                            params.evaluate)
+        run_settings = TrainRun(params.task, cfg, arm, params.evaluate, args.seed, params.grading.reward)
+        ledger = train_grpo(run_settings, Policy(model, tokenizer, engine), TrainData(train, validation))
         wall = time.perf_counter() - start
         if len(ledger) - 1 != cfg.steps_per_epoch * cfg.epochs:
             raise RuntimeError(f"{arm_name}: ran {len(ledger) - 1} generation steps, not the "

@@ -40,7 +40,7 @@ from twogrpo.config import load_params
 from twogrpo.engine import HFEngine
 from twogrpo.grading import clear_cache, rewards
 from twogrpo.policy import load_policy, render_prompts
-from twogrpo.trainer import train_grpo
+from twogrpo.trainer import Policy, TrainData, TrainRun, train_grpo
 
 ARMS = {16: "g16", 2: "g2"}
 
@@ -54,8 +54,8 @@ def ours(params, arm_name: str, train: pd.DataFrame, validation: pd.DataFrame, g
     cfg.check()
     model, tokenizer = load_policy("models/base")
     clear_cache()
-    ledger = train_grpo(model, tokenizer, HFEngine(model, tokenizer), train, validation, params.task, cfg,
-                        cfg.arm(arm_name), 0, params.evaluate)
+    run = TrainRun(params.task, cfg, cfg.arm(arm_name), params.evaluate, 0, params.grading.reward)
+    ledger = train_grpo(run, Policy(model, tokenizer, HFEngine(model, tokenizer)), TrainData(train, validation))
     steps = ledger.iloc[1:]
     if len(steps) != gen_steps:
         raise RuntimeError(f"ours ran {len(steps)} generation steps, not the {gen_steps} asked")

@@ -19,11 +19,12 @@ from transformers import AutoConfig
 
 from twogrpo.checkpoint import Checkpoint, Checkpointing
 from twogrpo.config import BaseConfig
+from twogrpo.hub import hub_commit
 from twogrpo.io import atomic_paths, files_sha256, weights_sha256, write_json
 from twogrpo.lineage import stage_fingerprint
 from twogrpo.plan import stop_unless_this_machine_fits
 from twogrpo.policy import build_char_tokenizer, build_tiny_model, check_context, load_policy
-from twogrpo.run import hub_commit, start_stage
+from twogrpo.run import start_stage
 from twogrpo.schemas import Problems, read_table
 from twogrpo.sft import train_sft
 

@@ -19,9 +19,10 @@ from twogrpo.distributed import Dist
 from twogrpo.engine import make_engine
 from twogrpo.evaluation import first_problems, sample_records
 from twogrpo.io import weights_sha256, write_parquet
+from twogrpo.launch import relaunch
 from twogrpo.lineage import stage_fingerprint
 from twogrpo.policy import check_context, load_policy
-from twogrpo.run import relaunch, start_stage
+from twogrpo.run import start_stage
 from twogrpo.sampling import Sampling
 from twogrpo.schemas import Generations, Problems, read_table, validate
 

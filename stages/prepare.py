@@ -22,10 +22,11 @@ from pathlib import Path
 import pandas as pd
 
 from twogrpo.config import PrepareConfig, SourceConfig
+from twogrpo.hub import hub_commit
 from twogrpo.io import atomic_path, write_json, write_parquet
 from twogrpo.mathdata import BenchmarkDataError, dedupe, drop_overlaps, load_rows, normalise, sample
 from twogrpo.plan import stop_unless_this_machine_fits
-from twogrpo.run import hub_commit, start_stage
+from twogrpo.run import start_stage
 from twogrpo.schemas import Problems, validate
 from twogrpo.tasks import generate_problems
 

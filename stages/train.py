@@ -30,13 +30,14 @@ from twogrpo.config import Params
 from twogrpo.distributed import Dist, full_state_dict, unsharded
 from twogrpo.engine import make_engine
 from twogrpo.io import atomic_paths, files_sha256, weights_sha256, write_parquet
+from twogrpo.launch import relaunch
 from twogrpo.lineage import stage_fingerprint
 from twogrpo.plan import stop_unless_this_machine_fits
 from twogrpo.policy import check_context, load_policy
-from twogrpo.run import relaunch, start_stage
+from twogrpo.run import start_stage
 from twogrpo.schemas import DataError, Problems, TrainSteps, ValidationSamples, read_table, validate
 from twogrpo.telemetry import STEP_STATS
-from twogrpo.trainer import train_grpo, validation_records
+from twogrpo.trainer import Policy, TrainData, TrainRun, train_grpo, validation_records
 
 log = logging.getLogger("train")
 # What the stage reads of other sections than train (its train keys: TrainConfig.dependency_keys); `python -m
@@ -62,10 +63,10 @@ def main() -> None:
 
 
 def train(args: argparse.Namespace, params: Params, dist: Dist) -> None:
-    arm = params.train.arm(args.arm)
+    run = TrainRun.of(params, args.arm, args.seed)
     name = f"{args.arm}-s{args.seed}"
-    log.info("arm %s: G=%d, %d prompts per mini-batch, lr %.3g", name, arm.group_size,
-             params.train.prompts_per_minibatch(arm), params.train.lr(arm))
+    log.info("arm %s: G=%d, %d prompts per mini-batch, lr %.3g", name, run.arm.group_size,
+             params.train.prompts_per_minibatch(run.arm), params.train.lr(run.arm))
     model, tokenizer = load_policy("models/base")
     if torch.cuda.is_available() and importlib.util.find_spec("flash_attn"):
         model.set_attn_implementation("flash_attention_2")  # micro-batches by token budget packed, without padding
@@ -106,16 +107,14 @@ def train(args: argparse.Namespace, params: Params, dist: Dist) -> None:
                     live.log_metric(f"train/{key}", row[key])
             live.next_step()
 
-        ledger = train_grpo(model, tokenizer, engine, prompts, validation, params.task, params.train, arm, args.seed,
-                            params.evaluate, on_step=on_step,
+        ledger = train_grpo(run, Policy(model, tokenizer, engine), TrainData(prompts, validation), on_step=on_step,
                             checkpointing=Checkpointing(params.runtime.checkpoint_every,
                                                         lambda state: checkpoint.save(state, state["gen_step"]),
                                                         resume=checkpoint.load()),
-                            dist=dist, grader=params.grading.reward)
+                            dist=dist)
         if live is not None:
             live.end()
-        final = validation_records(engine, validation, params.task, params.train, params.evaluate, dist,
-                                   params.grading.reward)
+        final = validation_records(engine, validation, run, dist)
         weights = full_state_dict(model)  # every process takes part when the weights are sharded
         if dist.is_main:
             write_parquet(validate(ledger, TrainSteps, run_dir / "steps.parquet"), run_tmp / "steps.parquet")

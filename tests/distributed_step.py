@@ -12,7 +12,7 @@ from twogrpo.distributed import Dist, full_state_dict, is_sharded, local_value
 from twogrpo.forward import Forward, frozen_logprobs
 from twogrpo.policy import build_char_tokenizer, build_tiny_model
 from twogrpo.sampling import Samples
-from twogrpo.trainer import GenerationBatch, update_minibatch
+from twogrpo.trainer import GenerationBatch, Learner, Scored, update_minibatch
 
 GROUPS, G = 8, 4
 
@@ -69,8 +69,8 @@ def step(dist: Dist, out: str, changes: dict[str, str]) -> None:
     optimizer = torch.optim.AdamW(trained.parameters(), lr=1e-2, weight_decay=0.01)
     old_logp = frozen_logprobs(model, local, forward, pad, live)
     sizes = dist.sum([len(local.texts), local.num_tokens])
-    update_minibatch(trained, optimizer, local, live, old_logp, None, batch.advantages, cfg, horizon=6,
-                     pad=pad, minibatch=(int(sizes[0]), int(sizes[1])), world=dist.world)
+    update_minibatch(Learner(trained, optimizer, cfg, horizon=6, pad=pad, dist=dist),
+                     Scored(local, batch.advantages, old_logp), live, minibatch=(int(sizes[0]), int(sizes[1])))
     after = full_state_dict(model)  # gathered when sharded: every process takes part
     grads = {name: local_value(p.grad) for name, p in model.named_parameters()}
     counts, shares = dist.gather_objects(counts), dist.gather_objects(share)

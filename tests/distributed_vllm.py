@@ -14,7 +14,7 @@ from twogrpo.evaluation import sample_records
 from twogrpo.policy import load_policy
 from twogrpo.sampling import Sampling
 from twogrpo.tasks import generate_problems
-from twogrpo.trainer import train_grpo
+from twogrpo.trainer import Policy, TrainData, TrainRun, train_grpo
 
 
 def main(policy_dir: str, out: str) -> None:
@@ -28,8 +28,8 @@ def run(dist: Dist, policy_dir: str, out: str) -> None:
     engine = make_engine(RolloutConfig("vllm", "float32", 0.2), model, tokenizer, policy_dir, seed=0)
     train, _, test = generate_problems(chain_sums(0, 64, 16, max_terms=2, max_digits=1))
     task = TaskConfig(prompt_template="{problem}", max_new_tokens=12)
-    ledger = train_grpo(model, tokenizer, engine, train, test, task, TRAIN, ArmConfig(4, "linear"), seed=0,
-                        eval_cfg=EVAL, dist=dist)
+    ledger = train_grpo(TrainRun(task, TRAIN, ArmConfig(4, "linear"), EVAL, seed=0), Policy(model, tokenizer, engine),
+                        TrainData(train, test), dist=dist)
     records = sample_records(engine, test, "{problem}", Sampling(0.7, 0.8, 20, 12, n=2), seed=0, dist=dist)
     if dist.is_main:
         torch.save({"ledger": ledger, "records": records}, out)

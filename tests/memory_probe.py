@@ -70,7 +70,8 @@ def main() -> None:
     advantages = torch.tensor([1.0, -1.0] * (args.rollouts // 2))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
     for _ in range(2):  # the second step is a run's steady state: AdamW's moments exist from the first step on
-        trainer.update_minibatch(model, optimizer, samples, rows, old, None, advantages, cfg, args.response_tokens, 0)
+        trainer.update_minibatch(trainer.Learner(model, optimizer, cfg, horizon=args.response_tokens, pad=0),
+                                 trainer.Scored(samples, advantages, old), rows)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
 
     micro = min(args.micro_batch_rollouts, args.rollouts)

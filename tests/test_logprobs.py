@@ -13,7 +13,7 @@ from tests.fixtures import TRAIN
 from twogrpo import grpo
 from twogrpo.forward import Forward, balanced_partitions, collate, frozen_logprobs, logprobs
 from twogrpo.sampling import Samples
-from twogrpo.trainer import update_minibatch
+from twogrpo.trainer import Learner, Scored, update_minibatch
 
 VOCAB = 1000
 
@@ -150,8 +150,8 @@ def test_micro_batches_by_token_budget_give_the_update_of_micro_batches_by_rollo
                     dict(micro_batch_tokens=10_000)):
         model = tiny_model()
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-        update_minibatch(model, optimizer, samples, list(range(8)), old, None, advantages,
-                         dataclasses.replace(TRAIN, **forward), horizon=8, pad=0)
+        learner = Learner(model, optimizer, dataclasses.replace(TRAIN, **forward), horizon=8, pad=0)
+        update_minibatch(learner, Scored(samples, advantages, old), list(range(8)))
         weights.append(model.state_dict())
     for other in weights[1:]:
         for name, value in weights[0].items():
@@ -168,8 +168,9 @@ def test_under_micro_token_mean_the_micro_batch_size_shapes_the_update():
 
     def step(**settings):
         model = tiny_model()
-        update_minibatch(model, torch.optim.SGD(model.parameters(), lr=1.0), samples, list(range(8)), old, None,
-                         advantages, dataclasses.replace(TRAIN, **settings), horizon=8, pad=0)
+        learner = Learner(model, torch.optim.SGD(model.parameters(), lr=1.0), dataclasses.replace(TRAIN, **settings),
+                          horizon=8, pad=0)
+        update_minibatch(learner, Scored(samples, advantages, old), list(range(8)))
         return model.state_dict()
 
     def close(a, b):
@@ -194,8 +195,8 @@ def test_a_micro_batch_padded_in_several_passes_keeps_its_weight_under_micro_tok
     for packed in (False, True):
         monkeypatch.setattr("twogrpo.trainer.packs", lambda model, packed=packed: packed)
         model = tiny_model()
-        update_minibatch(model, torch.optim.SGD(model.parameters(), lr=1.0), samples, list(range(8)), old, None,
-                         advantages, cfg, horizon=8, pad=0)
+        learner = Learner(model, torch.optim.SGD(model.parameters(), lr=1.0), cfg, horizon=8, pad=0)
+        update_minibatch(learner, Scored(samples, advantages, old), list(range(8)))
         weights.append(model.state_dict())
     for name, value in weights[1].items():
         torch.testing.assert_close(weights[0][name], value, atol=1e-6, rtol=1e-5)
@@ -211,8 +212,8 @@ def test_bf16_computes_in_bf16_and_keeps_float32_weights_and_optimizer_state():
     gap = (old32 - old16)[mask].abs().max()
     assert 0 < gap < 0.5  # bf16 rounding: close to float32, not equal
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    update_minibatch(model, optimizer, samples, list(range(4)), old16, None, torch.tensor([1.0, -1.0, 0.5, -0.5]),
-                     cfg, horizon=8, pad=0)
+    update_minibatch(Learner(model, optimizer, cfg, horizon=8, pad=0),
+                     Scored(samples, torch.tensor([1.0, -1.0, 0.5, -0.5]), old16), list(range(4)))
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert all(v.dtype == torch.float32 for state in optimizer.state.values() for v in state.values()
                if v.is_floating_point() and v.dim())

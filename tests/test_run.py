@@ -22,23 +22,23 @@ def test_a_stage_logs_its_seconds_and_peak_memory_and_the_study_benchmark_reads_
 
 
 def test_a_stage_starts_itself_once_under_its_launcher_with_arguments_not_shell_text(monkeypatch):
-    from twogrpo import run as run_module
+    from twogrpo import launch
 
     started = []
-    monkeypatch.setattr(run_module.os, "execv", lambda path, argv: started.append(argv))
+    monkeypatch.setattr(launch.os, "execv", lambda path, argv: started.append(argv))
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.delenv("TWOGRPO_LAUNCHED", raising=False)
     monkeypatch.setenv("NODE", "3")
     monkeypatch.setattr(sys, "argv", ["stages/train.py", "--arm", "g2;touch x", "--seed", "0"])
-    run_module.relaunch("python", "stages.train")
+    launch.relaunch("python", "stages.train")
     assert started == []
-    run_module.relaunch("accelerate launch --config_file conf/accelerate/gpus-1.yaml --machine_rank $NODE",
+    launch.relaunch("accelerate launch --config_file conf/accelerate/gpus-1.yaml --machine_rank $NODE",
                         "stages.train")
     assert started == [[sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                         "conf/accelerate/gpus-1.yaml", "--machine_rank", "3", "-m", "stages.train", "--arm",
                         "g2;touch x", "--seed", "0"]]
     # The started process (a one-process config sets no WORLD_SIZE) does not start again.
-    run_module.relaunch("accelerate launch --config_file conf/accelerate/gpus-1.yaml", "stages.train")
+    launch.relaunch("accelerate launch --config_file conf/accelerate/gpus-1.yaml", "stages.train")
     assert len(started) == 1
 
 

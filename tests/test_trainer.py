@@ -15,7 +15,13 @@ from twogrpo.forward import Forward
 from twogrpo.policy import build_char_tokenizer, build_tiny_model
 from twogrpo.rollouts import PromptStream
 from twogrpo.schemas import TrainSteps, validate
-from twogrpo.trainer import NonFiniteError, train_grpo
+from twogrpo.trainer import NonFiniteError, Policy, TrainData, TrainRun, train_grpo
+
+
+def tiny_grpo(model, tokenizer, problems, run: TrainRun, **options):
+    """GRPO on the tiny problems (train, validation, test) with the HF engine."""
+    data = TrainData(train=problems[0], validation=problems[1])
+    return train_grpo(run, Policy(model, tokenizer, HFEngine(model, tokenizer)), data, **options)
 
 
 def run(problems, arm, checkpointing=False, checkpointing_to=None, checkpoint_every=0, **changes):
@@ -25,8 +31,7 @@ def run(problems, arm, checkpointing=False, checkpointing_to=None, checkpoint_ev
         model.gradient_checkpointing_enable()
     cfg = dataclasses.replace(TRAIN, **changes)
     saving = None if checkpointing_to is None else Checkpointing(checkpoint_every, checkpointing_to.append)
-    ledger = train_grpo(model, tokenizer, HFEngine(model, tokenizer), problems[0], problems[1], TASK, cfg, arm,
-                        seed=0, eval_cfg=EVAL, checkpointing=saving)
+    ledger = tiny_grpo(model, tokenizer, problems, TrainRun(TASK, cfg, arm, EVAL, 0), checkpointing=saving)
     return validate(ledger, TrainSteps, "ledger"), model
 
 
@@ -63,9 +68,8 @@ def test_skipping_dead_groups_changes_the_work_not_the_result(problems):
         tokenizer = build_char_tokenizer()
         model = build_tiny_model(BASE, tokenizer)
         model.register_forward_pre_hook(count, with_kwargs=True)
-        ledgers[skip] = train_grpo(model, tokenizer, HFEngine(model, tokenizer), problems[0], problems[1], TASK,
-                                   dataclasses.replace(TRAIN, skip_dead_groups=skip), ArmConfig(2, "linear"), seed=0,
-                                   eval_cfg=EVAL)
+        cfg = dataclasses.replace(TRAIN, skip_dead_groups=skip)
+        ledgers[skip] = tiny_grpo(model, tokenizer, problems, TrainRun(TASK, cfg, ArmConfig(2, "linear"), EVAL, 0))
         models[skip] = model
     assert ledgers[True]["dead_group_frac"].iloc[1:].gt(0).all()  # there were dead groups to skip
     assert rows_with_grad[True] < rows_with_grad[False] == 16 * 2  # 16 prompts x G = 2, each updated once
@@ -163,7 +167,7 @@ def test_each_objective_knob_reaches_the_update(changes):
     """One optimizer step on fixed rollouts with mixed advantages: changing a knob changes the weights."""
     from twogrpo.forward import frozen_logprobs
     from twogrpo.sampling import Samples
-    from twogrpo.trainer import update_minibatch
+    from twogrpo.trainer import Learner, Scored, update_minibatch
 
     tokenizer = build_char_tokenizer()
     samples = Samples(prompt_ids=[[5, 6, 14]] * 4, response_ids=[[7, 8, 1], [9, 1], [7, 7, 7, 1], [4, 1]],
@@ -176,7 +180,8 @@ def test_each_objective_knob_reaches_the_update(changes):
         # ratio 1.105: clip_high can bind
         old = frozen_logprobs(model, samples, Forward(4), tokenizer.pad_token_id) - 0.1
         ref = old + 0.5 if cfg.kl_coef else None
-        update_minibatch(model, optimizer, samples, [0, 1, 2, 3], old, ref, advantages, cfg, 6, tokenizer.pad_token_id)
+        learner = Learner(model, optimizer, cfg, horizon=6, pad=tokenizer.pad_token_id)
+        update_minibatch(learner, Scored(samples, advantages, old, ref), [0, 1, 2, 3])
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
     assert not torch.allclose(step(TRAIN), step(dataclasses.replace(TRAIN, **changes)))
@@ -193,8 +198,7 @@ def test_resuming_from_a_snapshot_ends_where_an_uninterrupted_run_ends(problems)
         tokenizer = build_char_tokenizer()
         model = build_tiny_model(BASE, tokenizer)
         keep = Checkpointing(1, lambda state: saved.append(copy.deepcopy(state)), resume=resume)
-        ledger = train_grpo(model, tokenizer, HFEngine(model, tokenizer), problems[0], problems[1], TASK, cfg, arm,
-                            seed=0, eval_cfg=EVAL, checkpointing=keep)
+        ledger = tiny_grpo(model, tokenizer, problems, TrainRun(TASK, cfg, arm, EVAL, 0), checkpointing=keep)
         return ledger, model
 
     whole, model = train()
@@ -213,8 +217,7 @@ def test_a_nan_loss_stops_training_with_the_step_named(problems):
     model = build_tiny_model(BASE, tokenizer)
     model.lm_head.register_forward_hook(lambda module, args, out: out * float("nan") if module.training else out)
     with pytest.raises(NonFiniteError, match="generation step 1: the loss is nan") as error:
-        train_grpo(model, tokenizer, HFEngine(model, tokenizer), problems[0], problems[1], TASK, TRAIN,
-                   ArmConfig(4, "linear"), seed=0, eval_cfg=EVAL)
+        tiny_grpo(model, tokenizer, problems, TrainRun(TASK, TRAIN, ArmConfig(4, "linear"), EVAL, 0))
     assert f"train.reference_lr={TRAIN.reference_lr:g}" in str(error.value)  # the settings most likely at fault
     assert "train.grad_clip=" in str(error.value) and "train.adv_eps=" in str(error.value)
 
@@ -225,9 +228,8 @@ def test_same_seed_same_run_and_another_seed_other_rollouts(problems):
     def train(seed):
         tokenizer = build_char_tokenizer()
         model = build_tiny_model(BASE, tokenizer)
-        ledger = train_grpo(model, tokenizer, HFEngine(model, tokenizer), problems[0], problems[1], TASK,
-                            dataclasses.replace(TRAIN, weight_decay=0.01), ArmConfig(2, "none"), seed=seed,
-                            eval_cfg=EVAL)
+        cfg = dataclasses.replace(TRAIN, weight_decay=0.01)
+        ledger = tiny_grpo(model, tokenizer, problems, TrainRun(TASK, cfg, ArmConfig(2, "none"), EVAL, seed))
         return ledger, model.state_dict()
 
     (a, wa), (b, wb), (c, wc) = train(0), train(0), train(1)

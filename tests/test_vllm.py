@@ -20,7 +20,7 @@ from twogrpo.sampling import Sampling
 from twogrpo.schemas import TrainSteps, validate
 from twogrpo.sft import sft_batch
 from twogrpo.tasks import generate_problems
-from twogrpo.trainer import train_grpo
+from twogrpo.trainer import Policy, TrainData, TrainRun, train_grpo
 
 pytestmark = pytest.mark.vllm
 GREEDY = Sampling(temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=12, n=1)
@@ -144,8 +144,8 @@ def test_a_short_grpo_run_with_vllm_trains_and_writes_the_same_schema(vllm, poli
     vllm.sync(model)
     initial = [p.detach().clone() for p in model.parameters()]
     task = TaskConfig(prompt_template="{problem}", max_new_tokens=12)
-    ledger = train_grpo(model, tokenizer, vllm, problems[0], problems[1], task, TRAIN, ArmConfig(4, "linear"),
-                        seed=0, eval_cfg=EVAL)
+    ledger = train_grpo(TrainRun(task, TRAIN, ArmConfig(4, "linear"), EVAL, seed=0), Policy(model, tokenizer, vllm),
+                        TrainData(problems[0], problems[1]))
     validate(ledger, TrainSteps, "vllm ledger")
     steps = ledger.iloc[1:]
     assert steps["mean_reward"].notna().all() and (steps["dead_group_frac"] < 1).any()

@@ -49,6 +49,10 @@ class Checkpointing:
     save: Callable[[dict], None]
     resume: dict | None = None
 
+    def due(self, step: int, last: int) -> bool:
+        """Whether to save after `step`: every `every` steps, but not after the last (the outputs follow)."""
+        return bool(self.every) and step % self.every == 0 and step < last
+
 
 class Checkpoint:
     """The checkpoint file of one run: checkpoints/<name>/state.pt, plus state.json (step, fingerprint) to read

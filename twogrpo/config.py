@@ -10,9 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-import os
 import re
-import shlex
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 
+from twogrpo import launch as launches
 from twogrpo.choices import BENCHMARKS, REAL_DATASETS, AdvStd, Grader, LossAgg
 
 PARAMS_FILE = Path("params.yaml")
@@ -513,7 +512,7 @@ class RuntimeConfig:
     resumes only with as many processes), and the thread count can change float rounding on the CPU."""
 
     # How the train stage starts: "python" (one process) or "accelerate launch --config_file conf/accelerate/<c>.yaml"
-    # (several processes, one per GPU). The stage starts the launcher itself (twogrpo.run.relaunch), so the DVC
+    # (several processes, one per GPU). The stage starts the launcher itself (twogrpo.launch.relaunch), so the DVC
     # command stays `python -m stages.train`.
     launch: str
     eval_launch: str  # how the evaluate stages start, as launch
@@ -531,16 +530,15 @@ class RuntimeConfig:
     def launch_processes(self) -> tuple[int, bool]:
         """(processes, sharded) that runtime.launch starts: one for `python`, else its accelerate config's (or its
         --num_processes)."""
-        return launch_processes(self.launch, "runtime.launch")
+        return launches.processes(self.launch, "runtime.launch")
 
     def check(self) -> None:
-        for key, launch in (("launch", self.launch), ("eval_launch", self.eval_launch)):
-            words = shlex.split(launch)
-            if words != ["python"] and words[:2] != ["accelerate", "launch"]:
-                raise ParamsError(f"runtime.{key}={launch!r}: expected 'python' or 'accelerate launch "
-                                  f"--config_file <config>'")
-            launch_processes(launch, f"runtime.{key}")
-        if not self.gpus and launch_config(self.launch, "runtime.launch").get("gpu_ids") is not None:
+        try:
+            for key, launch in (("launch", self.launch), ("eval_launch", self.eval_launch)):
+                launches.check(launch, f"runtime.{key}")
+        except launches.LaunchError as error:
+            raise ParamsError(str(error)) from None
+        if not self.gpus and launches.accelerate_config(self.launch, "runtime.launch").get("gpu_ids") is not None:
             raise ParamsError(f"runtime.gpus=0 but runtime.launch={self.launch!r} starts processes on GPUs (its "
                               f"accelerate config names gpu_ids): on the CPU they would train apart from the plan; "
                               f"choose both with -S hardware=<name> (conf/hardware/)")
@@ -616,22 +614,6 @@ class Params:
                     raise ParamsError(f"{section}={n} > prepare.chain_sum.{key}={limit}")
 
 
-def hub_failure(key: str, value: str, error: Exception) -> str:
-    """What to do when `value` (params key `key`) could not be read from the hub: offline (the stages' default), the
-    variables that allow downloading, or a local copy."""
-    dataset = key.startswith("prepare")
-    local = ("prepare.local_root (a folder holding the datasets in their original layout)" if dataset
-             else "a local folder in the hub's format")
-    where = "" if dataset else " is no folder here, and"
-    switches = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if dataset else ("HF_HUB_OFFLINE",)
-    off = [name for name in switches if os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE")]
-    if off:
-        return (f"{key}={value!r}{where} is not in the local hub cache, and the hub is off ({off[0]}="
-                f"{os.environ[off[0]]}; the stages' default): run with HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 to "
-                f"download it, or use {local} ({type(error).__name__}: {error})")
-    return f"{key}={value!r}{where} could not be read from the hub ({type(error).__name__}: {error}); or use {local}"
-
-
 def load_params(path: Path | str = PARAMS_FILE) -> Params:
     """Read params.yaml into Params, rejecting unknown keys, missing keys and wrong types."""
     path = Path(path)
@@ -693,59 +675,6 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise ParamsError(f"{key}={value!r}: expected {hint.__name__}, got {type(value).__name__}")
     return value
-
-
-def launch_processes(launch: str, key: str) -> tuple[int, bool]:
-    """(processes, sharded) that a launch command starts: one for `python`, else its accelerate config's (or its
-    --num_processes)."""
-    processes, _, sharded = launch_layout(launch, key)
-    return processes, sharded
-
-
-def launch_layout(launch: str, key: str) -> tuple[int, int, bool]:
-    """(processes, machines, sharded) that a launch command starts: (1, 1, False) for `python`, else its accelerate
-    config's (or its --num_processes and --num_machines)."""
-    options, config = _launch_options(launch), launch_config(launch, key)
-    if not config:
-        return 1, 1, False
-    try:
-        processes = int(options.get("num_processes", config["num_processes"]))
-        machines = int(options.get("num_machines", config.get("num_machines", 1)))
-        return processes, machines, config.get("distributed_type") == "FSDP"
-    except (KeyError, TypeError, ValueError) as error:
-        raise ParamsError(f"{key}={launch!r}: cannot read num_processes from {options['config_file']} "
-                          f"({type(error).__name__}: {error})") from None
-
-
-def launch_config(launch: str, key: str) -> dict:
-    """The accelerate config a launch command names ({} for `python`). The project's GPU configs name `gpu_ids`;
-    its CPU ones (cpu-2, fsdp-cpu-2) do not."""
-    options = _launch_options(launch)
-    if "config_file" not in options:
-        return {}
-    path = Path(options["config_file"])
-    if not path.is_absolute() and not path.exists():  # relative to the project, wherever it is run from
-        path = Path(__file__).resolve().parents[1] / path
-    try:
-        config = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise ParamsError(f"{key}={launch!r}: cannot read num_processes from {path} "
-                          f"({type(error).__name__}: {error})") from None
-    if not isinstance(config, dict):
-        raise ParamsError(f"{key}={launch!r}: {path} is not an accelerate config (a YAML mapping)")
-    return config
-
-
-def _launch_options(launch: str) -> dict[str, str]:
-    """The --options of a launch command: `--config_file x`, `--config_file=x` and `--config-file x` alike."""
-    words, options = shlex.split(launch), {}
-    for i, word in enumerate(words):
-        if word.startswith("--"):
-            name, _, value = word[2:].partition("=")
-            if not value and i + 1 < len(words) and not words[i + 1].startswith("-"):
-                value = words[i + 1]
-            options[name.replace("-", "_")] = value
-    return options
 
 
 def check_ranges(obj: Any, where: str = "") -> None:

@@ -18,8 +18,9 @@ import datasets
 import numpy as np
 import pandas as pd
 
-from twogrpo.config import SourceConfig, hub_failure
+from twogrpo.config import SourceConfig
 from twogrpo.grading import gold_grades_itself
+from twogrpo.hub import hub_failure
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from twogrpo.config import Params, launch_layout
+from twogrpo import launch
+from twogrpo.config import Params
 from twogrpo.grpo import LOGIT_CHUNK_ELEMENTS
 
 GIB = 2**30
@@ -185,7 +186,7 @@ def preflight(params: Params, model_dir: Path | str | None = None) -> None:
     need = params.runtime.gpus
     if not need:
         return
-    _, machines, sharded = launch_layout(params.runtime.launch, "runtime.launch")
+    _, machines, sharded = launch.layout(params.runtime.launch, "runtime.launch")
     local = int(os.environ.get("LOCAL_WORLD_SIZE", need // machines))  # this machine's share of the processes
     present = torch.cuda.device_count()
     if present < local:

@@ -15,7 +15,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from tokenizers.pre_tokenizers import ByteLevel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from twogrpo.config import BaseConfig, hub_failure
+from twogrpo.config import BaseConfig
+from twogrpo.hub import hub_failure
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 CHARS = list("0123456789+-=\\boxed{}")

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import resource
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -23,17 +22,6 @@ from twogrpo.distributed import cores_per_process
 from twogrpo.io import write_json
 
 RUN_RECORD = Path(".dvc/tmp/twogrpo-run.json")  # the params the current DVC run started with (not tracked)
-
-
-def hub_commit(repo_id: str, revision: str, repo_type: str) -> str:
-    """The commit a hub revision points at, for the record; "unresolved (...)" when the hub cannot be asked (offline
-    mode reading a cached copy)."""
-    from huggingface_hub import HfApi
-
-    try:
-        return HfApi().repo_info(repo_id, revision=revision, repo_type=repo_type).sha
-    except Exception as err:  # noqa: BLE001 - any failure to ask is recorded, never fatal: the data was read
-        return f"unresolved ({type(err).__name__})"
 
 
 def start_stage(name: str) -> Params:
@@ -92,20 +80,6 @@ def stop_if_params_changed_during_the_run(stage: str) -> None:
                  "the workspace busy. This run stops rather than mix two settings. Run experiments side by side with "
                  "`dvc exp run --queue ...` then `dvc queue start`, or with `dvc exp run --temp ...`; then run this "
                  "one again.")
-
-
-def relaunch(launch: str, module: str) -> None:
-    """Run this stage again as `launch` (runtime.launch) starts it, unless that is `python` or this process is already
-    one that a launcher started. DVC's command stays `python -m <module>` whatever the launch, so changing it reruns
-    nothing. The launch's words go to the launcher as arguments (this interpreter's accelerate), never through a
-    shell; $VARIABLES in them are expanded (`--machine_rank $SLURM_NODEID` on several nodes). TWOGRPO_LAUNCHED marks
-    the processes started, so a one-process accelerate config (which sets no WORLD_SIZE) does not start again."""
-    words = [os.path.expandvars(word) for word in shlex.split(launch)]
-    if words == ["python"] or "WORLD_SIZE" in os.environ or os.environ.get("TWOGRPO_LAUNCHED"):
-        return
-    os.environ["TWOGRPO_LAUNCHED"] = "1"
-    os.execv(sys.executable, [sys.executable, "-m", "accelerate.commands.launch", *words[2:], "-m", module,
-                              *sys.argv[1:]])
 
 
 def _log_resources(log: logging.Logger) -> None:

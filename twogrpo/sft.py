@@ -14,6 +14,7 @@ from twogrpo.config import BaseConfig
 from twogrpo.engine import HFEngine
 from twogrpo.evaluation import sample_records
 from twogrpo.grading import graded
+from twogrpo.optim import adamw_with_warmup
 from twogrpo.policy import render_prompts
 from twogrpo.sampling import Sampling
 
@@ -49,8 +50,7 @@ def train_sft(model, tokenizer, train: pd.DataFrame, val: pd.DataFrame, template
     torch.manual_seed(cfg.seed)
     prompts = render_prompts(tokenizer, train["problem"].tolist(), template)
     targets = train["solution"].tolist()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
+    optimizer, scheduler = adamw_with_warmup(model.parameters(), cfg.lr, cfg.weight_decay, cfg.warmup_steps)
     engine = HFEngine(model, tokenizer)
     sampling = Sampling(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens, n=1)
     curve, order, losses, first, done_seconds = [], np.array([], dtype=int), [], 1, 0.0

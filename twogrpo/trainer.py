@@ -4,8 +4,11 @@ Per generation step (train_grpo): generate G rollouts for each prompt of the gen
 (twogrpo.rollouts; 2-GRPO+RS replaces groups whose rewards are all equal by groups of new prompts, within 16-GRPO's
 rollout budget), compute group advantages, compute "old" (and reference) log-probs with the models before any update,
 make `ppo_epochs` passes over the batch in optimizer mini-batches of Q prompts (groups never split), step the LR
-scheduler once, and give the engine the new weights. The run's state and its checkpoint: twogrpo.run_state; the
-step's statistics: twogrpo.telemetry; the forward passes: twogrpo.forward.
+scheduler once, and give the engine the new weights (Training.step). The run's state and its checkpoint:
+twogrpo.run_state; the step's statistics: twogrpo.telemetry; the forward passes: twogrpo.forward.
+
+What travels together is bundled: a run's settings (TrainRun), the policy and its engine (Policy), the problems
+(TrainData), what every optimizer step uses (Learner), and what the loss reads of a step's rollouts (Scored).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -25,11 +28,12 @@ import torch
 
 from twogrpo import grpo
 from twogrpo.checkpoint import Checkpointing
-from twogrpo.config import ArmConfig, EvaluateConfig, TaskConfig, TrainConfig
+from twogrpo.config import ArmConfig, EvaluateConfig, Params, TaskConfig, TrainConfig
 from twogrpo.distributed import Dist, is_sharded, local_value, process_seed
 from twogrpo.evaluation import sample_records
 from twogrpo.forward import Forward, balanced_partitions, collate, frozen_logprobs, logprobs, micro_batches, packs
 from twogrpo.grading import Grader, graded
+from twogrpo.optim import adamw_with_warmup
 from twogrpo.rollouts import PromptStream, RolloutSource
 from twogrpo.run_state import RunState
 from twogrpo.sampling import Engine, Samples, Sampling
@@ -75,21 +79,83 @@ def logprob_gap(samples: Samples, trainer_logp: torch.Tensor) -> float:
     return float(np.mean(gaps))
 
 
-def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_logp: torch.Tensor,
-                     ref_logp: torch.Tensor | None, advantages: torch.Tensor, cfg: TrainConfig, horizon: int,
-                     pad: int, minibatch: tuple[int, int] | None = None, world: int = 1) -> dict[str, float]:
+@dataclass(frozen=True)
+class TrainRun:
+    """One training run's settings: the task, the train section, the arm, the evaluation's sampling (in-training
+    evaluation), the seed, and the grader of the rewards and the in-training evaluation (twogrpo.grading)."""
+
+    task: TaskConfig
+    cfg: TrainConfig
+    arm: ArmConfig
+    evaluate: EvaluateConfig
+    seed: int
+    grader: Grader = "math-verify"
+
+    @classmethod
+    def of(cls, params: Params, arm: str, seed: int) -> TrainRun:
+        """Arm `arm` with seed `seed`, as params.yaml sets the study."""
+        return cls(params.task, params.train, params.train.arm(arm), params.evaluate, seed, params.grading.reward)
+
+    @property
+    def steps_total(self) -> int:
+        return self.cfg.steps_per_epoch * self.cfg.epochs
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The policy being trained (in place), its tokenizer, and the engine (HF or vLLM) made from the same weights."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    engine: Engine
+
+
+@dataclass(frozen=True)
+class TrainData:
+    train: pd.DataFrame  # the train problems (Problems): prompts are drawn from its first train.prompts rows
+    validation: pd.DataFrame  # the in-training evaluation reads its first train.eval_problems of train.eval_benchmark
+
+
+@dataclass
+class Learner:
+    """What every optimizer step of a run uses: the trained module (DDP- or FSDP-wrapped over several processes),
+    its optimizer, the train settings, the response horizon that seq-mean-token-sum-norm divides by
+    (task.max_new_tokens), the pad token id, and the processes."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    cfg: TrainConfig
+    horizon: int
+    pad: int
+    dist: Dist = field(default_factory=Dist)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What the loss reads of a generation step's rollouts ([R] each): the advantages, and the log-probs of the
+    policy before the update ("old") and of the reference model (None without a KL term), [R, tokens]."""
+
+    samples: Samples
+    advantages: torch.Tensor
+    old_logp: torch.Tensor
+    ref_logp: torch.Tensor | None = None
+
+
+def update_minibatch(learner: Learner, scored: Scored, rows: list[int],
+                     minibatch: tuple[int, int] | None = None) -> dict[str, float]:
     """One optimizer step on one mini-batch of whole groups; returns token counts and sums for the telemetry.
 
     `rows` are the rollouts it runs on: this process's share of the mini-batch, less the dead groups' rollouts when
     they are skipped (rows_to_update); `minibatch` is the whole mini-batch's (sequences, response tokens) that the
-    loss is normalised by (default: `rows`'). Over several processes the loss is multiplied by `world` because DDP
-    and FSDP average gradients: the update is the one a single process would make on the whole mini-batch. The
-    telemetry (entropy, clip counts) covers the tokens of `rows`."""
+    loss is normalised by (default: `rows`'). Over several processes the loss is multiplied by the process count
+    because DDP and FSDP average gradients: the update is the one a single process would make on the whole
+    mini-batch. The telemetry (entropy, clip counts) covers the tokens of `rows`."""
+    model, cfg, samples, world = learner.model, learner.cfg, scored.samples, learner.dist.world
     model.train()
     tokens = sum(len(samples.response_ids[i]) for i in rows)
     sequences, total_tokens = minibatch or (len(rows), tokens)
     stats: dict[str, float] = defaultdict(float)
-    optimizer.zero_grad(set_to_none=True)
+    learner.optimizer.zero_grad(set_to_none=True)
     sharded = is_sharded(model)
     forward = Forward.of(cfg)
     device = next(model.parameters()).device  # model may be DDP-wrapped
@@ -102,7 +168,7 @@ def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_lo
     parts = micro_batches(passes, sharded)
     for k, (part, real) in enumerate(parts):
         micro_batch = sizes[k] if real else None
-        batch = collate(samples, part, pad, device, packed)
+        batch = collate(samples, part, learner.pad, device, packed)
         mask = batch.response_mask
         # DDP reduces the gradients in every backward outside no_sync: here only in the last micro-batch, so each
         # process reduces once per step however many micro-batches its rows make (with dead groups skipped, the
@@ -111,15 +177,16 @@ def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_lo
         with model.no_sync() if world > 1 and not sharded and k < len(parts) - 1 else nullcontext():
             with forward.autocast(device):
                 logp, entropy = logprobs(model, batch, entropy_grad=bool(cfg.entropy_coef))
-            terms, clipped = grpo.policy_loss_terms(logp, old_logp[part, : batch.width], advantages[part],
-                                                    cfg.clip_low, cfg.clip_high, cfg.clip_ratio_c)
+            terms, clipped = grpo.policy_loss_terms(logp, scored.old_logp[part, : batch.width],
+                                                    scored.advantages[part], cfg.clip_low, cfg.clip_high,
+                                                    cfg.clip_ratio_c)
             agg = partial(grpo.aggregate, mask=mask, mode=cfg.loss_agg, minibatch_sequences=sequences,
-                          minibatch_tokens=total_tokens, horizon=horizon, micro_batch=micro_batch)
+                          minibatch_tokens=total_tokens, horizon=learner.horizon, micro_batch=micro_batch)
             loss = agg(terms)
             if cfg.entropy_coef:
                 loss = loss - cfg.entropy_coef * agg(entropy)
-            if ref_logp is not None:
-                kl = grpo.low_var_kl(logp, ref_logp[part, : batch.width])
+            if scored.ref_logp is not None:
+                kl = grpo.low_var_kl(logp, scored.ref_logp[part, : batch.width])
                 loss = loss + cfg.kl_coef * agg(kl)
                 stats["kl_sum"] += float((kl.detach() * mask).sum())
             if not torch.isfinite(loss):
@@ -134,7 +201,7 @@ def update_minibatch(model, optimizer, samples: Samples, rows: list[int], old_lo
     stats["grad_norm"] = float(local_value(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)))
     if not np.isfinite(stats["grad_norm"]):
         raise NonFiniteError(f"the gradient norm is {stats['grad_norm']}")
-    optimizer.step()
+    learner.optimizer.step()
     return stats
 
 
@@ -148,6 +215,7 @@ class GenerationBatch:
     dead: torch.Tensor  # [R] rollouts of groups whose rewards are all equal (zero advantage)
     minibatches: list[list[int]]  # this process's rollouts of each optimizer mini-batch
     updated: list[list[int]]  # the rollouts each update runs on (rows_to_update)
+    group_size: int
 
     @classmethod
     def of(cls, samples: Samples, rewards: torch.Tensor, cfg: TrainConfig, group_size: int, local_prompts: int,
@@ -158,7 +226,7 @@ class GenerationBatch:
         minibatches = [list(range(first * G, (first + local_prompts) * G))
                        for first in range(0, len(rewards) // G, local_prompts)]
         return cls(samples, rewards, grpo.group_advantages(rewards, G, cfg.adv_eps, cfg.adv_std).to(device), dead,
-                   minibatches, [rows_to_update(rows, dead, cfg.skips_dead_groups) for rows in minibatches])
+                   minibatches, [rows_to_update(rows, dead, cfg.skips_dead_groups) for rows in minibatches], G)
 
     def balanced(self, cfg: TrainConfig, dist: Dist) -> GenerationBatch:
         """verl's balance_batch (verl/trainer/ppo/ray_trainer.py, _balance_batch): the whole generation batch, in its
@@ -182,7 +250,8 @@ class GenerationBatch:
         minibatches = [list(range(first, first + size)) for first in range(0, len(part), size)]
         return GenerationBatch(samples, torch.tensor(pick("rewards")),
                                torch.tensor(pick("advantages"), device=self.advantages.device), dead, minibatches,
-                               [rows_to_update(rows, dead, cfg.skips_dead_groups) for rows in minibatches])
+                               [rows_to_update(rows, dead, cfg.skips_dead_groups) for rows in minibatches],
+                               self.group_size)
 
     def _portable(self) -> dict[str, list]:
         s = self.samples
@@ -190,28 +259,26 @@ class GenerationBatch:
                 "logprobs": s.logprobs or [None] * len(s.texts), "rewards": self.rewards.tolist(),
                 "advantages": self.advantages.tolist(), "dead": self.dead.tolist()}
 
-    def informative_sizes(self, rows: list[int], group_size: int, dist: Dist) -> list[float]:
+    def informative_sizes(self, rows: list[int], dist: Dist) -> list[float]:
         """Over all processes: a mini-batch's sequences and response tokens (dead groups' included: grpo.aggregate's
         normalisers), and its informative prompts (rollouts / G) and their tokens (telemetry)."""
         lengths = [len(r) for r in self.samples.response_ids]
         live = [i for i in rows if not self.dead[i]]
-        return dist.sum([len(rows), sum(lengths[i] for i in rows), len(live) / group_size,
+        return dist.sum([len(rows), sum(lengths[i] for i in rows), len(live) / self.group_size,
                          sum(lengths[i] for i in live)]).tolist()
 
 
-def update_on_batch(trained, state: RunState, batch: GenerationBatch, old_logp: torch.Tensor,
-                    ref_logp: torch.Tensor | None, cfg: TrainConfig, horizon: int, pad: int, dist: Dist,
-                    telemetry: StepTelemetry, gen_step: int, group_size: int) -> None:
+def update_on_batch(learner: Learner, state: RunState, batch: GenerationBatch, scored: Scored,
+                    telemetry: StepTelemetry, gen_step: int) -> None:
     """`ppo_epochs` passes of one optimizer step per mini-batch, then one scheduler step."""
+    cfg = learner.cfg
     for _ in range(cfg.ppo_epochs):
         for rows, run_rows in zip(batch.minibatches, batch.updated, strict=True):
-            sequences, tokens, live_prompts, live_tokens = batch.informative_sizes(rows, group_size, dist)
+            sequences, tokens, live_prompts, live_tokens = batch.informative_sizes(rows, learner.dist)
             try:
-                stats = update_minibatch(trained, state.optimizer, batch.samples, run_rows, old_logp, ref_logp,
-                                         batch.advantages, cfg, horizon, pad, minibatch=(int(sequences), int(tokens)),
-                                         world=dist.world)
+                stats = update_minibatch(learner, scored, run_rows, minibatch=(int(sequences), int(tokens)))
             except NonFiniteError as error:
-                lr = state.optimizer.param_groups[0]["lr"]
+                lr = learner.optimizer.param_groups[0]["lr"]
                 raise NonFiniteError(
                     f"generation step {gen_step}: {error}; training stopped before the optimizer step (the last "
                     f"checkpoint, if any, is kept). The settings most likely at fault: the learning rate {lr:g} "
@@ -220,7 +287,7 @@ def update_on_batch(trained, state: RunState, batch: GenerationBatch, old_logp: 
             telemetry.add_update(stats, (live_prompts, live_tokens))
             state.totals["opt_steps"] += 1
     state.scheduler.step()
-    state.optimizer.zero_grad(set_to_none=True)  # no gradients held while the engine generates
+    learner.optimizer.zero_grad(set_to_none=True)  # no gradients held while the engine generates
 
 
 @dataclass
@@ -230,111 +297,86 @@ class StepLog:
 
     state: RunState
     evaluate: Callable[[], float]  # accuracy of the current policy on the in-training problems
-    eval_every: int
-    steps_total: int
-    step_rollout_cap: int
+    run: TrainRun
     on_step: Callable[[dict], None]
 
     def record(self, gen_step: int, stats: dict) -> None:
-        state, ledger = self.state, self.state.ledger
+        state, ledger, cfg = self.state, self.state.ledger, self.run.cfg
         accuracy, eval_time = float("nan"), 0.0
-        if gen_step % self.eval_every == 0 or gen_step == self.steps_total:
+        if gen_step % cfg.eval_every == 0 or gen_step == self.run.steps_total:
             t0 = time.perf_counter()
             accuracy, eval_time = self.evaluate(), time.perf_counter() - t0
         row = {"gen_step": gen_step, "epoch": max(state.stream.drawn - 1, 0) // state.stream.epoch_size,
                "prompts_seen": state.stream.drawn, **state.totals,
-               "rs_budget_used": state.totals["rollouts"] / (self.step_rollout_cap * max(gen_step, 1)),
+               "rs_budget_used": state.totals["rollouts"] / (cfg.step_rollout_cap * max(gen_step, 1)),
                **dict.fromkeys(STEP_STATS, float("nan")), "lr": 0.0, **stats,
                **state.timer.columns(), "eval_accuracy": accuracy,
                "time_eval": eval_time + (ledger[-1]["time_eval"] if ledger else 0.0)}
         ledger.append(row)
         self.on_step(row)
-        log.info("step %d/%d: reward %.3f, dead %.2f, eval %.3f, train %.1f s", gen_step, self.steps_total,
+        log.info("step %d/%d: reward %.3f, dead %.2f, eval %.3f, train %.1f s", gen_step, self.run.steps_total,
                  row["mean_reward"], row["dead_group_frac"], accuracy, row["train_time"])
 
 
-def warmup_schedule(optimizer: torch.optim.Optimizer, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up counted in generation steps, then constant. Departure from verl/HF (which start at lr 0 and so
-    waste the first generation step): step s uses lr * min(1, (s + 1) / warmup)."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
-
-
-def validation_records(engine: Engine, problems: pd.DataFrame, task: TaskConfig, cfg: TrainConfig,
-                       eval_cfg: EvaluateConfig, dist: Dist | None = None,
-                       grader: Grader = "math-verify") -> pd.DataFrame:
+def validation_records(engine: Engine, problems: pd.DataFrame, run: TrainRun, dist: Dist | None = None) -> pd.DataFrame:
     """The current policy's graded samples (ValidationSamples) on `problems`, train.eval_samples per problem at the
     evaluation's sampling, each chunk seeded by its position (twogrpo.evaluation.sample_records)."""
-    sampling = Sampling(eval_cfg.temperature, eval_cfg.top_p, eval_cfg.top_k, eval_cfg.max_new_tokens,
-                        n=cfg.eval_samples)
-    records = sample_records(engine, problems, task.prompt_template, sampling, seed=eval_cfg.seed, dist=dist)
-    return graded(records, problems, grader)[["benchmark", "problem_id", "sample", "correct"]]
+    evaluate = run.evaluate
+    sampling = Sampling(evaluate.temperature, evaluate.top_p, evaluate.top_k, evaluate.max_new_tokens,
+                        n=run.cfg.eval_samples)
+    records = sample_records(engine, problems, run.task.prompt_template, sampling, seed=evaluate.seed, dist=dist)
+    return graded(records, problems, run.grader)[["benchmark", "problem_id", "sample", "correct"]]
 
 
-def train_grpo(model, tokenizer, engine: Engine, prompts: pd.DataFrame, validation: pd.DataFrame, task: TaskConfig,
-               cfg: TrainConfig, arm: ArmConfig, seed: int, eval_cfg: EvaluateConfig,
-               on_step: Callable[[dict], None] = lambda row: None,
-               checkpointing: Checkpointing | None = None, dist: Dist | None = None,
-               grader: Grader = "math-verify") -> pd.DataFrame:
-    """Train `model` in place, generating with `engine` (HF or vLLM, made from the same weights); return the ledger
-    (TrainSteps), one row per generation step, row 0 before training.
+class Training:
+    """A run's moving parts, built in this order from the seeded RNG: the reference model (with a KL term), the
+    trained module and its optimizer, the run state, the rollout source."""
 
-    With `checkpointing`, a snapshot of the whole run state is saved every `every` generation steps, and a run given
-    a snapshot to resume continues after its step: on the CPU with the HF engine, the final weights and ledger equal
-    an uninterrupted run's (the seconds excepted: the work lost to the interruption is not counted). `on_step` sees
-    the resumed rows again, so per-step logs are complete. A non-finite loss or gradient raises NonFiniteError.
+    def __init__(self, run: TrainRun, policy: Policy, data: TrainData, dist: Dist) -> None:
+        cfg, model = run.cfg, policy.model
+        self.run, self.policy, self.dist = run, policy, dist
+        self.share = (dist.share(cfg.generation_batch_prompts, cfg.prompts_per_minibatch(run.arm))
+                      if dist.world > 1 else None)
+        self.reference = copy.deepcopy(model).eval().requires_grad_(False) if cfg.kl_coef else None  # never sharded
+        trained = dist.prepare(model, cfg.precision)  # DDP or FSDP over several processes; `model` generates, scores
+        optimizer, scheduler = adamw_with_warmup(trained.parameters(), cfg.lr(run.arm), cfg.weight_decay,
+                                                 cfg.warmup_gen_steps)
+        self.learner = Learner(trained, optimizer, cfg, run.task.max_new_tokens, policy.tokenizer.pad_token_id, dist)
+        self.state = RunState(model, optimizer, scheduler,
+                              PromptStream(cfg.prompts, run.seed, cfg.generation_batch_prompts,
+                                           cfg.data_seed if cfg.data_order == "verl" else None), PhaseTimer())
+        self.source = RolloutSource(policy.engine, data.train, self.state.stream, run.task.prompt_template,
+                                    Sampling(cfg.temperature, cfg.top_p, cfg.top_k, run.task.max_new_tokens,
+                                             n=run.arm.group_size), self.state.timer, run.grader)
+        self.eval_problems = data.validation[data.validation["dataset"] == cfg.eval_benchmark].iloc[
+            : cfg.eval_problems]
 
-    With `dist` over several processes (twogrpo.distributed), each process generates and trains on its share of
-    every mini-batch, the step's telemetry is summed over processes, the evaluation is shared; the ledger
-    describes the whole run on every process, with the first process's times. `grader` grades the rollouts' rewards
-    and the in-training evaluation (twogrpo.grading), which reads the first train.eval_problems problems of
-    train.eval_benchmark in `validation` (never the test set)."""
-    dist = dist or Dist()
-    torch.manual_seed(process_seed(seed, dist.rank))
-    G, Q = arm.group_size, cfg.prompts_per_minibatch(arm)
-    share = dist.share(cfg.generation_batch_prompts, Q) if dist.world > 1 else None
-    reference = copy.deepcopy(model).eval().requires_grad_(False) if cfg.kl_coef else None  # never sharded
-    trained = dist.prepare(model, cfg.precision)  # DDP or FSDP over several processes; `model` generates and scores
-    optimizer = torch.optim.AdamW(trained.parameters(), lr=cfg.lr(arm), weight_decay=cfg.weight_decay)
-    state = RunState(model, optimizer, warmup_schedule(optimizer, cfg.warmup_gen_steps),
-                     PromptStream(cfg.prompts, seed, cfg.generation_batch_prompts,
-                                  cfg.data_seed if cfg.data_order == "verl" else None), PhaseTimer())
-    source = RolloutSource(engine, prompts, state.stream, task.prompt_template,
-                           Sampling(cfg.temperature, cfg.top_p, cfg.top_k, task.max_new_tokens, n=G), state.timer,
-                           grader)
-    eval_problems = validation[validation["dataset"] == cfg.eval_benchmark].iloc[: cfg.eval_problems]
+    def accuracy(self) -> float:
+        """The current policy's accuracy on the in-training problems."""
+        return float(validation_records(self.policy.engine, self.eval_problems, self.run, self.dist)["correct"].mean())
 
-    def accuracy() -> float:
-        return float(validation_records(engine, eval_problems, task, cfg, eval_cfg, dist, grader)["correct"].mean())
-
-    steps_total = cfg.steps_per_epoch * cfg.epochs
-    steps = StepLog(state, accuracy, cfg.eval_every, steps_total, cfg.step_rollout_cap, on_step)
-    pad, forward = tokenizer.pad_token_id, Forward.of(cfg)
-    first_step = 1
-    if checkpointing and checkpointing.resume:
-        first_step = state.restore(checkpointing.resume, dist) + 1
-        engine.sync(model)
-        for row in state.ledger:
-            on_step(row)
-        log.info("resumed after generation step %d of %d", first_step - 1, steps_total)
-    else:
-        steps.record(0, {})
-    for gen_step in range(first_step, steps_total + 1):
+    def step(self, gen_step: int) -> dict:
+        """One generation step; returns its statistics (telemetry.STEP_STATS)."""
+        run, cfg, dist, state, model = self.run, self.run.cfg, self.dist, self.state, self.policy.model
+        G, engine, forward = run.arm.group_size, self.policy.engine, Forward.of(cfg)
         lr = state.scheduler.get_last_lr()[0]
         telemetry = StepTelemetry()
-        rollouts, generated, generated_tokens = source.step(cfg.generation_batch_prompts, arm.resample,
-                                                            cfg.step_rollout_cap, share, dist)
-        batch = GenerationBatch.of(rollouts.samples, rollouts.rewards, cfg, G, Q // dist.world, model.device)
+        rollouts, generated, generated_tokens = self.source.step(cfg.generation_batch_prompts, run.arm.resample,
+                                                                 cfg.step_rollout_cap, self.share, dist)
+        batch = GenerationBatch.of(rollouts.samples, rollouts.rewards, cfg, G,
+                                   cfg.prompts_per_minibatch(run.arm) // dist.world, model.device)
         dead = grpo.dead_groups(rollouts.rewards, G)  # this process's own groups, for the telemetry
         engine.release()  # the engine's KV cache makes room for the old log-probs and the update
         with state.timer("old_logprob"), out_of_memory_names_the_budget(cfg, gen_step, "old log-probs"):
             if cfg.balance_batch and dist.world > 1:
                 batch = batch.balanced(cfg, dist)
             needed = sorted(set().union(*batch.updated))
+            pad = self.learner.pad
             old_logp = frozen_logprobs(model, batch.samples, forward, pad, needed)
-            ref_logp = frozen_logprobs(reference, batch.samples, forward, pad) if reference else None
+            ref_logp = frozen_logprobs(self.reference, batch.samples, forward, pad) if self.reference else None
+        scored = Scored(batch.samples, batch.advantages, old_logp, ref_logp)
         with state.timer("update"), out_of_memory_names_the_budget(cfg, gen_step, "update"):
-            update_on_batch(trained, state, batch, old_logp, ref_logp, cfg, task.max_new_tokens, pad, dist,
-                            telemetry, gen_step, G)
+            update_on_batch(self.learner, state, batch, scored, telemetry, gen_step)
         with state.timer("sync"):
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()  # the update's cached blocks go back to the device before vLLM wakes
@@ -342,14 +384,40 @@ def train_grpo(model, tokenizer, engine: Engine, prompts: pd.DataFrame, validati
             engine.sync(model)
         telemetry.add(generated=generated, generated_tokens=generated_tokens, rewards=float(batch.rewards.sum()),
                       rollouts=len(batch.rewards), response_tokens=batch.samples.num_tokens,
-                      dead=float(dead.sum()), groups=len(dead),
-                      adv_abs=float(batch.advantages.abs().sum()),
-                      logprob_gap=logprob_gap(batch.samples.select(needed), old_logp[needed]))
+                      dead=float(dead.sum()), groups=len(dead), adv_abs=float(batch.advantages.abs().sum()),
+                      logprob_gap=logprob_gap(batch.samples.select(needed), scored.old_logp[needed]))
         total = telemetry.reduce(dist)
         state.totals["rollouts"] += int(total["generated"])
         state.totals["tokens"] += int(total["generated_tokens"])
-        steps.record(gen_step, telemetry.statistics(total, dist.world, lr, with_kl=reference is not None))
-        if checkpointing and checkpointing.every and gen_step % checkpointing.every == 0 and gen_step < steps_total:
+        return telemetry.statistics(total, dist.world, lr, with_kl=self.reference is not None)
+
+
+def train_grpo(run: TrainRun, policy: Policy, data: TrainData, on_step: Callable[[dict], None] = lambda row: None,
+               checkpointing: Checkpointing | None = None, dist: Dist | None = None) -> pd.DataFrame:
+    """Train `policy.model` in place; return the ledger (TrainSteps), one row per generation step, row 0 before
+    training. With `checkpointing`, the whole run state is saved every `every` generation steps, and a run given a
+    snapshot continues after its step (on the CPU with the HF engine: the final weights and ledger of an
+    uninterrupted run, the seconds lost to the interruption not counted); `on_step` sees the resumed rows again.
+    With `dist` over several processes (twogrpo.distributed), each process generates and trains on its share of
+    every mini-batch, and the ledger describes the whole run on every process, with the first process's times. A
+    non-finite loss or gradient raises NonFiniteError."""
+    dist = dist or Dist()
+    torch.manual_seed(process_seed(run.seed, dist.rank))
+    training = Training(run, policy, data, dist)
+    state, last = training.state, run.steps_total
+    steps = StepLog(state, training.accuracy, run, on_step)
+    first_step = 1
+    if checkpointing and checkpointing.resume:
+        first_step = state.restore(checkpointing.resume, dist) + 1
+        policy.engine.sync(policy.model)
+        for row in state.ledger:
+            on_step(row)
+        log.info("resumed after generation step %d of %d", first_step - 1, last)
+    else:
+        steps.record(0, {})
+    for gen_step in range(first_step, last + 1):
+        steps.record(gen_step, training.step(gen_step))
+        if checkpointing and checkpointing.due(gen_step, last):
             snapshot = state.snapshot(gen_step, dist)  # whole on the first process, which saves it
             if dist.is_main:
                 checkpointing.save(snapshot)
