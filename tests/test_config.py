@@ -219,3 +219,34 @@ def test_a_conf_file_that_is_not_utf8_is_named_with_the_line(tmp_path):
     with pytest.raises(ValueError, match=r"setup/mine.yaml, line 3, column 18: not UTF-8 \(byte 0xe9\)"):
         check_conf_text(tmp_path)
     check_conf_text()  # the project's own conf/ reads
+
+
+def _leaf_keys(mapping: dict, where: str = "") -> list[str]:
+    """Dotted keys of a params mapping's values; an arm and a dataset source are described by their dataclasses."""
+    keys = []
+    for key, value in mapping.items():
+        dotted = f"{where}{key}"
+        if isinstance(value, dict) and dotted not in ("train.arms", "prepare.sources"):
+            keys += _leaf_keys(value, f"{dotted}.")
+        else:
+            keys.append(dotted)
+    return keys
+
+
+def test_every_setting_has_one_meaning_written_beside_its_default_in_conf():
+    """A setting added without a comment in conf/config.yaml fails here; so does a comment left for a removed one."""
+    from tools.settings import CONF, documented_keys
+
+    documented = documented_keys(CONF.read_text())
+    # train.arms is the `arms` config group's choice (documented with the choices), each arm's keys ArmConfig's.
+    params = [key for key in _leaf_keys(yaml.safe_load((ROOT / "params.yaml").read_text())) if key != "train.arms"]
+    assert [key for key in params if not documented.get(key)] == []
+    settings = {key for key in documented if not key.startswith("defaults.")}
+    parents = {key.rsplit(".", i)[0] for key in params for i in range(1, key.count("."))}
+    assert sorted(settings - set(params) - parents) == []
+
+
+def test_the_settings_page_is_generated_from_conf():
+    from tools.settings import CONF, PAGE, page
+
+    assert PAGE.read_text() == page(CONF.read_text()), "docs/settings.md is stale: run python -m tools.settings"

@@ -3,6 +3,10 @@
 Unknown keys, wrong types, numbers out of their Range (non-finite ones included) and inconsistent sizes raise
 ParamsError naming the key and value, before any work starts (the `validate` stage runs this first in dvc.yaml).
 Derived values (prompts per mini-batch, the learning rate of an arm) are properties, never separate YAML keys.
+
+The dataclasses hold each key's type, range and rules; its meaning is written once, in the comment beside its default
+in conf/config.yaml (docs/settings.md is generated from those comments). The keys of an arm (ArmConfig) and of a
+dataset source (SourceConfig), which conf/ sets in other files, are described here.
 """
 
 from __future__ import annotations
@@ -81,13 +85,11 @@ ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
 class ChainSumConfig:
     """The embedded task: arithmetic chains generated offline (reasoning-gym `chain_sum`)."""
 
-    # Distinct test problems (the `chain_sum` benchmark), disjoint from the train problems
     n_test: Annotated[int, Range(1, limit=1_000_000)]
-    # distinct validation problems, disjoint from train and test: what every choice and the in-training curves read
     n_validation: Annotated[int, Range(1, limit=1_000_000)]
-    min_terms: Annotated[int, Range(2, limit=100)]  # numbers per expression, lower bound (difficulty grows with terms)
+    min_terms: Annotated[int, Range(2, limit=100)]
     max_terms: Annotated[int, Range(2, limit=100)]
-    min_digits: Annotated[int, Range(1, limit=30)]  # digits per number
+    min_digits: Annotated[int, Range(1, limit=30)]
     max_digits: Annotated[int, Range(1, limit=30)]
 
     def check(self) -> None:
@@ -116,19 +118,16 @@ class SourceConfig:
     local: str  # path under prepare.local_root
 
 
-
-
 @dataclass(frozen=True)
 class PrepareConfig:
     """The training set and the benchmarks: the embedded chain sums, or the paper's data (MATH / DAPO-Math-Sub)."""
 
-    seed: Seed  # seed of the chain-sum generator and of the train-set sample (DAPO-Math-Sub: 7,500 of DAPO-Math-17k)
+    seed: Seed
     train_set: Literal["chain_sum", "math", "dapo_math_sub"]
-    # Train problems: generated (chain_sum) or sampled with `seed` when the set is larger
     train_size: Annotated[int, Range(1, limit=1_000_000)]
-    benchmarks: tuple[str, ...]  # evaluation sets, by name: chain_sum or names in `sources`
-    local_root: str  # "" = read real datasets from the hub; a folder = read each from local_root / sources.<name>.local
-    sources: dict[str, SourceConfig]  # one per real dataset
+    benchmarks: tuple[str, ...]
+    local_root: str
+    sources: dict[str, SourceConfig]
     chain_sum: ChainSumConfig
 
     def check(self) -> None:
@@ -164,22 +163,20 @@ class PrepareConfig:
 class TaskConfig:
     """How a problem becomes a prompt, and how long an answer may be (shared by SFT, training and evaluation)."""
 
-    prompt_template: str  # {problem} stands for the problem; rendered as one user message with the chat template
-    max_new_tokens: Tokens  # response length limit of rollouts and SFT (paper: 4096 for Qwen models, 8192 for DS-1.5B)
+    prompt_template: str
+    max_new_tokens: Tokens
 
     def check(self) -> None:
         if "{problem}" not in self.prompt_template:
             raise ParamsError(f"task.prompt_template={self.prompt_template!r} must contain '{{problem}}'")
 
 
-
-
 @dataclass(frozen=True)
 class GradingConfig:
     """Which verifier grades (twogrpo.grading): the training reward, and the benchmark evaluation the claims use."""
 
-    reward: Grader  # the training reward (also the in-training evaluation curves and Table 2's signs)
-    evaluation: Literal["", Grader]  # "" = the reward's grader
+    reward: Grader
+    evaluation: Literal["", Grader]
 
     @property
     def metric(self) -> Grader:
@@ -190,11 +187,8 @@ class GradingConfig:
 class RolloutConfig:
     """The generation engine for rollouts and evaluation; both give the same sampling semantics."""
 
-    # hf: transformers `generate` on the training model (the CPU default); vllm: vLLM colocated in the training
-    # process, weights synced after every generation step; auto: vllm when it is installed and a GPU is present.
     engine: Literal["auto", "hf", "vllm"]
-    vllm_dtype: Literal["float32", "bfloat16", "float16"]  # float32 keeps the tiny model token-for-token equal to HF
-    # Fraction of GPU memory for vLLM (weights and KV cache); on the CPU backend, the fraction of CPU memory.
+    vllm_dtype: Literal["float32", "bfloat16", "float16"]
     vllm_memory_utilization: Probability
 
 
@@ -203,26 +197,22 @@ class BaseConfig:
     """The base policy: a pretrained model (hub id or local folder), or a tiny Qwen2 trained from scratch by SFT until
     it solves part of the problems (the embedded default; the keys after `revision` size and train it)."""
 
-    model: str  # "scratch", a hub id (Qwen/Qwen2.5-Math-1.5B), or a local folder in the hub's format
-    revision: str  # hub commit (a branch follows the hub; the stage records the commit and a content hash)
+    model: str
+    revision: str
     seed: Seed
     hidden_size: Annotated[int, Range(1, limit=16_384)]
     num_layers: Annotated[int, Range(1, limit=256)]
     num_heads: Annotated[int, Range(1, limit=256)]
     num_kv_heads: Annotated[int, Range(1, limit=256)]
     intermediate_size: Annotated[int, Range(1, limit=65_536)]
-    lr: Positive  # AdamW, linear warm-up then constant
+    lr: Positive
     warmup_steps: Annotated[int, Range(0, limit=1_000_000)]
     weight_decay: NonNegative
-    batch_size: Annotated[int, Range(1, limit=65_536)]  # SFT examples per step
-    max_steps: Annotated[int, Range(1, limit=1_000_000)]  # hard cap on SFT steps
-    eval_every: Annotated[int, Range(1)]  # measure sampled accuracy every this many steps
-    # Validation problems (the first N) the stopping accuracy is measured on
+    batch_size: Annotated[int, Range(1, limit=65_536)]
+    max_steps: Annotated[int, Range(1, limit=1_000_000)]
+    eval_every: Annotated[int, Range(1)]
     val_size: Annotated[int, Range(1, limit=100_000)]
-    target_accuracy: Probability  # stop at the first checkpoint whose sampled (T=1) accuracy reaches this
-    # The model's position limit, raised to cover prompt + response (verl's practice for Qwen2.5-Math, whose 4,096
-    # positions are fewer than a prompt plus a 4,096-token response); saved in models/base/config.json, so HF and
-    # vLLM (its max_model_len) get the same limit. 0 = the model's own.
+    target_accuracy: Probability
     max_position_embeddings: Annotated[int, Range(0, limit=1_048_576)] = 0
 
     @property
@@ -286,68 +276,37 @@ class TrainConfig:
 
     seeds: tuple[Seed, ...]
     arms: dict[str, ArmConfig]
-    # Train problems GRPO draws from (the first N of the train table). As verl's dataloader: each epoch a new seeded
-    # permutation of them, cut to whole generation batches (drop_last: a different remainder left out each epoch).
     prompts: Annotated[int, Range(1, limit=1_000_000)]
-    # Who orders the prompts: "seed", numpy seeded by the run's seed (each seed its own order); "verl", torch's
-    # RandomSampler seeded by data_seed (verl's data.seed), the same order for every seed (twogrpo.rollouts).
     data_order: Literal["seed", "verl"]
-    data_seed: Annotated[int, Range(0, limit=2**63 - 1)]  # verl's data.seed (1 unless set); read by data_order verl
-    epochs: Annotated[int, Range(1, limit=1000)]  # passes over those prompts, the same for every arm
-    rollouts_per_minibatch: Annotated[int, Range(2, limit=1_000_000)]  # B = Q * G, the same for every arm (paper: 512)
-    # Prompts per generation step (paper: 512), split into mini-batches of Q prompts
+    data_seed: Annotated[int, Range(0, limit=2**63 - 1)]
+    epochs: Annotated[int, Range(1, limit=1000)]
+    rollouts_per_minibatch: Annotated[int, Range(2, limit=1_000_000)]
     generation_batch_prompts: Annotated[int, Range(1, limit=1_000_000)]
-    reference_lr: LearningRate  # learning rate at reference_group_size (paper: 1e-6 at G=16)
-    reference_group_size: Annotated[int, Range(2, limit=1024)]  # the arm whose lr is reference_lr
-    # Linear warm-up, counted in generation steps (verl steps its scheduler once per step)
+    reference_lr: LearningRate
+    reference_group_size: Annotated[int, Range(2, limit=1024)]
     warmup_gen_steps: Annotated[int, Range(0, limit=1_000_000)]
-    weight_decay: NonNegative  # AdamW (verl: 0.01)
-    grad_clip: Positive  # global gradient-norm clip (verl: 1.0)
-    # PPO clip, ratio >= 1 - clip_low (paper: 0.2)
+    weight_decay: NonNegative
+    grad_clip: Positive
     clip_low: Annotated[float, Range(0, 1, open_low=True, open_high=True)]
-    clip_high: Positive  # ratio <= 1 + clip_high (paper: 0.28, DAPO's clip-higher)
-    clip_ratio_c: Annotated[float, Range(1, open_low=True)]  # verl's dual clip for negative advantages (3.0)
-    # Group advantage (r - mean) / (std + adv_eps): bessel = torch.std as verl (+-0.707 for a mixed pair),
-    # population = the paper's equations (+-1), none = Dr. GRPO's r - mean (+-0.5).
+    clip_high: Positive
+    clip_ratio_c: Annotated[float, Range(1, open_low=True)]
     adv_std: AdvStd
-    adv_eps: Positive  # verl: 1e-6
-    # Loss aggregation over an optimizer mini-batch (twogrpo.grpo.aggregate): token-mean = all response tokens of the
-    # mini-batch, discarded groups included (verl's new engine workers, from November 2025); micro-token-mean = the
-    # token mean within each micro-batch, weighted by its rows (verl's actor at the paper's time; the micro-batch
-    # size then shapes the result); seq-mean-token-mean = each sequence's token mean, then the mean over sequences
-    # (the paper's equations); seq-mean-token-sum-norm = each sequence's token sum over the constant
-    # task.max_new_tokens, then the mean over sequences (Dr. GRPO's constant normaliser).
+    adv_eps: Positive
     loss_agg: LossAgg
-    kl_coef: NonNegative  # KL penalty to the frozen base policy, verl's low_var_kl estimator in the loss (verl: off, 0)
-    entropy_coef: NonNegative  # entropy bonus, subtracted from the loss (verl: 0)
-    ppo_epochs: Annotated[int, Range(1, limit=100)]  # passes over each generation batch (verl ppo_epochs: 1)
-    # Rollout sampling (paper: 1.0, top-p 1.0). Positive: at 0 (greedy) a group's rollouts are equal, every group dead.
+    kl_coef: NonNegative
+    entropy_coef: NonNegative
+    ppo_epochs: Annotated[int, Range(1, limit=100)]
     temperature: Positive
     top_p: Probability
-    top_k: TopK  # 0 = off
-    # Rollouts per forward pass (memory only, unless loss_agg is micro-token-mean)
+    top_k: TopK
     micro_batch_rollouts: Annotated[int, Range(1, limit=1_000_000)]
-    # Update (and old log-probs) only on the rollouts of informative groups: a dead group's zero advantage gives exactly
-    # zero gradient, so the update is verl's full pass minus work (float rounding aside). Off when kl_coef or
-    # entropy_coef is set (dead groups then have a gradient). false = verl's full pass, as the paper timed it.
     skip_dead_groups: bool
-    # Evaluate on validation problems every this many generation steps (the curves)
     eval_every: Annotated[int, Range(1)]
-    eval_benchmark: str  # the validation problems of this benchmark are evaluated (one of prepare.benchmarks)
-    eval_problems: Annotated[int, Range(1, limit=1_000_000)]  # the curves' evaluation: its first N problems
-    eval_samples: Samples  # samples per problem, in the curves' evaluation and the final one on all of them
-    # Prompt + response tokens per micro-batch of the update and old log-probs (verl's use_dynamic_bsz with
-    # ppo_max_token_len_per_gpu): ceil(tokens / budget) micro-batches balanced by tokens (twogrpo.forward.split);
-    # packed into one row without padding under flash attention, else right-padded to each one's longest rollout
-    # (twogrpo.forward.packs). 0 = micro_batch_rollouts rollouts, in order.
-    # Memory and speed only under a mini-batch-wide loss normalisation (rounding aside); under micro-token-mean (the
-    # paper-time verl) it shapes the result, as verl's ppo_max_token_len_per_gpu did.
+    eval_benchmark: str
+    eval_problems: Annotated[int, Range(1, limit=1_000_000)]
+    eval_samples: Samples
     micro_batch_tokens: Annotated[int, Range(0, limit=10_000_000)] = 0
-    # verl's balance_batch (its default): over several processes, the generation batch is repartitioned into equal
-    # shares of about equal tokens before the mini-batches are cut (GenerationBatch.balanced); one process: nothing.
     balance_batch: bool = False
-    # float32, or bfloat16: bf16 compute (autocast; FSDP all-gathers bf16 weights) over float32 master weights,
-    # gradients and AdamW state, as verl's FSDP mixed precision (param bf16, reduce float32).
     precision: Literal["float32", "bfloat16"] = "float32"
 
     @classmethod
@@ -466,22 +425,21 @@ class TrainConfig:
 class EvaluateConfig:
     """Benchmark evaluation at the paper's sampling (T 0.7, top-p 0.8, top-k 20; k = 32 in the paper)."""
 
-    problems: Annotated[int, Range(0, limit=1_000_000)]  # problems evaluated per benchmark (the first N; 0 = all)
-    samples: Samples  # k samples per problem: Mean@k and Pass@k
-    temperature: NonNegative  # 0 = greedy (both engines)
+    problems: Annotated[int, Range(0, limit=1_000_000)]
+    samples: Samples
+    temperature: NonNegative
     top_p: Probability
-    top_k: TopK  # 0 = off
-    max_new_tokens: Tokens  # response length limit (paper: 4096 for every model)
-    seed: Seed  # sampling seed, the same for every model so differences are the models'
+    top_k: TopK
+    max_new_tokens: Tokens
+    seed: Seed
 
 
 @dataclass(frozen=True)
 class ContrastiveConfig:
     """The gradient-covariance measurement of the paper's Table 2 (100 prompts x 10 responses there)."""
 
-    prompts: Annotated[int, Range(1, limit=100_000)]  # GRPO train prompts used (the first N)
-    responses: Annotated[int, Range(2, limit=1024)]  # responses sampled per prompt (a pair needs 2)
-    # Random derangements averaged for the permuted-pairs baseline
+    prompts: Annotated[int, Range(1, limit=100_000)]
+    responses: Annotated[int, Range(2, limit=1024)]
     permutations: Annotated[int, Range(1, limit=100_000)]
     seed: Seed
 
@@ -490,40 +448,23 @@ class ContrastiveConfig:
 class ReportConfig:
     """How the report judges the claims."""
 
-    # Two readings of "2-GRPO matches 16-GRPO" (twogrpo.stats intervals, with 3+ seeds per arm): the arm keeps at
-    # least share_margin of 16-GRPO's gain over the base (one-sided 95% lower bound of the share; the verdict), and
-    # the gap's 95% interval lies within +-equivalence_margin (accuracy as a fraction: 0.02 = 2 points).
     share_margin: Probability
     equivalence_margin: Probability
-    # Time-to-target: the time and rollouts each run needs until its in-training eval accuracy reaches this fraction
-    # of the reference arm's final eval accuracy (mean over seeds).
     target_fraction: Probability
-    # The paper's rows (data/paper/tables.csv) shown beside ours: its model and train-set names; "" = none (the
-    # embedded default has no counterpart in the paper).
     paper_model: Literal["", "Qwen-1.5B", "Qwen-7B", "DS-1.5B"]
     paper_train_set: Literal["", "MATH", "DAPO-Math-Sub"]
 
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """How the stages run: no DVC stage depends on these keys but `validate`, whose output never changes, so changing
-    one reruns only that check. They change no setting of the method, but not every bit of a run either: each process
-    samples with its own seed, so another process count draws other rollouts (as another seed would; a checkpoint
-    resumes only with as many processes), and the thread count can change float rounding on the CPU."""
+    """How the stages run, not the method: no DVC stage but `validate` depends on these keys (what they can change:
+    conf/config.yaml's comment on the section)."""
 
-    # How the train stage starts: "python" (one process) or "accelerate launch --config_file conf/accelerate/<c>.yaml"
-    # (several processes, one per GPU). The stage starts the launcher itself (twogrpo.launch.relaunch), so the DVC
-    # command stays `python -m stages.train`.
     launch: str
-    eval_launch: str  # how the evaluate stages start, as launch
-    # GPUs the run trains on, one process each (the paper: 4 for 1.5B models, 8 for 7B); 0 = the CPU. Set with launch
-    # by one choice of conf/hardware/ (`-S hardware=gpus-4`); the train stage first checks that this machine has them,
-    # with the free memory the plan needs (twogrpo.plan.preflight).
+    eval_launch: str
     gpus: Annotated[int, Range(0, limit=4096)]
-    # Generation steps between resumable checkpoints (checkpoints/<arm>-s<seed>/); 0 = none
     checkpoint_every: Annotated[int, Range(0)]
-    gradient_checkpointing: bool  # recompute activations in the backward pass (memory only; same result)
-    # Torch threads per process; 0 = the process's share of the machine's cores
+    gradient_checkpointing: bool
     threads: Annotated[int, Range(0, limit=1024)]
 
     @property
