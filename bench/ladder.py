@@ -16,7 +16,7 @@ from pathlib import Path
 
 from figures import add_record_flag, recording
 
-from twogrpo.ladder import CANDIDATES, REFERENCE_ARM, axis_verdicts, default_choice, gap_rows, gap_text
+from twogrpo.ladder import CANDIDATES, REFERENCE_ARM, default_choice, gap_rows, gap_text, verdict_table
 
 LADDER = Path(__file__).resolve().parents[1] / "reports" / "ladder.json"
 
@@ -46,16 +46,11 @@ def main() -> None:
                   f"`{r['arm']}` (x{r['lr_factor']:.2f}) | {r['mean_at_k']:.2f} | "
                   f"{gap_text(r['gap'], r['low'], r['high'])} | {r['discard_rate']:.0%} ({REFERENCE_ARM} "
                   f"{r['reference_discard_rate']:.0%}) |")
-        print("| axis | arm or point | verdict (gap) | verdict (share of the gain) | gap along the axis |")
+        print("| axis | arm | verdict (gap) | verdict (share of the gain) | gap along the axis |")
         print("|---|---|---|---|---|")
-        for axis, value in (("model size", "parameters"), ("training length", "epochs")):
-            on_axis = rows[rows["point"].isin(ladder["axes"][axis])]
-            for _, v in axis_verdicts(on_axis, value).iterrows():
-                print(f"| {axis} | `{v['arm']}` | {v['verdict']} | {v['verdict on the share']} | "
-                      f"{v[f'gap by {value}']} |")
-        for _, v in axis_verdicts(rows, "lr_factor", by="point", across_bases=False).iterrows():
-            print(f"| learning-rate rule | `{v['point']}` | {v['verdict']} | {v['verdict on the share']} | "
-                  f"{v['gap by lr_factor']} |")
+        for _, v in verdict_table(rows, ladder["axes"]).iterrows():
+            arm = v["arm"] if v["arm"].startswith("2-GRPO at ") else f"`{v['arm']}`"
+            print(f"| {v['axis']} | {arm} | {v['verdict']} | {v['verdict on the share']} | {v['gap along the axis']} |")
         table, chosen = default_choice(rows, CANDIDATES)
         measured = table.dropna()
         print(f"The default by the rule on validation: {chosen or 'no choice (a candidate has no validation record)'}"

@@ -3,7 +3,6 @@ and points with too few seeds, which are shown but cannot decide."""
 
 import numpy as np
 import pytest
-import yaml
 
 from twogrpo.ladder import GapPoint, axis_verdict, axis_verdicts, gap_rows, paper_points
 
@@ -109,14 +108,16 @@ def test_paper_points_place_table_1_and_table_4_on_the_axes():
 
 
 def test_every_ladder_point_composes_to_valid_params_changing_only_its_factors():
-    """Each point's -S overrides compose (as DVC composes them) into params that validate, with the ladder's arms,
-    and differ from the embedded default only in the arms, the center's keys and the point's own."""
+    """Each point of conf/ladder/ composes (as `dvc exp run -S ladder=<point>` composes it) into params that validate,
+    with the ladder's arms, and differ from the embedded default only in the arms, the center's keys and the point's
+    own; the report's axes name points that exist."""
     from tests.fixtures import changed
-    from tools.ladder import CENTER, POINTS, overrides
+    from tools.ladder import AXES, CENTER, changes, overrides, points, settings
     from tools.setups import compose
 
+    assert points()[0] == CENTER and {p for axis in AXES.values() for p in axis} <= set(points())
     default, _ = compose([])
-    for point, changes in POINTS.items():
+    for point in points():
         mapping, params = compose(overrides(point, []))
         arms = params.train.arms
         assert set(arms) == {"g16", "g2", "g2-sqrt", "g2-same-lr"}
@@ -124,10 +125,11 @@ def test_every_ladder_point_composes_to_valid_params_changing_only_its_factors()
         assert [params.train.lr(arms[a]) / reference for a in ("g2-same-lr", "g2-sqrt", "g2")] == \
             pytest.approx([1, 8 ** 0.5, 8])
         expected = changed(default, {"train": {"arms": mapping["train"]["arms"]}})
-        for key, value in (CENTER | changes).items():
+        for key, value in (settings(CENTER) | changes(point)).items():
             section, name = key.split(".")
-            expected[section][name] = yaml.safe_load(value)
+            expected[section][name] = value
         assert mapping == expected, point
+        assert point == CENTER or changes(point), point  # every other point changes something
 
 
 def test_a_bad_override_stops_the_ladder_before_anything_is_queued():

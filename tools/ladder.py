@@ -6,16 +6,18 @@ learning-rate rule? One DVC experiment per point, one report over them.
     python -m tools.ladder --points center epochs-4     # some points only
     python -m tools.ladder --set scale=dry-run --set base.max_steps=20   # added to every point (a smoke check)
 
-Each point is an ordinary DVC experiment, `ladder-<point>` (`dvc exp show` lists it, `dvc exp apply` restores it),
-queued with `dvc exp run --queue -S arms=ladder -S <the point's changes>` and run with `dvc queue start`, one
-at a time (every stage already uses all the cores). The points change one factor at a time around a center (the
-embedded default's settings before the ladder chose 10 epochs), so a point shares every stage it does not change
-with the others through DVC's run cache. A point whose experiment exists on this commit is not run again, so a
-ladder stopped midway continues where it stopped (`dvc exp remove` a point to rerun it).
+The points are configuration: one file per point in conf/ladder/ (a Hydra config group), each a change to the center
+(conf/ladder/center.yaml). Each point is an ordinary DVC experiment, `ladder-<point>` (`dvc exp show` lists it,
+`dvc exp apply` restores it), queued as `dvc exp run --queue -S ladder=<point>` and run by one queue worker, one
+point at a time (every stage already uses all the cores). The points change one factor at a time, so a point shares
+every stage it does not change with the others through DVC's run cache. A point whose experiment exists on this
+commit is not run again, so a ladder stopped midway continues where it stopped (`dvc exp remove` a point to rerun it).
+DVC is asked through its Python API (dvc.repo.Repo: the experiments, the queue's status); `dvc queue start` runs as a
+command only so that the worker it leaves behind holds none of this process's output.
 
 The report reads the newest `ladder-<point>` experiment of each point, on whichever commit it ran (the report names
-each point's commit): its params, metrics and result tables (committed in
-the experiment), into reports/ladder.json, and executes notebooks/ladder.ipynb on it into reports/ladder.html.
+each point's commit): its params, metrics and result tables (committed in the experiment), into reports/ladder.json,
+and executes notebooks/ladder.ipynb on it into reports/ladder.html.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import time
 from pathlib import Path
 
 import yaml
+from dvc.lock import LockError
+from dvc.repo import Repo
 from hydra.errors import HydraException
 
 from tools.experiments import git_file
@@ -42,71 +46,78 @@ from twogrpo.notebooks import execute_to_html
 REPORTS = Path("reports")
 POLL_SECONDS = 15
 PREFIX = "ladder-"
-
-# The point the axes leave from, stated in full so that the ladder keeps its meaning if the embedded default changes:
-# the embedded default's model (0.6M parameters) trained 1 epoch over 1,024 prompts, 3 seeds (a verdict needs 3).
-CENTER = {"base.hidden_size": "128", "base.num_heads": "4", "base.num_kv_heads": "2", "base.intermediate_size": "384",
-          "base.lr": "3.0e-3",
-          "train.prompts": "1024", "train.epochs": "1", "train.eval_every": "1", "train.seeds": "[0, 1, 2]"}
-# Each point: the params it changes from the center (as `dvc exp run -S` overrides). Model sizes keep the
-# center's 3 layers and head_dim 32 and scale width: ~0.6M (the center), ~2.4M and ~9.5M parameters. Each size
-# trains its own SFT base to the same stopping accuracy (base.target_accuracy), at an SFT learning rate scaled as
-# 1/width (the usual rule for Adam on hidden weights): at the center's 3e-3, the 2.4M model stopped at 3,000 steps
-# with 0.11 sampled accuracy, below the band. Training length: 1 epoch (the
-# center), 4, and the paper's 10 (v3 §5.1) over the same 1,024 prompts, with about one in-training measurement per
-# epoch. Every point runs the center's 3 seeds: a point with fewer is shown, never judged (twogrpo.ladder).
-POINTS: dict[str, dict[str, str]] = {
-    "center": {},
-    "epochs-4": {"train.epochs": "4", "train.eval_every": "2"},
-    "epochs-10": {"train.epochs": "10", "train.eval_every": "8"},
-    "size-2m": {"base.hidden_size": "256", "base.num_heads": "8", "base.num_kv_heads": "4",
-                "base.intermediate_size": "768", "base.lr": "1.5e-3"},
-    "size-10m": {"base.hidden_size": "512", "base.num_heads": "16", "base.num_kv_heads": "8",
-                 "base.intermediate_size": "1536", "base.lr": "7.5e-4",
-                 # The covariance stage keeps every rollout's gradient: 1,000 of 9.5M parameters need 38 GB.
-                 "contrastive.prompts": "10"},
-    # Off the axes, the candidate default: the paper's 10 epochs over 128 prompts, 1.25 times the center's rollouts.
-    "epochs-10-prompts-128": {"train.epochs": "10", "train.prompts": "128"},
-}
-# Each axis and the points along it. The learning-rate rule varies by arm within every point.
+LADDER_CONF = Path(__file__).resolve().parents[1] / "conf" / "ladder"
+CENTER = "center"
+# Each axis and the points along it (the report draws and judges each; the learning-rate rule varies by arm within
+# every point). A point on no axis is shown, not judged.
 AXES = {"model size": ["center", "size-2m", "size-10m"], "training length": ["center", "epochs-4", "epochs-10"]}
 CURVE_COLUMNS = ("arm", "seed", "gen_step", "rollouts", "train_time", "eval_accuracy", "dead_group_frac")
 FILES = ("metrics/claims.json", "metrics/base.json", "results/summary.csv", "results/curves.csv",
          "results/time_to_target.csv")
 
 
-def dvc(*args: str) -> subprocess.CompletedProcess:
-    """Run `dvc <args>` from this environment (no shell: every value is one argument)."""
-    return subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
+def points() -> list[str]:
+    """The ladder's points: conf/ladder/'s files, the center first."""
+    return sorted((p.stem for p in LADDER_CONF.glob("*.yaml")), key=lambda name: (name != CENTER, name))
+
+
+def settings(point: str) -> dict[str, object]:
+    """The settings a point's file states, as dotted keys (the center's: the whole center)."""
+    conf = yaml.safe_load((LADDER_CONF / f"{point}.yaml").read_text())
+    conf.pop("defaults", None)
+
+    def flat(mapping: dict, where: str = "") -> dict[str, object]:
+        out = {}
+        for key, value in mapping.items():
+            out |= flat(value, f"{where}{key}.") if isinstance(value, dict) else {f"{where}{key}": value}
+        return out
+
+    return flat(conf)
+
+
+def changes(point: str) -> dict[str, object]:
+    """What a point changes from the center (the center: nothing)."""
+    return {} if point == CENTER else settings(point)
 
 
 def overrides(point: str, extra: list[str]) -> list[str]:
-    """A point's `dvc exp run -S` values: the ladder's arms, the center with the point's changes, then `extra`
-    (applied last)."""
-    return ["arms=ladder", *(f"{key}={value}" for key, value in (CENTER | POINTS[point]).items()), *extra]
+    """A point's `dvc exp run -S` values: the point's choice, then `extra` (which a point's own settings do not
+    override: command-line overrides come last in Hydra's composition)."""
+    return [f"ladder={point}", *extra]
 
 
 def experiments(any_commit: bool = False) -> dict[str, dict]:
     """The ladder's experiments on this commit (or on any, with `any_commit`): point -> {rev, baseline, finished
-    (unix time)}, the newest of each name. DVC keeps an experiment as the git ref
-    refs/exps/<baseline commit split 2/38>/<name>."""
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    where = "refs/exps/" if any_commit else f"refs/exps/{head[:2]}/{head[2:]}/"
-    listed = subprocess.run(["git", "for-each-ref", "--sort=committerdate",
-                             "--format=%(refname) %(objectname) %(committerdate:unix)", where],
-                            capture_output=True, text=True, check=True).stdout.split("\n")
-    found = {}
-    for line in filter(None, listed):
-        ref, rev, finished = line.split()
-        *_, high, low, name = ref.split("/")
-        if name.startswith(PREFIX) and name[len(PREFIX):] in POINTS:
-            found[name[len(PREFIX):]] = {"rev": rev, "baseline": high + low, "finished": int(finished)}
+    (unix time of its commit)}, the newest of each name."""
+    known, found = set(points()), {}
+    with Repo(".") as repo:
+        listed = repo.experiments.ls(all_commits=any_commit)
+        for baseline, exps in listed.items():
+            for name, rev in exps:
+                point = name[len(PREFIX):]
+                if not name.startswith(PREFIX) or point not in known or rev is None:
+                    continue
+                finished = repo.scm.resolve_commit(rev).commit_time
+                if point not in found or finished >= found[point]["finished"]:
+                    found[point] = {"rev": rev, "baseline": baseline, "finished": finished}
     return found
+
+
+def pending(names: set[str]) -> tuple[set[str], bool] | None:
+    """Of these experiment names, those the DVC queue holds queued or running, and whether a queue worker is active;
+    None when DVC cannot be asked now (its lock held)."""
+    try:
+        with Repo(".") as repo:
+            queue = repo.experiments.celery_queue
+            waiting = {e["name"] for e in queue.status() if e["status"] in ("Queued", "Running")} & names
+            return waiting, bool(queue.worker_status())
+    except LockError:
+        return None
 
 
 def point_record(point: str, rev: str) -> dict:
     """A point's params, metrics and result tables as committed in its experiment."""
-    record = {"point": point, "rev": rev, "changes": POINTS[point],
+    record = {"point": point, "rev": rev, "changes": changes(point),
               "params": yaml.safe_load(git_file(rev, "params.yaml") or "{}")}
     for path in FILES:
         text = git_file(rev, path)
@@ -150,16 +161,16 @@ def run_points(points: list[str], extra: list[str]) -> tuple[dict[str, float], l
             print(f"{PREFIX}{point}: already run on this commit ({done[point]['rev'][:7]}); not run again")
     if not todo:
         return {}, []
-    queued = dvc("queue", "status")
-    if any(PREFIX in line and ("Queued" in line or "Running" in line) for line in queued.stdout.splitlines()):
-        raise SystemExit(f"the DVC queue already holds ladder experiments:\n{queued.stdout}\nrun `dvc queue remove "
-                         "--queued` (or wait for them), then this again")
-    for point in todo:
-        settings = overrides(point, extra)
-        result = dvc("exp", "run", "--queue", "-n", f"{PREFIX}{point}", *(a for s in settings for a in ("-S", s)))
-        if result.returncode:
-            raise SystemExit(f"queueing {PREFIX}{point} failed:\n{result.stdout}{result.stderr}")
-        print(f"queued {PREFIX}{point}: {' '.join(settings)}", flush=True)
+    ours = {PREFIX + p for p in todo}
+    asked = pending({PREFIX + p for p in points()})
+    if asked is None or asked[0]:
+        raise SystemExit("the DVC queue already holds ladder experiments (or DVC is busy): see `dvc queue status`, "
+                         "run `dvc queue remove --queued` (or wait for them), then this again")
+    with Repo(".") as repo:
+        for point in todo:
+            settings = overrides(point, extra)
+            repo.experiments.run(queue=True, name=PREFIX + point, params=settings)
+            print(f"queued {PREFIX}{point}: {' '.join(settings)}", flush=True)
     start = time.time()
     print(f"running {len(todo)} points one at a time (dvc queue start --jobs 1; follow one with `dvc queue logs -f "
           f"{PREFIX}<point>`)", flush=True)
@@ -171,22 +182,20 @@ def run_points(points: list[str], extra: list[str]) -> tuple[dict[str, float], l
         if started.returncode:
             said.seek(0)
             raise SystemExit(f"dvc queue start failed:\n{said.read()}")
-    waiting, idle = set(todo), 0
+    waiting, idle = ours, 0
     while waiting:  # until none of ours is queued or running (a point removed from the queue counts as ended)
         time.sleep(POLL_SECONDS)
-        status = dvc("queue", "status")
-        if status.returncode:  # DVC busy or locked: ask again
+        asked = pending(waiting)
+        if asked is None:  # DVC busy or locked: ask again
             continue
-        lines = status.stdout.splitlines()
-        pending = {p for p in waiting if any(f" {PREFIX}{p} " in f" {line} " and ("Queued" in line or "Running" in line)
-                                             for line in lines)}
-        for point in sorted(waiting - pending):
-            print(f"{PREFIX}{point} ended after {(time.time() - start) / 60:.1f} min", flush=True)
-        waiting = pending
-        idle = idle + 1 if waiting and any("Worker status: 0 active" in line for line in lines) else 0
+        still, working = asked
+        for name in sorted(waiting - still):
+            print(f"{name} ended after {(time.time() - start) / 60:.1f} min", flush=True)
+        waiting = still
+        idle = idle + 1 if waiting and not working else 0
         if idle >= 4:  # a minute with ours pending and no worker: it died
-            raise SystemExit(f"no DVC queue worker is running, yet {', '.join(PREFIX + p for p in sorted(waiting))} "
-                             "wait: `dvc queue status`, `dvc queue logs <name>`")
+            raise SystemExit(f"no DVC queue worker is running, yet {', '.join(sorted(waiting))} wait: "
+                             "`dvc queue status`, `dvc queue logs <name>`")
     finished = experiments()
     # A point's wall-clock: from the previous point's end (a failed point's time counts toward the next).
     seconds, previous = {}, start
@@ -221,7 +230,7 @@ def write_report(seconds: dict[str, float]) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--points", nargs="+", choices=list(POINTS), default=list(POINTS))
+    parser.add_argument("--points", nargs="+", choices=points(), default=points())
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a further `dvc exp run -S` override for every point")
     parser.add_argument("--report", action="store_true", help="only write the report")

@@ -162,6 +162,26 @@ def axis_verdicts(rows: pd.DataFrame, value: str, by: str = "arm", across_bases:
     return pd.DataFrame(out)
 
 
+AXIS_VALUES = {"model size": "parameters", "training length": "epochs"}  # the column each point axis is read by
+
+
+def verdict_table(rows: pd.DataFrame, axes: dict[str, list[str]]) -> pd.DataFrame:
+    """Every verdict of the ladder, for the report and the figures page alike: along each axis of points (`axes`:
+    axis -> its points; read by AXIS_VALUES), one per 2-GRPO arm; then along the learning-rate rule (x1, x2.83, x8),
+    one per point. Columns: axis, arm (an arm, or "2-GRPO at <point>"), verdict, verdict on the share, gap along
+    the axis (each value's gap with its interval and seeds)."""
+    tables = []
+    for axis, points in axes.items():
+        value = AXIS_VALUES[axis]
+        table = axis_verdicts(rows[rows["point"].isin(points)], value)
+        tables.append(table.rename(columns={f"gap by {value}": "gap along the axis"}).assign(axis=axis))
+    rule = axis_verdicts(rows, "lr_factor", by="point", across_bases=False)
+    rule = rule.rename(columns={"point": "arm", "gap by lr_factor": "gap along the axis"})
+    tables.append(rule.assign(arm="2-GRPO at " + rule["arm"], axis="learning-rate rule (x1, x2.83, x8)"))
+    columns = ["axis", "arm", "verdict", "verdict on the share", "gap along the axis"]
+    return pd.concat(tables, ignore_index=True)[columns]
+
+
 PAPER_PARAMETERS = {"Qwen-1.5B": 1.5e9, "DS-1.5B": 1.5e9, "Qwen-7B": 7e9}  # as the models are named
 PAPER_EPOCHS = 10  # v3 §5.1
 
