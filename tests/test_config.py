@@ -98,6 +98,9 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
     (lambda r: r["base"].update(target_accuracy=1.2), "base.target_accuracy=1.2 must be in (0, 1]"),
     (lambda r: r["rollout"].update(vllm_memory_utilization=0), "rollout.vllm_memory_utilization=0.0 must be in (0, 1]"),
     (lambda r: r["report"].update(equivalence_margin=-0.02), "report.equivalence_margin=-0.02 must be in (0, 1]"),
+    # Read as points, a margin is refused with its unit named.
+    (lambda r: r["report"].update(equivalence_margin=3),
+     "report.equivalence_margin=3.0 must be in (0, 1] (a fraction: 0.02 = 2 points)"),
     (lambda r: r["train"].update(seeds=[0, -1]), "train.seeds[1]=-1 must be in [0, 2147483647]"),
     (lambda r: r["train"].update(epochs=10**6), "train.epochs=1000000 exceeds the limit 1000"),
     (lambda r: r["evaluate"].update(samples=100_000), "evaluate.samples=100000 exceeds the limit 1024"),

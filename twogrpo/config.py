@@ -43,6 +43,7 @@ class Range:
     open_low: bool = False
     open_high: bool = False
     limit: float = math.inf
+    unit: str = ""  # how the number reads, named in the refusal ("a fraction: 0.02 = 2 points")
 
     def check(self, key: str, value: float) -> None:
         if not math.isfinite(value):
@@ -50,7 +51,7 @@ class Range:
         above = value > self.low if self.open_low else value >= self.low
         below = value < self.high if self.open_high else value <= self.high
         if not (above and below):
-            raise ParamsError(f"{key}={value} must be {self}")
+            raise ParamsError(f"{key}={value} must be {self}" + (f" ({self.unit})" if self.unit else ""))
         if value > self.limit:
             raise ParamsError(f"{key}={value} exceeds the limit {_number(self.limit)}: a run of this size would not "
                               f"finish in reasonable time (twogrpo/config.py sets the limits)")
@@ -448,9 +449,9 @@ class ContrastiveConfig:
 class ReportConfig:
     """How the report judges the claims."""
 
-    share_margin: Probability
-    equivalence_margin: Probability
-    target_fraction: Probability
+    share_margin: Annotated[float, Range(0, 1, open_low=True, unit="a share of 16-GRPO's gain: 0.80 = 80%")]
+    equivalence_margin: Annotated[float, Range(0, 1, open_low=True, unit="a fraction: 0.02 = 2 points")]
+    target_fraction: Annotated[float, Range(0, 1, open_low=True, unit="a fraction: 0.95 = 95%")]
     paper_model: Literal["", "Qwen-1.5B", "Qwen-7B", "DS-1.5B"]
     paper_train_set: Literal["", "MATH", "DAPO-Math-Sub"]
 
