@@ -14,6 +14,7 @@ under "validation", each arm's accuracy and gap on the validation problems, whic
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -76,6 +77,18 @@ def main() -> None:
         for table, path in zip(tables.values(), csvs, strict=True):
             write_csv(table, path)
         write_json(claimed, claims_tmp)
+    log_claims(claimed)
+
+
+def log_claims(claimed: dict) -> None:
+    """Each arm against the reference in one line: the gap with its interval, the share of the gain and its bound,
+    the time and rollout ratios (the verdicts: the report)."""
+    log = logging.getLogger("aggregate")
+    for arm, c in claimed["arms"].items():
+        log.info("%s vs %s (%d seeds): gap %+.2f [%+.2f, %+.2f] points, share of the gain %.0f%% (one-sided bound "
+                 "%.0f%%), time ratio %.3f, rollout ratio %.3f", arm, claimed["reference_arm"], c["seeds"],
+                 100 * c["accuracy_gap"], 100 * c["accuracy_gap_low"], 100 * c["accuracy_gap_high"],
+                 100 * c["share"], 100 * c["share_lower_bound"], c["time_ratio"], c["rollout_ratio"])
 
 
 if __name__ == "__main__":

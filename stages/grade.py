@@ -10,6 +10,7 @@ under each grader; DVC shows it). <model> is `base` or `<arm>-s<seed>`.
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from twogrpo.grading import GRADERS, correct_column, graded_by_all
@@ -35,6 +36,11 @@ def main() -> None:
     with atomic_paths(out / "samples.parquet", out / "metrics.json") as (samples_tmp, metrics_tmp):
         write_parquet(samples, samples_tmp)
         write_json(metrics, metrics_tmp)
+    k = metrics["k"]
+    logging.getLogger("grade").info(
+        "%s: Mean@%d %.2f, Pass@%d %.2f (points, %d problems of %s, graded by %s)", args.model, k,
+        100 * metrics["mean_at_k"], k, 100 * metrics["pass_at_k"], metrics["problems"],
+        ", ".join(metrics["benchmarks"]), metrics["grader"])
 
 
 if __name__ == "__main__":

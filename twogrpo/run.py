@@ -5,7 +5,6 @@ has not changed under the DVC run, and a last log line with the stage's seconds 
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import hashlib
 import json
 import logging
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from twogrpo.config import Params, load_params
+from twogrpo.config import PARAMS_FILE, Params, load_params
 from twogrpo.distributed import cores_per_process
 from twogrpo.io import write_json
 
@@ -25,14 +24,16 @@ RUN_RECORD = Path(".dvc/tmp/twogrpo-run.json")  # the params the current DVC run
 
 
 def start_stage(name: str) -> Params:
-    """Configure the process for a stage and return the params, logged first (the resolved config). The hub's
-    offline default is set by the `stages` package, before the hub libraries are imported."""
+    """Configure the process for a stage and return the params; the first line logged names the stage and the
+    resolved params it read (params.yaml, with its digest). The hub's offline default is set by the `stages` package,
+    before the hub libraries are imported."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stop_if_params_changed_during_the_run(name)
     params = load_params()
     torch.set_num_threads(params.runtime.threads or cores_per_process())
     log = logging.getLogger(name)
-    log.info("params: %s", json.dumps(dataclasses.asdict(params), default=str))
+    digest = hashlib.sha256(PARAMS_FILE.read_bytes()).hexdigest()[:12]
+    log.info("stage %s: params %s (sha256 %s), validated", name, PARAMS_FILE.resolve(), digest)
     atexit.register(_log_resources, log)
     return params
 
