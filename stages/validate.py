@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from twogrpo.engine import VLLM_MISSING
+from twogrpo.config import VLLM_MISSING
 from twogrpo.io import write_json
 from twogrpo.run import start_stage
 

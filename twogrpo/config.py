@@ -184,6 +184,10 @@ class GradingConfig:
         return self.evaluation or self.reward
 
 
+VLLM_MISSING = ("rollout.engine=vllm but vLLM is not installed in this environment: on the CPU run from .venv-vllm "
+                "(make install-vllm), on a GPU install requirements-vllm-gpu.txt (see README)")
+
+
 @dataclass(frozen=True)
 class RolloutConfig:
     """The generation engine for rollouts and evaluation; both give the same sampling semantics."""

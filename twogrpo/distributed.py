@@ -30,12 +30,6 @@ from torch.distributed.tensor import DTensor
 GATHERED = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole tensors, in the first process's memory
 
 
-def cores_per_process() -> int:
-    """This process's share of the machine's cores: all of them, or under `accelerate launch` the cores divided by
-    the processes on this machine (LOCAL_WORLD_SIZE)."""
-    return max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-
-
 def process_seed(seed: int, rank: int) -> int:
     """The sampling seed of process `rank` of a run seeded `seed`: each process samples its own rollouts."""
     return seed + 1_000_003 * rank

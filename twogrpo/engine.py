@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from twogrpo.config import RolloutConfig
+from twogrpo.config import VLLM_MISSING, RolloutConfig
 from twogrpo.distributed import is_sharded, pad_to_most, process_seed
 from twogrpo.sampling import Samples, Sampling
 
@@ -86,10 +86,6 @@ def cut_at_stop(row: list[int], stop_ids: list[int]) -> tuple[list[int], bool]:
         if token in stop_ids:
             return row[: i + 1], False
     return row, True
-
-
-VLLM_MISSING = ("rollout.engine=vllm but vLLM is not installed in this environment: on the CPU run from .venv-vllm "
-                "(make install-vllm), on a GPU install requirements-vllm-gpu.txt (see README)")
 
 
 def make_engine(cfg: RolloutConfig, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,

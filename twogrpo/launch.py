@@ -80,6 +80,12 @@ def _options(launch: str) -> dict[str, str]:
     return options
 
 
+def cores_per_process() -> int:
+    """This process's share of the machine's cores: all of them, or under `accelerate launch` the cores divided by
+    the processes on this machine (LOCAL_WORLD_SIZE)."""
+    return max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
 def relaunch(launch: str, module: str) -> None:
     """Run this stage again as `launch` (runtime.launch) starts it, unless that is `python` or this process is already
     one that a launcher started. DVC's command stays `python -m <module>` whatever the launch, so changing it reruns

@@ -14,11 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from twogrpo.config import PARAMS_FILE, Params, load_params
-from twogrpo.distributed import cores_per_process
 from twogrpo.io import write_json
+from twogrpo.launch import cores_per_process
 
 RUN_RECORD = Path(".dvc/tmp/twogrpo-run.json")  # the params the current DVC run started with (not tracked)
 
@@ -30,7 +28,9 @@ def start_stage(name: str) -> Params:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stop_if_params_changed_during_the_run(name)
     params = load_params()
-    torch.set_num_threads(params.runtime.threads or cores_per_process())
+    torch = sys.modules.get("torch")  # a stage that computes with torch has imported it; the others never load it
+    if torch is not None:
+        torch.set_num_threads(params.runtime.threads or cores_per_process())
     log = logging.getLogger(name)
     digest = hashlib.sha256(PARAMS_FILE.read_bytes()).hexdigest()[:12]
     log.info("stage %s: params %s (sha256 %s), validated", name, PARAMS_FILE.resolve(), digest)
@@ -89,6 +89,7 @@ def _log_resources(log: logging.Logger) -> None:
     started = int(_stat(os.getpid())[19])  # clock ticks after boot
     seconds = time.clock_gettime(time.CLOCK_BOOTTIME) - started / os.sysconf("SC_CLK_TCK")
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    torch = sys.modules.get("torch")
     gpu = (f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
-           if torch.cuda.is_available() and torch.cuda.is_initialized() else "")
+           if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized() else "")
     log.info("resources: %.1f s, peak memory %.0f MiB%s (rank %s)", seconds, rss_mib, gpu, os.environ.get("RANK", "0"))

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from twogrpo.distributed import cores_per_process, full_weights
+from twogrpo.distributed import full_weights
+from twogrpo.launch import cores_per_process
 from twogrpo.sampling import Samples, Sampling
 
 
