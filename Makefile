@@ -58,9 +58,12 @@ ladder: install
 	python -m tools.compose
 	python -m tools.ladder
 
+# The tests run two at a time (pytest-xdist, one per core; a module with a costly fixture stays on one worker), then
+# the one that measures CPU contention alone, then the vLLM tests in their environment.
 test: install install-vllm
 	python -m ruff check .
-	python -m pytest -m "not vllm"
+	python -m pytest -m "not vllm and not serial" -n 2 --dist loadgroup
+	python -m pytest -m serial
 	$(VENV_VLLM)/bin/python -m pytest -m vllm tests/test_vllm.py
 
 test-fast: install

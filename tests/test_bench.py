@@ -15,7 +15,8 @@ from tests.fixtures import new_project, run, tiny_params, tool_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.slow
+# One worker runs the module under pytest-xdist: its fixture builds an SFT base once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bench")]
 
 
 def bench(script: str, *args: str, cwd: Path = ROOT) -> list[str]:

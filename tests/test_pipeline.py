@@ -22,7 +22,8 @@ from tests.fixtures import new_project, run, tiny_params, tool_env
 from twogrpo.schemas import EvalSamples, Problems, Summary, TrainSteps, ValidationSamples, read_table
 from twogrpo.telemetry import TIMINGS
 
-pytestmark = pytest.mark.slow
+# One worker runs the module under pytest-xdist: its fixtures build one tiny study and one experiment.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]
 
 TINY = tiny_params()
 

@@ -13,7 +13,7 @@ import pytest
 
 from tests.fixtures import new_project, process_tree, run, tiny_params, tool_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("resume")]  # one worker: one reference run
 
 # 8 generation steps, a checkpoint after each
 PARAMS = tiny_params(train={"arms": {"g2": {"group_size": 2, "lr_scaling": "linear"}}, "seeds": [0], "prompts": 64,

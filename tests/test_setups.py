@@ -120,8 +120,15 @@ def dry_project(tmp_path_factory):
     return project, data, model
 
 
+def on_worker_of_its_data(setup: str):
+    """Under pytest-xdist the DAPO and the MATH setups run on two workers, each in its own repository, where a setup
+    restores from DVC's run cache the stages it shares with the setups run before it (the same data, the same tiny
+    model)."""
+    return pytest.param(setup, marks=pytest.mark.xdist_group("dry-dapo" if "dapo" in setup else "dry-math"))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("setup", PAPER_SETUPS)
+@pytest.mark.parametrize("setup", [on_worker_of_its_data(setup) for setup in PAPER_SETUPS])
 def test_dry_run_of_the_setup_end_to_end(dry_project, setup):
     project, data, model = dry_project
     run(["dvc", "exp", "run", "-n", f"dry-{setup}", "-S", f"setup={setup}", "-S", "scale=dry-run",
@@ -146,6 +153,7 @@ def test_dry_run_of_the_setup_end_to_end(dry_project, setup):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("dry-dapo")
 def test_dry_run_of_a_dapo_setup_with_verls_dapo_prompt_and_reward(dry_project):
     """-S prompt=dapo end to end: rollouts prompted with DAPO's instruction, rewarded and graded by verl's DAPO rule;
     the samples graded by every grader."""

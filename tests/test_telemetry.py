@@ -10,7 +10,10 @@ from tests.test_trainer import run
 from twogrpo.config import ArmConfig
 from twogrpo.summary import CONTENDED_WAIT_SHARE
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="the wait is measured on Linux")
+# serial: `make test` runs it alone, after the tests it runs two at a time: a neighbour would be the contention it
+# measures.
+pytestmark = [pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="the wait is measured on Linux"),
+              pytest.mark.serial]
 
 
 def wait_share(problems, **changes) -> float:
