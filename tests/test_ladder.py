@@ -112,12 +112,12 @@ def test_every_ladder_point_composes_to_valid_params_changing_only_its_factors()
     with the ladder's arms, and differ from the embedded default only in the arms, the center's keys and the point's
     own; the report's axes name points that exist."""
     from tests.fixtures import changed
-    from tools.ladder import AXES, CENTER, changes, overrides, points, settings
+    from tools.ladder import AXES, CENTER, changes, ladder_points, overrides, settings
     from tools.setups import compose
 
-    assert points()[0] == CENTER and {p for axis in AXES.values() for p in axis} <= set(points())
+    assert ladder_points()[0] == CENTER and {p for axis in AXES.values() for p in axis} <= set(ladder_points())
     default, _ = compose([])
-    for point in points():
+    for point in ladder_points():
         mapping, params = compose(overrides(point, []))
         arms = params.train.arms
         assert set(arms) == {"g16", "g2", "g2-sqrt", "g2-same-lr"}

@@ -56,7 +56,7 @@ FILES = ("metrics/claims.json", "metrics/base.json", "results/summary.csv", "res
          "results/time_to_target.csv")
 
 
-def points() -> list[str]:
+def ladder_points() -> list[str]:
     """The ladder's points: conf/ladder/'s files, the center first."""
     return sorted((p.stem for p in LADDER_CONF.glob("*.yaml")), key=lambda name: (name != CENTER, name))
 
@@ -89,7 +89,7 @@ def overrides(point: str, extra: list[str]) -> list[str]:
 def experiments(any_commit: bool = False) -> dict[str, dict]:
     """The ladder's experiments on this commit (or on any, with `any_commit`): point -> {rev, baseline, finished
     (unix time of its commit)}, the newest of each name."""
-    known, found = set(points()), {}
+    known, found = set(ladder_points()), {}
     with Repo(".") as repo:
         listed = repo.experiments.ls(all_commits=any_commit)
         for baseline, exps in listed.items():
@@ -162,7 +162,7 @@ def run_points(points: list[str], extra: list[str]) -> tuple[dict[str, float], l
     if not todo:
         return {}, []
     ours = {PREFIX + p for p in todo}
-    asked = pending({PREFIX + p for p in points()})
+    asked = pending({PREFIX + p for p in ladder_points()})
     if asked is None or asked[0]:
         raise SystemExit("the DVC queue already holds ladder experiments (or DVC is busy): see `dvc queue status`, "
                          "run `dvc queue remove --queued` (or wait for them), then this again")
@@ -230,7 +230,7 @@ def write_report(seconds: dict[str, float]) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--points", nargs="+", choices=points(), default=points())
+    parser.add_argument("--points", nargs="+", choices=ladder_points(), default=ladder_points())
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a further `dvc exp run -S` override for every point")
     parser.add_argument("--report", action="store_true", help="only write the report")

@@ -18,7 +18,8 @@ from twogrpo.config import PARAMS_FILE, Params, load_params
 from twogrpo.io import write_json
 from twogrpo.launch import cores_per_process
 
-RUN_RECORD = Path(".dvc/tmp/twogrpo-run.json")  # the params the current DVC run started with (not tracked)
+# The params each DVC run started with, one file per run (<dvc pid>-<its start time>.json; not tracked).
+RUN_RECORDS = Path(".dvc/tmp/twogrpo-runs")
 
 
 def start_stage(name: str) -> Params:
@@ -34,6 +35,7 @@ def start_stage(name: str) -> Params:
     log = logging.getLogger(name)
     digest = hashlib.sha256(PARAMS_FILE.read_bytes()).hexdigest()[:12]
     log.info("stage %s: params %s (sha256 %s), validated", name, PARAMS_FILE.resolve(), digest)
+    atexit.register(_fail_if_params_changed_while_it_ran, name)  # runs last: exit handlers run in reverse
     atexit.register(_log_resources, log)
     return params
 
@@ -60,27 +62,55 @@ def dvc_run() -> list[int] | None:
     return None
 
 
-def stop_if_params_changed_during_the_run(stage: str) -> None:
-    """Stop a stage whose DVC run started with other params. The first stage a DVC run starts records params.yaml's
-    hash (RUN_RECORD); each later stage of the same run compares. A second `dvc exp run` in the same workspace
-    rewrites params.yaml before it finds the workspace locked, and the first run's later stages would read the
-    second's params and record them as the first experiment's."""
+def params_changed_during_the_run(stage: str) -> str | None:
+    """Why a stage must stop because its DVC run started with other params, or None. The first stage a DVC run starts
+    records params.yaml's hash (RUN_RECORDS, a file per run); each later stage of the same run compares, when it
+    starts and when it ends. A second `dvc exp run` in the same workspace rewrites params.yaml before it finds the
+    workspace busy (and may run its own first stages), and the first run's stages would read the second's params, or
+    record their outputs under them."""
     run = dvc_run()
-    if run is None or not RUN_RECORD.parent.parent.is_dir():
-        return
+    if run is None or not RUN_RECORDS.parent.parent.is_dir():
+        return None
     digest = hashlib.sha256(Path("params.yaml").read_bytes()).hexdigest()
+    path = RUN_RECORDS / f"{run[0]}-{run[1]}.json"
     try:
-        record = json.loads(RUN_RECORD.read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
-        record = {}
-    if record.get("dvc") != run:
-        write_json({"dvc": run, "params_sha256": digest, "first_stage": stage}, RUN_RECORD)
-    elif record["params_sha256"] != digest:
-        sys.exit(f"{stage}: params.yaml changed during this DVC run (after its stage {record['first_stage']} started), "
-                 "most likely by another `dvc exp run` in this workspace, which rewrites params.yaml before it finds "
-                 "the workspace busy. This run stops rather than mix two settings. Run experiments side by side with "
-                 "`dvc exp run --queue ...` then `dvc queue start`, or with `dvc exp run --temp ...`; then run this "
-                 "one again.")
+        for old in RUN_RECORDS.glob("*.json"):  # the records of DVC runs that have ended
+            pid, _, started = old.stem.partition("-")
+            if not _alive(int(pid), int(started)):
+                old.unlink(missing_ok=True)
+        write_json({"params_sha256": digest, "first_stage": stage}, path)
+        return None
+    if record["params_sha256"] == digest:
+        return None
+    return (f"{stage}: params.yaml changed during this DVC run (after its stage {record['first_stage']} started), "
+            "most likely by another `dvc exp run` in this workspace, which rewrites params.yaml before it finds the "
+            "workspace busy. This run stops rather than mix two settings. Run experiments side by side with "
+            "`dvc exp run --queue ...` then `dvc queue start`, or with `dvc exp run --temp ...`; then run this one "
+            "again.")
+
+
+def _alive(pid: int, started: int) -> bool:
+    """Whether process `pid`, started at `started` clock ticks after boot, still runs (a pid can be reused)."""
+    try:
+        return int(_stat(pid)[19]) == started
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def stop_if_params_changed_during_the_run(stage: str) -> None:
+    """Stop a stage before any work when its DVC run's params.yaml has changed (params_changed_during_the_run)."""
+    if reason := params_changed_during_the_run(stage):
+        sys.exit(reason)
+
+
+def _fail_if_params_changed_while_it_ran(stage: str) -> None:
+    """At a stage's exit: when params.yaml changed while it ran, exit 1 (an exit handler cannot otherwise set the
+    status), so that DVC records none of its outputs under the new params."""
+    if reason := params_changed_during_the_run(stage):
+        print(reason, file=sys.stderr, flush=True)
+        os._exit(1)
 
 
 def _log_resources(log: logging.Logger) -> None:
