@@ -18,6 +18,7 @@ SMALL = ["scale=dry-run", "train.prompts=32", "train.seeds=[0]", "prepare.train_
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ladder")
 def test_the_ladder_runs_its_points_as_dvc_experiments_and_reports_them(tmp_path):
     project = tmp_path / "ladder"
     for item in ("dvc.yaml", "params.yaml", "conf", "stages", "twogrpo", "tools", "notebooks", "data/paper",

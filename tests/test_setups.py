@@ -20,6 +20,7 @@ from twogrpo.schemas import BenchmarkResults, read_table
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_SETUPS = [s for s in setup_names() if s != "embedded"]
+THREADS = "runtime.threads=1"  # a torch thread per stage: the dry runs share the cores with the other tests (xdist)
 MODELS = {"qwen-1.5b": "Qwen/Qwen2.5-Math-1.5B", "qwen-7b": "Qwen/Qwen2.5-Math-7B",
           "ds-1.5b": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"}
 
@@ -132,7 +133,7 @@ def on_worker_of_its_data(setup: str):
 def test_dry_run_of_the_setup_end_to_end(dry_project, setup):
     project, data, model = dry_project
     run(["dvc", "exp", "run", "-n", f"dry-{setup}", "-S", f"setup={setup}", "-S", "scale=dry-run",
-         "-S", f"base.model={model}", "-S", f"prepare.local_root={data}"], project)
+         "-S", f"base.model={model}", "-S", f"prepare.local_root={data}", "-S", THREADS], project)
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["report"]["paper_model"] and params["train"]["reference_lr"] == 1e-6  # the setup's, not embedded
     sources = json.loads((project / "data/prepared/sources.json").read_text())
@@ -159,7 +160,7 @@ def test_dry_run_of_a_dapo_setup_with_verls_dapo_prompt_and_reward(dry_project):
     the samples graded by every grader."""
     project, data, model = dry_project
     run(["dvc", "exp", "run", "-n", "dry-dapo-prompt", "-S", "setup=qwen-1.5b-dapo", "-S", "prompt=dapo", "-S",
-         "scale=dry-run", "-S", f"base.model={model}", "-S", f"prepare.local_root={data}"], project)
+         "scale=dry-run", "-S", f"base.model={model}", "-S", f"prepare.local_root={data}", "-S", THREADS], project)
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["grading"]["reward"] == "verl-dapo" and params["task"]["prompt_template"].startswith(DAPO_PREFIX)
     metrics = json.loads((project / "eval/g16-s0/metrics.json").read_text())
