@@ -141,6 +141,23 @@ def test_repro_after_a_run_does_nothing(study):
     assert "Running stage" not in out
 
 
+def test_a_collaborator_pulls_the_results_from_a_remote_and_reruns_nothing(study, tmp_path):
+    """docs/sharing.md's round trip with a local folder as the DVC remote: push the finished study, clone it, pull;
+    the clone's `dvc status` is clean, its report is the same file, and `dvc repro` runs nothing."""
+    project, remote, clone = tmp_path / "copy", tmp_path / "remote", tmp_path / "clone"
+    shutil.copytree(study, project, symlinks=True)
+    run(["dvc", "remote", "add", "-d", "shared", str(remote)], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "the study's results and the team's remote"], project)
+    run(["dvc", "push"], project)
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    assert not (clone / "reports/report.html").exists()  # a clone holds no outputs until it pulls
+    run(["dvc", "pull"], clone)
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], clone)
+    assert (clone / "reports/report.html").read_bytes() == (study / "reports/report.html").read_bytes()
+    assert "Running stage" not in run(["dvc", "repro"], clone)
+
+
 def test_every_file_the_study_writes_is_an_output_dvc_yaml_declares(study):
     """All stages' outputs exist and nothing else is written beside them (no checkpoint is left either)."""
     lock = yaml.safe_load((study / "dvc.lock").read_text())["stages"]
