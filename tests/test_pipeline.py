@@ -30,9 +30,23 @@ TINY = tiny_params()
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    project = new_project(tmp_path_factory.mktemp("study"), TINY)
-    run(["dvc", "repro"], project)
+    """The tiny study, run whole by `dvc repro`; what it printed is kept beside it (repro.log)."""
+    project = new_project(tmp_path_factory.mktemp("study") / "project", TINY)
+    done = subprocess.run(["dvc", "repro"], cwd=project, env=tool_env(), capture_output=True, text=True)
+    assert done.returncode == 0, f"dvc repro failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    (project.parent / "repro.log").write_text(done.stdout + done.stderr)
     return project
+
+
+def test_a_stage_log_reads_at_a_glance(study):
+    """Every line of the study's output fits 300 characters; each stage opens by naming its params file and digest;
+    grade and aggregate end with their results (Mean@k and Pass@k per model; each arm's numbers and verdicts)."""
+    log = (study.parent / "repro.log").read_text()
+    assert [line[:120] for line in log.splitlines() if len(line) > 300] == []
+    assert re.search(r"stage train: params \S+params\.yaml \(sha256 [0-9a-f]{12}\), validated", log)
+    assert re.search(r"g4-s0: Mean@4 \d+\.\d\d, Pass@4 \d+\.\d\d \(points, 16 problems of chain_sum", log)
+    assert re.search(r"g2 vs g4: gap [+-]\d+\.\d\d \[", log) and "g2 verdicts: accuracy " in log
+    assert re.search(r"step \d+/\d+: .* ~(\d+ min )?\d+ s left", log)  # GRPO's periodic lines say the time left
 
 
 def test_every_output_exists_and_validates(study):
@@ -249,6 +263,14 @@ def test_exp_run_varies_a_train_knob_and_exp_show_lists_it(study, experiment):
     # The experiment's row at 0.2; the committed study's (its baseline) at the default 0.28. The workspace row shows
     # the last experiment's params, as dvc exp run leaves them.
     assert clip[experiment] == 0.2 and 0.28 in set(shown["train.clip_high"])
+    # One metrics file, the headline: the README's comparison shows the changed param and every verdict in a
+    # terminal's width.
+    compact = pd.read_csv(io.StringIO(run(["dvc", "exp", "show", "--only-changed", "--keep", "verdict", "--csv"],
+                                          study)))
+    claims = ("accuracy", "accuracy_points", "rollouts", "time")
+    verdicts = {f"{arm}.verdict.{claim}" for arm in ("g2", "g2-rs") for claim in claims}
+    assert verdicts <= set(compact.columns) and "train.clip_high" in compact.columns
+    assert len(compact.columns) <= 30, list(compact.columns)
 
 
 def test_plots_diff_compares_the_curves_and_figures_of_experiments(study, experiment):
