@@ -15,10 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from PIL import Image
 from safetensors.torch import load_file
 
-from tests.fixtures import new_project, run, tiny_params, tool_env
+from tests.fixtures import check_renders_offline, needs_chromium, new_project, run, tiny_params, tool_env
 from twogrpo.schemas import EvalSamples, Problems, Summary, TrainSteps, ValidationSamples, read_table
 from twogrpo.telemetry import TIMINGS
 
@@ -109,26 +108,6 @@ def test_pass_at_j_for_every_j_up_to_k(study):
     for _, model in passes.groupby("model"):
         curve = model.sort_values("j")["pass_at_j"].to_numpy()
         assert (np.diff(curve) >= -1e-12).all()  # Pass@j never falls as j grows
-
-
-needs_chromium = pytest.mark.skipif(
-    shutil.which("chromium") is None,
-    reason="headless Chromium is not installed (Debian package `chromium`): the reports are not rendered in a browser")
-
-
-def check_renders_offline(html: Path, texts: tuple[str, ...], shot: Path) -> None:
-    """Headless Chromium opens the HTML offline: the page has `texts` after scripts ran, no script error is logged,
-    and the screenshot is not blank."""
-    page = f"file://{html}"
-    browser = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"]
-    dom = subprocess.run([*browser, "--dump-dom", page], capture_output=True, text=True, timeout=120)
-    assert all(text in dom.stdout for text in texts)
-    errors = [line for line in dom.stderr.splitlines() if "Uncaught" in line or "CONSOLE(" in line and "rror" in line]
-    assert errors == []
-    subprocess.run([*browser, "--window-size=1200,1600", f"--screenshot={shot}", page], capture_output=True,
-                   timeout=120)
-    pixels = np.asarray(Image.open(shot).convert("L"))
-    assert (pixels < 128).mean() > 0.005  # dark text and figures on a white page, not a blank one
 
 
 @needs_chromium
