@@ -9,7 +9,9 @@ BenchmarkResults, per benchmark), results/pass_at_k.csv (Pass@j for j = 1..k per
 samples), results/curves.csv (all ledgers), results/time_to_target.csv (per run),
 metrics/claims.json (each arm against train.reference_group_size's arm on the test set: accuracy gap and share of
 the gain with their 95% intervals (twogrpo.stats), rollout ratio, training-time ratio and the work it was measured on;
-under "validation", each arm's accuracy and gap on the validation problems, which choices read; DVC shows it).
+under "validation", each arm's accuracy and gap on the validation problems, which choices read), and
+metrics/verdicts.json (twogrpo.paper.headline: per arm the gap, share, ratios and verdicts; the one metrics file, so
+that `dvc exp show` compares experiments in a few columns).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pandas as pd
 
 from twogrpo.config import TrainConfig
 from twogrpo.io import atomic_paths, write_csv, write_json
+from twogrpo.paper import headline
 from twogrpo.run import start_stage
 from twogrpo.schemas import ValidationSamples, read_table
 from twogrpo.stats import Cells, time_to_target
@@ -73,22 +76,24 @@ def main() -> None:
                "arms": claims(summary, reference, accuracy_claims(model_cells(cfg, evaluated), reference),
                               resampling, time_mode(cfg)),
                "validation": validation_claims(validation_cells(cfg), reference)}
-    with atomic_paths(*(f"results/{name}.csv" for name in tables), "metrics/claims.json") as (*csvs, claims_tmp):
+    verdicts = headline(claimed, report.equivalence_margin, report.share_margin)
+    outputs = (*(f"results/{name}.csv" for name in tables), "metrics/claims.json", "metrics/verdicts.json")
+    with atomic_paths(*outputs) as (*csvs, claims_tmp, verdicts_tmp):
         for table, path in zip(tables.values(), csvs, strict=True):
             write_csv(table, path)
         write_json(claimed, claims_tmp)
-    log_claims(claimed)
+        write_json(verdicts, verdicts_tmp)
+    log_verdicts(verdicts, reference)
 
 
-def log_claims(claimed: dict) -> None:
-    """Each arm against the reference in one line: the gap with its interval, the share of the gain and its bound,
-    the time and rollout ratios (the verdicts: the report)."""
+def log_verdicts(verdicts: dict, reference: str) -> None:
+    """Each arm against the reference in two lines: the numbers, then the verdicts."""
     log = logging.getLogger("aggregate")
-    for arm, c in claimed["arms"].items():
-        log.info("%s vs %s (%d seeds): gap %+.2f [%+.2f, %+.2f] points, share of the gain %.0f%% (one-sided bound "
-                 "%.0f%%), time ratio %.3f, rollout ratio %.3f", arm, claimed["reference_arm"], c["seeds"],
-                 100 * c["accuracy_gap"], 100 * c["accuracy_gap_low"], 100 * c["accuracy_gap_high"],
-                 100 * c["share"], 100 * c["share_lower_bound"], c["time_ratio"], c["rollout_ratio"])
+    for arm, v in verdicts.items():
+        log.info("%s vs %s: gap %+.2f [%+.2f, %+.2f] points, share of the gain %.0f%% (one-sided bound %.0f%%), "
+                 "rollout ratio %.3f, time ratio %.3f", arm, reference, v["gap"], v["gap_low"], v["gap_high"],
+                 100 * v["share"], 100 * v["share_bound"], v["rollout_ratio"], v["time_ratio"])
+        log.info("%s verdicts: %s", arm, "; ".join(f"{claim} {text}" for claim, text in v["verdict"].items()))
 
 
 if __name__ == "__main__":

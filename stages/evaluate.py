@@ -46,16 +46,16 @@ def main() -> None:
     # kill generates only the rest.
     name = f"eval-{args.model}" + (f"-p{dist.rank}of{dist.world}" if dist.world > 1 else "")
     stage = "evaluate-base" if args.model == "base" else "evaluate"
-    progress = Checkpoint(name, stage_fingerprint(stage, "stages.evaluate", dataclasses.asdict(params),
-                                                  test["id"].tolist(), weights_sha256(model_dir),
-                                                  item={"model": args.model}))
-    records = sample_records(engine, test, params.task.prompt_template, sampling, seed=cfg.seed, progress=progress,
+    checkpoint = Checkpoint(name, stage_fingerprint(stage, "stages.evaluate", dataclasses.asdict(params),
+                                                    test["id"].tolist(), weights_sha256(model_dir),
+                                                    item={"model": args.model}))
+    records = sample_records(engine, test, params.task.prompt_template, sampling, seed=cfg.seed, checkpoint=checkpoint,
                              dist=dist)
     if dist.is_main:
         out = Path("eval") / args.model / "generations.parquet"
         write_parquet(validate(records, Generations, out), out)
     dist.close()  # every process's records are written: each may delete its checkpoint
-    progress.clear()
+    checkpoint.clear()
 
 
 if __name__ == "__main__":

@@ -5,12 +5,16 @@ import dataclasses
 import functools
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
 import yaml
+from PIL import Image
 
 from twogrpo.config import ChainSumConfig, PrepareConfig
 
@@ -156,3 +160,40 @@ TRAIN = conf_section("train", seeds=(0,), arms={}, prompts=16, epochs=1, rollout
 BASE = conf_section("base", hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, lr=1e-3,
                     warmup_steps=1, weight_decay=0.0, batch_size=8, max_steps=1, eval_every=1, val_size=1,
                     target_accuracy=1.0)
+
+
+needs_chromium = pytest.mark.skipif(
+    shutil.which("chromium") is None,
+    reason="headless Chromium is not installed (Debian package `chromium`): the reports are not rendered in a browser")
+
+
+# Run in the page once it has loaded: the tables, figures and code blocks wider than the box they sit in, written
+# into the DOM for --dump-dom to show.
+MEASURE_WIDTHS = """<script>window.addEventListener("load", () => {
+  const wide = [...document.querySelectorAll("table, img, pre")].filter(
+    el => el.getBoundingClientRect().width > el.parentElement.getBoundingClientRect().width + 1);
+  document.body.setAttribute("data-too-wide", wide.map(el => el.tagName + ":" + el.textContent.slice(0, 40)).join("|"));
+});</script>"""
+
+
+def check_renders_offline(html: Path, texts: tuple[str, ...], shot: Path) -> None:
+    """Headless Chromium opens the HTML offline in a 1,400-pixel window: the page has `texts` after scripts ran, no
+    script error is logged, no table, figure or code block is wider than its box (a wide table scrolls inside
+    it), and the screenshot is not blank."""
+    page = f"file://{html}"
+    browser = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+               "--window-size=1400,1600"]
+    dom = subprocess.run([*browser, "--dump-dom", page], capture_output=True, text=True, timeout=120)
+    assert all(text in dom.stdout for text in texts)
+    errors = [line for line in dom.stderr.splitlines() if "Uncaught" in line or "CONSOLE(" in line and "rror" in line]
+    assert errors == []
+    measured = shot.with_suffix(".measured.html")
+    measured.write_text(html.read_text().replace("</body>", MEASURE_WIDTHS + "</body>", 1))
+    widths = subprocess.run([*browser, "--dump-dom", f"file://{measured}"], capture_output=True, text=True,
+                            timeout=120)
+    too_wide = re.search(r'data-too-wide="([^"]*)"', widths.stdout)
+    assert too_wide is not None and too_wide.group(1) == "", too_wide and too_wide.group(1)
+    subprocess.run([*browser, f"--screenshot={shot}", page], capture_output=True,
+                   timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert (pixels < 128).mean() > 0.005  # dark text and figures on a white page, not a blank one

@@ -134,11 +134,11 @@ def test_an_interrupted_evaluation_resumes_without_regenerating_and_gives_the_sa
     original = engine.generate
     engine.generate = lambda prompts, s: generated.append(len(prompts)) or original(prompts, s)
     with pytest.raises(Interrupted):
-        sample_records(engine, test, "{problem}", sampling, seed=3, progress=KilledAfterTwoChunks("e", "f", tmp_path))
+        sample_records(engine, test, "{problem}", sampling, seed=3, checkpoint=KilledAfterTwoChunks("e", "f", tmp_path))
     generated.clear()
-    resumed = sample_records(engine, test, "{problem}", sampling, seed=3, progress=Checkpoint("e", "f", tmp_path))
+    resumed = sample_records(engine, test, "{problem}", sampling, seed=3, checkpoint=Checkpoint("e", "f", tmp_path))
     assert generated == [4, 4]  # only the two chunks not done
     pd.testing.assert_frame_equal(whole, resumed)
-    other = sample_records(engine, test, "{problem}", sampling, seed=3, progress=Checkpoint("e", "g", tmp_path))
+    other = sample_records(engine, test, "{problem}", sampling, seed=3, checkpoint=Checkpoint("e", "g", tmp_path))
     pd.testing.assert_frame_equal(whole, other)  # other settings: the saved state is ignored, all regenerated
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.fixtures import ROOT, run, tool_env
+from tests.fixtures import ROOT, check_renders_offline, run, tool_env
 
 # The dry-run scale (one generation step of 32 prompts, 4 test problems, one seed; set again, since the ladder sets
 # prompts and seeds itself) with an SFT base of a few steps.
@@ -53,6 +53,8 @@ def test_the_ladder_runs_its_points_as_dvc_experiments_and_reports_them(tmp_path
     assert set(recorded["seconds"]) == {"center", "epochs-4"}
     html = (project / "reports/ladder.html").read_text()
     assert "Verdicts" in html and "ladder-epochs-4" in html
+    if shutil.which("chromium"):  # CI installs it (.ci/run); the page read at 1,400 pixels, nothing spilling over
+        check_renders_offline(project / "reports/ladder.html", ("Verdicts",), tmp_path / "ladder.png")
     # The base SFT ran once: the second point restored it from DVC's run cache and trained only its own arms.
     log = run(["dvc", "queue", "logs", "ladder-epochs-4"], project)
     assert "Stage 'base' is cached - skipping run" in log and "Running stage 'train@g16-0'" in log

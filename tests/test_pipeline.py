@@ -15,10 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from PIL import Image
 from safetensors.torch import load_file
 
-from tests.fixtures import new_project, run, tiny_params, tool_env
+from tests.fixtures import check_renders_offline, needs_chromium, new_project, run, tiny_params, tool_env
 from twogrpo.schemas import EvalSamples, Problems, Summary, TrainSteps, ValidationSamples, read_table
 from twogrpo.telemetry import TIMINGS
 
@@ -30,9 +29,23 @@ TINY = tiny_params()
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    project = new_project(tmp_path_factory.mktemp("study"), TINY)
-    run(["dvc", "repro"], project)
+    """The tiny study, run whole by `dvc repro`; what it printed is kept beside it (repro.log)."""
+    project = new_project(tmp_path_factory.mktemp("study") / "project", TINY)
+    done = subprocess.run(["dvc", "repro"], cwd=project, env=tool_env(), capture_output=True, text=True)
+    assert done.returncode == 0, f"dvc repro failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    (project.parent / "repro.log").write_text(done.stdout + done.stderr)
     return project
+
+
+def test_a_stage_log_reads_at_a_glance(study):
+    """Every line of the study's output fits 300 characters; each stage opens by naming its params file and digest;
+    grade and aggregate end with their results (Mean@k and Pass@k per model; each arm's numbers and verdicts)."""
+    log = (study.parent / "repro.log").read_text()
+    assert [line[:120] for line in log.splitlines() if len(line) > 300] == []
+    assert re.search(r"stage train: params \S+params\.yaml \(sha256 [0-9a-f]{12}\), validated", log)
+    assert re.search(r"g4-s0: Mean@4 \d+\.\d\d, Pass@4 \d+\.\d\d \(points, 16 problems of chain_sum", log)
+    assert re.search(r"g2 vs g4: gap [+-]\d+\.\d\d \[", log) and "g2 verdicts: accuracy " in log
+    assert re.search(r"step \d+/\d+: .* ~(\d+ min )?\d+ s left", log)  # GRPO's periodic lines say the time left
 
 
 def test_every_output_exists_and_validates(study):
@@ -97,26 +110,6 @@ def test_pass_at_j_for_every_j_up_to_k(study):
         assert (np.diff(curve) >= -1e-12).all()  # Pass@j never falls as j grows
 
 
-needs_chromium = pytest.mark.skipif(
-    shutil.which("chromium") is None,
-    reason="headless Chromium is not installed (Debian package `chromium`): the reports are not rendered in a browser")
-
-
-def check_renders_offline(html: Path, texts: tuple[str, ...], shot: Path) -> None:
-    """Headless Chromium opens the HTML offline: the page has `texts` after scripts ran, no script error is logged,
-    and the screenshot is not blank."""
-    page = f"file://{html}"
-    browser = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"]
-    dom = subprocess.run([*browser, "--dump-dom", page], capture_output=True, text=True, timeout=120)
-    assert all(text in dom.stdout for text in texts)
-    errors = [line for line in dom.stderr.splitlines() if "Uncaught" in line or "CONSOLE(" in line and "rror" in line]
-    assert errors == []
-    subprocess.run([*browser, "--window-size=1200,1600", f"--screenshot={shot}", page], capture_output=True,
-                   timeout=120)
-    pixels = np.asarray(Image.open(shot).convert("L"))
-    assert (pixels < 128).mean() > 0.005  # dark text and figures on a white page, not a blank one
-
-
 @needs_chromium
 def test_report_renders_in_a_browser_without_script_errors(study, tmp_path):
     check_renders_offline(study / "reports/report.html", ("The claims", "Provenance"), tmp_path / "report.png")
@@ -139,6 +132,23 @@ def test_the_train_stage_reads_validation_and_never_the_test_set(study, tmp_path
 def test_repro_after_a_run_does_nothing(study):
     out = run(["dvc", "repro"], study)
     assert "Running stage" not in out
+
+
+def test_a_collaborator_pulls_the_results_from_a_remote_and_reruns_nothing(study, tmp_path):
+    """docs/sharing.md's round trip with a local folder as the DVC remote: push the finished study, clone it, pull;
+    the clone's `dvc status` is clean, its report is the same file, and `dvc repro` runs nothing."""
+    project, remote, clone = tmp_path / "copy", tmp_path / "remote", tmp_path / "clone"
+    shutil.copytree(study, project, symlinks=True)
+    run(["dvc", "remote", "add", "-d", "shared", str(remote)], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "the study's results and the team's remote"], project)
+    run(["dvc", "push"], project)
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    assert not (clone / "reports/report.html").exists()  # a clone holds no outputs until it pulls
+    run(["dvc", "pull"], clone)
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], clone)
+    assert (clone / "reports/report.html").read_bytes() == (study / "reports/report.html").read_bytes()
+    assert "Running stage" not in run(["dvc", "repro"], clone)
 
 
 def test_every_file_the_study_writes_is_an_output_dvc_yaml_declares(study):
@@ -232,6 +242,14 @@ def test_exp_run_varies_a_train_knob_and_exp_show_lists_it(study, experiment):
     # The experiment's row at 0.2; the committed study's (its baseline) at the default 0.28. The workspace row shows
     # the last experiment's params, as dvc exp run leaves them.
     assert clip[experiment] == 0.2 and 0.28 in set(shown["train.clip_high"])
+    # One metrics file, the headline: the README's comparison shows the changed param and every verdict in a
+    # terminal's width.
+    compact = pd.read_csv(io.StringIO(run(["dvc", "exp", "show", "--only-changed", "--keep", "verdict", "--csv"],
+                                          study)))
+    claims = ("accuracy", "accuracy_points", "rollouts", "time")
+    verdicts = {f"{arm}.verdict.{claim}" for arm in ("g2", "g2-rs") for claim in claims}
+    assert verdicts <= set(compact.columns) and "train.clip_high" in compact.columns
+    assert len(compact.columns) <= 30, list(compact.columns)
 
 
 def test_plots_diff_compares_the_curves_and_figures_of_experiments(study, experiment):

@@ -183,6 +183,19 @@ def verdicts(c: dict, margin: float, share_margin: float | None) -> dict[str, st
             "time": time_verdict(c, slowest < 0.30)}
 
 
+def headline(claimed: dict, margin: float, share_margin: float) -> dict[str, dict]:
+    """What `dvc exp show` compares (metrics/verdicts.json): per arm against the reference, the gap in points with
+    its 95% interval, the share of the gain with its one-sided 95% bound, the rollout and time ratios, and the
+    verdicts (`verdicts`), rounded for a terminal's columns. Every other number stays in metrics/claims.json."""
+    out = {}
+    for arm, c in claimed["arms"].items():
+        out[arm] = {"gap": round(100 * c["accuracy_gap"], 2), "gap_low": round(100 * c["accuracy_gap_low"], 2),
+                    "gap_high": round(100 * c["accuracy_gap_high"], 2), "share": round(c["share"], 3),
+                    "share_bound": round(c["share_lower_bound"], 3), "rollout_ratio": round(c["rollout_ratio"], 3),
+                    "time_ratio": round(c["time_ratio"], 3), "verdict": verdicts(c, margin, share_margin)}
+    return out
+
+
 def time_verdict(c: dict, holds: bool) -> str:
     """The time claim's verdict: "not judged" when a run of the arm or of the reference was timed under contention
     (twogrpo.summary.contended), for its wall-clock then measures the neighbours as much as the arm."""

@@ -16,6 +16,7 @@ from twogrpo.evaluation import sample_records
 from twogrpo.grading import graded
 from twogrpo.optim import adamw_with_warmup
 from twogrpo.policy import render_prompts
+from twogrpo.progress import Progress
 from twogrpo.sampling import Sampling
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ def train_sft(model, tokenizer, train: pd.DataFrame, val: pd.DataFrame, template
         curve, order, first, done_seconds = state["curve"], state["order"], state["step"] + 1, state["seconds"]
         log.info("SFT resumed after step %d", state["step"])
     start = pd.Timestamp.now() - pd.Timedelta(seconds=done_seconds)  # seconds lost since the snapshot not counted
+    progress = Progress(cfg.max_steps, "SFT steps", done=first - 1)  # the time left to max_steps: at most
     model.train()
     for step in range(first, cfg.max_steps + 1):
         if len(order) < cfg.batch_size:
@@ -76,13 +78,15 @@ def train_sft(model, tokenizer, train: pd.DataFrame, val: pd.DataFrame, template
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
+        progress.advance()
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             # Graded by math-verify whatever grading.reward says: the base stage is shared by every grader choice.
             records = graded(sample_records(engine, val, template, sampling, seed=cfg.seed + step), val, "math-verify")
             accuracy = float(records["correct"].mean())
             seconds = (pd.Timestamp.now() - start).total_seconds()
             curve.append({"step": step, "loss": float(np.mean(losses)), "val_accuracy": accuracy, "seconds": seconds})
-            log.info("SFT step %d: loss %.3f, sampled accuracy %.3f (%.0f s)", step, np.mean(losses), accuracy, seconds)
+            log.info("SFT step %d/%d: loss %.3f, sampled accuracy %.3f (target %.2f), %.0f s, at most %s", step,
+                     cfg.max_steps, np.mean(losses), accuracy, cfg.target_accuracy, seconds, progress.left())
             losses = []
             if accuracy >= cfg.target_accuracy:
                 break
@@ -92,4 +96,5 @@ def train_sft(model, tokenizer, train: pd.DataFrame, val: pd.DataFrame, template
                                     "rng": rng_states(), "curve": list(curve), "order": order, "seconds": seconds})
     else:
         log.warning("SFT stopped at max_steps=%d below target_accuracy=%.2f", cfg.max_steps, cfg.target_accuracy)
+    progress.close()
     return pd.DataFrame(curve)

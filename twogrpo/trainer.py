@@ -34,6 +34,7 @@ from twogrpo.evaluation import sample_records
 from twogrpo.forward import Forward, balanced_partitions, collate, frozen_logprobs, logprobs, micro_batches, packs
 from twogrpo.grading import Grader, graded
 from twogrpo.optim import adamw_with_warmup
+from twogrpo.progress import Progress
 from twogrpo.rollouts import PromptStream, RolloutSource
 from twogrpo.run_state import RunState
 from twogrpo.sampling import Engine, Samples, Sampling
@@ -299,6 +300,7 @@ class StepLog:
     evaluate: Callable[[], float]  # accuracy of the current policy on the in-training problems
     run: TrainRun
     on_step: Callable[[dict], None]
+    progress: Progress  # generation steps; a bar on a terminal, the time left in each line
 
     def record(self, gen_step: int, stats: dict) -> None:
         state, ledger, cfg = self.state, self.state.ledger, self.run.cfg
@@ -314,8 +316,10 @@ class StepLog:
                "time_eval": eval_time + (ledger[-1]["time_eval"] if ledger else 0.0)}
         ledger.append(row)
         self.on_step(row)
-        log.info("step %d/%d: reward %.3f, dead %.2f, eval %.3f, train %.1f s", gen_step, self.run.steps_total,
-                 row["mean_reward"], row["dead_group_frac"], accuracy, row["train_time"])
+        if gen_step:
+            self.progress.advance()
+        log.info("step %d/%d: reward %.3f, dead %.2f, eval %.3f, train %.1f s %s", gen_step, self.run.steps_total,
+                 row["mean_reward"], row["dead_group_frac"], accuracy, row["train_time"], self.progress.left())
 
 
 def validation_records(engine: Engine, problems: pd.DataFrame, run: TrainRun, dist: Dist | None = None) -> pd.DataFrame:
@@ -405,7 +409,6 @@ def train_grpo(run: TrainRun, policy: Policy, data: TrainData, on_step: Callable
     torch.manual_seed(process_seed(run.seed, dist.rank))
     training = Training(run, policy, data, dist)
     state, last = training.state, run.steps_total
-    steps = StepLog(state, training.accuracy, run, on_step)
     first_step = 1
     if checkpointing and checkpointing.resume:
         first_step = state.restore(checkpointing.resume, dist) + 1
@@ -413,7 +416,8 @@ def train_grpo(run: TrainRun, policy: Policy, data: TrainData, on_step: Callable
         for row in state.ledger:
             on_step(row)
         log.info("resumed after generation step %d of %d", first_step - 1, last)
-    else:
+    steps = StepLog(state, training.accuracy, run, on_step, Progress(last, "GRPO steps", done=first_step - 1))
+    if first_step == 1:
         steps.record(0, {})
     for gen_step in range(first_step, last + 1):
         steps.record(gen_step, training.step(gen_step))
@@ -421,4 +425,5 @@ def train_grpo(run: TrainRun, policy: Policy, data: TrainData, on_step: Callable
             snapshot = state.snapshot(gen_step, dist)  # whole on the first process, which saves it
             if dist.is_main:
                 checkpointing.save(snapshot)
+    steps.progress.close()
     return pd.DataFrame(state.ledger)
