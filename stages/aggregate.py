@@ -10,7 +10,7 @@ samples), results/curves.csv (all ledgers), results/time_to_target.csv (per run)
 metrics/claims.json (each arm against train.reference_group_size's arm on the test set: accuracy gap and share of
 the gain with their 95% intervals (twogrpo.stats), rollout ratio, training-time ratio and the work it was measured on;
 under "validation", each arm's accuracy and gap on the validation problems, which choices read), and
-metrics/verdicts.json (twogrpo.paper.headline: per arm the gap, share, ratios and verdicts; the one metrics file, so
+metrics/verdicts.json (twogrpo.paper.headline: per arm the gap, share, ratios and verdicts; the headline metrics, so
 that `dvc exp show` compares experiments in a few columns).
 """
 

@@ -4,7 +4,7 @@ Reads: eval/<model>/generations.parquet, data/prepared/test.parquet (the gold an
 Writes: eval/<model>/samples.parquet (per-sample records, schema EvalSamples: graded by grading.evaluation, with
 every grader's verdict beside it), eval/<model>/metrics.json (Mean@k, Maj@k, Pass@j for j = 1, 2, 4, ..., k per
 benchmark, and their average over benchmarks at the top level, as the paper's "Avg"; `mean_at_k_by_grader`: Mean@k
-under each grader; DVC shows it). <model> is `base` or `<arm>-s<seed>`.
+under each grader; a cached output, not a DVC metric). <model> is `base` or `<arm>-s<seed>`.
 """
 
 from __future__ import annotations
