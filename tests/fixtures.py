@@ -180,20 +180,16 @@ def check_renders_offline(html: Path, texts: tuple[str, ...], shot: Path) -> Non
     """Headless Chromium opens the HTML offline in a 1,400-pixel window: the page has `texts` after scripts ran, no
     script error is logged, no table, figure or code block is wider than its box (a wide table scrolls inside
     it), and the screenshot is not blank."""
-    page = f"file://{html}"
     browser = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
                "--window-size=1400,1600"]
-    dom = subprocess.run([*browser, "--dump-dom", page], capture_output=True, text=True, timeout=120)
+    measured = shot.with_suffix(".measured.html")  # the page (self-contained) with the width check appended
+    measured.write_text(html.read_text().replace("</body>", MEASURE_WIDTHS + "</body>", 1))
+    dom = subprocess.run([*browser, "--dump-dom", f"file://{measured}"], capture_output=True, text=True, timeout=120)
     assert all(text in dom.stdout for text in texts)
     errors = [line for line in dom.stderr.splitlines() if "Uncaught" in line or "CONSOLE(" in line and "rror" in line]
     assert errors == []
-    measured = shot.with_suffix(".measured.html")
-    measured.write_text(html.read_text().replace("</body>", MEASURE_WIDTHS + "</body>", 1))
-    widths = subprocess.run([*browser, "--dump-dom", f"file://{measured}"], capture_output=True, text=True,
-                            timeout=120)
-    too_wide = re.search(r'data-too-wide="([^"]*)"', widths.stdout)
+    too_wide = re.search(r'data-too-wide="([^"]*)"', dom.stdout)
     assert too_wide is not None and too_wide.group(1) == "", too_wide and too_wide.group(1)
-    subprocess.run([*browser, f"--screenshot={shot}", page], capture_output=True,
-                   timeout=120)
+    subprocess.run([*browser, f"--screenshot={shot}", f"file://{html}"], capture_output=True, timeout=120)
     pixels = np.asarray(Image.open(shot).convert("L"))
     assert (pixels < 128).mean() > 0.005  # dark text and figures on a white page, not a blank one
