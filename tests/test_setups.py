@@ -98,6 +98,16 @@ def write_dapo_fixture(path: Path, aime: pd.DataFrame) -> None:
 
 
 
+def benchmark_texts() -> list[str]:
+    """Every string field of the benchmark excerpts, in file order: the corpus the stand-in model's tokenizer learns
+    its merges from, so that a dry run's prompts are about as many tokens as a hub tokenizer makes of them."""
+    texts = []
+    for path in sorted(BENCHMARKS.rglob("*.json*")):
+        lines = path.read_text().splitlines() if path.suffix == ".jsonl" else [path.read_text()]
+        texts += [value for line in lines for value in json.loads(line).values() if isinstance(value, str)]
+    return texts
+
+
 @pytest.fixture(scope="module")
 def dry_project(tmp_path_factory):
     """The project in a fresh git + DVC repository with Hydra on, a tiny hub-format model, and the local data root."""
@@ -112,7 +122,7 @@ def dry_project(tmp_path_factory):
     write_dapo_fixture(data / "dapo_math_17k" / "dapo-math-17k.parquet",
                        pd.read_json(BENCHMARKS / "aime25" / "test.jsonl", lines=True))
     model = tmp_path_factory.mktemp("model") / "tiny-qwen"
-    save_random_chat_model(model)
+    save_random_chat_model(model, corpus=benchmark_texts())
     for cmd in (["git", "init", "-q"], ["git", "config", "user.name", "dry run"],
                 ["git", "config", "user.email", "dry@run.invalid"], ["dvc", "init", "-q"],
                 ["dvc", "config", "core.analytics", "false"], ["dvc", "config", "hydra.enabled", "true"],
