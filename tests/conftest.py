@@ -15,11 +15,26 @@ def problems():
 # Under pytest-xdist (make test), the longest groups go to the workers first and the short tests fill in after them;
 # in collection order the setups' dry runs came last and ran alone at the end. Within a group the order is kept.
 FIRST = ("dry-dapo", "dry-math", "ladder", "pipeline")
+UNGROUPED = pytest.StashKey[str]()
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own hook, which tags each grouped test's node id with its group
 def pytest_collection_modifyitems(config, items):
+    """The longest groups first. And under `--dist loadgroup`, a worker whose grouped tests carry no group tag would
+    scatter each module's costly fixture over both workers, silently building it twice (pytest-xdist#1386: pytest
+    9.2's node ids drop the tag, so the dev extra keeps pytest at 9.1): then every test fails, saying why."""
     def rank(item) -> int:
         groups = [mark.args[0] for mark in item.iter_markers("xdist_group")]
         return FIRST.index(groups[0]) if groups and groups[0] in FIRST else len(FIRST)
 
     items.sort(key=rank)
+    untagged = [item.nodeid for item in items if any(item.iter_markers("xdist_group"))
+                and "@" not in item.nodeid.rpartition("]")[2]]
+    if getattr(config.option, "loadgroup", False) and untagged:
+        config.stash[UNGROUPED] = (f"pytest-xdist's --dist loadgroup did not tag {len(untagged)} grouped tests "
+                                   f"(e.g. {untagged[0]}): this pytest and pytest-xdist do not work together")
+
+
+def pytest_runtest_setup(item):
+    if UNGROUPED in item.config.stash:
+        pytest.fail(item.config.stash[UNGROUPED], pytrace=False)
