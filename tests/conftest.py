@@ -12,8 +12,8 @@ def problems():
     return generate_problems(chain_sums(0, 16, 4, max_terms=2, max_digits=1))
 
 
-# Under pytest-xdist (make test), the longest groups go to the workers first and the short tests fill in after them;
-# in collection order the setups' dry runs came last and ran alone at the end. Within a group the order is kept.
+# Under pytest-xdist (make test) the scheduler hands out the groups with the most tests first; among groups of the same
+# size this order decides (the ladder's one long test before the other single tests). Within a group it is kept.
 FIRST = ("dry-dapo", "dry-math", "ladder", "pipeline")
 UNGROUPED = pytest.StashKey[str]()
 

@@ -56,7 +56,7 @@ TINY_CHANGES = {
               "reference_group_size": 4, "warmup_gen_steps": 1, "weight_decay": 0.0, "loss_agg": "token-mean",
               "micro_batch_rollouts": 8, "skip_dead_groups": True, "eval_problems": 8},
     "evaluate": {"problems": 16, "samples": 4, "max_new_tokens": 12, "seed": 7},
-    "contrastive": {"prompts": 16, "responses": 6, "permutations": 3},
+    "contrastive": {"prompts": 16, "responses": 6, "shifts": 3},
     "runtime": {"checkpoint_every": 1, "threads": 1},  # one torch thread per stage: tests run side by side
 }
 REPLACED = {("train", "arms")}  # mappings replaced whole, not merged

@@ -445,7 +445,7 @@ class ContrastiveConfig:
 
     prompts: Annotated[int, Range(1, limit=100_000)]
     responses: Annotated[int, Range(2, limit=1024)]
-    permutations: Annotated[int, Range(1, limit=100_000)]
+    shifts: Annotated[int, Range(1, limit=100_000)]
     seed: Seed
 
 

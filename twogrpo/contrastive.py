@@ -1,89 +1,261 @@
-"""The contrastive view, measured (paper Prop. 4.1 and v3 Table 2): the covariance between the gradients of a
-prompt's positive and negative rollouts, against positives and negatives of different prompts.
+"""The contrastive view, measured (paper Prop. 4.1 and v3 App. B.8, Table 2): how the gradients of a prompt's right
+(positive) and wrong (negative) rollouts covary, against pairs whose negative comes from another prompt.
 
-g = grad log pi(o | q), the sequence log-likelihood's gradient over all parameters. For prompts whose sampled
-responses are both right and wrong, with mu+ and mu- the mean positive and negative gradients,
-    Cov(g+, g-) = mean over same-prompt pairs (i+, j-) of (g+_i - mu+) . (g-_j - mu-),
-and Cov_perm the same over pairs whose negative comes from another prompt (a random derangement of the prompts).
-Rollouts of one prompt are independent given the prompt, so by the law of total covariance Cov(g+, g-) is the
-covariance of the per-prompt mean gradients: positive when a prompt's right and wrong answers share gradient
-directions, which is what makes g+ - g- a low-variance (control-variate) estimate. The correlations divide by
-sqrt(Var g+ Var g-) and do not depend on the number of parameters.
+The paper writes g = grad log pi(o | q) and reports Cov(g+, g-) = 0.08705 for same-prompt pairs against 0.00128 for
+permuted pairs; it does not say which gradient, sampling, normalisation or policy. So this module measures a panel,
+one row per definition, on the same prompts and rollouts (docs/objective.md gives each row's expected sign):
+
+- score: v = g, the sequence log-likelihood's gradient over all parameters, centred at the pooled means;
+- score, uncentred: the same v, the mean of v+ . v- with no centring;
+- score / |o|: v = g / |o|, GRPO's length normalisation;
+- GRPO surrogate: v = A (1/|o|) g, the per-rollout gradient of GRPO's surrogate at ratio 1 (A the group advantage);
+- score, eval decoding: v = g of rollouts sampled at the evaluation's decoding (temperature, top-p, top-k), the
+  gradient still that of log pi at temperature 1.
+
+For a row, with mu+ and mu- the mean positive and negative vectors over every mixed prompt (0 uncentred):
+    cov  = sum over same-prompt pairs (i+, j-) of (v_i - mu+) . (v_j - mu-), over the number of pairs;
+    corr = cov / sqrt(var+ var-), var the mean squared distance to mu;
+    cosine = the mean over the pairs of the cosine between v_i - mu+ and v_j - mu-;
+    between = the covariance of the prompts' mean positive and mean negative vectors (law of total covariance),
+    within = cov - between: zero, since a prompt's rollouts are drawn independently (docs/objective.md).
+Each cell has its permuted baseline: the same statistic over the pairs of K cyclic shifts of a seeded random order of
+the prompts (positives of the j-th prompt with negatives of the (j-k)-th, k = 1..K: each shift a derangement), and a
+95% prompt-bootstrap interval (prompts resampled with their pairs; the pooled means held at the full sample's).
+
+The estimator streams: it keeps running sums and, for the shifts, the last and the first K prompts' vectors, never a
+[prompts, parameters] matrix. Two passes over the rollouts (the first for the pooled means, the second for the
+centred sums; batched backward passes for the means, one backward per rollout for the sums);
+twogrpo.plan.contrastive_memory counts what it holds.
 """
 
 from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
+from twogrpo.choices import AdvStd, Grader
 from twogrpo.engine import HFEngine
-from twogrpo.grading import Grader, grade
+from twogrpo.grading import grade
+from twogrpo.grpo import group_advantages
 from twogrpo.policy import render_prompts
 from twogrpo.sampling import Sampling
 
+# Row name -> (per-rollout weight of g, centred, rollouts). The weight: "1", "1/|o|" or "A/|o|".
+ROWS = {
+    "score": ("1", True, "train"),
+    "score, uncentred": ("1", False, "train"),
+    "score / |o|": ("1/|o|", True, "train"),
+    "GRPO surrogate": ("A/|o|", True, "train"),
+    "score, eval decoding": ("1", True, "eval"),
+}
+COLUMNS = ("cov", "cov_per_parameter", "corr", "cosine", "between", "within")
+BOOTSTRAP = 1000  # prompt resamples per interval
+
+
+def weighted_gradient(model, rollouts: list[tuple[list[int], list[int]]], weights: list[float]) -> torch.Tensor:
+    """Flattened grad over all parameters, in float64, of sum_i w_i log pi(o_i | q_i) for (q_i, o_i) in `rollouts`
+    (prompt and response tokens), the sequence log-likelihood summed over the response tokens: one batched backward,
+    the sequences padded on the right (a causal model reads no padding before a real token)."""
+    model.zero_grad(set_to_none=True)
+    width = max(len(q) + len(o) for q, o in rollouts)
+    ids = torch.zeros(len(rollouts), width, dtype=torch.long)
+    attention = torch.zeros(len(rollouts), width, dtype=torch.long)
+    response = torch.zeros(len(rollouts), width - 1)  # [i, t]: w_i where token t + 1 is a response token
+    for i, ((q, o), w) in enumerate(zip(rollouts, weights, strict=True)):
+        ids[i, :len(q) + len(o)] = torch.tensor(q + o)
+        attention[i, :len(q) + len(o)] = 1
+        response[i, len(q) - 1:len(q) + len(o) - 1] = w
+    logits = model(input_ids=ids.to(model.device), attention_mask=attention.to(model.device)).logits[:, :-1]
+    logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
+    taken = logp.gather(-1, ids[:, 1:].to(model.device).unsqueeze(-1)).squeeze(-1)
+    (taken * response.to(taken)).sum().backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters()]).double().cpu()
+
 
 def sequence_gradient(model, prompt_ids: list[int], response_ids: list[int]) -> torch.Tensor:
-    """Flattened grad over all parameters of sum_t log p(response_t | prompt, response_<t)."""
-    model.zero_grad(set_to_none=True)
-    ids = torch.tensor([prompt_ids + response_ids], device=model.device)
-    logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1].float()
-    torch.log_softmax(logits, -1).gather(-1, ids[0, len(prompt_ids):].unsqueeze(-1)).sum().backward()
-    return torch.cat([p.grad.flatten() for p in model.parameters()])
+    """Flattened grad of one rollout's log-likelihood, log pi(o | q) (weighted_gradient of one rollout)."""
+    return weighted_gradient(model, [(prompt_ids, response_ids)], [1.0])
 
 
-class TooFewMixedPrompts(ValueError):
-    """Fewer than two prompts drew both a right and a wrong response: nothing to measure."""
+@dataclass(frozen=True)
+class Group:
+    """One mixed prompt's rollouts: its tokens, which responses are right, and GRPO's advantage of each."""
+
+    prompt_ids: list[int]
+    responses: list[list[int]]
+    positive: np.ndarray  # [n] bool
+    advantages: np.ndarray  # [n]
 
 
-def gradient_covariance(model, tokenizer, problems: pd.DataFrame, template: str, sampling: Sampling, seed: int,
-                        permutations: int, grader: Grader = "math-verify") -> dict[str, float]:
-    """Cov(g+, g-) for same-prompt pairs and for permuted pairs, with the correlations, over `problems` (a rollout is
-    positive when `grader` finds it right)."""
+def sample_groups(model, tokenizer, problems: pd.DataFrame, template: str, sampling: Sampling, seed: int,
+                  grader: Grader, adv_std: AdvStd, adv_eps: float) -> list[Group]:
+    """`sampling.n` responses per problem, graded; the prompts with both right and wrong ones, in problem order."""
     prompts = render_prompts(tokenizer, problems["problem"].tolist(), template)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         samples = HFEngine(model, tokenizer).generate(prompts, sampling)
-    n = sampling.n
-    model.eval()
-    sums = {+1: [], -1: []}  # per mixed prompt: the sum of its positive (negative) gradients
-    counts = {+1: [], -1: []}
-    square_norms = {+1: 0.0, -1: 0.0}
+    n, groups = sampling.n, []
     for q, gold in enumerate(problems["answer"]):
         rows = range(q * n, (q + 1) * n)
-        signs = [+1 if grade(gold, samples.texts[i], grader).correct else -1 for i in rows]
-        if len(set(signs)) < 2:
+        positive = np.array([grade(gold, samples.texts[i], grader).correct for i in rows])
+        if positive.all() or not positive.any():
             continue  # all right or all wrong: no pair (a discarded group in GRPO)
-        total = {+1: 0.0, -1: 0.0}
-        for i, sign in zip(rows, signs, strict=True):
-            g = sequence_gradient(model, samples.prompt_ids[i], samples.response_ids[i])
-            total[sign] = total[sign] + g
-            square_norms[sign] += float(g @ g)
-        for sign in (+1, -1):
-            sums[sign].append(total[sign])
-            counts[sign].append(signs.count(sign))
-    m = len(counts[+1])
-    if m < 2:
-        raise TooFewMixedPrompts(f"only {m} of {len(problems)} prompts had both right and wrong responses; "
-                                 f"need 2 or more")
-    S = {s: torch.stack(sums[s]) for s in (+1, -1)}  # [m, D]
-    c = {s: torch.tensor(counts[s], dtype=torch.float64) for s in (+1, -1)}  # [m]
-    mu = {s: S[s].sum(0) / c[s].sum() for s in (+1, -1)}
-    C = {s: (S[s] - c[s].unsqueeze(1).float() * mu[s]).double() for s in (+1, -1)}  # centred per-prompt sums
-    var = {s: (square_norms[s] - float(c[s].sum()) * float(mu[s] @ mu[s])) / float(c[s].sum()) for s in (+1, -1)}
-    scale = (var[+1] * var[-1]) ** 0.5
+        advantages = group_advantages(torch.tensor(positive, dtype=torch.float64), n, adv_eps, adv_std).numpy()
+        groups.append(Group(samples.prompt_ids[q * n], [samples.response_ids[i] for i in rows], positive,
+                            advantages))
+    return groups
 
-    def covariance(order: np.ndarray) -> float:
-        return float((C[+1] * C[-1][order]).sum() / (c[+1] * c[-1][order]).sum())
 
-    rng = np.random.default_rng(seed)
-    perm = []
-    while len(perm) < permutations:
-        order = rng.permutation(m)
-        if (order != np.arange(m)).all():  # a derangement: every negative from another prompt
-            perm.append(covariance(order))
-    same = covariance(np.arange(m))
-    return {"prompts": len(problems), "responses_per_prompt": n, "mixed_prompts": m,
-            "cov_same_prompt": same, "cov_permuted": float(np.mean(perm)), "cov_permuted_std": float(np.std(perm)),
-            "corr_same_prompt": same / scale, "corr_permuted": float(np.mean(perm)) / scale,
-            "var_positive": var[+1], "var_negative": var[-1]}
+def weights(group: Group, weight: str) -> np.ndarray:
+    """Each rollout's factor on g: 1, 1/|o| or A/|o|."""
+    lengths = np.array([max(len(r), 1) for r in group.responses], dtype=np.float64)
+    return {"1": np.ones(len(lengths)), "1/|o|": 1 / lengths, "A/|o|": group.advantages / lengths}[weight]
+
+
+def rollout_gradients(model, group: Group):
+    """Each rollout's gradient g, one backward at a time (nothing of the group kept beyond the one in use)."""
+    for response in group.responses:
+        yield sequence_gradient(model, group.prompt_ids, response)
+
+
+class PromptSums:
+    """One prompt's running sums for one row and one sign: of (v - mu), of the unit vectors (v - mu) / |v - mu|, of
+    |v - mu|^2, and the count."""
+
+    def __init__(self):
+        self.centred, self.unit, self.square, self.count = 0.0, 0.0, 0.0, 0
+
+    def add(self, deviation: torch.Tensor) -> None:
+        norm = float(deviation.norm())
+        self.centred = self.centred + deviation
+        self.unit = self.unit + deviation / max(norm, 1e-300)
+        self.square += norm * norm
+        self.count += 1
+
+
+class Row:
+    """One row's second pass, prompt by prompt: the per-prompt scalars every cell and interval is computed from."""
+
+    def __init__(self, weight: str, mu: dict[bool, torch.Tensor | float], prompts: int, shifts: int):
+        self.weight, self.mu, self.m, self.shifts = weight, mu, prompts, shifts
+        self.recent: deque[tuple[int, PromptSums]] = deque(maxlen=shifts)  # the last K prompts' negative sums
+        self.first: list[PromptSums] = []  # the first K prompts' positive sums, for the shifts that wrap around
+        self.pair = np.zeros((shifts + 1, prompts))  # [0: same prompt, k: shift k; prompt j] sum of centred products
+        self.pairs = np.zeros((shifts + 1, prompts))  # number of pairs
+        self.cosine = np.zeros((shifts + 1, prompts))  # sum of cosines
+        self.between = np.zeros(prompts)  # c+ c- (mean+ - mu+) . (mean- - mu-)
+        self.square = {True: np.zeros(prompts), False: np.zeros(prompts)}
+        self.count = {True: np.zeros(prompts), False: np.zeros(prompts)}
+        self.current = {True: PromptSums(), False: PromptSums()}
+
+    def add_rollout(self, g: torch.Tensor, weight: float, positive: bool) -> None:
+        self.current[positive].add(weight * g - self.mu[positive])
+
+    def _pair(self, slot: int, j: int, pos: PromptSums, neg: PromptSums) -> None:
+        self.pair[slot, j] = float(pos.centred @ neg.centred)
+        self.pairs[slot, j] = pos.count * neg.count
+        self.cosine[slot, j] = float(pos.unit @ neg.unit)
+
+    def end_prompt(self, j: int) -> None:
+        """The j-th prompt (in the shuffled order) is done: its same-prompt pairs, and its positives with the
+        negatives of prompt j - k for each of the last K prompts."""
+        pos, neg = self.current[True], self.current[False]
+        self.current = {True: PromptSums(), False: PromptSums()}
+        self._pair(0, j, pos, neg)
+        self.between[j] = pos.count * neg.count * float((pos.centred / pos.count) @ (neg.centred / neg.count))
+        for sign, sums in ((True, pos), (False, neg)):
+            self.square[sign][j], self.count[sign][j] = sums.square, sums.count
+        for i, older in self.recent:
+            self._pair(j - i, j, pos, older)
+        self.recent.append((j, neg))
+        if j < self.shifts:
+            self.first.append(pos)
+
+    def close(self) -> None:
+        """The wrapped pairs: prompt j < k's positives with prompt m - k + j's negatives (still among the last K)."""
+        last = dict(self.recent)
+        for k in range(1, self.shifts + 1):
+            for j in range(k):
+                self._pair(k, j, self.first[j], last[self.m - k + j])
+
+
+def cells(row: Row, parameters: int, resamples: np.ndarray) -> dict[str, dict[str, float]]:
+    """Every column's value and permuted baseline, with 95% prompt-bootstrap intervals. `resamples`: [B, m] how many
+    times each prompt is drawn in each resample."""
+    w = np.vstack([np.ones(row.m), resamples])  # [1 + B, m]: the full sample first
+    var = {s: (w @ row.square[s]) / (w @ row.count[s]) for s in (True, False)}
+    scale = np.sqrt(var[True] * var[False])
+    same_pairs, perm_pairs = w @ row.pairs[0], w @ row.pairs[1:].sum(0)
+    same = {"cov": w @ row.pair[0] / same_pairs, "cosine": w @ row.cosine[0] / same_pairs,
+            "between": w @ row.between / same_pairs}
+    perm = {"cov": w @ row.pair[1:].sum(0) / perm_pairs, "cosine": w @ row.cosine[1:].sum(0) / perm_pairs}
+    perm["between"] = perm["cov"]  # rollouts of different prompts: their covariance is all between prompts
+    out = {}
+    for stats in (same, perm):
+        stats["within"] = stats["cov"] - stats["between"]
+        stats["cov_per_parameter"] = stats["cov"] / parameters
+        stats["corr"] = stats["cov"] / scale
+    for column in COLUMNS:
+        out[column] = {}
+        for key, stats in (("value", same), ("permuted", perm)):
+            low, high = np.percentile(stats[column][1:], [2.5, 97.5])
+            out[column] |= {key: float(stats[column][0]), f"{key}_low": float(low), f"{key}_high": float(high)}
+    return out
+
+
+MEANS_BATCH = 64  # rollouts per backward of the first pass
+
+
+def pooled_means(model, groups: list[Group], weight_names: set[str]) -> dict[str, dict[bool, torch.Tensor]]:
+    """The first pass: for each weight, mu+ and mu-, the mean weighted gradient of every positive and every negative
+    rollout, as the gradient of their weighted log-likelihoods summed (batched backward passes)."""
+    means = {}
+    for weight in weight_names:
+        means[weight] = {}
+        for sign in (True, False):
+            rollouts = [((g.prompt_ids, r), float(w)) for g in groups
+                        for r, w, p in zip(g.responses, weights(g, weight), g.positive, strict=True) if p == sign]
+            total = 0.0
+            for start in range(0, len(rollouts), MEANS_BATCH):
+                chunk = rollouts[start:start + MEANS_BATCH]
+                total = total + weighted_gradient(model, [r for r, _ in chunk], [w for _, w in chunk])
+            means[weight][sign] = total / len(rollouts)
+    return means
+
+
+def panel(model, groups: dict[str, list[Group]], shifts: int, seed: int, bootstrap: int = BOOTSTRAP) -> list[dict]:
+    """The panel over the mixed prompts' rollouts (`groups`: the "train" and the "eval" rollouts), in ROWS' order:
+    [{estimator, mixed_prompts, shifts, column: cell}]; a row whose rollouts have fewer than 2 mixed prompts says so
+    instead. Two passes over each set of rollouts, shared by the set's rows."""
+    model.eval()
+    parameters = sum(p.numel() for p in model.parameters())
+    out = {}
+    for which in ("train", "eval"):
+        specs = {name: (weight, centred) for name, (weight, centred, rollouts) in ROWS.items() if rollouts == which}
+        batch = groups[which]
+        m = len(batch)
+        if m < 2:
+            out |= {name: {"not_measured": f"only {m} prompts had both right and wrong responses; need 2 or more"}
+                    for name in specs}
+            continue
+        k = min(shifts, m - 1)  # a shift by m is the identity
+        means = pooled_means(model, batch, {weight for weight, centred in specs.values() if centred})
+        rows = {name: Row(weight, means[weight] if centred else {True: 0.0, False: 0.0}, m, k)
+                for name, (weight, centred) in specs.items()}
+        for j, q in enumerate(np.random.default_rng(seed).permutation(m)):
+            group = batch[q]
+            factors = {w: weights(group, w) for w in {row.weight for row in rows.values()}}
+            for i, g in enumerate(rollout_gradients(model, group)):
+                for row in rows.values():
+                    row.add_rollout(g, float(factors[row.weight][i]), bool(group.positive[i]))
+            for row in rows.values():
+                row.end_prompt(j)
+        resamples = np.random.default_rng(seed).multinomial(m, np.full(m, 1 / m), size=bootstrap)
+        for name, row in rows.items():
+            row.close()
+            out[name] = {"mixed_prompts": m, "shifts": k, **cells(row, parameters, resamples)}
+    return [{"estimator": name, **out[name]} for name in ROWS]

@@ -171,6 +171,14 @@ def model_shape(params: Params, model_dir: Path | str | None = None) -> ModelSha
     return shape
 
 
+def contrastive_memory(parameters: int, shifts: int) -> int:
+    """Bytes the Table 2 panel (twogrpo.contrastive) holds besides the model, in parameter-sized float64 vectors: a
+    rollout's gradient; the pooled means of each sign for the three weights; and for each of the four rows of the
+    training rollouts, a prompt's centred and unit sums of each sign, the last K prompts' negative ones and the
+    first K prompts' positive ones (K = contrastive.shifts)."""
+    return (1 + 2 * 3 + 4 * (4 + 4 * shifts)) * parameters * 8
+
+
 class PreflightError(RuntimeError):
     """This machine cannot train the setup: raised before any work."""
 
