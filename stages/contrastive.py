@@ -1,14 +1,16 @@
-"""contrastive: the paper's Table 2 as a panel of estimators (twogrpo.contrastive), on the base policy and on each arm's
-model of the first seed at the end of training (the paper does not say which policy it measured).
+"""contrastive-base, contrastive@<arm>: the paper's Table 2 as a panel of estimators (twogrpo.contrastive), on one
+policy: the base, or an arm's model of the first seed at the end of training (the paper does not say which policy it
+measured).
 
-Reads: models/ (base and the first seed's trained models), data/prepared/train.parquet; params `contrastive`, the
-train section's rollout sampling, advantage, arms and seeds, the evaluation's decoding, `task`, `grading.reward`.
-Writes: results/contrastive.json ({policies: {policy: {parameters, rows: [{estimator, column: cell}]}}}; the
-report shows it).
+Reads: models/<model>, data/prepared/train.parquet; params `contrastive`, the train section's rollout sampling and
+advantage, the evaluation's decoding, `task`, `grading.reward`.
+Writes: results/contrastive/<model>.json ({model, parameters, prompts, responses_per_prompt, bootstrap, rows:
+[{estimator, column: cell}]}; the report shows them).
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 
 from twogrpo.contrastive import BOOTSTRAP, panel, sample_groups
@@ -22,26 +24,28 @@ log = logging.getLogger("contrastive")
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--arm", help="an arm of train.arms, measured on its first seed's model (default: the base)")
+    arm = parser.parse_args().arm
     params = start_stage("contrastive")
     cfg, train, decoding = params.contrastive, params.train, params.evaluate
+    model_name = "base" if arm is None else f"{arm}-s{train.seeds[0]}"
     problems = read_table("data/prepared/train.parquet", Problems).iloc[: cfg.prompts]
     length = params.task.max_new_tokens  # both samplings: only the decoding differs
     samplings = {"train": Sampling(train.temperature, train.top_p, train.top_k, length, n=cfg.responses),
                  "eval": Sampling(decoding.temperature, decoding.top_p, decoding.top_k, length, n=cfg.responses)}
-    policies = ["base", *(f"{arm}-s{train.seeds[0]}" for arm in train.arms)]
-    out = {"prompts": len(problems), "responses_per_prompt": cfg.responses, "bootstrap": BOOTSTRAP, "policies": {}}
-    for policy in policies:
-        model, tokenizer = load_policy(f"models/{policy}")
-        groups = {which: sample_groups(model, tokenizer, problems, params.task.prompt_template, sampling, cfg.seed,
-                                       params.grading.reward, train.adv_std, train.adv_eps)
-                  for which, sampling in samplings.items()}
-        rows = panel(model, groups, cfg.shifts, cfg.seed)
-        out["policies"][policy] = {"parameters": sum(p.numel() for p in model.parameters()), "rows": rows}
-        score = rows[0]  # the score, as the paper writes it
-        log.info("%s: %s", policy, score["not_measured"] if "not_measured" in score else
-                 f"score corr {score['corr']['value']:+.3f} (permuted {score['corr']['permuted']:+.3f}), "
-                 f"{score['mixed_prompts']} mixed prompts")
-    write_json(out, "results/contrastive.json")
+    model, tokenizer = load_policy(f"models/{model_name}")
+    groups = {which: sample_groups(model, tokenizer, problems, params.task.prompt_template, sampling, cfg.seed,
+                                   params.grading.reward, train.adv_std, train.adv_eps)
+              for which, sampling in samplings.items()}
+    rows = panel(model, groups, cfg.shifts, cfg.seed)
+    score = rows[0]  # the score, as the paper writes it
+    log.info("%s: %s", model_name, score["not_measured"] if "not_measured" in score else
+             f"score corr {score['corr']['value']:+.3f} (permuted {score['corr']['permuted']:+.3f}), "
+             f"{score['mixed_prompts']} mixed prompts")
+    write_json({"model": model_name, "parameters": sum(p.numel() for p in model.parameters()),
+                "prompts": len(problems), "responses_per_prompt": cfg.responses, "bootstrap": BOOTSTRAP, "rows": rows},
+               f"results/contrastive/{model_name}.json")
 
 
 if __name__ == "__main__":

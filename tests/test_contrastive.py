@@ -161,12 +161,12 @@ def test_the_claim_row_names_the_definitions_that_give_the_papers_sign_and_order
                "permuted_low": -permuted_high, "permuted_high": permuted_high}
         return {"estimator": name, "cov": cov}
 
-    result = {"policies": {
+    result = {
         "base": {"rows": [row("score", -3.0, -1.0, 0.5), row("GRPO surrogate", 1.0, 2.0, 0.5)]},
         "g16-s0": {"rows": [row("score", -3.0, -1.0, 0.5), row("GRPO surrogate", 0.2, 2.0, 0.5)]},  # not above
-    }}
+    }
     assert findings(result) == {"base": ["GRPO surrogate"], "g16-s0": []}
     assert finding_text(result) == ("depends on the definition: the paper's sign and order with GRPO surrogate on "
                                     "base; the score as written: base -, g16-s0 -")
-    result["policies"]["base"]["rows"][1]["cov"]["value_low"] = -1.0
+    result["base"]["rows"][1]["cov"]["value_low"] = -1.0
     assert finding_text(result).startswith("not reproduced by any definition")

@@ -1,5 +1,5 @@
-"""The contrastive panel (results/contrastive.json, written by the contrastive stage with twogrpo.contrastive) read for
-the report: one table per policy, and which definitions give the paper's sign and order (v3 App. B.8, Table 2:
+"""The contrastive panels (results/contrastive/<model>.json, written by the contrastive stages with twogrpo.contrastive)
+read for the report: one table per policy, and which definitions give the paper's sign and order (v3 App. B.8, Table 2:
 0.08705 for same-prompt pairs against 0.00128 for permuted pairs). No torch: the report and the docs import it."""
 
 from __future__ import annotations
@@ -38,17 +38,18 @@ def paper_sign_and_order(row: dict) -> bool:
     return cov["value_low"] > 0 and cov["value_low"] > cov["permuted_high"]
 
 
-def findings(result: dict) -> dict[str, list[str]]:
-    """For each policy, the estimators that give the paper's sign and order (an empty list: none does)."""
+def findings(panels: dict[str, dict]) -> dict[str, list[str]]:
+    """For each policy ({policy: its panel}), the estimators that give the paper's sign and order (an empty list:
+    none does)."""
     return {policy: [row["estimator"] for row in measured["rows"]
                      if "not_measured" not in row and paper_sign_and_order(row)]
-            for policy, measured in result["policies"].items()}
+            for policy, measured in panels.items()}
 
 
-def finding_text(result: dict) -> str:
+def finding_text(panels: dict[str, dict]) -> str:
     """The claim row's wording: which definitions reproduce the paper's sign and order, on which policies."""
-    found = findings(result)
-    score = {p: m["rows"][0] for p, m in result["policies"].items()}  # the score, as the paper writes it
+    found = findings(panels)
+    score = {p: m["rows"][0] for p, m in panels.items()}  # the score, as the paper writes it
     measured = [p for p, row in score.items() if "not_measured" not in row]
     if not measured:
         return "not measured: no policy had two prompts with both right and wrong responses"
