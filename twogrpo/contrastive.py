@@ -1,8 +1,9 @@
 """The contrastive view, measured (paper Prop. 4.1 and v3 App. B.8, Table 2): how the gradients of a prompt's right
 (positive) and wrong (negative) rollouts covary, against pairs whose negative comes from another prompt.
 
-The paper writes g = grad log pi(o | q) and reports Cov(g+, g-) = 0.08705 for same-prompt pairs against 0.00128 for
-permuted pairs; it does not say which gradient, sampling, normalisation or policy. So this module measures a panel,
+The paper writes g = grad log pi(o | q) and reports a positive Cov(g+, g-) for same-prompt pairs, far above the
+permuted pairs' (its values: twogrpo.paper.paper_covariance); it does not say which gradient, sampling, normalisation
+or policy. So this module measures a panel,
 one row per definition, on the same prompts and rollouts (docs/objective.md gives each row's expected sign):
 
 - score: v = g, the sequence log-likelihood's gradient over all parameters, centred at the pooled means;

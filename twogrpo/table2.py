@@ -1,6 +1,6 @@
 """The contrastive panels (results/contrastive/<model>.json, written by the contrastive stages with twogrpo.contrastive)
-read for the report: one table per policy, and which definitions give the paper's sign and order (v3 App. B.8, Table 2:
-0.08705 for same-prompt pairs against 0.00128 for permuted pairs). No torch: the report and the docs import it."""
+read for the report: one table per policy, and which definitions give the paper's sign and order (v3 App. B.8, Table 2;
+its values: twogrpo.paper.paper_covariance). No torch: the report imports it."""
 
 from __future__ import annotations
 
