@@ -87,13 +87,15 @@ def main() -> None:
 
 
 def log_verdicts(verdicts: dict, reference: str) -> None:
-    """Each arm against the reference in two lines: the numbers, then the verdicts."""
+    """Each arm against the reference: a line of numbers, then a line per claim with its verdict (one line for all
+    of them outgrew a terminal's width once the time verdict named the contended runs)."""
     log = logging.getLogger("aggregate")
     for arm, v in verdicts.items():
         log.info("%s vs %s: gap %+.2f [%+.2f, %+.2f] points, share of the gain %.0f%% (one-sided bound %.0f%%), "
                  "rollout ratio %.3f, time ratio %.3f", arm, reference, v["gap"], v["gap_low"], v["gap_high"],
                  100 * v["share"], 100 * v["share_bound"], v["rollout_ratio"], v["time_ratio"])
-        log.info("%s verdicts: %s", arm, "; ".join(f"{claim} {text}" for claim, text in v["verdict"].items()))
+        for claim, text in v["verdict"].items():
+            log.info("%s verdict on %s: %s", arm, claim, text)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def test_a_stage_log_reads_at_a_glance(study):
     assert [line[:120] for line in log.splitlines() if len(line) > 300] == []
     assert re.search(r"stage train: params \S+params\.yaml \(sha256 [0-9a-f]{12}\), validated", log)
     assert re.search(r"g4-s0: Mean@4 \d+\.\d\d, Pass@4 \d+\.\d\d \(points, 16 problems of chain_sum", log)
-    assert re.search(r"g2 vs g4: gap [+-]\d+\.\d\d \[", log) and "g2 verdicts: accuracy " in log
+    assert re.search(r"g2 vs g4: gap [+-]\d+\.\d\d \[", log) and "g2 verdict on accuracy: " in log
     assert re.search(r"step \d+/\d+: .* ~(\d+ min )?\d+ s left", log)  # GRPO's periodic lines say the time left
 
 

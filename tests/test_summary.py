@@ -245,7 +245,7 @@ def test_a_run_timed_under_contention_leaves_the_time_claim_unjudged():
     c = claims(summary(rows), "g4", accuracy)["g2"]
     assert c["time_ratio_cpu"] == pytest.approx(0.25) and c["timed_under_contention"] == {"g2-s0": 0.61}
     v = verdicts(c, 0.02, 0.8)
-    assert v["time"] == "not judged: timed under contention (g2-s0 waited for a CPU 61% of its time)"
+    assert v["time"] == "not judged: timed under contention (share of the time waiting for a CPU: g2-s0 61%)"
     assert v["accuracy"].startswith("reproduced")  # accuracy does not depend on the machine's load
     quiet = claims(summary([rows[0], rows[1] | {"cpu_wait_share": 0.02}]), "g4", accuracy)["g2"]
     assert quiet["timed_under_contention"] == {} and verdicts(quiet, 0.02, 0.8)["time"] == "reproduced"

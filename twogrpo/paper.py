@@ -200,8 +200,8 @@ def time_verdict(c: dict, holds: bool) -> str:
     """The time claim's verdict: "not judged" when a run of the arm or of the reference was timed under contention
     (twogrpo.summary.contended), for its wall-clock then measures the neighbours as much as the arm."""
     if busy := c.get("timed_under_contention"):
-        return ("not judged: timed under contention (" + ", ".join(f"{model} waited for a CPU {share:.0%} of its "
-                                                                  f"time" for model, share in busy.items()) + ")")
+        waits = ", ".join(f"{model} {share:.0%}" for model, share in busy.items())
+        return f"not judged: timed under contention (share of the time waiting for a CPU: {waits})"
     return "reproduced" if holds else "not reproduced"
 
 
