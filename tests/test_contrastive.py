@@ -13,8 +13,8 @@ from twogrpo.contrastive import (
     Row,
     cells,
     panel,
+    prompt_sums,
     rollout_gradients,
-    sequence_gradient,
     weighted_gradient,
     weights,
 )
@@ -44,8 +44,19 @@ def random_groups(seed: int, prompts: int = 6, n: int = 4) -> list[Group]:
     return groups
 
 
+def one_rollout(model, prompt: list[int], response: list[int]) -> torch.Tensor:
+    """A rollout's gradient g = grad log pi(o | q) from a backward pass of its own."""
+    return weighted_gradient(model, [(prompt, response)], [1.0])
+
+
+def each_rollout(model, group: Group) -> list[torch.Tensor]:
+    return [one_rollout(model, group.prompt_ids, response) for response in group.responses]
+
+
 def brute_force(model, groups: list[Group], weight: str, centred: bool, shifts: int, seed: int) -> dict:
-    """Every statistic from its definition: all per-rollout vectors in memory, every pair enumerated."""
+    """Every statistic from its definition: all per-rollout vectors in memory, every pair enumerated. The gradients
+    are those the panel reads (test_a_groups_per_rollout_gradients_are_each_rollouts_own checks them against a
+    backward pass per rollout), so the two agree to float64's rounding."""
     vectors = [[float(w) * g for w, g in zip(weights(group, weight), rollout_gradients(model, group), strict=True)]
                for group in groups]
     side = {s: [[v for v, p in zip(vs, group.positive, strict=True) if p == s] for vs, group in
@@ -102,22 +113,20 @@ def test_a_bootstrap_resample_is_the_statistic_of_the_prompts_it_draws(model):
     """One resample drawing prompt 0 twice and prompt 2 never: the cell equals the brute-force statistic over that
     multiset of prompts, with the pooled means held at the full sample's."""
     groups = random_groups(0)
-    means = {s: torch.stack([g for group in groups for g, p in zip(rollout_gradients(model, group), group.positive,
+    means = {s: torch.stack([g for group in groups for g, p in zip(each_rollout(model, group), group.positive,
                                                                      strict=True) if p == s]).mean(0)
              for s in (True, False)}
     order = np.random.default_rng(SEED).permutation(len(groups))
-    row = Row("1", means, len(groups), 1)
+    row = Row("1", means, len(groups), 1, torch.float64)
     for j, q in enumerate(order):
-        for g, positive in zip(rollout_gradients(model, groups[q]), groups[q].positive, strict=True):
-            row.add_rollout(g, 1.0, bool(positive))
-        row.end_prompt(j)
+        row.add_prompt(j, *prompt_sums(rollout_gradients(model, groups[q]), groups[q], ["1"], row.mu)[0])
     row.close()
     draws = np.ones(len(groups))
     draws[np.where(order == 0)[0][0]], draws[np.where(order == 2)[0][0]] = 2, 0
     cov = cells(row, 1, draws[None, :])["cov"]
     products, pairs = 0.0, 0
     for q in [0, 0, 1, 3, 4, 5]:
-        grads = list(rollout_gradients(model, groups[q]))
+        grads = rollout_gradients(model, groups[q])  # the gradients the row read: the resampling alone is tested
         pos = [g - means[True] for g, p in zip(grads, groups[q].positive, strict=True) if p]
         neg = [g - means[False] for g, p in zip(grads, groups[q].positive, strict=True) if not p]
         products += sum(float(a @ b) for a in pos for b in neg)
@@ -134,14 +143,26 @@ def test_a_row_without_two_mixed_prompts_says_so(model):
 
 
 def test_the_gradient_is_that_of_the_response_log_likelihood(model):
-    """sequence_gradient against autograd on the summed log-probabilities of the response tokens, computed apart."""
+    """A rollout's gradient against autograd on the summed log-probabilities of the response tokens, computed apart."""
     prompt, response = [3, 4, 5], [6, 7]
     model.zero_grad(set_to_none=True)
     ids = torch.tensor([prompt + response])
     logp = torch.log_softmax(model(input_ids=ids).logits[0], -1)
     (logp[2, 6] + logp[3, 7]).backward()
     expected = torch.cat([p.grad.flatten() for p in model.parameters()]).double()
-    assert torch.allclose(sequence_gradient(model, prompt, response), expected, rtol=1e-6, atol=1e-9)
+    assert torch.allclose(one_rollout(model, prompt, response), expected, rtol=1e-6, atol=1e-9)
+
+
+def test_a_groups_per_rollout_gradients_are_each_rollouts_own(model):
+    """The second pass's vectorised per-sample gradients (responses of different lengths, padded on the right) equal
+    each rollout's backward pass; the model keeps its attention implementation."""
+    group = random_groups(2, prompts=1, n=5)[0]
+    attention = model.config._attn_implementation
+    together = rollout_gradients(model, group)
+    assert together.shape == (5, sum(p.numel() for p in model.parameters()))
+    for row, alone in zip(together, each_rollout(model, group), strict=True):
+        assert float((row - alone).norm()) <= 1e-6 * float(alone.norm())
+    assert model.config._attn_implementation == attention
 
 
 def test_a_batched_weighted_gradient_is_the_weighted_sum_of_each_rollouts(model):
@@ -149,7 +170,7 @@ def test_a_batched_weighted_gradient_is_the_weighted_sum_of_each_rollouts(model)
     the weighted sum of the rollouts' gradients taken one at a time."""
     rollouts = [([3, 4, 5], [6, 7]), ([8, 9], [10, 11, 12, 13]), ([3, 4, 5, 6, 7], [8])]
     factors = [0.5, -2.0, 1.5]
-    one_by_one = sum(w * sequence_gradient(model, q, o) for (q, o), w in zip(rollouts, factors, strict=True))
+    one_by_one = sum(w * one_rollout(model, q, o) for (q, o), w in zip(rollouts, factors, strict=True))
     # To float32's rounding: Qwen2's RMSNorm computes in float32 even in a float64 model.
     assert float((weighted_gradient(model, rollouts, factors) - one_by_one).norm()) <= 1e-6 * float(one_by_one.norm())
 

@@ -25,7 +25,7 @@ the prompts (positives of the j-th prompt with negatives of the (j-k)-th, k = 1.
 
 The estimator streams: it keeps running sums and, for the shifts, the last and the first K prompts' vectors, never a
 [prompts, parameters] matrix. Two passes over the rollouts (the first for the pooled means, the second for the
-centred sums; batched backward passes for the means, one backward per rollout for the sums);
+centred sums; batched backward passes for the means, a prompt's per-rollout gradients at once for the sums);
 twogrpo.plan.contrastive_memory counts what it holds.
 """
 
@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from torch.func import functional_call, grad, vmap
 
 from twogrpo.choices import AdvStd, Grader
 from twogrpo.engine import HFEngine
@@ -77,11 +78,6 @@ def weighted_gradient(model, rollouts: list[tuple[list[int], list[int]]], weight
     return torch.cat([p.grad.flatten() for p in model.parameters()]).double().cpu()
 
 
-def sequence_gradient(model, prompt_ids: list[int], response_ids: list[int]) -> torch.Tensor:
-    """Flattened grad of one rollout's log-likelihood, log pi(o | q) (weighted_gradient of one rollout)."""
-    return weighted_gradient(model, [(prompt_ids, response_ids)], [1.0])
-
-
 @dataclass(frozen=True)
 class Group:
     """One mixed prompt's rollouts: its tokens, which responses are right, and GRPO's advantage of each."""
@@ -117,32 +113,86 @@ def weights(group: Group, weight: str) -> np.ndarray:
     return {"1": np.ones(len(lengths)), "1/|o|": 1 / lengths, "A/|o|": group.advantages / lengths}[weight]
 
 
-def rollout_gradients(model, group: Group):
-    """Each rollout's gradient g, one backward at a time (nothing of the group kept beyond the one in use)."""
-    for response in group.responses:
-        yield sequence_gradient(model, group.prompt_ids, response)
+def rollout_gradients(model, group: Group) -> torch.Tensor:
+    """Each rollout's gradient g = grad log pi(o_i | q) as a [n, parameters] matrix in `summing(model)`'s precision,
+    from one vectorised pass
+    over the group (torch.func: vmap of grad, per-sample gradients) instead of n backward passes. The sequences are
+    padded on the right, where a causal model reads no padding before a real token; attention is eager, for vmap
+    has no batching rule for the CPU's fused attention."""
+    names = [name for name, _ in model.named_parameters()]
+    parameters = {name: p.detach() for name, p in model.named_parameters()}
+    q, n = group.prompt_ids, len(group.responses)
+    width = len(q) + max(len(o) for o in group.responses)
+    ids = torch.zeros(n, width, dtype=torch.long)
+    response = torch.zeros(n, width - 1)  # [i, t]: 1 where token t + 1 is a response token
+    for i, o in enumerate(group.responses):
+        ids[i, :len(q) + len(o)] = torch.tensor(q + o)
+        response[i, len(q) - 1:len(q) + len(o) - 1] = 1
+
+    def log_likelihood(weights: dict, row: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logits = functional_call(model, weights, (row.unsqueeze(0),)).logits[0, :-1]
+        logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
+        return (logp.gather(-1, row[1:].unsqueeze(-1)).squeeze(-1) * mask.to(logp)).sum()
+
+    attention = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        grads = vmap(grad(log_likelihood), in_dims=(None, 0, 0))(parameters, ids.to(model.device),
+                                                                  response.to(model.device))
+    finally:
+        model.set_attn_implementation(attention)
+    return torch.cat([grads[name].reshape(n, -1) for name in names], 1).to(summing(model)).cpu()
 
 
+def summing(model) -> torch.dtype:
+    """The precision of the second pass's gradients and sums: the model's, at least float32. Float32 for the
+    float32 models the study trains (its rounding is far below the bootstrap intervals; float64 doubled the pass's
+    time, which memory traffic bounds); the tests' float64 model sums in float64, to compare with the definitions
+    to 1e-6."""
+    return torch.promote_types(next(model.parameters()).dtype, torch.float32)
+
+
+@dataclass(frozen=True)
 class PromptSums:
-    """One prompt's running sums for one row and one sign: of (v - mu), of the unit vectors (v - mu) / |v - mu|, of
-    |v - mu|^2, and the count."""
+    """One prompt's sums for one row and one sign, over its rollouts' deviations d = v - mu: of d, of the unit
+    vectors d / |d|, of |d|^2, and the count."""
 
-    def __init__(self):
-        self.centred, self.unit, self.square, self.count = 0.0, 0.0, 0.0, 0
+    centred: torch.Tensor
+    unit: torch.Tensor
+    square: float
+    count: int
 
-    def add(self, deviation: torch.Tensor) -> None:
-        norm = float(deviation.norm())
-        self.centred = self.centred + deviation
-        self.unit = self.unit + deviation / max(norm, 1e-300)
-        self.square += norm * norm
-        self.count += 1
+
+def prompt_sums(gradients: torch.Tensor, group: Group, weight_names: list[str], mu: torch.Tensor
+                ) -> list[tuple[PromptSums, PromptSums]]:
+    """For each row (its weight, and its pooled means as two rows of `mu`, [2 x rows, parameters]: mu+, mu-), the
+    positive and the negative PromptSums of a prompt whose rollouts have gradients g_i ([n, parameters]), with
+    v_i = w_i g_i. The deviations are never formed: |d_i|^2 = w_i^2 |g_i|^2 - 2 w_i g_i . mu + |mu|^2, and the sums
+    are weighted sums of the g_i, so the matrix is read three times for all the rows together."""
+    squares = torch.linalg.vector_norm(gradients, dim=1) ** 2
+    dots = gradients @ mu.T  # [n, 2 x rows]: g_i . mu
+    coefficients, norms = [], []
+    for r, weight in enumerate(weight_names):
+        w = torch.from_numpy(weights(group, weight)).to(gradients.dtype)
+        for c, sign in enumerate((True, False)):
+            mine = torch.from_numpy(group.positive == sign)
+            m = mu[2 * r + c]
+            norm = (w * w * squares - 2 * w * dots[:, 2 * r + c] + float(m @ m)).clamp_min(0).sqrt()
+            norms.append(norm[mine])
+            coefficients += [w * mine, w * mine / norm.clamp_min(1e-300)]
+    sums = torch.stack(coefficients) @ gradients  # [2 x 2 x rows, parameters]: the sums of v and of v / |d|
+    out = [PromptSums(sums[2 * k] - len(norm) * mu[k],
+                      sums[2 * k + 1] - float((1 / norm.clamp_min(1e-300)).sum()) * mu[k],
+                      float((norm * norm).sum()), len(norm)) for k, norm in enumerate(norms)]
+    return list(zip(out[0::2], out[1::2], strict=True))
 
 
 class Row:
     """One row's second pass, prompt by prompt: the per-prompt scalars every cell and interval is computed from."""
 
-    def __init__(self, weight: str, mu: dict[bool, torch.Tensor | float], prompts: int, shifts: int):
-        self.weight, self.mu, self.m, self.shifts = weight, mu, prompts, shifts
+    def __init__(self, weight: str, mu: dict[bool, torch.Tensor], prompts: int, shifts: int, dtype: torch.dtype):
+        self.weight, self.m, self.shifts = weight, prompts, shifts
+        self.mu = torch.stack([mu[True], mu[False]]).to(dtype)  # [2, parameters]: the pooled means mu+, mu-
         self.recent: deque[tuple[int, PromptSums]] = deque(maxlen=shifts)  # the last K prompts' negative sums
         self.first: list[PromptSums] = []  # the first K prompts' positive sums, for the shifts that wrap around
         self.pair = np.zeros((shifts + 1, prompts))  # [0: same prompt, k: shift k; prompt j] sum of centred products
@@ -151,21 +201,15 @@ class Row:
         self.between = np.zeros(prompts)  # c+ c- (mean+ - mu+) . (mean- - mu-)
         self.square = {True: np.zeros(prompts), False: np.zeros(prompts)}
         self.count = {True: np.zeros(prompts), False: np.zeros(prompts)}
-        self.current = {True: PromptSums(), False: PromptSums()}
-
-    def add_rollout(self, g: torch.Tensor, weight: float, positive: bool) -> None:
-        self.current[positive].add(weight * g - self.mu[positive])
 
     def _pair(self, slot: int, j: int, pos: PromptSums, neg: PromptSums) -> None:
         self.pair[slot, j] = float(pos.centred @ neg.centred)
         self.pairs[slot, j] = pos.count * neg.count
         self.cosine[slot, j] = float(pos.unit @ neg.unit)
 
-    def end_prompt(self, j: int) -> None:
-        """The j-th prompt (in the shuffled order) is done: its same-prompt pairs, and its positives with the
-        negatives of prompt j - k for each of the last K prompts."""
-        pos, neg = self.current[True], self.current[False]
-        self.current = {True: PromptSums(), False: PromptSums()}
+    def add_prompt(self, j: int, pos: PromptSums, neg: PromptSums) -> None:
+        """The j-th prompt in the shuffled order: its same-prompt pairs, and its positives with the negatives of
+        prompt j - k for each of the last K prompts."""
         self._pair(0, j, pos, neg)
         self.between[j] = pos.count * neg.count * float((pos.centred / pos.count) @ (neg.centred / neg.count))
         for sign, sums in ((True, pos), (False, neg)):
@@ -245,16 +289,14 @@ def panel(model, groups: dict[str, list[Group]], shifts: int, seed: int, bootstr
             continue
         k = min(shifts, m - 1)  # a shift by m is the identity
         means = pooled_means(model, batch, {weight for weight, centred in specs.values() if centred})
-        rows = {name: Row(weight, means[weight] if centred else {True: 0.0, False: 0.0}, m, k)
+        zero = torch.zeros(parameters, dtype=torch.float64)
+        rows = {name: Row(weight, means[weight] if centred else {True: zero, False: zero}, m, k, summing(model))
                 for name, (weight, centred) in specs.items()}
+        mu = torch.cat([row.mu for row in rows.values()])
         for j, q in enumerate(np.random.default_rng(seed).permutation(m)):
-            group = batch[q]
-            factors = {w: weights(group, w) for w in {row.weight for row in rows.values()}}
-            for i, g in enumerate(rollout_gradients(model, group)):
-                for row in rows.values():
-                    row.add_rollout(g, float(factors[row.weight][i]), bool(group.positive[i]))
-            for row in rows.values():
-                row.end_prompt(j)
+            sums = prompt_sums(rollout_gradients(model, batch[q]), batch[q], [row.weight for row in rows.values()], mu)
+            for row, (pos, neg) in zip(rows.values(), sums, strict=True):
+                row.add_prompt(j, pos, neg)
         resamples = np.random.default_rng(seed).multinomial(m, np.full(m, 1 / m), size=bootstrap)
         for name, row in rows.items():
             row.close()

@@ -123,10 +123,10 @@ def describe_plan(params: Params, gpus: int, gpu_memory_gib: float, prompt_token
         "does NOT fit: more GPUs or FSDP (-S hardware=<name>), or lower train.micro_batch_tokens or "
         "rollout.vllm_memory_utilization")
     lines.append(f"  peak {peak / GIB:.1f} of {gpu_memory_gib:g} GiB: {verdict}")
-    shifts = params.contrastive.shifts
+    shifts, responses = params.contrastive.shifts, params.contrastive.responses
     lines.append(f"contrastive stage (Table 2 panel, contrastive.shifts={shifts}): "
-                 f"{contrastive_memory(shape.parameters, shifts) / GIB:,.0f} GiB of float64 gradient sums besides "
-                 f"the model ({contrastive_memory(shape.parameters, 1) / GIB:,.0f} GiB at shifts=1)")
+                 f"{contrastive_memory(shape.parameters, shifts, responses) / GIB:,.0f} GiB of gradient sums besides "
+                 f"the model ({contrastive_memory(shape.parameters, 1, responses) / GIB:,.0f} GiB at shifts=1)")
     lines.append(f"hours per arm (prompts {prompt_tokens:g} and responses {response_tokens:g} tokens on average, "
                  f"assumed; --prompt-tokens, --response-tokens):")
     for name, h in arm_hours(params, shape, gpus, prompt_tokens, response_tokens).items():
