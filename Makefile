@@ -58,13 +58,17 @@ ladder: install
 	python -m tools.compose
 	python -m tools.ladder
 
-# The tests run two at a time (pytest-xdist, one per core; a module with a costly fixture stays on one worker), then
-# the one that measures CPU contention alone, then the vLLM tests in their environment.
+# The tests run two at a time (pytest-xdist, one per core; a module with a costly fixture stays on one worker), with the
+# vLLM tests beside them in their own environment (two workers leave about an eighth of the cores idle; the vLLM
+# tests' output is printed after theirs), then the one that measures CPU contention alone.
 test: install install-vllm
 	python -m ruff check .
-	python -m pytest -m "not vllm and not serial" -n 2 --dist loadgroup
+	vllm_log=$$(mktemp); \
+	$(VENV_VLLM)/bin/python -m pytest -m vllm tests/test_vllm.py >$$vllm_log 2>&1 & vllm=$$!; \
+	python -m pytest -m "not vllm and not serial" -n 2 --dist loadgroup; tests=$$?; \
+	wait $$vllm; vllm_tests=$$?; echo "The vLLM tests (.venv-vllm):"; cat $$vllm_log; rm -f $$vllm_log; \
+	[ $$tests -eq 0 ] && [ $$vllm_tests -eq 0 ]
 	python -m pytest -m serial
-	$(VENV_VLLM)/bin/python -m pytest -m vllm tests/test_vllm.py
 
 test-fast: install
 	python -m ruff check .
