@@ -117,9 +117,9 @@ def test_a_bootstrap_resample_is_the_statistic_of_the_prompts_it_draws(model):
                                                                      strict=True) if p == s]).mean(0)
              for s in (True, False)}
     order = np.random.default_rng(SEED).permutation(len(groups))
-    row = Row("1", means, len(groups), 1, torch.float64)
+    row, mu = Row(len(groups), 1), torch.stack([means[True], means[False]])
     for j, q in enumerate(order):
-        row.add_prompt(j, *prompt_sums(rollout_gradients(model, groups[q]), groups[q], ["1"], row.mu)[0])
+        row.add_prompt(j, *prompt_sums(rollout_gradients(model, groups[q]), groups[q], ["1"], mu)[0])
     row.close()
     draws = np.ones(len(groups))
     draws[np.where(order == 0)[0][0]], draws[np.where(order == 2)[0][0]] = 2, 0

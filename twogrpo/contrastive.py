@@ -115,10 +115,9 @@ def weights(group: Group, weight: str) -> np.ndarray:
 
 def rollout_gradients(model, group: Group) -> torch.Tensor:
     """Each rollout's gradient g = grad log pi(o_i | q) as a [n, parameters] matrix in `summing(model)`'s precision,
-    from one vectorised pass
-    over the group (torch.func: vmap of grad, per-sample gradients) instead of n backward passes. The sequences are
-    padded on the right, where a causal model reads no padding before a real token; attention is eager, for vmap
-    has no batching rule for the CPU's fused attention."""
+    from one vectorised pass over the group (torch.func: vmap of grad, per-sample gradients) instead of n backward
+    passes. The sequences are padded on the right, where a causal model reads no padding before a real token;
+    attention is eager while it runs, for vmap has no batching rule for the CPU's fused attention."""
     names = [name for name, _ in model.named_parameters()]
     parameters = {name: p.detach() for name, p in model.named_parameters()}
     q, n = group.prompt_ids, len(group.responses)
@@ -190,9 +189,8 @@ def prompt_sums(gradients: torch.Tensor, group: Group, weight_names: list[str], 
 class Row:
     """One row's second pass, prompt by prompt: the per-prompt scalars every cell and interval is computed from."""
 
-    def __init__(self, weight: str, mu: dict[bool, torch.Tensor], prompts: int, shifts: int, dtype: torch.dtype):
-        self.weight, self.m, self.shifts = weight, prompts, shifts
-        self.mu = torch.stack([mu[True], mu[False]]).to(dtype)  # [2, parameters]: the pooled means mu+, mu-
+    def __init__(self, prompts: int, shifts: int):
+        self.m, self.shifts = prompts, shifts
         self.recent: deque[tuple[int, PromptSums]] = deque(maxlen=shifts)  # the last K prompts' negative sums
         self.first: list[PromptSums] = []  # the first K prompts' positive sums, for the shifts that wrap around
         self.pair = np.zeros((shifts + 1, prompts))  # [0: same prompt, k: shift k; prompt j] sum of centred products
@@ -290,11 +288,12 @@ def panel(model, groups: dict[str, list[Group]], shifts: int, seed: int, bootstr
         k = min(shifts, m - 1)  # a shift by m is the identity
         means = pooled_means(model, batch, {weight for weight, centred in specs.values() if centred})
         zero = torch.zeros(parameters, dtype=torch.float64)
-        rows = {name: Row(weight, means[weight] if centred else {True: zero, False: zero}, m, k, summing(model))
-                for name, (weight, centred) in specs.items()}
-        mu = torch.cat([row.mu for row in rows.values()])
+        mu = torch.stack([means[weight][sign] if centred else zero for weight, centred in specs.values()
+                          for sign in (True, False)]).to(summing(model))  # [2 x rows, parameters]: mu+, mu- per row
+        del means
+        rows = {name: Row(m, k) for name in specs}
         for j, q in enumerate(np.random.default_rng(seed).permutation(m)):
-            sums = prompt_sums(rollout_gradients(model, batch[q]), batch[q], [row.weight for row in rows.values()], mu)
+            sums = prompt_sums(rollout_gradients(model, batch[q]), batch[q], [w for w, _ in specs.values()], mu)
             for row, (pos, neg) in zip(rows.values(), sums, strict=True):
                 row.add_prompt(j, pos, neg)
         resamples = np.random.default_rng(seed).multinomial(m, np.full(m, 1 / m), size=bootstrap)

@@ -173,13 +173,13 @@ def model_shape(params: Params, model_dir: Path | str | None = None) -> ModelSha
 
 def contrastive_memory(parameters: int, shifts: int, responses: int) -> int:
     """Bytes the Table 2 panel (twogrpo.contrastive) holds besides the model, counted in parameter-sized vectors: the
-    pooled means of each sign for the three weights and a zero vector (float64), their float32 copies per row and
-    stacked; a prompt's per-rollout gradients (float32, held twice while vmap's output is flattened); for each of
-    the four rows of the training rollouts, the prompt's centred and unit sums of each sign (float32, as a stacked
-    product and as the rows' own), and the last K prompts' negative sums and the first K prompts' positive sums
-    (K = contrastive.shifts)."""
+    pooled means of each sign for the three weights and a zero vector (float64, while they are stacked), then each
+    row's means stacked (float32); a prompt's per-rollout gradients (float32, held twice while vmap's output is
+    flattened); for each of the four rows of the training rollouts, the prompt's centred and unit sums of each sign
+    (float32, as a stacked product and as the rows' own), and the last K prompts' negative sums and the first K
+    prompts' positive sums (K = contrastive.shifts)."""
     rows, float32, float64 = 4, 4, 8
-    means = (2 * 3 + 1) * float64 + 2 * 2 * rows * float32
+    means = (2 * 3 + 1) * float64 + 2 * rows * float32
     prompt = 2 * responses * float32 + 2 * 2 * 2 * rows * float32
     history = rows * 2 * 2 * shifts * float32
     return (means + prompt + history) * parameters
