@@ -58,19 +58,27 @@ COLUMNS = ("cov", "cov_per_parameter", "corr", "cosine", "between", "within")
 BOOTSTRAP = 1000  # prompt resamples per interval
 
 
-def weighted_gradient(model, rollouts: list[tuple[list[int], list[int]]], weights: list[float]) -> torch.Tensor:
-    """Flattened grad over all parameters, in float64, of sum_i w_i log pi(o_i | q_i) for (q_i, o_i) in `rollouts`
-    (prompt and response tokens), the sequence log-likelihood summed over the response tokens: one batched backward,
-    the sequences padded on the right (a causal model reads no padding before a real token)."""
-    model.zero_grad(set_to_none=True)
+def right_padded(rollouts: list[tuple[list[int], list[int]]], weights: list[float]
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The rollouts' (prompt, response) tokens padded on the right (a causal model reads no padding before a real
+    token): ids and attention mask [n, width], and [n, width - 1] with w_i where token t + 1 is a response token."""
     width = max(len(q) + len(o) for q, o in rollouts)
     ids = torch.zeros(len(rollouts), width, dtype=torch.long)
     attention = torch.zeros(len(rollouts), width, dtype=torch.long)
-    response = torch.zeros(len(rollouts), width - 1)  # [i, t]: w_i where token t + 1 is a response token
+    response = torch.zeros(len(rollouts), width - 1)
     for i, ((q, o), w) in enumerate(zip(rollouts, weights, strict=True)):
         ids[i, :len(q) + len(o)] = torch.tensor(q + o)
         attention[i, :len(q) + len(o)] = 1
         response[i, len(q) - 1:len(q) + len(o) - 1] = w
+    return ids, attention, response
+
+
+def weighted_gradient(model, rollouts: list[tuple[list[int], list[int]]], weights: list[float]) -> torch.Tensor:
+    """Flattened grad over all parameters, in float64, of sum_i w_i log pi(o_i | q_i) for (q_i, o_i) in `rollouts`
+    (prompt and response tokens), the sequence log-likelihood summed over the response tokens: one batched backward
+    over the sequences padded on the right."""
+    model.zero_grad(set_to_none=True)
+    ids, attention, response = right_padded(rollouts, weights)
     logits = model(input_ids=ids.to(model.device), attention_mask=attention.to(model.device)).logits[:, :-1]
     logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
     taken = logp.gather(-1, ids[:, 1:].to(model.device).unsqueeze(-1)).squeeze(-1)
@@ -116,17 +124,12 @@ def weights(group: Group, weight: str) -> np.ndarray:
 def rollout_gradients(model, group: Group) -> torch.Tensor:
     """Each rollout's gradient g = grad log pi(o_i | q) as a [n, parameters] matrix in `summing(model)`'s precision,
     from one vectorised pass over the group (torch.func: vmap of grad, per-sample gradients) instead of n backward
-    passes. The sequences are padded on the right, where a causal model reads no padding before a real token;
+    passes, over the sequences padded on the right (no attention mask: nothing real follows a pad);
     attention is eager while it runs, for vmap has no batching rule for the CPU's fused attention."""
     names = [name for name, _ in model.named_parameters()]
     parameters = {name: p.detach() for name, p in model.named_parameters()}
-    q, n = group.prompt_ids, len(group.responses)
-    width = len(q) + max(len(o) for o in group.responses)
-    ids = torch.zeros(n, width, dtype=torch.long)
-    response = torch.zeros(n, width - 1)  # [i, t]: 1 where token t + 1 is a response token
-    for i, o in enumerate(group.responses):
-        ids[i, :len(q) + len(o)] = torch.tensor(q + o)
-        response[i, len(q) - 1:len(q) + len(o) - 1] = 1
+    n = len(group.responses)
+    ids, _, response = right_padded([(group.prompt_ids, o) for o in group.responses], [1.0] * n)
 
     def log_likelihood(weights: dict, row: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         logits = functional_call(model, weights, (row.unsqueeze(0),)).logits[0, :-1]
