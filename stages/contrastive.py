@@ -38,7 +38,8 @@ def main() -> None:
     groups = {which: sample_groups(model, tokenizer, problems, params.task.prompt_template, sampling, cfg.seed,
                                    params.grading.reward, train.adv_std, train.adv_eps)
               for which, sampling in samplings.items()}
-    rows = panel(model, groups, cfg.shifts, cfg.seed)
+    rows = panel(model, groups, cfg.shifts, cfg.seed, rows_per_pass=cfg.rows_per_pass,
+                 rollouts_per_pass=cfg.rollouts_per_pass)
     score = rows[0]  # the score, as the paper writes it
     log.info("%s: %s", model_name, score["not_measured"] if "not_measured" in score else
              f"score corr {score['corr']['value']:+.3f} (permuted {score['corr']['permuted']:+.3f}), "

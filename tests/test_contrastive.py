@@ -119,7 +119,7 @@ def test_a_bootstrap_resample_is_the_statistic_of_the_prompts_it_draws(model):
     order = np.random.default_rng(SEED).permutation(len(groups))
     row, mu = Row(len(groups), 1), torch.stack([means[True], means[False]])
     for j, q in enumerate(order):
-        row.add_prompt(j, *prompt_sums(rollout_gradients(model, groups[q]), groups[q], ["1"], mu)[0])
+        row.add_prompt(j, *prompt_sums(model, groups[q], ["1"], mu)[0])
     row.close()
     draws = np.ones(len(groups))
     draws[np.where(order == 0)[0][0]], draws[np.where(order == 2)[0][0]] = 2, 0
@@ -132,6 +132,25 @@ def test_a_bootstrap_resample_is_the_statistic_of_the_prompts_it_draws(model):
         products += sum(float(a @ b) for a in pos for b in neg)
         pairs += len(pos) * len(neg)
     assert cov["value_low"] == cov["value_high"] == pytest.approx(products / pairs, rel=1e-9)
+
+
+@pytest.mark.parametrize(("rows_per_pass", "rollouts_per_pass"), [(1, 1), (2, 3)])
+def test_fewer_rows_and_rollouts_per_pass_give_the_same_panel(model, rows_per_pass, rollouts_per_pass):
+    """What fits a 1.5B model on one GPU (one row, one rollout per pass: a backward pass, no vmap) and a split that
+    leaves a remainder (3 + 1 rollouts, rows 2 + 2 and 1) measure the panel of all rows and rollouts at once."""
+    groups = {"train": random_groups(0), "eval": random_groups(1)}
+    at_once = panel(model, groups, SHIFTS, SEED, bootstrap=10)
+    split = panel(model, groups, SHIFTS, SEED, bootstrap=10, rows_per_pass=rows_per_pass,
+                  rollouts_per_pass=rollouts_per_pass)
+    for whole, part in zip(at_once, split, strict=True):
+        assert part["estimator"] == whole["estimator"] and part["mixed_prompts"] == whole["mixed_prompts"]
+        # To 1e-8 of the statistic's scale (cosines and correlations lie in [-1, 1]; a covariance's scale is
+        # sqrt(var+ var-)), as a near-zero permuted value is a difference of terms of that scale.
+        scale = whole["cov"]["value"] / whole["corr"]["value"]
+        for column, unit in (("cov", scale), ("between", scale), ("corr", 1), ("cosine", 1)):
+            for key in ("value", "permuted", "value_low", "permuted_high"):
+                assert part[column][key] == pytest.approx(whole[column][key], rel=1e-6, abs=1e-8 * unit), (column,
+                                                                                                       key)
 
 
 def test_a_row_without_two_mixed_prompts_says_so(model):

@@ -447,6 +447,8 @@ class ContrastiveConfig:
     responses: Annotated[int, Range(2, limit=1024)]
     shifts: Annotated[int, Range(1, limit=100_000)]
     seed: Seed
+    rows_per_pass: Annotated[int, Range(0, limit=100)]
+    rollouts_per_pass: Annotated[int, Range(0, limit=1024)]
 
 
 @dataclass(frozen=True)

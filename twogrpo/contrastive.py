@@ -23,10 +23,11 @@ Each cell has its permuted baseline: the same statistic over the pairs of K cycl
 the prompts (positives of the j-th prompt with negatives of the (j-k)-th, k = 1..K: each shift a derangement), and a
 95% prompt-bootstrap interval (prompts resampled with their pairs; the pooled means held at the full sample's).
 
-The estimator streams: it keeps running sums and, for the shifts, the last and the first K prompts' vectors, never a
-[prompts, parameters] matrix. Two passes over the rollouts (the first for the pooled means, the second for the
-centred sums; batched backward passes for the means, a prompt's per-rollout gradients at once for the sums);
-twogrpo.plan.contrastive_memory counts what it holds.
+The estimator streams: it keeps running sums and, for the shifts, the last and the first K prompts' vectors (in host
+memory), never a [prompts, parameters] matrix. Two passes over the rollouts (the first for the pooled means, the
+second for the centred sums; batched backward passes for the means, a prompt's per-rollout gradients at once for the
+sums), for all of a rollout set's rows together, or for fewer rows and rollouts at a time where memory is short
+(contrastive.rows_per_pass, contrastive.rollouts_per_pass); twogrpo.plan.contrastive_memory counts what it holds.
 """
 
 from __future__ import annotations
@@ -73,17 +74,20 @@ def right_padded(rollouts: list[tuple[list[int], list[int]]], weights: list[floa
     return ids, attention, response
 
 
-def weighted_gradient(model, rollouts: list[tuple[list[int], list[int]]], weights: list[float]) -> torch.Tensor:
-    """Flattened grad over all parameters, in float64, of sum_i w_i log pi(o_i | q_i) for (q_i, o_i) in `rollouts`
-    (prompt and response tokens), the sequence log-likelihood summed over the response tokens: one batched backward
-    over the sequences padded on the right."""
+def weighted_gradient(model, rollouts: list[tuple[list[int], list[int]]], weights: list[float],
+                      dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Flattened grad over all parameters (in `dtype`, on `device`) of sum_i w_i log pi(o_i | q_i) for (q_i, o_i) in
+    `rollouts` (prompt and response tokens), the sequence log-likelihood summed over the response tokens: one
+    batched backward over the sequences padded on the right."""
     model.zero_grad(set_to_none=True)
     ids, attention, response = right_padded(rollouts, weights)
     logits = model(input_ids=ids.to(model.device), attention_mask=attention.to(model.device)).logits[:, :-1]
     logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
     taken = logp.gather(-1, ids[:, 1:].to(model.device).unsqueeze(-1)).squeeze(-1)
     (taken * response.to(taken)).sum().backward()
-    return torch.cat([p.grad.flatten() for p in model.parameters()]).double().cpu()
+    flat = torch.cat([p.grad.flatten() for p in model.parameters()]).to(dtype=dtype, device=device)
+    model.zero_grad(set_to_none=True)
+    return flat
 
 
 @dataclass(frozen=True)
@@ -121,15 +125,20 @@ def weights(group: Group, weight: str) -> np.ndarray:
     return {"1": np.ones(len(lengths)), "1/|o|": 1 / lengths, "A/|o|": group.advantages / lengths}[weight]
 
 
-def rollout_gradients(model, group: Group) -> torch.Tensor:
-    """Each rollout's gradient g = grad log pi(o_i | q) as a [n, parameters] matrix in `summing(model)`'s precision,
-    from one vectorised pass over the group (torch.func: vmap of grad, per-sample gradients) instead of n backward
-    passes, over the sequences padded on the right (no attention mask: nothing real follows a pad);
-    attention is eager while it runs, for vmap has no batching rule for the CPU's fused attention."""
+def rollout_gradients(model, group: Group, index: range | None = None) -> torch.Tensor:
+    """The gradients g = grad log pi(o_i | q) of the group's rollouts in `index` (default all) as a [n, parameters]
+    matrix in `summing(model)`'s precision on the model's device. One rollout: a backward pass. Several: one
+    vectorised pass (torch.func: vmap of grad, per-sample gradients) instead of n backward passes, over the sequences
+    padded on the right (no attention mask: nothing real follows a pad); attention is eager while it runs, for vmap
+    has no batching rule for the CPU's fused attention."""
+    responses = [group.responses[i] for i in (index or range(len(group.responses)))]
+    if len(responses) == 1:
+        return weighted_gradient(model, [(group.prompt_ids, responses[0])], [1.0], summing(model),
+                                 model.device).unsqueeze(0)
     names = [name for name, _ in model.named_parameters()]
     parameters = {name: p.detach() for name, p in model.named_parameters()}
-    n = len(group.responses)
-    ids, _, response = right_padded([(group.prompt_ids, o) for o in group.responses], [1.0] * n)
+    n = len(responses)
+    ids, _, response = right_padded([(group.prompt_ids, o) for o in responses], [1.0] * n)
 
     def log_likelihood(weights: dict, row: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         logits = functional_call(model, weights, (row.unsqueeze(0),)).logits[0, :-1]
@@ -143,7 +152,7 @@ def rollout_gradients(model, group: Group) -> torch.Tensor:
                                                                   response.to(model.device))
     finally:
         model.set_attn_implementation(attention)
-    return torch.cat([grads[name].reshape(n, -1) for name in names], 1).to(summing(model)).cpu()
+    return torch.cat([grads[name].reshape(n, -1) for name in names], 1).to(summing(model))
 
 
 def summing(model) -> torch.dtype:
@@ -164,28 +173,46 @@ class PromptSums:
     square: float
     count: int
 
+    def held(self) -> PromptSums:
+        """A copy in host memory, for the sums a row keeps past their prompt (the shifts' partners)."""
+        return PromptSums(self.centred.to("cpu", copy=True), self.unit.to("cpu", copy=True), self.square, self.count)
 
-def prompt_sums(gradients: torch.Tensor, group: Group, weight_names: list[str], mu: torch.Tensor
+
+def prompt_sums(model, group: Group, weight_names: list[str], mu: torch.Tensor, rollouts_per_pass: int = 0
                 ) -> list[tuple[PromptSums, PromptSums]]:
     """For each row (its weight, and its pooled means as two rows of `mu`, [2 x rows, parameters]: mu+, mu-), the
-    positive and the negative PromptSums of a prompt whose rollouts have gradients g_i ([n, parameters]), with
-    v_i = w_i g_i. The deviations are never formed: |d_i|^2 = w_i^2 |g_i|^2 - 2 w_i g_i . mu + |mu|^2, and the sums
-    are weighted sums of the g_i, so the matrix is read three times for all the rows together."""
-    squares = torch.linalg.vector_norm(gradients, dim=1) ** 2
-    dots = gradients @ mu.T  # [n, 2 x rows]: g_i . mu
-    coefficients, norms = [], []
-    for r, weight in enumerate(weight_names):
-        w = torch.from_numpy(weights(group, weight)).to(gradients.dtype)
-        for c, sign in enumerate((True, False)):
-            mine = torch.from_numpy(group.positive == sign)
-            m = mu[2 * r + c]
-            norm = (w * w * squares - 2 * w * dots[:, 2 * r + c] + float(m @ m)).clamp_min(0).sqrt()
-            norms.append(norm[mine])
-            coefficients += [w * mine, w * mine / norm.clamp_min(1e-300)]
-    sums = torch.stack(coefficients) @ gradients  # [2 x 2 x rows, parameters]: the sums of v and of v / |d|
-    out = [PromptSums(sums[2 * k] - len(norm) * mu[k],
-                      sums[2 * k + 1] - float((1 / norm.clamp_min(1e-300)).sum()) * mu[k],
-                      float((norm * norm).sum()), len(norm)) for k, norm in enumerate(norms)]
+    positive and the negative PromptSums of a prompt whose rollouts have gradients g_i, with v_i = w_i g_i, taken
+    `rollouts_per_pass` rollouts at a time (0: all at once). The deviations are never formed:
+    |d_i|^2 = w_i^2 |g_i|^2 - 2 w_i g_i . mu + |mu|^2, and the sums are weighted sums of the g_i, accumulated in place
+    ([2 x 2 x rows, parameters]: the sums of v and of v / |d|), so each pass's gradients are read three times for all
+    the rows together."""
+    n = len(group.responses)
+    step = rollouts_per_pass or n
+    sums = torch.zeros(4 * len(weight_names), mu.shape[1], dtype=mu.dtype, device=mu.device)
+    mu_squares = (mu * mu).sum(1)
+    norms: list[list[torch.Tensor]] = [[] for _ in range(2 * len(weight_names))]
+    for first in range(0, n, step):
+        index = range(first, min(first + step, n))
+        gradients = rollout_gradients(model, group, index)
+        squares = torch.linalg.vector_norm(gradients, dim=1) ** 2
+        dots = gradients @ mu.T  # [rollouts, 2 x rows]: g_i . mu
+        coefficients = []
+        for r, weight in enumerate(weight_names):
+            w = torch.from_numpy(weights(group, weight)[index]).to(gradients)
+            for c, sign in enumerate((True, False)):
+                mine = torch.from_numpy(group.positive[index] == sign).to(gradients.device)
+                k = 2 * r + c
+                norm = (w * w * squares - 2 * w * dots[:, k] + mu_squares[k]).clamp_min(0).sqrt()
+                norms[k].append(norm[mine])
+                coefficients += [w * mine, w * mine / norm.clamp_min(1e-300)]
+        sums.addmm_(torch.stack(coefficients), gradients)
+        del gradients
+    out = []
+    for k, parts in enumerate(norms):
+        norm = torch.cat(parts)
+        sums[2 * k].sub_(mu[k], alpha=len(norm))
+        sums[2 * k + 1].sub_(mu[k], alpha=float((1 / norm.clamp_min(1e-300)).sum()))
+        out.append(PromptSums(sums[2 * k], sums[2 * k + 1], float((norm * norm).sum()), len(norm)))
     return list(zip(out[0::2], out[1::2], strict=True))
 
 
@@ -204,9 +231,10 @@ class Row:
         self.count = {True: np.zeros(prompts), False: np.zeros(prompts)}
 
     def _pair(self, slot: int, j: int, pos: PromptSums, neg: PromptSums) -> None:
-        self.pair[slot, j] = float(pos.centred @ neg.centred)
+        device = pos.centred.device  # a held partner is in host memory
+        self.pair[slot, j] = float(pos.centred @ neg.centred.to(device))
         self.pairs[slot, j] = pos.count * neg.count
-        self.cosine[slot, j] = float(pos.unit @ neg.unit)
+        self.cosine[slot, j] = float(pos.unit @ neg.unit.to(device))
 
     def add_prompt(self, j: int, pos: PromptSums, neg: PromptSums) -> None:
         """The j-th prompt in the shuffled order: its same-prompt pairs, and its positives with the negatives of
@@ -217,16 +245,19 @@ class Row:
             self.square[sign][j], self.count[sign][j] = sums.square, sums.count
         for i, older in self.recent:
             self._pair(j - i, j, pos, older)
-        self.recent.append((j, neg))
+        self.recent.append((j, neg.held()))
         if j < self.shifts:
-            self.first.append(pos)
+            self.first.append(pos.held())
 
     def close(self) -> None:
-        """The wrapped pairs: prompt j < k's positives with prompt m - k + j's negatives (still among the last K)."""
+        """The wrapped pairs: prompt j < k's positives with prompt m - k + j's negatives (still among the last K);
+        then the held sums are let go."""
         last = dict(self.recent)
         for k in range(1, self.shifts + 1):
             for j in range(k):
                 self._pair(k, j, self.first[j], last[self.m - k + j])
+        self.recent.clear()
+        self.first.clear()
 
 
 def cells(row: Row, parameters: int, resamples: np.ndarray) -> dict[str, dict[str, float]]:
@@ -253,30 +284,42 @@ def cells(row: Row, parameters: int, resamples: np.ndarray) -> dict[str, dict[st
     return out
 
 
-MEANS_BATCH = 64  # rollouts per backward of the first pass
+MEANS_BATCH = 64  # rollouts per backward of the first pass, unless the panel takes fewer at a time
 
 
-def pooled_means(model, groups: list[Group], weight_names: set[str]) -> dict[str, dict[bool, torch.Tensor]]:
-    """The first pass: for each weight, mu+ and mu-, the mean weighted gradient of every positive and every negative
-    rollout, as the gradient of their weighted log-likelihoods summed (batched backward passes)."""
-    means = {}
-    for weight in weight_names:
-        means[weight] = {}
-        for sign in (True, False):
-            rollouts = [((g.prompt_ids, r), float(w)) for g in groups
-                        for r, w, p in zip(g.responses, weights(g, weight), g.positive, strict=True) if p == sign]
-            total = 0.0
-            for start in range(0, len(rollouts), MEANS_BATCH):
-                chunk = rollouts[start:start + MEANS_BATCH]
-                total = total + weighted_gradient(model, [r for r, _ in chunk], [w for _, w in chunk])
-            means[weight][sign] = total / len(rollouts)
-    return means
+def pooled_means(model, groups: list[Group], specs: list[tuple[str, bool]], batch: int) -> torch.Tensor:
+    """The first pass, for rows given as (weight, centred): [2 x rows, parameters], each row's mu+ and mu- in
+    `summing(model)`'s precision on the model's device. A mean is the mean weighted gradient of every positive (or
+    negative) rollout, as the gradient of their weighted log-likelihoods summed (backward passes over `batch`
+    rollouts at a time), accumulated in float64 in host memory; an uncentred row's is zero."""
+    parameters = sum(p.numel() for p in model.parameters())
+    mu = torch.zeros(2 * len(specs), parameters, dtype=summing(model), device=model.device)
+    first_row: dict[str, int] = {}  # a weight's means are computed once
+    for r, (weight, centred) in enumerate(specs):
+        if not centred:
+            continue
+        if weight in first_row:
+            mu[2 * r:2 * r + 2] = mu[2 * first_row[weight]:2 * first_row[weight] + 2]
+            continue
+        first_row[weight] = r
+        for c, sign in enumerate((True, False)):
+            rollouts = [((g.prompt_ids, o), float(w)) for g in groups
+                        for o, w, p in zip(g.responses, weights(g, weight), g.positive, strict=True) if p == sign]
+            total = torch.zeros(parameters, dtype=torch.float64)
+            for start in range(0, len(rollouts), batch):
+                chunk = rollouts[start:start + batch]
+                total += weighted_gradient(model, [o for o, _ in chunk], [w for _, w in chunk])
+            mu[2 * r + c] = (total / len(rollouts)).to(mu)
+    return mu
 
 
-def panel(model, groups: dict[str, list[Group]], shifts: int, seed: int, bootstrap: int = BOOTSTRAP) -> list[dict]:
+def panel(model, groups: dict[str, list[Group]], shifts: int, seed: int, bootstrap: int = BOOTSTRAP,
+          rows_per_pass: int = 0, rollouts_per_pass: int = 0) -> list[dict]:
     """The panel over the mixed prompts' rollouts (`groups`: the "train" and the "eval" rollouts), in ROWS' order:
     [{estimator, mixed_prompts, shifts, column: cell}]; a row whose rollouts have fewer than 2 mixed prompts says so
-    instead. Two passes over each set of rollouts, shared by the set's rows."""
+    instead. Two passes over each set of rollouts, shared by `rows_per_pass` of the set's rows (0: all of them), a
+    prompt's rollouts taken `rollouts_per_pass` at a time (0: all at once). Both change only what is held at once
+    (twogrpo.plan.contrastive_memory), and the values up to float rounding."""
     model.eval()
     parameters = sum(p.numel() for p in model.parameters())
     out = {}
@@ -289,18 +332,19 @@ def panel(model, groups: dict[str, list[Group]], shifts: int, seed: int, bootstr
                     for name in specs}
             continue
         k = min(shifts, m - 1)  # a shift by m is the identity
-        means = pooled_means(model, batch, {weight for weight, centred in specs.values() if centred})
-        zero = torch.zeros(parameters, dtype=torch.float64)
-        mu = torch.stack([means[weight][sign] if centred else zero for weight, centred in specs.values()
-                          for sign in (True, False)]).to(summing(model))  # [2 x rows, parameters]: mu+, mu- per row
-        del means
         rows = {name: Row(m, k) for name in specs}
-        for j, q in enumerate(np.random.default_rng(seed).permutation(m)):
-            sums = prompt_sums(rollout_gradients(model, batch[q]), batch[q], [w for w, _ in specs.values()], mu)
-            for row, (pos, neg) in zip(rows.values(), sums, strict=True):
-                row.add_prompt(j, pos, neg)
+        names = list(specs)
+        for first in range(0, len(names), rows_per_pass or len(names)):
+            part = names[first:first + (rows_per_pass or len(names))]
+            mu = pooled_means(model, batch, [specs[name] for name in part], rollouts_per_pass or MEANS_BATCH)
+            for j, q in enumerate(np.random.default_rng(seed).permutation(m)):
+                sums = prompt_sums(model, batch[q], [specs[name][0] for name in part], mu, rollouts_per_pass)
+                for name, (pos, neg) in zip(part, sums, strict=True):
+                    rows[name].add_prompt(j, pos, neg)
+            del mu
+            for name in part:
+                rows[name].close()
         resamples = np.random.default_rng(seed).multinomial(m, np.full(m, 1 / m), size=bootstrap)
         for name, row in rows.items():
-            row.close()
             out[name] = {"mixed_prompts": m, "shifts": k, **cells(row, parameters, resamples)}
     return [{"estimator": name, **out[name]} for name in ROWS]

@@ -123,10 +123,17 @@ def describe_plan(params: Params, gpus: int, gpu_memory_gib: float, prompt_token
         "does NOT fit: more GPUs or FSDP (-S hardware=<name>), or lower train.micro_batch_tokens or "
         "rollout.vllm_memory_utilization")
     lines.append(f"  peak {peak / GIB:.1f} of {gpu_memory_gib:g} GiB: {verdict}")
-    shifts, responses = params.contrastive.shifts, params.contrastive.responses
-    lines.append(f"contrastive stage (Table 2 panel, contrastive.shifts={shifts}): "
-                 f"{contrastive_memory(shape.parameters, shifts, responses) / GIB:,.0f} GiB of gradient sums besides "
-                 f"the model ({contrastive_memory(shape.parameters, 1, responses) / GIB:,.0f} GiB at shifts=1)")
+    c = params.contrastive
+    device, host = contrastive_memory(shape.parameters, c.shifts, c.responses, c.rows_per_pass, c.rollouts_per_pass)
+    weights = 4 * shape.parameters  # the panel's model, in float32
+    least = c.rows_per_pass == c.rollouts_per_pass == 1
+    fits = "fits" if weights + device <= gpu_memory_gib * GIB else "does NOT fit" + (
+        " one GPU, even at the least it holds (rows_per_pass and rollouts_per_pass 1)" if least else
+        ": lower contrastive.rows_per_pass and rollouts_per_pass (1 and 1 hold the least)")
+    lines.append(f"contrastive stage (Table 2 panel; contrastive.shifts={c.shifts}, rows_per_pass={c.rows_per_pass}, "
+                 f"rollouts_per_pass={c.rollouts_per_pass}): model {weights / GIB:,.1f} GiB and gradient sums "
+                 f"{device / GIB:,.1f} GiB per GPU besides a pass's activations, {fits}; "
+                 f"host memory {host / GIB:,.1f} GiB")
     lines.append(f"hours per arm (prompts {prompt_tokens:g} and responses {response_tokens:g} tokens on average, "
                  f"assumed; --prompt-tokens, --response-tokens):")
     for name, h in arm_hours(params, shape, gpus, prompt_tokens, response_tokens).items():

@@ -171,18 +171,20 @@ def model_shape(params: Params, model_dir: Path | str | None = None) -> ModelSha
     return shape
 
 
-def contrastive_memory(parameters: int, shifts: int, responses: int) -> int:
-    """Bytes the Table 2 panel (twogrpo.contrastive) holds besides the model, counted in parameter-sized vectors: the
-    pooled means of each sign for the three weights and a zero vector (float64, while they are stacked), then each
-    row's means stacked (float32); a prompt's per-rollout gradients (float32, held twice while vmap's output is
-    flattened); for each of the four rows of the training rollouts, the prompt's centred and unit sums of each sign
-    (float32, as a stacked product and as the rows' own), and the last K prompts' negative sums and the first K
-    prompts' positive sums (K = contrastive.shifts)."""
-    rows, float32, float64 = 4, 4, 8
-    means = (2 * 3 + 1) * float64 + 2 * rows * float32
-    prompt = 2 * responses * float32 + 2 * 2 * 2 * rows * float32
-    history = rows * 2 * 2 * shifts * float32
-    return (means + prompt + history) * parameters
+def contrastive_memory(parameters: int, shifts: int, responses: int, rows_per_pass: int, rollouts_per_pass: int
+                       ) -> tuple[int, int]:
+    """Bytes the Table 2 panel (twogrpo.contrastive) holds besides the model and one pass's activations, on the
+    model's device and in host memory, counted in parameter-sized vectors for a float32 model. On the device, while
+    the most rows are measured (the training rollouts' four, or rows_per_pass): each row's two pooled means and four
+    sums, and a pass's per-rollout gradients held twice (vmap's and flattened; a backward's and flattened for one).
+    In host memory: a first-pass mean and a backward's gradient in float64, or later each row's centred and unit sums
+    of the first K positives and the last K negatives (K = shifts), whichever is more."""
+    float32, float64 = 4, 8
+    rows = min(rows_per_pass or 4, 4)
+    rollouts = rollouts_per_pass or responses
+    device = (2 * rows + 4 * rows + 2 * rollouts) * float32
+    host = max(2 * float64, 2 * 2 * shifts * rows * float32)
+    return device * parameters, host * parameters
 
 
 class PreflightError(RuntimeError):
