@@ -69,14 +69,14 @@ def step(dist: Dist, out: str, changes: dict[str, str]) -> None:
     optimizer = torch.optim.AdamW(trained.parameters(), lr=1e-2, weight_decay=0.01)
     old_logp = frozen_logprobs(model, local, forward, pad, live)
     sizes = dist.sum([len(local.texts), local.num_tokens])
-    update_minibatch(Learner(trained, optimizer, cfg, horizon=6, pad=pad, dist=dist),
-                     Scored(local, batch.advantages, old_logp), live, minibatch=(int(sizes[0]), int(sizes[1])))
+    stats = update_minibatch(Learner(trained, optimizer, cfg, horizon=6, pad=pad, dist=dist),
+                             Scored(local, batch.advantages, old_logp), live, minibatch=(int(sizes[0]), int(sizes[1])))
     after = full_state_dict(model)  # gathered when sharded: every process takes part
     grads = {name: local_value(p.grad) for name, p in model.named_parameters()}
     counts, shares = dist.gather_objects(counts), dist.gather_objects(share)
     if dist.is_main:
         torch.save({"before": before, "after": after, "grads": grads, "sharded": is_sharded(model),
-                    "micro_batch_counts": counts, "shares": shares}, out)
+                    "micro_batch_counts": counts, "shares": shares, "update_size": stats["update_size"]}, out)
 
 
 if __name__ == "__main__":

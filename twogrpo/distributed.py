@@ -116,6 +116,11 @@ def local_value(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
+def local_shard(tensor: torch.Tensor) -> torch.Tensor:
+    """This process's share of a tensor: a DTensor's local shard (a sharded model's weight), or the tensor itself."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
 def _flag(name: str, default: str) -> bool:
     return os.environ.get(name, default).strip().lower() in ("true", "1", "yes")
 

@@ -99,6 +99,8 @@ class TrainSteps(pa.DataFrameModel):
     entropy: Series[float] = pa.Field(nullable=True, ge=0)  # mean token entropy of the policy at update time
     grad_norm: Series[float] = pa.Field(nullable=True, ge=0)  # before clipping, mean over updates
     kl: Series[float] = pa.Field(nullable=True)  # mean token low_var_kl to the reference, when on
+    update_size: Series[float] = pa.Field(nullable=True, ge=0)  # ||delta theta|| / ||theta||, mean over updates
+    update_cosine: Series[float] = pa.Field(nullable=True, ge=-1.0001, le=1.0001)  # with the update before, mean
     mean_response_tokens: Series[float] = pa.Field(nullable=True)
     time_generation: Series[float] = pa.Field(ge=0)  # seconds so far, per phase
     time_reward: Series[float] = pa.Field(ge=0)

@@ -10,13 +10,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.distributed.tensor import DTensor
 
 from twogrpo.choices import PHASES
-from twogrpo.distributed import Dist
+from twogrpo.distributed import Dist, local_shard
 
 STEP_STATS = ("mean_reward", "dead_group_frac", "informative_prompts_per_update", "informative_tokens_per_update",
               "adv_abs_mean", "clip_frac_high", "clip_frac_low", "clip_frac_dual", "entropy", "grad_norm", "kl",
-              "mean_response_tokens", "engine_logprob_gap")
+              "update_size", "update_cosine", "mean_response_tokens", "engine_logprob_gap")
 # Counts and sums each process adds up over a step; every statistic is a ratio of their totals over all processes.
 SUMS = ("generated", "generated_tokens", "rewards", "rollouts", "response_tokens", "dead", "groups", "adv_abs",
         "logprob_gap", "tokens", "clip_high", "clip_low", "clip_dual", "entropy_sum", "kl_sum")
@@ -94,6 +96,8 @@ class StepTelemetry:
         self.sums = dict.fromkeys(SUMS, 0.0)
         self.informative: list[tuple[float, float]] = []
         self.grad_norms: list[float] = []
+        self.update_sizes: list[float] = []
+        self.update_cosines: list[float] = []
 
     def add(self, **values: float) -> None:
         for name, value in values.items():
@@ -102,6 +106,8 @@ class StepTelemetry:
     def add_update(self, stats: dict[str, float], informative: tuple[float, float]) -> None:
         self.add(**{name: stats.get(name, 0.0) for name in UPDATE_SUMS})
         self.grad_norms.append(stats["grad_norm"])
+        self.update_sizes.append(stats["update_size"])
+        self.update_cosines.append(stats["update_cosine"])
         self.informative.append(informative)
 
     def reduce(self, dist: Dist) -> dict[str, float]:
@@ -120,7 +126,46 @@ class StepTelemetry:
             **{f"clip_frac_{k}": total[f"clip_{k}"] / total["tokens"] for k in ("high", "low", "dual")},
             "entropy": total["entropy_sum"] / total["tokens"],
             "grad_norm": float(np.mean(self.grad_norms)),
+            "update_size": float(np.mean(self.update_sizes)),
+            "update_cosine": float(np.mean(cosines)) if (cosines := [c for c in self.update_cosines
+                                                                    if not np.isnan(c)]) else float("nan"),
             "kl": total["kl_sum"] / total["tokens"] if with_kl else float("nan"),
             "mean_response_tokens": total["response_tokens"] / total["rollouts"],
             "engine_logprob_gap": total["logprob_gap"] / world,
         }
+
+
+class UpdateGeometry:
+    """How each optimizer update moves the weights: its size relative to the weights, ||delta|| / ||theta after||, and
+    its cosine with the update before it (NaN for a run's first update, and for the first after a resume, since the
+    previous update is not checkpointed). AdamW moves each weight by about the learning rate whatever the gradient's
+    size, so these show a step-size failure that the gradient norm cannot. The weights before the step and the last
+    update are kept in host memory (two float32 copies of this process's share), off the GPU."""
+
+    def __init__(self) -> None:
+        self.previous: list[torch.Tensor] | None = None
+
+    @staticmethod
+    def snapshot(parameters: list[torch.Tensor]) -> list[torch.Tensor]:
+        """This process's share of the weights (a sharded model's local shards), in float32 host memory."""
+        return [local_shard(p).detach().to("cpu", torch.float32, copy=True) for p in parameters]
+
+    def measure(self, parameters: list[torch.Tensor], before: list[torch.Tensor], dist: Dist) -> tuple[float, float]:
+        """(size, cosine) of the update from `before` to the weights now. With sharded weights each process holds a
+        share, and the sums are added over the processes (one collective); replicated weights are the same on
+        every process."""
+        delta = [local_shard(p).detach().to("cpu", torch.float32) - b for p, b in zip(parameters, before, strict=True)]
+        sums = [dot(delta, delta), dot(before, before) + 2 * dot(before, delta) + dot(delta, delta)]
+        if self.previous is not None:
+            sums += [dot(delta, self.previous), dot(self.previous, self.previous)]
+        if any(isinstance(p, DTensor) for p in parameters):
+            sums = dist.sum(sums).tolist()
+        self.previous = delta
+        size = (sums[0] / sums[1]) ** 0.5 if sums[1] > 0 else float("nan")
+        cosine = sums[2] / (sums[0] * sums[3]) ** 0.5 if len(sums) == 4 and sums[0] * sums[3] > 0 else float("nan")
+        return size, cosine
+
+
+def dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    """The dot product of two vectors held as lists of tensors, in float64."""
+    return sum(float(torch.dot(x.flatten().double(), y.flatten().double())) for x, y in zip(a, b, strict=True))

@@ -38,7 +38,7 @@ from twogrpo.progress import Progress
 from twogrpo.rollouts import PromptStream, RolloutSource
 from twogrpo.run_state import RunState
 from twogrpo.sampling import Engine, Samples, Sampling
-from twogrpo.telemetry import STEP_STATS, PhaseTimer, StepTelemetry
+from twogrpo.telemetry import STEP_STATS, PhaseTimer, StepTelemetry, UpdateGeometry
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,7 @@ class Learner:
     horizon: int
     pad: int
     dist: Dist = field(default_factory=Dist)
+    geometry: UpdateGeometry = field(default_factory=UpdateGeometry)  # the last update, for the next one's cosine
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,10 @@ def update_minibatch(learner: Learner, scored: Scored, rows: list[int],
     stats["grad_norm"] = float(local_value(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)))
     if not np.isfinite(stats["grad_norm"]):
         raise NonFiniteError(f"the gradient norm is {stats['grad_norm']}")
+    weights = list(model.parameters())
+    before = UpdateGeometry.snapshot(weights)
     learner.optimizer.step()
+    stats["update_size"], stats["update_cosine"] = learner.geometry.measure(weights, before, learner.dist)
     return stats
 
 
