@@ -60,8 +60,10 @@ def ladder_point(parameters, epochs, gaps, seeds=3):
                      "accuracy_gap_df": 1000.0, "share": share, "share_low": share - half / 10,
                      "share_high": share + half / 10, "share_se": half / 19.6, "share_df": 1000.0,
                      "share_lower_bound": share - half / 12}
+    train = {"epochs": epochs, "prompts": 1024, "arms": {"g16": {"group_size": 16}} | {
+        arm: {"group_size": 2, **({"prompts_per_minibatch": 8} if arm == "g2-updates" else {})} for arm in gaps}}
     return {"claims": {"reference_arm": "g16", "arms": arms}, "summary": summary,
-            "base": {"parameters": parameters}, "params": {"train": {"epochs": epochs}}}
+            "base": {"parameters": parameters}, "params": {"train": train}}
 
 
 def test_gap_rows_and_verdicts_per_axis_from_recorded_points():
@@ -105,6 +107,10 @@ def test_paper_points_place_table_1_and_table_4_on_the_axes():
     assert table1["gap"].mean() == pytest.approx(-1.04, abs=0.005)  # the paper's claim: mean gap of its 5 runs
     table4 = points[points["source"] == "v3 Table 4"]
     assert sorted(table4["lr_factor"].unique()) == [1.0, 8.0] and len(table4) == 8
+    # Table 4's row "2" (32 prompts x 2 at 16-GRPO's rate) has 16-GRPO's update count: it sits beside g2-updates,
+    # not beside the ladder's x1 arm, which makes 8 times fewer updates.
+    assert set(table4.loc[table4["lr_factor"] == 1.0, "arm"]) == {"g2-updates"}
+    assert set(points.loc[points["lr_factor"] == 8.0, "arm"]) == {"g2"}
 
 
 def test_every_ladder_point_composes_to_valid_params_changing_only_its_factors():
@@ -120,10 +126,14 @@ def test_every_ladder_point_composes_to_valid_params_changing_only_its_factors()
     for point in ladder_points():
         mapping, params = compose(overrides(point, []))
         arms = params.train.arms
-        assert set(arms) == {"g16", "g2", "g2-sqrt", "g2-same-lr"}
+        grid = point.startswith("grid-lr-")  # the learning-rate grid: 16-GRPO, 2-GRPO at x1 and x8
+        assert set(arms) == {"g16", "g2", "g2-same-lr"} | (set() if grid else {"g2-updates"}), point
         reference = params.train.reference_lr
-        assert [params.train.lr(arms[a]) / reference for a in ("g2-same-lr", "g2-sqrt", "g2")] == \
-            pytest.approx([1, 8 ** 0.5, 8])
+        assert [params.train.lr(arms[a]) / reference for a in ("g2-same-lr", "g2")] == pytest.approx([1, 8])
+        if not grid:  # 2-GRPO with 16-GRPO's updates: as many prompts per mini-batch, at its rate
+            assert params.train.lr(arms["g2-updates"]) == reference
+            assert params.train.prompts_per_minibatch(arms["g2-updates"]) == \
+                params.train.prompts_per_minibatch(arms["g16"]) == 8
         expected = changed(default, {"train": {"arms": mapping["train"]["arms"]}})
         for key, value in (settings(CENTER) | changes(point)).items():
             section, name = key.split(".")

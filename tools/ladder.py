@@ -50,7 +50,8 @@ LADDER_CONF = Path(__file__).resolve().parents[1] / "conf" / "ladder"
 CENTER = "center"
 # Each axis and the points along it (the report draws and judges each; the learning-rate rule varies by arm within
 # every point). A point on no axis is shown, not judged.
-AXES = {"model size": ["center", "size-2m", "size-10m"], "training length": ["center", "epochs-4", "epochs-10"]}
+AXES = {"model size": ["center", "size-2m", "size-10m"], "training length": ["center", "epochs-4", "epochs-10"],
+        "prompt pool": ["epochs-10-prompts-128", "epochs-10-prompts-256", "epochs-10-prompts-512", "epochs-10"]}
 CURVE_COLUMNS = ("arm", "seed", "gen_step", "rollouts", "train_time", "eval_accuracy", "dead_group_frac")
 FILES = ("metrics/claims.json", "metrics/base.json", "results/summary.csv", "results/curves.csv",
          "results/time_to_target.csv")
@@ -62,9 +63,13 @@ def ladder_points() -> list[str]:
 
 
 def settings(point: str) -> dict[str, object]:
-    """The settings a point's file states, as dotted keys (the center's: the whole center)."""
+    """The settings a point's file states, with those of the points it builds on (its defaults list names them), as
+    dotted keys (the center's: the whole center)."""
     conf = yaml.safe_load((LADDER_CONF / f"{point}.yaml").read_text())
-    conf.pop("defaults", None)
+    inherited = {}
+    for entry in conf.pop("defaults", []):
+        if isinstance(entry, str) and entry != "_self_":  # another point (a group override is a mapping)
+            inherited |= settings(entry)
 
     def flat(mapping: dict, where: str = "") -> dict[str, object]:
         out = {}
@@ -72,12 +77,13 @@ def settings(point: str) -> dict[str, object]:
             out |= flat(value, f"{where}{key}.") if isinstance(value, dict) else {f"{where}{key}": value}
         return out
 
-    return flat(conf)
+    return inherited | flat(conf)
 
 
 def changes(point: str) -> dict[str, object]:
     """What a point changes from the center (the center: nothing)."""
-    return {} if point == CENTER else settings(point)
+    center = settings(CENTER)
+    return {key: value for key, value in settings(point).items() if key not in center or center[key] != value}
 
 
 def overrides(point: str, extra: list[str]) -> list[str]:

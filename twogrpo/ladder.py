@@ -33,7 +33,7 @@ def gap_text(gap: float, low: float, high: float) -> str:
 
 
 # The axes are read on these scales: model size and the learning-rate factor act multiplicatively.
-AXIS_SCALES = {"parameters": np.log10, "lr_factor": np.log2, "epochs": lambda x: x}
+AXIS_SCALES = {"parameters": np.log10, "lr_factor": np.log2, "epochs": lambda x: x, "prompts": np.log2}
 
 
 def axis_verdict(points: list[GapPoint], scale=lambda x: x) -> str:
@@ -112,6 +112,12 @@ def gap_rows(ladder: dict) -> pd.DataFrame:
                         # the SFT base stopped at its target accuracy (a pretrained base has none: in band)
                         "base_in_band": record["base"].get("reached_target", True) is not False,
                         "epochs": record["params"]["train"]["epochs"],
+                        "prompts": record["params"]["train"]["prompts"],
+                        # > 0: the arm's mini-batches hold a fixed number of prompts (g2-updates: 16-GRPO's
+                        # update count) rather than the rollout budget's share; its rate is not a rule's
+                        "prompts_per_minibatch": record["params"]["train"]["arms"][arm].get("prompts_per_minibatch",
+                                                                                              0),
+                        "lr": own["lr"].mean(), "reference_lr": reference["lr"].mean(),
                         "lr_factor": own["lr"].mean() / reference["lr"].mean(),
                         # Only intervals of twogrpo.stats (they carry "accuracy_gap_se") are shown: a record of
                         # an older study holds bootstrap intervals without a calibrated seed term.
@@ -123,6 +129,7 @@ def gap_rows(ladder: dict) -> pd.DataFrame:
                         "share_se": c.get("share_se", np.nan), "share_df": c.get("share_df", np.nan),
                         "share_bound": c.get("share_lower_bound", np.nan),
                         "reference_validation": 100 * validation.get(claims["reference_arm"], {}).get("mean", np.nan),
+                        "validation": 100 * validation.get(arm, {}).get("mean", np.nan),
                         "mean_at_k": 100 * own["mean_at_k"].mean(),
                         "reference_mean_at_k": 100 * reference["mean_at_k"].mean(),
                         "discard_rate": own["dead_group_frac"].mean(),
@@ -162,22 +169,24 @@ def axis_verdicts(rows: pd.DataFrame, value: str, by: str = "arm", across_bases:
     return pd.DataFrame(out)
 
 
-AXIS_VALUES = {"model size": "parameters", "training length": "epochs"}  # the column each point axis is read by
+# The column each point axis is read by.
+AXIS_VALUES = {"model size": "parameters", "training length": "epochs", "prompt pool": "prompts"}
 
 
 def verdict_table(rows: pd.DataFrame, axes: dict[str, list[str]]) -> pd.DataFrame:
     """Every verdict of the ladder, for the report and the figures page alike: along each axis of points (`axes`:
-    axis -> its points; read by AXIS_VALUES), one per 2-GRPO arm; then along the learning-rate rule (x1, x2.83, x8),
-    one per point. Columns: axis, arm (an arm, or "2-GRPO at <point>"), verdict, verdict on the share, gap along
-    the axis (each value's gap with its interval and seeds)."""
+    axis -> its points; read by AXIS_VALUES), one per 2-GRPO arm; then along the learning-rate rule (x1, x8), one per
+    point, read from the arms whose mini-batches follow the rollout budget (not g2-updates, whose x1 is another
+    comparison). Columns: axis, arm (an arm, or "2-GRPO at <point>"), verdict, verdict on the share, gap along the
+    axis (each value's gap with its interval and seeds)."""
     tables = []
     for axis, points in axes.items():
         value = AXIS_VALUES[axis]
         table = axis_verdicts(rows[rows["point"].isin(points)], value)
         tables.append(table.rename(columns={f"gap by {value}": "gap along the axis"}).assign(axis=axis))
-    rule = axis_verdicts(rows, "lr_factor", by="point", across_bases=False)
+    rule = axis_verdicts(rows[rows["prompts_per_minibatch"] == 0], "lr_factor", by="point", across_bases=False)
     rule = rule.rename(columns={"point": "arm", "gap by lr_factor": "gap along the axis"})
-    tables.append(rule.assign(arm="2-GRPO at " + rule["arm"], axis="learning-rate rule (x1, x2.83, x8)"))
+    tables.append(rule.assign(arm="2-GRPO at " + rule["arm"], axis="learning-rate rule (x1, x8)"))
     columns = ["axis", "arm", "verdict", "verdict on the share", "gap along the axis"]
     return pd.concat(tables, ignore_index=True)[columns]
 
@@ -187,23 +196,26 @@ PAPER_EPOCHS = 10  # v3 §5.1
 
 
 def paper_points(paper: pd.DataFrame) -> pd.DataFrame:
-    """The paper's gaps (2-GRPO minus 16-GRPO, five-benchmark average Mean@32, points) placed on the ladder's axes:
-    v2 Table 1 at its model sizes (parameters) and its 10 epochs; v3 Table 4 by learning-rate factor (2-GRPO over 32
-    prompts at 16-GRPO's 1e-6: x1; over 256 prompts at 8e-6: x8; both against 16-GRPO over 32 prompts). One row per
-    (table, train set, model): source, train_set, model, parameters, epochs, lr_factor, gap."""
+    """The paper's gaps (2-GRPO minus 16-GRPO, five-benchmark average Mean@32, points) placed on the ladder's axes,
+    each beside the ladder arm it corresponds to: v2 Table 1 at its model sizes (parameters) and its 10 epochs (`g2`,
+    x8); v3 Table 4 against 16-GRPO over 32 prompts per mini-batch, 2-GRPO over 256 prompts at 8e-6 (`g2`: x8, the
+    same rollouts per update) and over 32 prompts at 16-GRPO's 1e-6 (`g2-updates`: x1 with 16-GRPO's number of
+    updates, 8 times those of the ladder's `g2-same-lr`). One row per (table, train set, model, arm): source,
+    train_set, model, arm, parameters, epochs, lr_factor, gap."""
     mean = paper[paper["metric"] == "mean@32"]
     average = mean.groupby(["source", "train_set", "model", "arm"])["value"].mean()
     out = []
     for (train_set, model), runs in average.loc["v2 Table 1"].groupby(level=[0, 1]):
         runs = runs.droplevel([0, 1])
-        out.append({"source": "v2 Table 1", "train_set": train_set, "model": model,
+        out.append({"source": "v2 Table 1", "train_set": train_set, "model": model, "arm": "g2",
                     "parameters": PAPER_PARAMETERS[model], "epochs": PAPER_EPOCHS, "lr_factor": 8.0,
                     "gap": runs["2-GRPO"] - runs["16-GRPO"]})
     for (train_set, model), runs in average.loc["v3 Table 4"].groupby(level=[0, 1]):
         runs = runs.droplevel([0, 1])
         reference = runs["16-GRPO (32 prompts x 16; lr 1e-6)"]
-        for arm, factor in (("2-GRPO (32 prompts x 2; lr 1e-6)", 1.0), ("2-GRPO (256 prompts x 2; lr 8e-6)", 8.0)):
-            out.append({"source": "v3 Table 4", "train_set": train_set, "model": model,
+        for arm, ours, factor in (("2-GRPO (32 prompts x 2; lr 1e-6)", "g2-updates", 1.0),
+                                  ("2-GRPO (256 prompts x 2; lr 8e-6)", "g2", 8.0)):
+            out.append({"source": "v3 Table 4", "train_set": train_set, "model": model, "arm": ours,
                         "parameters": PAPER_PARAMETERS[model], "epochs": PAPER_EPOCHS, "lr_factor": factor,
                         "gap": runs[arm] - reference})
     return pd.DataFrame(out)
