@@ -51,7 +51,7 @@ def main() -> None:
         for _, v in verdict_table(rows, ladder["axes"]).iterrows():
             arm = v["arm"] if v["arm"].startswith("2-GRPO at ") else f"`{v['arm']}`"
             print(f"| {v['axis']} | {arm} | {v['verdict']} | {v['verdict on the share']} | {v['gap along the axis']} |")
-        table, chosen = default_choice(rows, CANDIDATES)
+        table, chosen = default_choice(ladder, rows, CANDIDATES)
         measured = table.dropna()
         print(f"The default by the rule on validation: {chosen or 'no choice (a candidate has no validation record)'}"
               + "".join(f"; `{r['point']}`: 16-GRPO {r['16-GRPO validation Mean@k']:.2f} on validation"

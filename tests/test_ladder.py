@@ -4,7 +4,16 @@ and points with too few seeds, which are shown but cannot decide."""
 import numpy as np
 import pytest
 
-from twogrpo.ladder import GapPoint, axis_verdict, axis_verdicts, gap_rows, paper_points
+from twogrpo.ladder import (
+    GapPoint,
+    axis_verdict,
+    axis_verdicts,
+    default_choice,
+    gap_rows,
+    paper_points,
+    rate_choice,
+    reference_progress,
+)
 
 
 def points(*gaps, seeds=3):
@@ -149,3 +158,70 @@ def test_a_bad_override_stops_the_ladder_before_anything_is_queued():
         check_points(["center", "epochs-4"], ["train.epochs=-1"])
     with pytest.raises(SystemExit, match=r"ladder-center: .*train.epoch"):
         check_points(["center"], ["train.epoch=4"])
+
+
+def grid_ladder(validation: dict[float, tuple[float, float, float]], seeds: int = 3) -> tuple[dict, list[str]]:
+    """Grid points as tools/ladder.py records them: reference rate -> validation Mean@k (%) of 16-GRPO, 2-GRPO at
+    x1 and 2-GRPO at x8."""
+    points = {}
+    for rate, (g16, x1, x8) in validation.items():
+        point = ladder_point(600_000, 10, {"g2-same-lr": (1, -1.0, 2.0), "g2": (8, -5.0, 2.0)}, seeds=seeds)
+        for run in point["summary"]:
+            run["lr"] = str(float(run["lr"]) / 1e-4 * rate)
+        point["claims"]["validation"] = {"g16": {"mean": g16 / 100}, "g2-same-lr": {"mean": x1 / 100},
+                                         "g2": {"mean": x8 / 100}}
+        points[f"grid-lr-{rate:g}"] = point
+    return {"points": points}, list(points)
+
+
+def test_each_arm_takes_the_lowest_rate_within_a_point_of_its_own_best_on_validation():
+    ladder, grid = grid_ladder({1.25e-5: (40.0, 30.0, 44.0), 2.5e-5: (45.0, 35.0, 44.5), 5e-5: (45.5, 40.0, 20.0),
+                                1e-4: (43.0, 44.8, 5.0)})
+    table, rates = rate_choice(gap_rows(ladder), grid)
+    assert len(table) == 12 and set(table["arm"]) == {"16-GRPO", "2-GRPO"}
+    # 16-GRPO: best 45.5 at 5e-5, and 45.0 at 2.5e-5 is within a point: the lower rate. 2-GRPO: best 44.8 (x1 of
+    # 1e-4), with 44.5 (x8 of 2.5e-5, i.e. 2e-4) and 44.0 (x8 of 1.25e-5, 1e-4) within a point: 1e-4.
+    assert rates["16-GRPO"] == pytest.approx(2.5e-5) and rates["2-GRPO"] == pytest.approx(1e-4)
+    assert rates["2-GRPO by the paper's rule"] == pytest.approx(2e-4)
+
+
+def test_no_rate_is_chosen_before_every_grid_point_has_three_seeds():
+    ladder, grid = grid_ladder({1e-4: (43.0, 44.8, 5.0), 5e-5: (45.5, 40.0, 20.0)}, seeds=2)
+    assert rate_choice(gap_rows(ladder), grid)[1] is None
+    ladder, grid = grid_ladder({1e-4: (43.0, 44.8, 5.0)})
+    assert rate_choice(gap_rows(ladder), [*grid, "grid-lr-5e-05"])[1] is None  # a grid point has not run
+
+
+def curve_rows(accuracies: list[list[float]], arm: str = "g16") -> list[dict]:
+    """In-training evaluations per seed (generation steps 0, 1, ...), as a point's curve rows."""
+    return [{"arm": arm, "seed": str(seed), "gen_step": str(step), "eval_accuracy": str(a)}
+            for seed, run in enumerate(accuracies) for step, a in enumerate(run)]
+
+
+def test_the_default_is_the_candidate_where_16_grpo_still_improves_with_the_most_epochs():
+    rising = curve_rows([[0.30, 0.34, 0.36, 0.38, 0.40, 0.42], [0.30, 0.33, 0.36, 0.39, 0.41, 0.43],
+                         [0.31, 0.34, 0.37, 0.38, 0.41, 0.44]])
+    flat = curve_rows([[0.30, 0.45, 0.46, 0.45, 0.46, 0.45], [0.30, 0.44, 0.45, 0.46, 0.45, 0.46],
+                       [0.31, 0.45, 0.45, 0.45, 0.46, 0.45]])
+    progress = reference_progress(rising)
+    assert progress["slope"] == pytest.approx(2.0, abs=0.5) and progress["slope_low"] > 0
+    assert progress["gain"] == pytest.approx((12 + 13 + 13) / 3) and progress["gain_low"] > 0
+    assert reference_progress(flat)["slope_low"] < 0 < reference_progress(flat)["gain_low"]
+
+    def ladder_of(curves: dict[str, list[dict]]) -> dict:
+        points = {}
+        for point, rows in curves.items():
+            record = ladder_point(600_000, 10 if "epochs-10" in point else 1, {"g2": (8, -5.0, 2.0)})
+            record["claims"]["validation"] = {"g16": {"mean": 0.45 if rows is flat else 0.43}}
+            points[point] = record | {"curves": rows}
+        return {"points": points}
+
+    ladder = ladder_of({"center": rising, "epochs-10-prompts-128": flat})
+    table, chosen = default_choice(ladder, gap_rows(ladder), ["center", "epochs-10-prompts-128"])
+    assert chosen == "center" and list(table["still improving"]) == [True, False]  # the only one still improving
+    ladder = ladder_of({"center": flat, "epochs-10-prompts-128": flat})
+    assert default_choice(ladder, gap_rows(ladder), ["center", "epochs-10-prompts-128"])[1] == "center"  # tie: first
+    ladder = ladder_of({"center": rising, "epochs-10-prompts-128": rising})
+    assert default_choice(ladder, gap_rows(ladder), ["center", "epochs-10-prompts-128"])[1] == \
+        "epochs-10-prompts-128"  # both improve: the most epochs
+    assert default_choice(ladder, gap_rows(ladder), ["center", "size-2m"])[1] is None  # a candidate has not run

@@ -41,6 +41,7 @@ from tools.experiments import git_file
 from tools.setups import compose
 from twogrpo.config import ParamsError
 from twogrpo.io import atomic_path
+from twogrpo.ladder import GRID_PREFIX
 from twogrpo.notebooks import execute_to_html
 
 REPORTS = Path("reports")
@@ -52,7 +53,8 @@ CENTER = "center"
 # every point). A point on no axis is shown, not judged.
 AXES = {"model size": ["center", "size-2m", "size-10m"], "training length": ["center", "epochs-4", "epochs-10"],
         "prompt pool": ["epochs-10-prompts-128", "epochs-10-prompts-256", "epochs-10-prompts-512", "epochs-10"]}
-CURVE_COLUMNS = ("arm", "seed", "gen_step", "rollouts", "train_time", "eval_accuracy", "dead_group_frac")
+CURVE_COLUMNS = ("arm", "seed", "gen_step", "rollouts", "train_time", "eval_accuracy", "dead_group_frac", "update_size",
+                 "update_cosine")
 FILES = ("metrics/claims.json", "metrics/base.json", "results/summary.csv", "results/curves.csv",
          "results/time_to_target.csv")
 
@@ -135,7 +137,7 @@ def point_record(point: str, rev: str) -> dict:
         else:
             rows = list(csv.DictReader(io.StringIO(text)))
             if key == "curves":  # what the report draws, not every telemetry column
-                rows = [{c: row[c] for c in CURVE_COLUMNS} for row in rows]
+                rows = [{c: row.get(c) for c in CURVE_COLUMNS} for row in rows]  # older runs lack some
             record[key] = rows
     return record
 
@@ -224,7 +226,8 @@ def write_report(seconds: dict[str, float]) -> Path:
     path = REPORTS / "ladder.json"
     cost = json.loads(path.read_text()).get("seconds", {}) if path.exists() else {}
     cost |= seconds
-    ladder = {"axes": AXES, "points": {p: point_record(p, e["rev"]) | {"baseline": e["baseline"]}
+    grid = [p for p in ladder_points() if p.startswith(GRID_PREFIX)]
+    ladder = {"axes": AXES, "grid": grid, "points": {p: point_record(p, e["rev"]) | {"baseline": e["baseline"]}
                                        for p, e in found.items()},
               "seconds": {p: s for p, s in cost.items() if p in found}}
     with atomic_path(path) as tmp:

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from twogrpo.paper import MIN_SEEDS
-from twogrpo.stats import Interval, trend
+from twogrpo.stats import Interval, seed_interval, trend
 
 
 @dataclass(frozen=True)
@@ -64,27 +65,87 @@ def axis_verdict(points: list[GapPoint], scale=lambda x: x) -> str:
 
 REFERENCE_ARM = "g16"
 
-# The ladder's points the embedded default is chosen among (tools/ladder.py defines them): those whose study fits 12
-# minutes on 2 cores with 3 seeds. And the rule that picks one, written before the runs it reads.
+# The rule that chooses the learning rates and the embedded default (docs/ladder.md), written before the runs it reads.
+GRID_PREFIX = "grid-lr-"  # the grid's points: 16-GRPO at each reference rate, 2-GRPO at x1 and x8 of each
+NEAR = 1.0  # points of validation Mean@k: an arm's rates this close to its best count as best; the lowest is taken
+# The points the default is chosen among: those whose study (two arms, 3 seeds) fits 12 minutes on 2 cores.
 CANDIDATES = ["center", "epochs-10-prompts-128"]
-DEFAULT_RULE = ("the candidate point where 16-GRPO's final validation Mean@k (mean over seeds) is highest; among "
-                "candidates within 1 point of that, the one with the fewest 16-GRPO training seconds. It reads "
-                "validation only, and 16-GRPO only: 2-GRPO's results do not enter, so the choice cannot favour the "
-                "claim under test.")
+DEFAULT_RULE = ("among the candidates, the point where 16-GRPO is still improving (the slope of its in-training "
+                "validation accuracy over the second half of its generation steps, every seed pooled, has a one-sided "
+                "95% lower bound above 0) and gained over its base (its last in-training validation accuracy above "
+                "its accuracy before training, by a one-sided 95% bound over seeds), with the most epochs, then the "
+                "most prompts; if none is still improving, the one where 16-GRPO's final validation Mean@k is "
+                "highest, 16-GRPO saturated there. It reads validation only, and 16-GRPO only.")
 
 
-def default_choice(rows: pd.DataFrame, candidates: list[str]) -> tuple[pd.DataFrame, str | None]:
-    """The candidates (gap_rows' rows of those points) with what DEFAULT_RULE reads, and the point it picks; None
-    when a candidate has not run or has no validation measurement (it cannot be judged by the rule)."""
+def rate_choice(rows: pd.DataFrame, grid: list[str]) -> tuple[pd.DataFrame, dict[str, float] | None]:
+    """The rates the rule takes, from the grid's points (`grid`): each arm's final validation Mean@k at every rate
+    it ran (16-GRPO at each reference rate, 2-GRPO at x1 and x8 of each), and per arm the lowest rate within NEAR
+    points of its best, read alone; then the paper's rule, 2-GRPO at x8 of 16-GRPO's rate. The table: arm
+    ("16-GRPO", "2-GRPO"), lr, validation Mean@k, seeds, point. The choice is None until every grid point has run
+    with MIN_SEEDS seeds and a validation measurement for every arm."""
+    own = rows[rows["point"].isin(grid) & (rows["prompts_per_minibatch"] == 0)]
+    reference = own.drop_duplicates("point").assign(arm="16-GRPO", lr=lambda t: t["reference_lr"],
+                                                    validation=lambda t: t["reference_validation"])
+    table = pd.concat([reference, own.assign(arm="2-GRPO")])
+    table = table[["arm", "lr", "validation", "seeds", "point"]].sort_values(["arm", "lr"], ignore_index=True)
+    complete = set(own["point"]) == set(grid) and bool(grid) and not table["validation"].isna().any()
+    if not complete or (table["seeds"] < MIN_SEEDS).any():
+        return table, None
+    chosen = {}
+    for arm, runs in table.groupby("arm"):
+        near = runs[runs["validation"] >= runs["validation"].max() - NEAR]
+        chosen[arm] = float(near["lr"].min())
+    chosen["2-GRPO by the paper's rule"] = 8 * chosen["16-GRPO"]
+    return table, chosen
+
+
+def reference_progress(curves: list[dict], arm: str = REFERENCE_ARM, level: float = 0.95) -> dict[str, float]:
+    """What the rule reads of an arm's in-training validation accuracy (points; `curves`: a point's curve rows):
+    the least-squares slope per generation step over the second half of its steps (every seed's evaluations pooled)
+    with its one-sided `level` lower bound, and the gain of its last evaluation over its evaluation before training
+    (mean over seeds) with its one-sided lower bound. NaN where there are too few evaluations."""
+    table = pd.DataFrame(curves)
+    if table.empty:
+        return dict.fromkeys(("slope", "slope_low", "gain", "gain_low"), np.nan)
+    table = table[table["arm"] == arm].assign(gen_step=lambda t: pd.to_numeric(t["gen_step"]),
+                                              accuracy=lambda t: 100 * pd.to_numeric(t["eval_accuracy"]))
+    table = table.dropna(subset=["accuracy"])
+    late = table[table["gen_step"] > table["gen_step"].max() / 2]
+    slope = slope_low = np.nan
+    if late["gen_step"].nunique() >= 2 and len(late) >= 3:
+        fit = stats.linregress(late["gen_step"], late["accuracy"])
+        slope, slope_low = fit.slope, fit.slope - stats.t.ppf(level, len(late) - 2) * fit.stderr
+    gains = [run.sort_values("gen_step")["accuracy"].iloc[-1] - run.sort_values("gen_step")["accuracy"].iloc[0]
+             for _, run in table.groupby("seed") if len(run) >= 2]
+    gain, gain_low, _ = seed_interval(np.array(gains), level=2 * level - 1)  # the two-sided 90%: one-sided 95%
+    return {"slope": float(slope), "slope_low": float(slope_low), "gain": gain, "gain_low": gain_low}
+
+
+def default_choice(ladder: dict, rows: pd.DataFrame, candidates: list[str]) -> tuple[pd.DataFrame, str | None]:
+    """The candidates with what DEFAULT_RULE reads (16-GRPO's progress on validation, its final validation Mean@k,
+    the point's epochs and prompts) and the point it picks; None when a candidate has not run or cannot be read."""
     per_point = rows.drop_duplicates("point").set_index("point")
-    table = pd.DataFrame({"point": candidates})
-    table["16-GRPO validation Mean@k"] = [per_point["reference_validation"].get(p, np.nan) for p in candidates]
-    table["16-GRPO training s"] = [per_point["reference_train_seconds"].get(p, np.nan) for p in candidates]
+    out = []
+    for point in candidates:
+        record = ladder["points"].get(point, {})
+        progress = reference_progress(record.get("curves") or [])
+        out.append({"point": point, "epochs": per_point["epochs"].get(point, np.nan),
+                    "prompts": per_point["prompts"].get(point, np.nan),
+                    "16-GRPO validation Mean@k": per_point["reference_validation"].get(point, np.nan),
+                    "16-GRPO slope, second half (points per step)": progress["slope"],
+                    "its one-sided 95% lower bound": progress["slope_low"],
+                    "16-GRPO gain over its base (points)": progress["gain"],
+                    "gain's one-sided 95% lower bound": progress["gain_low"]})
+    table = pd.DataFrame(out)
     if table.isna().any(axis=None):
         return table, None
-    best = table["16-GRPO validation Mean@k"].max()
-    near = table[table["16-GRPO validation Mean@k"] >= best - 1.0]
-    return table, str(near.sort_values("16-GRPO training s").iloc[0]["point"])
+    table["still improving"] = (table["its one-sided 95% lower bound"] > 0) & (
+        table["gain's one-sided 95% lower bound"] > 0)
+    improving = table[table["still improving"]]
+    if len(improving):
+        return table, str(improving.sort_values(["epochs", "prompts"], ascending=False).iloc[0]["point"])
+    return table, str(table.sort_values("16-GRPO validation Mean@k", ascending=False).iloc[0]["point"])
 
 
 def gap_rows(ladder: dict) -> pd.DataFrame:
