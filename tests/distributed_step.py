@@ -65,6 +65,7 @@ def step(dist: Dist, out: str, changes: dict[str, str]) -> None:
     share = (len(local.texts), sum(len(p) + len(r) for p, r in zip(local.prompt_ids, local.response_ids, strict=True)))
     pad = tokenizer.pad_token_id
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    parameters = [name for name, _ in model.named_parameters()]  # the trained tensors: a tied one once
     trained = dist.prepare(model, cfg.precision)  # DDP, or FSDP sharding `model` in place
     optimizer = torch.optim.AdamW(trained.parameters(), lr=1e-2, weight_decay=0.01)
     old_logp = frozen_logprobs(model, local, forward, pad, live)
@@ -76,7 +77,8 @@ def step(dist: Dist, out: str, changes: dict[str, str]) -> None:
     counts, shares = dist.gather_objects(counts), dist.gather_objects(share)
     if dist.is_main:
         torch.save({"before": before, "after": after, "grads": grads, "sharded": is_sharded(model),
-                    "micro_batch_counts": counts, "shares": shares, "update_size": stats["update_size"]}, out)
+                    "micro_batch_counts": counts, "shares": shares, "update_size": stats["update_size"],
+                    "parameters": parameters}, out)
 
 
 if __name__ == "__main__":

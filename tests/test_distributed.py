@@ -72,9 +72,10 @@ def test_one_step_over_two_processes_equals_one_process_on_the_same_global_batch
         # AdamW's first step moves each weight by lr * g / (|g| + 1e-8): by about lr (1e-2) whatever g, but where g
         # is near 1e-8 a rounding difference in g changes the move, by up to ~1e-5 measured (FSDP; DDP: 0).
         torch.testing.assert_close(two["after"][name], weight, rtol=0, atol=1e-4, msg=name)
-    # The update's relative size, from each process's share of the weights added over the processes when sharded.
-    after = torch.cat([w.double().flatten() for w in one["after"].values()])
-    before = torch.cat([one["before"][name].double().flatten() for name in one["after"]])
+    # The update's relative size, from each process's share of the weights added over the processes when sharded
+    # (over the trained tensors: the tied output layer is the embedding, counted once).
+    after = torch.cat([one["after"][name].double().flatten() for name in one["parameters"]])
+    before = torch.cat([one["before"][name].double().flatten() for name in one["parameters"]])
     expected = float((after - before).norm() / after.norm())
     assert one["update_size"] == pytest.approx(expected, rel=1e-5)
     assert two["update_size"] == pytest.approx(expected, rel=1e-3)
