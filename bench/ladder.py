@@ -16,7 +16,15 @@ from pathlib import Path
 
 from figures import add_record_flag, recording
 
-from twogrpo.ladder import CANDIDATES, REFERENCE_ARM, default_choice, gap_rows, gap_text, verdict_table
+from twogrpo.ladder import (
+    CANDIDATES,
+    REFERENCE_ARM,
+    default_choice,
+    gap_rows,
+    gap_text,
+    rate_choice,
+    verdict_table,
+)
 
 LADDER = Path(__file__).resolve().parents[1] / "reports" / "ladder.json"
 
@@ -51,6 +59,13 @@ def main() -> None:
         for _, v in verdict_table(rows, ladder["axes"]).iterrows():
             arm = v["arm"] if v["arm"].startswith("2-GRPO at ") else f"`{v['arm']}`"
             print(f"| {v['axis']} | {arm} | {v['verdict']} | {v['verdict on the share']} | {v['gap along the axis']} |")
+        grid, rates = rate_choice(rows, ladder.get("grid", []))
+        if len(grid):
+            by_rate = "; ".join(
+                f"{arm}: " + ", ".join(f"{r['lr']:.3g} {r['validation']:.2f}" for _, r in runs.iterrows())
+                for arm, runs in grid.drop_duplicates(["arm", "lr"]).groupby("arm"))
+            print(f"Validation Mean@k by learning rate on the grid ({by_rate}). The rates by the rule: "
+                  + (", ".join(f"{arm} {lr:.3g}" for arm, lr in rates.items()) if rates else "no choice yet") + ".")
         table, chosen = default_choice(ladder, rows, CANDIDATES)
         measured = table.dropna()
         print(f"The default by the rule on validation: {chosen or 'no choice (a candidate has no validation record)'}"

@@ -17,7 +17,8 @@ command only so that the worker it leaves behind holds none of this process's ou
 
 The report reads the newest `ladder-<point>` experiment of each point, on whichever commit it ran (the report names
 each point's commit): its params, metrics and result tables (committed in the experiment), into reports/ladder.json,
-and executes notebooks/ladder.ipynb on it into reports/ladder.html.
+and executes notebooks/ladder.ipynb on it into reports/ladder.html. A point recorded in reports/ladder.json whose
+experiment this repository no longer holds (run in another clone) keeps its recorded entry.
 """
 
 from __future__ import annotations
@@ -224,12 +225,13 @@ def write_report(seconds: dict[str, float]) -> Path:
     if not found:
         raise SystemExit("no ladder experiment in this repository: run `python -m tools.ladder` first")
     path = REPORTS / "ladder.json"
-    cost = json.loads(path.read_text()).get("seconds", {}) if path.exists() else {}
-    cost |= seconds
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    cost = previous.get("seconds", {}) | seconds
+    # A point recorded before whose experiment this repository no longer holds keeps its record: it is the evidence.
+    points = {p: record for p, record in previous.get("points", {}).items() if p in ladder_points() and p not in found}
+    points |= {p: point_record(p, e["rev"]) | {"baseline": e["baseline"]} for p, e in found.items()}
     grid = [p for p in ladder_points() if p.startswith(GRID_PREFIX)]
-    ladder = {"axes": AXES, "grid": grid, "points": {p: point_record(p, e["rev"]) | {"baseline": e["baseline"]}
-                                       for p, e in found.items()},
-              "seconds": {p: s for p, s in cost.items() if p in found}}
+    ladder = {"axes": AXES, "grid": grid, "points": points, "seconds": {p: s for p, s in cost.items() if p in points}}
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(ladder, indent=1))
     execute_to_html(Path("notebooks/ladder.ipynb"), REPORTS / "ladder.ipynb", REPORTS / "ladder.html",
