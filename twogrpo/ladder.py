@@ -116,8 +116,8 @@ def reference_progress(curves: list[dict], arm: str = REFERENCE_ARM, level: floa
     if late["gen_step"].nunique() >= 2 and len(late) >= 3:
         fit = stats.linregress(late["gen_step"], late["accuracy"])
         slope, slope_low = fit.slope, fit.slope - stats.t.ppf(level, len(late) - 2) * fit.stderr
-    gains = [run.sort_values("gen_step")["accuracy"].iloc[-1] - run.sort_values("gen_step")["accuracy"].iloc[0]
-             for _, run in table.groupby("seed") if len(run) >= 2]
+    ordered = table.sort_values("gen_step")
+    gains = [run["accuracy"].iloc[-1] - run["accuracy"].iloc[0] for _, run in ordered.groupby("seed") if len(run) >= 2]
     gain, gain_low, _ = seed_interval(np.array(gains), level=2 * level - 1)  # the two-sided 90%: one-sided 95%
     return {"slope": float(slope), "slope_low": float(slope_low), "gain": gain, "gain_low": gain_low}
 
