@@ -46,7 +46,7 @@ OTHER_PARAMS = ("task", "grading.reward", "rollout.engine", "rollout.vllm_dtype"
                 "evaluate.top_p", "evaluate.top_k", "evaluate.max_new_tokens", "evaluate.seed")
 VALIDATION = "data/prepared/validation.parquet"  # what the in-training evaluation reads: never the test set
 LOGGED = (*STEP_STATS, "prompts_seen", "rollouts", "tokens", "opt_steps", "rs_budget_used", "lr", "train_time",
-          *(f"time_{p}" for p in PHASES), "eval_accuracy")
+          *(f"time_{p}" for p in PHASES), "eval_accuracy", "eval_kl")
 
 
 def main() -> None:

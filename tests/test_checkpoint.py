@@ -16,7 +16,7 @@ def params():
 
 def train_key(params, ignore=(), **train):
     changed = params | {"train": params["train"] | train}
-    return stage_fingerprint("train", "stages.train", changed, "weights", item={"arm": "g2-same-lr", "seed": 0},
+    return stage_fingerprint("train", "stages.train", changed, "weights", item={"arm": "g2-tuned", "seed": 0},
                              ignore=ignore)
 
 
@@ -24,17 +24,17 @@ def test_a_fingerprint_covers_the_listed_params_and_the_arm_not_other_arms_seeds
     key = train_key(params)
     assert key == train_key(params)
     assert key != train_key(params, reference_lr=2e-3) != train_key(params, epochs=2)
-    assert key != train_key(params, arms=params["train"]["arms"] | {"g2-same-lr": {"group_size": 2,
-                                                                                   "lr_scaling": "linear",
-                                                                                   "prompts_per_minibatch": 0,
-                                                                                   "resample": False}})
+    assert key != train_key(params, arms=params["train"]["arms"] | {"g2-tuned": {"group_size": 2,
+                                                                                 "lr_scaling": "none",
+                                                                                 "prompts_per_minibatch": 0,
+                                                                                 "resample": False, "lr_factor": 3.0}})
     other_arm = params["train"]["arms"] | {"g16": {"group_size": 16, "lr_scaling": "none", "prompts_per_minibatch": 0,
                                                    "resample": False}}
     assert key == train_key(params, seeds=(0, 1, 2)) == train_key(params, arms=other_arm)
     runtime = params | {"runtime": params["runtime"] | {"checkpoint_every": 7, "gradient_checkpointing": True}}
     assert key == train_key(runtime)
     assert key != stage_fingerprint("train", "stages.train", params, "other weights",
-                                    item={"arm": "g2-same-lr", "seed": 0})
+                                    item={"arm": "g2-tuned", "seed": 0})
 
 
 def test_a_fingerprint_covers_the_code_the_stage_imports(tmp_path):

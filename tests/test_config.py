@@ -28,9 +28,9 @@ def write(tmp_path, raw):
 def test_committed_params_load_and_derive_the_arms():
     p = load_params(ROOT / "params.yaml")
     t = p.train
-    g16, g2 = t.arms["g16"], t.arms["g2-same-lr"]
+    g16, g2 = t.arms["g16"], t.arms["g2-tuned"]
     assert t.prompts_per_minibatch(g16) * 16 == t.prompts_per_minibatch(g2) * 2 == t.rollouts_per_minibatch
-    assert t.lr(g16) == t.lr(g2) == t.reference_lr
+    assert t.lr(g16) == t.reference_lr and t.lr(g2) == 2 * t.reference_lr  # the grid's choice for 2-GRPO
     assert t.lr(ArmConfig(2, "linear")) == pytest.approx(8 * t.reference_lr)  # the paper's linear rule
 
 
@@ -44,6 +44,8 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
     assert t.lr(ArmConfig(2, "linear")) == pytest.approx(8e-6)
     assert t.lr(ArmConfig(2, "sqrt")) == pytest.approx(8 ** 0.5 * 1e-6)  # x2.83, the square-root rule
     assert t.lr(ArmConfig(16, "sqrt")) == t.lr(ArmConfig(16, "none")) == 1e-6
+    assert t.lr(ArmConfig(2, "none", lr_factor=2.0)) == pytest.approx(2e-6)  # a tuned ratio (the ladder's grid)
+    assert t.lr(ArmConfig(2, "linear", lr_factor=0.5)) == pytest.approx(4e-6)
     assert (t.steps_per_epoch, t.prompts_per_epoch) == (14, 7168)  # verl's drop_last
     # Table 4's ablation: 32 prompts per mini-batch whatever G, so every G trains at the reference 1e-6.
     for g in (2, 4, 8, 16):
@@ -60,11 +62,12 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
     (lambda r: r["train"].update(seeds=3), "train.seeds=3: expected a list"),
     (lambda r: r["train"].update(epochs=0), "train.epochs=0 must be >= 1"),
     (lambda r: r["train"].update(prompts=-8), "train.prompts=-8 must be >= 1"),
-    (lambda r: r["train"]["arms"]["g2-same-lr"].update(group_size=1),
-     "train.arms.g2-same-lr.group_size=1 must be >= 2"),
-    (lambda r: r["train"]["arms"]["g2-same-lr"].update(group_size=3),
-     "rollouts_per_minibatch=128 is not divisible by train.arms.g2-same-lr.group_size=3"),
-    (lambda r: r["train"]["arms"]["g2-same-lr"].update(lr_scaling="cubic"), "train.arms.g2-same-lr.lr_scaling='cubic'"),
+    (lambda r: r["train"]["arms"]["g2-tuned"].update(group_size=1),
+     "train.arms.g2-tuned.group_size=1 must be >= 2"),
+    (lambda r: r["train"]["arms"]["g2-tuned"].update(group_size=3),
+     "rollouts_per_minibatch=128 is not divisible by train.arms.g2-tuned.group_size=3"),
+    (lambda r: r["train"]["arms"]["g2-tuned"].update(lr_scaling="cubic"), "train.arms.g2-tuned.lr_scaling='cubic'"),
+    (lambda r: r["train"]["arms"]["g2-tuned"].update(lr_factor=0), "train.arms.g2-tuned.lr_factor=0"),
     (lambda r: r["train"].update(generation_batch_prompts=96, prompts=960),
      "generation_batch_prompts=96 is not divisible into mini-batches of 64 prompts"),
     (lambda r: r["train"].update(prompts=100), "train.prompts=100 is fewer than one generation batch"),
@@ -116,8 +119,8 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
     (lambda r: r["train"].update(reference_group_size=4), "train.reference_group_size=4: train.arms has no arm"),
     # Numbers inside their ranges that would break the run, and settings that would measure nothing.
     (lambda r: r["train"].update(reference_lr=1000.0), "train.reference_lr=1000.0 must be in (0, 0.1]"),
-    (lambda r: r["train"].update(reference_lr=0.05) or r["train"]["arms"]["g2-same-lr"].update(lr_scaling="linear"),
-     "train.arms.g2-same-lr: lr 0.4 (train.reference_lr=0.05, lr_scaling linear) exceeds 0.1"),
+    (lambda r: r["train"].update(reference_lr=0.05) or r["train"]["arms"]["g2-tuned"].update(lr_scaling="linear"),
+     "train.arms.g2-tuned: lr 0.8 (train.reference_lr=0.05, lr_scaling linear, lr_factor 2) exceeds 0.1"),
     (lambda r: r["train"].update(micro_batch_tokens=1), "train.micro_batch_tokens=1 cannot hold one prompt"),
     (lambda r: r["grading"].update(evaluation="verl-dapo"), "grading.evaluation=verl-dapo reads an \"Answer:\" line"),
     (lambda r: r["prepare"].update(train_set="math", benchmarks=["math500", "math500"]) or r["train"].update(
@@ -126,11 +129,11 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
     (lambda r: r["runtime"].update(gpus=0, launch="accelerate launch --config_file conf/accelerate/gpus-4.yaml"),
      "runtime.gpus=0 but runtime.launch='accelerate launch --config_file conf/accelerate/gpus-4.yaml' starts "
      "processes on GPUs"),
-    (lambda r: r["train"]["arms"].update({"g2;touch_PWNED": r["train"]["arms"]["g2-same-lr"]}),
+    (lambda r: r["train"]["arms"].update({"g2;touch_PWNED": r["train"]["arms"]["g2-tuned"]}),
      "train.arms.g2;touch_PWNED: an arm name must be"),
-    (lambda r: r["train"]["arms"].update({"g 2": r["train"]["arms"]["g2-same-lr"]}),
+    (lambda r: r["train"]["arms"].update({"g 2": r["train"]["arms"]["g2-tuned"]}),
      "train.arms.g 2: an arm name must be"),
-    (lambda r: r["train"]["arms"].update({"base": r["train"]["arms"]["g2-same-lr"]}), "and not 'base'"),
+    (lambda r: r["train"]["arms"].update({"base": r["train"]["arms"]["g2-tuned"]}), "and not 'base'"),
     (lambda r: r["base"].update(model="/nonexistent"), "base.model='/nonexistent': no such folder"),
     (lambda r: r["base"].update(model="params.yaml"), "base.model='params.yaml' is a file"),
 ])

@@ -136,9 +136,10 @@ def test_every_ladder_point_composes_to_valid_params_changing_only_its_factors()
         mapping, params = compose(overrides(point, []))
         arms = params.train.arms
         grid = point.startswith("grid-lr-")  # the learning-rate grid: 16-GRPO, 2-GRPO at x1 and x8
-        assert set(arms) == {"g16", "g2", "g2-same-lr"} | (set() if grid else {"g2-updates"}), point
+        assert set(arms) == {"g16", "g2"} | ({"g2-same-lr"} if grid else {"g2-tuned", "g2-updates"}), point
         reference = params.train.reference_lr
-        assert [params.train.lr(arms[a]) / reference for a in ("g2-same-lr", "g2")] == pytest.approx([1, 8])
+        factors = {"g2": 8, "g2-same-lr": 1} if grid else {"g2": 8, "g2-tuned": 2}  # the grid's choice: x2
+        assert {a: params.train.lr(arms[a]) / reference for a in factors} == pytest.approx(factors)
         if not grid:  # 2-GRPO with 16-GRPO's updates: as many prompts per mini-batch, at its rate
             assert params.train.lr(arms["g2-updates"]) == reference
             assert params.train.prompts_per_minibatch(arms["g2-updates"]) == \

@@ -48,8 +48,8 @@ def test_the_ladder_runs_its_points_as_dvc_experiments_and_reports_them(tmp_path
     for point, epochs in (("center", 1), ("epochs-4", 4)):
         record = recorded["points"][point]
         assert record["params"]["train"]["epochs"] == epochs
-        assert set(record["params"]["train"]["arms"]) == {"g16", "g2", "g2-same-lr", "g2-updates"}
-        assert set(record["claims"]["arms"]) == {"g2", "g2-same-lr", "g2-updates"}
+        assert set(record["params"]["train"]["arms"]) == {"g16", "g2-tuned", "g2", "g2-updates"}
+        assert set(record["claims"]["arms"]) == {"g2-tuned", "g2", "g2-updates"}
     assert set(recorded["seconds"]) == {"center", "epochs-4"}
     html = (project / "reports/ladder.html").read_text()
     assert "Verdicts" in html and "ladder-epochs-4" in html

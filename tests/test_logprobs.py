@@ -11,7 +11,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from tests.fixtures import TRAIN
 from twogrpo import grpo
-from twogrpo.forward import Forward, balanced_partitions, collate, frozen_logprobs, logprobs
+from twogrpo.forward import Forward, balanced_partitions, collate, frozen_logprobs, kl_to_base, logprobs
 from twogrpo.sampling import Samples
 from twogrpo.trainer import Learner, Scored, update_minibatch
 
@@ -217,3 +217,20 @@ def test_bf16_computes_in_bf16_and_keeps_float32_weights_and_optimizer_state():
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert all(v.dtype == torch.float32 for state in optimizer.state.values() for v in state.values()
                if v.is_floating_point() and v.dim())
+
+
+@pytest.mark.parametrize("forward", [Forward(rollouts=2), Forward(rollouts=8, tokens=24)])
+def test_the_kl_to_the_base_is_the_full_vocabulary_kl_at_each_response_state(small_chunks, forward):
+    samples, rows = rollouts(), list(range(6))
+    policy, base = tiny_model(seed=1), tiny_model(seed=2)
+    padded = collate(samples, rows, 0, torch.device("cpu"))
+    start = torch.tensor([len(samples.prompt_ids[i]) for i in rows])
+    index = (start - 1).unsqueeze(1) + torch.arange(padded.width).unsqueeze(0)
+    with torch.no_grad():
+        logp, logq = (torch.log_softmax(m(input_ids=padded.input_ids, attention_mask=padded.attention_mask)
+                                        .logits.float(), -1) for m in (policy, base))
+    per_state = (logp.exp() * (logp - logq)).sum(-1).gather(1, index.clamp(max=logp.shape[1] - 1))
+    expected = float((per_state * padded.response_mask).sum() / padded.response_mask.sum())
+    assert expected > 0.01
+    assert kl_to_base(policy, base, samples, forward, 0) == pytest.approx(expected, rel=1e-5)
+    assert kl_to_base(base, base, samples, forward, 0) == 0.0  # the same weights: the same computation

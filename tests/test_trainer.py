@@ -42,6 +42,8 @@ def test_budget_counters_follow_the_arm(problems):
     assert last["rollouts"] == 16 * 4 and last["opt_steps"] == 2 * (8 // 4)  # 8 prompts per step, 4 per mini-batch
     assert last["rs_budget_used"] == 1.0  # the reference arm uses exactly its budget
     assert ledger["eval_accuracy"].notna().tolist() == [True, False, True]  # eval_every=2, and the last step
+    assert ledger["eval_kl"].notna().tolist() == [True, False, True]
+    assert ledger["eval_kl"].iloc[0] == 0.0 < ledger["eval_kl"].iloc[-1]  # the base itself, then the trained policy
     assert (ledger["time_update"].diff().dropna() > 0).all()
 
 

@@ -55,7 +55,7 @@ CENTER = "center"
 AXES = {"model size": ["center", "size-2m", "size-10m"], "training length": ["center", "epochs-4", "epochs-10"],
         "prompt pool": ["epochs-10-prompts-128", "epochs-10-prompts-256", "epochs-10-prompts-512", "epochs-10"]}
 CURVE_COLUMNS = ("arm", "seed", "gen_step", "rollouts", "train_time", "eval_accuracy", "dead_group_frac", "update_size",
-                 "update_cosine")
+                 "update_cosine", "eval_kl")
 FILES = ("metrics/claims.json", "metrics/base.json", "results/summary.csv", "results/curves.csv",
          "results/time_to_target.csv")
 

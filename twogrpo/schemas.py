@@ -118,6 +118,8 @@ class TrainSteps(pa.DataFrameModel):
     load_average: Series[float] = pa.Field(ge=0)  # the machine's 1-minute load average after the step
     engine_logprob_gap: Series[float] = pa.Field(nullable=True, ge=0)  # mean |engine - trainer| token log-prob (vLLM)
     eval_accuracy: Series[float] = pa.Field(nullable=True, ge=0, le=1)  # mean accuracy on the eval subset
+    # mean per-token KL(policy || base) on the eval subset's responses (train.eval_kl); >= 0 up to float rounding
+    eval_kl: Series[float] = pa.Field(nullable=True, ge=-1e-6)
     time_eval: Series[float] = pa.Field(ge=0)
 
     class Config:

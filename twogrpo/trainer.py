@@ -31,7 +31,16 @@ from twogrpo.checkpoint import Checkpointing
 from twogrpo.config import ArmConfig, EvaluateConfig, Params, TaskConfig, TrainConfig
 from twogrpo.distributed import Dist, is_sharded, local_value, process_seed
 from twogrpo.evaluation import sample_records
-from twogrpo.forward import Forward, balanced_partitions, collate, frozen_logprobs, logprobs, micro_batches, packs
+from twogrpo.forward import (
+    Forward,
+    balanced_partitions,
+    collate,
+    frozen_logprobs,
+    kl_to_base,
+    logprobs,
+    micro_batches,
+    packs,
+)
 from twogrpo.grading import Grader, graded
 from twogrpo.optim import adamw_with_warmup
 from twogrpo.progress import Progress
@@ -287,8 +296,9 @@ def update_on_batch(learner: Learner, state: RunState, batch: GenerationBatch, s
                 raise NonFiniteError(
                     f"generation step {gen_step}: {error}; training stopped before the optimizer step (the last "
                     f"checkpoint, if any, is kept). The settings most likely at fault: the learning rate {lr:g} "
-                    f"(train.reference_lr={cfg.reference_lr:g} and the arm's lr_scaling), train.grad_clip="
-                    f"{cfg.grad_clip:g}, train.clip_high={cfg.clip_high:g}, train.adv_eps={cfg.adv_eps:g}") from None
+                    f"(train.reference_lr={cfg.reference_lr:g} and the arm's lr_scaling and lr_factor), "
+                    f"train.grad_clip={cfg.grad_clip:g}, train.clip_high={cfg.clip_high:g}, "
+                    f"train.adv_eps={cfg.adv_eps:g}") from None
             telemetry.add_update(stats, (live_prompts, live_tokens))
             state.totals["opt_steps"] += 1
     state.scheduler.step()
@@ -301,22 +311,22 @@ class StepLog:
     and at the last, and hands it to on_step."""
 
     state: RunState
-    evaluate: Callable[[], float]  # accuracy of the current policy on the in-training problems
+    evaluate: Callable[[], tuple[float, float]]  # the current policy's accuracy and KL to the base (Training.validate)
     run: TrainRun
     on_step: Callable[[dict], None]
     progress: Progress  # generation steps; a bar on a terminal, the time left in each line
 
     def record(self, gen_step: int, stats: dict) -> None:
         state, ledger, cfg = self.state, self.state.ledger, self.run.cfg
-        accuracy, eval_time = float("nan"), 0.0
+        (accuracy, kl), eval_time = (float("nan"), float("nan")), 0.0
         if gen_step % cfg.eval_every == 0 or gen_step == self.run.steps_total:
             t0 = time.perf_counter()
-            accuracy, eval_time = self.evaluate(), time.perf_counter() - t0
+            (accuracy, kl), eval_time = self.evaluate(), time.perf_counter() - t0
         row = {"gen_step": gen_step, "epoch": max(state.stream.drawn - 1, 0) // state.stream.epoch_size,
                "prompts_seen": state.stream.drawn, **state.totals,
                "rs_budget_used": state.totals["rollouts"] / (cfg.step_rollout_cap * max(gen_step, 1)),
                **dict.fromkeys(STEP_STATS, float("nan")), "lr": 0.0, **stats,
-               **state.timer.columns(), "eval_accuracy": accuracy,
+               **state.timer.columns(), "eval_accuracy": accuracy, "eval_kl": kl,
                "time_eval": eval_time + (ledger[-1]["time_eval"] if ledger else 0.0)}
         ledger.append(row)
         self.on_step(row)
@@ -326,26 +336,30 @@ class StepLog:
                  row["mean_reward"], row["dead_group_frac"], accuracy, row["train_time"], self.progress.left())
 
 
-def validation_records(engine: Engine, problems: pd.DataFrame, run: TrainRun, dist: Dist | None = None) -> pd.DataFrame:
+def validation_records(engine: Engine, problems: pd.DataFrame, run: TrainRun, dist: Dist | None = None,
+                       kept: Samples | None = None) -> pd.DataFrame:
     """The current policy's graded samples (ValidationSamples) on `problems`, train.eval_samples per problem at the
-    evaluation's sampling, each chunk seeded by its position (twogrpo.evaluation.sample_records)."""
+    evaluation's sampling, each chunk seeded by its position (twogrpo.evaluation.sample_records); with `kept`, this
+    process's samples are appended to it."""
     evaluate = run.evaluate
     sampling = Sampling(evaluate.temperature, evaluate.top_p, evaluate.top_k, evaluate.max_new_tokens,
                         n=run.cfg.eval_samples)
-    records = sample_records(engine, problems, run.task.prompt_template, sampling, seed=evaluate.seed, dist=dist)
+    records = sample_records(engine, problems, run.task.prompt_template, sampling, seed=evaluate.seed, dist=dist,
+                             kept=kept)
     return graded(records, problems, run.grader)[["benchmark", "problem_id", "sample", "correct"]]
 
 
 class Training:
-    """A run's moving parts, built in this order from the seeded RNG: the reference model (with a KL term), the
-    trained module and its optimizer, the run state, the rollout source."""
+    """A run's moving parts, built in this order from the seeded RNG: the frozen base (with a KL term or
+    train.eval_kl), the trained module and its optimizer, the run state, the rollout source."""
 
     def __init__(self, run: TrainRun, policy: Policy, data: TrainData, dist: Dist) -> None:
         cfg, model = run.cfg, policy.model
         self.run, self.policy, self.dist = run, policy, dist
         self.share = (dist.share(cfg.generation_batch_prompts, cfg.prompts_per_minibatch(run.arm))
                       if dist.world > 1 else None)
-        self.reference = copy.deepcopy(model).eval().requires_grad_(False) if cfg.kl_coef else None  # never sharded
+        self.base = (copy.deepcopy(model).eval().requires_grad_(False)  # never sharded
+                     if cfg.kl_coef or cfg.eval_kl else None)
         trained = dist.prepare(model, cfg.precision)  # DDP or FSDP over several processes; `model` generates, scores
         optimizer, scheduler = adamw_with_warmup(trained.parameters(), cfg.lr(run.arm), cfg.weight_decay,
                                                  cfg.warmup_gen_steps)
@@ -359,9 +373,19 @@ class Training:
         self.eval_problems = data.validation[data.validation["dataset"] == cfg.eval_benchmark].iloc[
             : cfg.eval_problems]
 
-    def accuracy(self) -> float:
-        """The current policy's accuracy on the in-training problems."""
-        return float(validation_records(self.policy.engine, self.eval_problems, self.run, self.dist)["correct"].mean())
+    def validate(self) -> tuple[float, float]:
+        """The current policy's accuracy on the in-training problems, and its KL to the base on its responses there
+        (forward.kl_to_base; NaN without train.eval_kl)."""
+        cfg, dist = self.run.cfg, self.dist
+        kept = Samples([], [], [], []) if cfg.eval_kl else None
+        records = validation_records(self.policy.engine, self.eval_problems, self.run, dist, kept)
+        kl = float("nan")
+        if kept is not None:
+            every = Samples([], [], [], [])  # every process's samples, so that sharded forward passes match
+            for part in dist.gather_objects(kept):
+                every.extend(part)
+            kl = kl_to_base(self.policy.model, self.base, every, Forward.of(cfg), self.learner.pad)
+        return float(records["correct"].mean()), kl
 
     def step(self, gen_step: int) -> dict:
         """One generation step; returns its statistics (telemetry.STEP_STATS)."""
@@ -381,7 +405,7 @@ class Training:
             needed = sorted(set().union(*batch.updated))
             pad = self.learner.pad
             old_logp = frozen_logprobs(model, batch.samples, forward, pad, needed)
-            ref_logp = frozen_logprobs(self.reference, batch.samples, forward, pad) if self.reference else None
+            ref_logp = frozen_logprobs(self.base, batch.samples, forward, pad) if cfg.kl_coef else None
         scored = Scored(batch.samples, batch.advantages, old_logp, ref_logp)
         with state.timer("update"), out_of_memory_names_the_budget(cfg, gen_step, "update"):
             update_on_batch(self.learner, state, batch, scored, telemetry, gen_step)
@@ -397,7 +421,7 @@ class Training:
         total = telemetry.reduce(dist)
         state.totals["rollouts"] += int(total["generated"])
         state.totals["tokens"] += int(total["generated_tokens"])
-        return telemetry.statistics(total, dist.world, lr, with_kl=self.reference is not None)
+        return telemetry.statistics(total, dist.world, lr, with_kl=cfg.kl_coef > 0)
 
 
 def train_grpo(run: TrainRun, policy: Policy, data: TrainData, on_step: Callable[[dict], None] = lambda row: None,
@@ -420,7 +444,7 @@ def train_grpo(run: TrainRun, policy: Policy, data: TrainData, on_step: Callable
         for row in state.ledger:
             on_step(row)
         log.info("resumed after generation step %d of %d", first_step - 1, last)
-    steps = StepLog(state, training.accuracy, run, on_step, Progress(last, "GRPO steps", done=first_step - 1))
+    steps = StepLog(state, training.validate, run, on_step, Progress(last, "GRPO steps", done=first_step - 1))
     if first_step == 1:
         steps.record(0, {})
     for gen_step in range(first_step, last + 1):
