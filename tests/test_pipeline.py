@@ -237,46 +237,48 @@ def test_a_grader_change_regrades_the_stored_samples_and_reruns_nothing_before(s
 
 @pytest.fixture(scope="module")
 def experiment(study):
-    """The study committed, then one DVC experiment on it: train.clip_high=0.2."""
+    """The study committed, then one DVC experiment on it: one arm's learning-rate rule, the square root (x1.41 at
+    G=2 beside G=4) for the linear. It reruns that arm's stages only: the other arms' runs are not trained again."""
     run(["git", "add", "-A"], study)
     run(["git", "commit", "-qm", "results"], study)
-    run(["dvc", "exp", "run", "-n", "clip-high-0.2", "-S", "train.clip_high=0.2"], study)
-    return "clip-high-0.2"
+    log = run(["dvc", "exp", "run", "-n", "g2-sqrt", "-S", "train.arms.g2.lr_scaling=sqrt"], study)
+    assert "Running stage 'train@g2-0'" in log and "Running stage 'train@g4-0'" not in log, log[-3000:]
+    return "g2-sqrt"
 
 
 def test_exp_run_varies_a_train_knob_and_exp_show_lists_it(study, experiment):
     shown = pd.read_csv(io.StringIO(run(["dvc", "exp", "show", "--csv"], study)))
-    clip = shown.set_index("Experiment")["train.clip_high"]
-    # The experiment's row at 0.2; the committed study's (its baseline) at the default 0.28. The workspace row shows
-    # the last experiment's params, as dvc exp run leaves them.
-    assert clip[experiment] == 0.2 and 0.28 in set(shown["train.clip_high"])
+    rule = shown.set_index("Experiment")["train.arms.g2.lr_scaling"]
+    # The experiment's row at sqrt; the committed study's (its baseline) at linear. The workspace row shows the last
+    # experiment's params, as dvc exp run leaves them.
+    assert rule[experiment] == "sqrt" and "linear" in set(shown["train.arms.g2.lr_scaling"])
     # One metrics file, the headline: the README's comparison shows the changed param and every verdict in a
     # terminal's width.
     compact = pd.read_csv(io.StringIO(run(["dvc", "exp", "show", "--only-changed", "--keep", ".*verdict.*", "--csv"],
                                           study)))
     claims = ("accuracy", "accuracy_points", "rollouts", "time")
     verdicts = {f"{arm}.verdict.{claim}" for arm in ("g2", "g2-rs") for claim in claims}
-    assert verdicts <= set(compact.columns) and "train.clip_high" in compact.columns
+    assert verdicts <= set(compact.columns) and "train.arms.g2.lr_scaling" in compact.columns
     assert len(compact.columns) <= 30, list(compact.columns)
 
 
 def test_plots_diff_compares_the_curves_and_figures_of_experiments(study, experiment):
     """`dvc plots diff` overlays the committed study and the experiment."""
-    plots = json.loads(run(["dvc", "plots", "diff", "HEAD", "clip-high-0.2", "--json"], study))["data"]
+    plots = json.loads(run(["dvc", "plots", "diff", "HEAD", experiment, "--json"], study))["data"]
     curve = plots["eval accuracy against training time"][0]
     values = curve["content"]["data"]["values"]
-    assert {v["rev"] for v in values} == {"HEAD", "clip-high-0.2"}
+    assert {v["rev"] for v in values} == {"HEAD", experiment}
     assert {v["arm"] for v in values} == {"g4", "g2", "g2-rs"} and {"eval_accuracy", "train_time"} <= set(values[0])
     images = [key for key in plots if key.startswith("reports/figures/") and key.endswith(".png")]
     assert "reports/figures/curves.png" in images
-    assert {image["revisions"][0] for image in plots["reports/figures/curves.png"]} == {"HEAD", "clip-high-0.2"}
+    assert {image["revisions"][0] for image in plots["reports/figures/curves.png"]} == {"HEAD", experiment}
 
 
 def test_experiments_report_compares_every_experiment(study, experiment, tmp_path):
     """The second notebook, from real `dvc exp show --json`."""
     run([sys.executable, "-m", "tools.experiments"], study)
     html = (study / "reports/experiments.html").read_text()
-    assert "clip-high-0.2" in html and "train.clip_high" in html and "Traceback" not in html
+    assert experiment in html and "train.arms.g2.lr_scaling" in html and "Traceback" not in html
     verdicts = ("not judged: 2 seeds", "equivalent within the margin", "not shown", "beyond the margin")
     assert sum(html.count(v) for v in verdicts) >= 4
     if shutil.which("chromium"):
