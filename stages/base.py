@@ -15,6 +15,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
+import torch
 from transformers import AutoConfig
 
 from twogrpo.checkpoint import Checkpoint, Checkpointing
@@ -86,6 +87,9 @@ def main() -> None:
                     "positions_raised": bool(cfg.max_position_embeddings),
                     "sft_steps": int(last["step"]), "val_accuracy": float(last["val_accuracy"]),
                     "sft_seconds": float(last["seconds"]),
+                    # torch's CPU kernels (AVX512, AVX2, ...): the weights are identical run to run on one kind of
+                    # CPU, not across kinds, whose float rounding differs
+                    "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                     "reached_target": bool(last["val_accuracy"] >= cfg.target_accuracy),
                     "curve": curve.to_dict(orient="records")}, metrics_tmp)
     checkpoint.clear()  # the outputs are complete: nothing left to resume

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from tests.fixtures import new_project, process_tree, run, tiny_params, tool_env
 
@@ -102,7 +103,9 @@ def test_a_killed_base_sft_resumes_and_matches_an_uninterrupted_run(tmp_path, re
     assert "SFT resumed after step 100" in rerun.stdout + rerun.stderr
     assert (project / "models/base/model.safetensors").read_bytes() == \
         (reference / "models/base/model.safetensors").read_bytes()
-    curve = json.loads((project / "metrics/base.json").read_text())["curve"]
+    resumed = json.loads((project / "metrics/base.json").read_text())
+    assert resumed["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # the kind of CPU it is exact on
+    curve = resumed["curve"]
     assert [(p["step"], p["val_accuracy"]) for p in curve] == [
         (p["step"], p["val_accuracy"]) for p in json.loads((reference / "metrics/base.json").read_text())["curve"]]
     assert not (project / "checkpoints" / "base").exists()  # deleted once the outputs were written

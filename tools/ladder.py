@@ -113,13 +113,16 @@ def experiments(any_commit: bool = False) -> dict[str, dict]:
 
 
 def pending(names: set[str]) -> tuple[set[str], bool] | None:
-    """Of these experiment names, those the DVC queue holds queued or running, and whether a queue worker is active;
-    None when DVC cannot be asked now (its lock held)."""
+    """Of these experiment names, those the DVC queue holds queued or running, and whether one of them runs or a queue
+    worker is active; None when DVC cannot be asked now (its lock held). A worker busy with an experiment can miss
+    the status query (seen between two points: `Worker status: 0 active` beside a point `Running`), so a running
+    point counts as work."""
     try:
         with Repo(".") as repo:
             queue = repo.experiments.celery_queue
-            waiting = {e["name"] for e in queue.status() if e["status"] in ("Queued", "Running")} & names
-            return waiting, bool(queue.worker_status())
+            ours = [e for e in queue.status() if e["name"] in names and e["status"] in ("Queued", "Running")]
+            running = any(e["status"] == "Running" for e in ours)
+            return {e["name"] for e in ours}, running or bool(queue.worker_status())
     except LockError:
         return None
 
@@ -202,7 +205,7 @@ def run_points(points: list[str], extra: list[str]) -> tuple[dict[str, float], l
             print(f"{name} ended after {(time.time() - start) / 60:.1f} min", flush=True)
         waiting = still
         idle = idle + 1 if waiting and not working else 0
-        if idle >= 4:  # a minute with ours pending and no worker: it died
+        if idle >= 4:  # a minute with ours queued, none running and no worker: it died
             raise SystemExit(f"no DVC queue worker is running, yet {', '.join(sorted(waiting))} wait: "
                              "`dvc queue status`, `dvc queue logs <name>`")
     finished = experiments()
@@ -226,7 +229,10 @@ def write_report(seconds: dict[str, float]) -> Path:
         raise SystemExit("no ladder experiment in this repository: run `python -m tools.ladder` first")
     path = REPORTS / "ladder.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
-    cost = previous.get("seconds", {}) | seconds
+    # A cost measured before stays with its experiment: a point run again, but not timed now, has none.
+    recorded = previous.get("points", {})
+    cost = {p: s for p, s in previous.get("seconds", {}).items()
+            if p not in found or recorded.get(p, {}).get("rev") == found[p]["rev"]} | seconds
     # A point recorded before whose experiment this repository no longer holds keeps its record: it is the evidence.
     points = {p: record for p, record in previous.get("points", {}).items() if p in ladder_points() and p not in found}
     points |= {p: point_record(p, e["rev"]) | {"baseline": e["baseline"]} for p, e in found.items()}
