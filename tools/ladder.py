@@ -234,7 +234,7 @@ def write_report(seconds: dict[str, float]) -> Path:
     cost = {p: s for p, s in previous.get("seconds", {}).items()
             if p not in found or recorded.get(p, {}).get("rev") == found[p]["rev"]} | seconds
     # A point recorded before whose experiment this repository no longer holds keeps its record: it is the evidence.
-    points = {p: record for p, record in previous.get("points", {}).items() if p in ladder_points() and p not in found}
+    points = {p: record for p, record in recorded.items() if p in ladder_points() and p not in found}
     points |= {p: point_record(p, e["rev"]) | {"baseline": e["baseline"]} for p, e in found.items()}
     grid = [p for p in ladder_points() if p.startswith(GRID_PREFIX)]
     ladder = {"axes": AXES, "grid": grid, "points": points, "seconds": {p: s for p, s in cost.items() if p in points}}
