@@ -136,11 +136,16 @@ def test_every_ladder_point_composes_to_valid_params_changing_only_its_factors()
         mapping, params = compose(overrides(point, []))
         arms = params.train.arms
         grid = point.startswith("grid-lr-")  # the learning-rate grid: 16-GRPO, 2-GRPO at x1 and x8
-        assert set(arms) == {"g16", "g2"} | ({"g2-same-lr"} if grid else {"g2-tuned", "g2-updates"}), point
+        probe = point.startswith("probe-")  # the x8 collapse's probe: 2-GRPO and 2-GRPO+RS at x8
+        extra = {"g2-same-lr"} if grid else {"g2-rs"} if probe else {"g2-tuned", "g2-updates"}
+        assert set(arms) == {"g16", "g2"} | extra, point
         reference = params.train.reference_lr
-        factors = {"g2": 8, "g2-same-lr": 1} if grid else {"g2": 8, "g2-tuned": 2}  # the grid's choice: x2
+        factors = ({"g2": 8, "g2-same-lr": 1} if grid else {"g2": 8, "g2-rs": 8} if probe
+                   else {"g2": 8, "g2-tuned": 2})  # the grid's choice: x2
         assert {a: params.train.lr(arms[a]) / reference for a in factors} == pytest.approx(factors)
-        if not grid:  # 2-GRPO with 16-GRPO's updates: as many prompts per mini-batch, at its rate
+        if probe:
+            assert arms["g2-rs"].resample and not arms["g2"].resample
+        elif not grid:  # 2-GRPO with 16-GRPO's updates: as many prompts per mini-batch, at its rate
             assert params.train.lr(arms["g2-updates"]) == reference
             assert params.train.prompts_per_minibatch(arms["g2-updates"]) == \
                 params.train.prompts_per_minibatch(arms["g16"]) == 8
