@@ -161,7 +161,7 @@ def test_a_bad_override_stops_the_ladder_before_anything_is_queued():
     from tools.ladder import check_points
 
     with pytest.raises(SystemExit, match=r"ladder-center: train.epochs=-1 must be >= 1"):
-        check_points(["center", "epochs-4"], ["train.epochs=-1"])
+        check_points(["center", "epochs-4-prompts-256"], ["train.epochs=-1"])
     with pytest.raises(SystemExit, match=r"ladder-center: .*train.epoch"):
         check_points(["center"], ["train.epoch=4"])
 

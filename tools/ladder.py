@@ -3,7 +3,7 @@ learning-rate rule? One DVC experiment per point, one report over them.
 
     python -m tools.ladder                 # queue the points not yet run, run them, write reports/ladder.html
     python -m tools.ladder --report        # only the report, from the ladder experiments already run
-    python -m tools.ladder --points center epochs-4     # some points only
+    python -m tools.ladder --points center size-2m      # some points only
     python -m tools.ladder --set scale=dry-run --set base.max_steps=20   # added to every point (a smoke check)
 
 The points are configuration: one file per point in conf/ladder/ (a Hydra config group), each a change to the center
@@ -52,8 +52,9 @@ LADDER_CONF = Path(__file__).resolve().parents[1] / "conf" / "ladder"
 CENTER = "center"
 # Each axis and the points along it (the report draws and judges each; the learning-rate rule varies by arm within
 # every point). A point on no axis is shown, not judged.
-AXES = {"model size": ["center", "size-2m", "size-10m"], "training length": ["center", "epochs-4", "epochs-10"],
-        "prompt pool": ["epochs-10-prompts-128", "epochs-10-prompts-256", "epochs-10-prompts-512", "epochs-10"]}
+AXES = {"model size": ["center", "size-2m", "size-10m"],
+        "training length": ["epochs-2-prompts-256", "epochs-4-prompts-256", "epochs-10-prompts-256"],
+        "prompt pool": ["epochs-10-prompts-128", "epochs-10-prompts-256", "epochs-10-prompts-512"]}
 CURVE_COLUMNS = ("arm", "seed", "gen_step", "rollouts", "train_time", "eval_accuracy", "dead_group_frac", "update_size",
                  "update_cosine", "eval_kl")
 FILES = ("metrics/claims.json", "metrics/base.json", "results/summary.csv", "results/curves.csv",
