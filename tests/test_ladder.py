@@ -157,6 +157,17 @@ def test_every_ladder_point_composes_to_valid_params_changing_only_its_factors()
         assert point == CENTER or changes(point), point  # every other point changes something
 
 
+def test_a_recorded_run_of_a_redefined_point_is_told_apart():
+    """The report keeps a point's recorded run only while the point's file still describes it."""
+    from tools.ladder import outdated
+    from tools.setups import compose
+
+    params, _ = compose(["ladder=size-2m"])
+    assert outdated("size-2m", params) == {}
+    params["train"]["reference_lr"], params["base"]["hidden_size"] = 1e-4, 128  # the point as it once ran
+    assert outdated("size-2m", params) == {"train.reference_lr": (1.25e-5, 1e-4), "base.hidden_size": (256, 128)}
+
+
 def test_a_bad_override_stops_the_ladder_before_anything_is_queued():
     from tools.ladder import check_points
 

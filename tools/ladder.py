@@ -18,7 +18,8 @@ command only so that the worker it leaves behind holds none of this process's ou
 The report reads the newest `ladder-<point>` experiment of each point, on whichever commit it ran (the report names
 each point's commit): its params, metrics and result tables (committed in the experiment), into reports/ladder.json,
 and executes notebooks/ladder.ipynb on it into reports/ladder.html. A point recorded in reports/ladder.json whose
-experiment this repository no longer holds (run in another clone) keeps its recorded entry.
+experiment this repository no longer holds (run in another clone) keeps its recorded entry while the point's file
+still describes it.
 """
 
 from __future__ import annotations
@@ -128,6 +129,18 @@ def pending(names: set[str]) -> tuple[set[str], bool] | None:
         return None
 
 
+def outdated(point: str, params: dict) -> dict[str, tuple[object, object]]:
+    """The settings a point's file states (with those it builds on) that a run's params do not hold: key -> (the
+    point's value, the run's). Empty when the run is the point as it is defined now."""
+    found = {}
+    for key, value in settings(point).items():
+        section, name = key.split(".")
+        ran = params.get(section, {}).get(name)
+        if ran != value:
+            found[key] = (value, ran)
+    return found
+
+
 def point_record(point: str, rev: str) -> dict:
     """A point's params, metrics and result tables as committed in its experiment."""
     record = {"point": point, "rev": rev, "changes": changes(point),
@@ -234,8 +247,16 @@ def write_report(seconds: dict[str, float]) -> Path:
     recorded = previous.get("points", {})
     cost = {p: s for p, s in previous.get("seconds", {}).items()
             if p not in found or recorded.get(p, {}).get("rev") == found[p]["rev"]} | seconds
-    # A point recorded before whose experiment this repository no longer holds keeps its record: it is the evidence.
-    points = {p: record for p, record in recorded.items() if p in ladder_points() and p not in found}
+    # A point recorded before whose experiment this repository no longer holds keeps its record (it is the evidence),
+    # unless the point has been redefined since: a run of other settings would sit on the axis under its name.
+    points = {}
+    for point, record in recorded.items():
+        if point in ladder_points() and point not in found:
+            if stale := outdated(point, record["params"]):
+                print(f"{PREFIX}{point}: its recorded run ({record['rev'][:7]}) predates the point's settings ("
+                      + ", ".join(f"{k} {v!r}, ran {r!r}" for k, (v, r) in stale.items()) + "); dropped")
+            else:
+                points[point] = record
     points |= {p: point_record(p, e["rev"]) | {"baseline": e["baseline"]} for p, e in found.items()}
     grid = [p for p in ladder_points() if p.startswith(GRID_PREFIX)]
     ladder = {"axes": AXES, "grid": grid, "points": points, "seconds": {p: s for p, s in cost.items() if p in points}}
