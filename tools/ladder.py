@@ -222,7 +222,8 @@ def run_points(points: list[str], extra: list[str]) -> tuple[dict[str, float], l
         if idle >= 4:  # a minute with ours queued, none running and no worker: it died
             raise SystemExit(f"no DVC queue worker is running, yet {', '.join(sorted(waiting))} wait: "
                              "`dvc queue status`, `dvc queue logs <name>`")
-    finished = experiments()
+    # Those that ended since the start, on whichever commit they were queued (a commit made meanwhile moves HEAD).
+    finished = {p: e for p, e in experiments(any_commit=True).items() if e["finished"] >= int(start)}
     # A point's wall-clock: from the previous point's end (a failed point's time counts toward the next).
     seconds, previous = {}, start
     for point, entry in sorted(((p, e) for p, e in finished.items() if p in todo), key=lambda x: x[1]["finished"]):
