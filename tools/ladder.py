@@ -250,16 +250,16 @@ def write_report(seconds: dict[str, float]) -> Path:
             if p not in found or recorded.get(p, {}).get("rev") == found[p]["rev"]} | seconds
     # A point recorded before whose experiment this repository no longer holds keeps its record (it is the evidence),
     # unless the point has been redefined since: a run of other settings would sit on the axis under its name.
-    points = {}
+    known, points = ladder_points(), {}
     for point, record in recorded.items():
-        if point in ladder_points() and point not in found:
+        if point in known and point not in found:
             if stale := outdated(point, record["params"]):
                 print(f"{PREFIX}{point}: its recorded run ({record['rev'][:7]}) predates the point's settings ("
                       + ", ".join(f"{k} {v!r}, ran {r!r}" for k, (v, r) in stale.items()) + "); dropped")
             else:
                 points[point] = record
     points |= {p: point_record(p, e["rev"]) | {"baseline": e["baseline"]} for p, e in found.items()}
-    grid = [p for p in ladder_points() if p.startswith(GRID_PREFIX)]
+    grid = [p for p in known if p.startswith(GRID_PREFIX)]
     ladder = {"axes": AXES, "grid": grid, "points": points, "seconds": {p: s for p, s in cost.items() if p in points}}
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(ladder, indent=1))
