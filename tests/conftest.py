@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.fixtures import chain_sums
+from tests.fixtures import RESUMABLE, chain_sums, new_project, run
 from twogrpo.tasks import generate_problems
 
 
@@ -11,6 +11,15 @@ def problems():
     """16 train and 4 test one-digit chain sums: what the tiny trainer (tests/test_trainer.py:run) trains on."""
     return generate_problems(chain_sums(0, 16, 4, max_terms=2, max_digits=1))
 
+
+
+@pytest.fixture(scope="session")
+def resumable_base(tmp_path_factory):
+    """A project at RESUMABLE with its data prepared and its SFT base trained (`dvc repro base`), built once per
+    worker: the resume and multi-process tests train on copies of it (tests/fixtures.py:copy_project)."""
+    project = new_project(tmp_path_factory.mktemp("resumable") / "project", RESUMABLE)
+    run(["dvc", "repro", "base"], project)
+    return project
 
 # Under pytest-xdist (make test) the scheduler hands out the groups with the most tests first; among groups of the same
 # size this order decides (the ladder's one long test before the other single tests). Within a group it is kept.

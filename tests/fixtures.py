@@ -4,11 +4,14 @@ import copy
 import dataclasses
 import functools
 import importlib.util
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +112,57 @@ def new_project(project: Path, params: dict) -> Path:
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "tiny study"], project)
     return project
+
+
+# One arm (2-GRPO) over 64 prompts: 8 generation steps, a checkpoint after each (the resume and multi-process tests).
+RESUMABLE = tiny_params(train={"arms": {"g2": {"group_size": 2, "lr_scaling": "linear"}}, "seeds": [0], "prompts": 64,
+                               "reference_group_size": 2})
+
+
+def copy_project(built: Path, project: Path, params: dict | None = None) -> Path:
+    """A copy of a built project (its git and DVC repositories, outputs and cache) at `project`, with `params` as its
+    params.yaml if given: `dvc repro` there reruns only what the params change."""
+    shutil.copytree(built, project, symlinks=True)
+    if params is not None:
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return project
+
+
+def checkpoint_step(project: Path, name: str = "g2-s0") -> int:
+    state = project / "checkpoints" / name / "state.json"
+    try:
+        return json.loads(state.read_text())["step"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
+def kill_midway(project: Path, stage: str, checkpoint: str, step: int) -> None:
+    """Start `dvc repro <stage>` and SIGKILL it and every process it started (torchrun's workers start their own
+    group, so not only the process group) once the checkpoint of `step` exists."""
+    job = subprocess.Popen(["dvc", "repro", stage], cwd=project, env=tool_env(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while checkpoint_step(project, checkpoint) < step and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in process_tree(job.pid):
+        os.kill(pid, signal.SIGKILL)
+    job.wait()
+
+
+def kill_training_midway(project: Path) -> int:
+    """Kill `dvc repro train@g2-0` once the checkpoint of step 3 of 8 exists; the step last checkpointed."""
+    kill_midway(project, "train@g2-0", "g2-s0", 3)
+    killed_at = checkpoint_step(project)
+    assert 3 <= killed_at < 8, "the run was not killed mid-training"
+    return killed_at
+
+
+def resume_training(project: Path, killed_at: int) -> None:
+    """Rerun `dvc repro train@g2-0` and check that it resumed after the step last checkpointed."""
+    rerun = subprocess.run(["dvc", "repro", "train@g2-0"], cwd=project, env=tool_env(), capture_output=True,
+                           text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resumed after generation step {killed_at} of 8" in rerun.stdout + rerun.stderr
 
 
 def bench_script(name: str):

@@ -1,6 +1,7 @@
 """Data parallelism: real processes under `accelerate launch` on the CPU (gloo)."""
 
 import copy
+import functools
 import json
 import socket
 import subprocess
@@ -14,8 +15,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.fixtures import new_project, run, tool_env
-from tests.test_resume import PARAMS, kill_training_midway, resume_training
+from tests.fixtures import RESUMABLE, copy_project, kill_training_midway, new_project, resume_training, run, tool_env
 from twogrpo.distributed import Dist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,16 +53,27 @@ def launch(config: str | None, *args: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The one-process step of tests/distributed_step.py under `key=value` settings, run once per worker for each."""
+    @functools.cache
+    def step(*changes: str) -> dict:
+        out = tmp_path_factory.mktemp("one") / "one.pt"
+        launch(None, "-m", "tests.distributed_step", str(out), *changes)
+        return torch.load(out)
+    return step
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("config", ["cpu-2", "fsdp-cpu-2"])
 @pytest.mark.parametrize("loss_agg", ["token-mean", "micro-token-mean"])
-def test_one_step_over_two_processes_equals_one_process_on_the_same_global_batch(tmp_path, config, loss_agg):
+def test_one_step_over_two_processes_equals_one_process_on_the_same_global_batch(tmp_path, one_process, config,
+                                                                                  loss_agg):
     """Weights replicated (DDP) or sharded (FSDP2); the loss normalised by the mini-batch's tokens, or by each
     micro-batch's (4 rollouts each: the two processes' micro-batches are the one process's, so the update is the
     same, as verl's ranks with equal micro-batches give the update of one)."""
-    launch(None, "-m", "tests.distributed_step", str(tmp_path / "one.pt"), f"loss_agg={loss_agg}")
     launch(config, "-m", "tests.distributed_step", str(tmp_path / "two.pt"), f"loss_agg={loss_agg}")
-    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    one, two = one_process(f"loss_agg={loss_agg}"), torch.load(tmp_path / "two.pt")
     assert two["sharded"] == config.startswith("fsdp") and not one["sharded"]
     assert any(not torch.equal(one["before"][n], one["after"][n]) for n in one["after"])  # the step did something
     for name, grad in one["grads"].items():
@@ -82,13 +93,12 @@ def test_one_step_over_two_processes_equals_one_process_on_the_same_global_batch
 
 
 @pytest.mark.slow
-def test_a_sharded_bf16_step_with_a_token_budget_follows_the_float32_step(tmp_path):
+def test_a_sharded_bf16_step_with_a_token_budget_follows_the_float32_step(tmp_path, one_process):
     """FSDP's bf16 mixed precision (bf16 weights gathered, float32 gradients reduced) with micro-batches by token
     budget: float32 weights and gradients, close to the one-process float32 gradient to bf16 rounding."""
-    launch(None, "-m", "tests.distributed_step", str(tmp_path / "one.pt"))
     launch("fsdp-cpu-2", "-m", "tests.distributed_step", str(tmp_path / "two.pt"), "precision=bfloat16",
            "micro_batch_tokens=40")
-    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    one, two = one_process("loss_agg=token-mean"), torch.load(tmp_path / "two.pt")
     assert two["sharded"]
     assert all(w.dtype == torch.float32 for w in two["after"].values())
     assert all(g.dtype == torch.float32 for g in two["grads"].values())
@@ -111,14 +121,15 @@ def test_processes_cut_their_rollouts_into_as_many_micro_batches_as_the_most_nee
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config", ["cpu-2", "fsdp-cpu-2"])
-def test_balance_batch_gives_each_process_an_equal_share_of_rollouts_and_tokens_and_the_same_update(tmp_path, config):
+def test_balance_batch_gives_each_process_an_equal_share_of_rollouts_and_tokens_and_the_same_update(tmp_path, config,
+                                                                                                      one_process):
     """verl's balance_batch repartitions the generation batch over the processes (groups split, advantages computed
     whole first): equally many rollouts each, tokens within one rollout of even; under token-mean the update is the
     one process's."""
-    launch(None, "-m", "tests.distributed_step", str(tmp_path / "one.pt"))
     launch(config, "-m", "tests.distributed_step", str(tmp_path / "plain.pt"))
     launch(config, "-m", "tests.distributed_step", str(tmp_path / "two.pt"), "balance_batch=true")
-    one, plain, two = (torch.load(tmp_path / f"{name}.pt") for name in ("one", "plain", "two"))
+    one = one_process("loss_agg=token-mean")
+    plain, two = (torch.load(tmp_path / f"{name}.pt") for name in ("plain", "two"))
     (n0, tokens0), (n1, tokens1) = two["shares"]
     assert n0 == n1 == 16
     (_, plain0), (_, plain1) = plain["shares"]
@@ -138,14 +149,14 @@ def test_evaluation_over_two_processes_gives_the_records_of_one_process(tmp_path
 
 
 @pytest.mark.slow
-def test_the_train_and_evaluate_stages_under_accelerate_launch_with_two_processes(tmp_path):
+def test_the_train_and_evaluate_stages_under_accelerate_launch_with_two_processes(tmp_path, resumable_base):
     """`dvc repro` runs the train stage, which starts itself under `accelerate launch` (runtime.launch): two processes
     share every mini-batch, and the first writes one ledger, one dvclive log and one model. The evaluate stage
     (runtime.eval_launch) writes the records one process writes."""
-    params = copy.deepcopy(PARAMS)
+    params = copy.deepcopy(RESUMABLE)
     two_processes = f"accelerate launch --config_file conf/accelerate/cpu-2.yaml --main_process_port {free_port()}"
     params["runtime"]["launch"] = params["runtime"]["eval_launch"] = two_processes
-    project = new_project(tmp_path / "study", params)
+    project = copy_project(resumable_base, tmp_path / "study", params)
     run(["dvc", "repro", "evaluate@g2-0"], project)
     shared = pd.read_parquet(project / "eval/g2-s0/generations.parquet")
     params["runtime"]["eval_launch"] = "python"
@@ -165,16 +176,16 @@ def test_the_train_and_evaluate_stages_under_accelerate_launch_with_two_processe
 
 
 @pytest.mark.slow
-def test_resampling_over_two_processes_refills_dead_groups_within_the_budget(tmp_path):
+def test_resampling_over_two_processes_refills_dead_groups_within_the_budget(tmp_path, resumable_base):
     """2-GRPO+RS over two processes: dead groups of both are refilled from one shared stream, within 16-GRPO's
     (here 4-GRPO's) rollout budget; the refilled batch then rebalanced over the processes (balance_batch)."""
-    params = copy.deepcopy(PARAMS)
+    params = copy.deepcopy(RESUMABLE)
     params["train"] |= {"arms": {"g4": {"group_size": 4, "lr_scaling": "linear"},
                                  "g2-rs": {"group_size": 2, "lr_scaling": "none", "resample": True}},
                         "reference_group_size": 4, "balance_batch": True}
     params["runtime"]["launch"] = (f"accelerate launch --config_file conf/accelerate/cpu-2.yaml "
                                    f"--main_process_port {free_port()}")
-    project = new_project(tmp_path / "study", params)
+    project = copy_project(resumable_base, tmp_path / "study", params)
     run(["dvc", "repro", "train@g2-rs-0"], project)
     last = pd.read_parquet(project / "runs/g2-rs-s0/steps.parquet").iloc[-1]
     assert 64 * 2 < last["rollouts"] <= 64 * 4  # refills happened, within the reference arm's budget
@@ -183,16 +194,15 @@ def test_resampling_over_two_processes_refills_dead_groups_within_the_budget(tmp
 
 
 @pytest.mark.slow
-def test_a_killed_two_process_training_resumes_and_matches_an_uninterrupted_one(tmp_path):
+def test_a_killed_two_process_training_resumes_and_matches_an_uninterrupted_one(tmp_path, resumable_base):
     """SIGKILL the launcher and both processes mid-run; the rerun resumes each process from its saved RNG state and
     ends with the weights of an uninterrupted 2-process run."""
-    params = copy.deepcopy(PARAMS)
+    params = copy.deepcopy(RESUMABLE)
     params["runtime"]["launch"] = (f"accelerate launch --config_file conf/accelerate/cpu-2.yaml "
                                  f"--main_process_port {free_port()}")
-    reference = new_project(tmp_path / "uninterrupted", params)
+    reference = copy_project(resumable_base, tmp_path / "uninterrupted", params)
     run(["dvc", "repro", "train@g2-0"], reference)
-    project = new_project(tmp_path / "killed", params)
-    run(["dvc", "repro", "base"], project)
+    project = copy_project(resumable_base, tmp_path / "killed", params)
     resume_training(project, kill_training_midway(project))
     expected = (reference / "models/g2-s0/model.safetensors").read_bytes()
     assert (project / "models/g2-s0/model.safetensors").read_bytes() == expected
@@ -204,20 +214,21 @@ def test_sharded_training_matches_replicated_training_and_resumes_after_a_kill(t
     seeds: 2-GRPO+RS (refill rounds in which a process may have nothing to generate), dead groups skipped (unequal
     micro-batches), evaluation chunks shared unequally (22 problems) - the padded collectives sample what replicated
     weights sample. The sharded run is killed mid-way and resumed from its gathered checkpoint."""
-    params = copy.deepcopy(PARAMS)
+    params = copy.deepcopy(RESUMABLE)
     params["train"] |= {"arms": {"g2": {"group_size": 2, "lr_scaling": "linear", "resample": True},
                                  "g4": {"group_size": 4, "lr_scaling": "linear"}},  # the reference; not trained here
                         "reference_group_size": 4, "eval_problems": 22}
     params["prepare"]["chain_sum"]["n_validation"] = 22  # the in-training evaluation reads validation problems
+    built = new_project(tmp_path / "built", params)
+    run(["dvc", "repro", "base"], built)  # one base for both runs
     runs = {}
     for config in ("cpu-2", "fsdp-cpu-2"):
         params["runtime"]["launch"] = (f"accelerate launch --config_file conf/accelerate/{config}.yaml "
                                      f"--main_process_port {free_port()}")
-        project = new_project(tmp_path / config, params)
+        project = copy_project(built, tmp_path / config, params)
         if config == "cpu-2":
             run(["dvc", "repro", "train@g2-0"], project)
         else:
-            run(["dvc", "repro", "base"], project)
             resume_training(project, kill_training_midway(project))
         runs[config] = project
     replicated, sharded = (pd.read_parquet(runs[c] / "runs/g2-s0/steps.parquet") for c in ("cpu-2", "fsdp-cpu-2"))
@@ -280,12 +291,11 @@ runpy.run_module("stages.train", run_name="__main__")
 
 
 @pytest.mark.slow
-def test_when_one_process_fails_the_other_stops_within_seconds(tmp_path):
+def test_when_one_process_fails_the_other_stops_within_seconds(tmp_path, resumable_base):
     """The train stage over two processes, rank 1 raising in its third update while rank 0 goes on to the next
     collective: gloo reports the closed connection, the launcher stops rank 0, and the launch ends within seconds
     (not at the collective's timeout), with rank 1's error and no output written."""
-    project = new_project(tmp_path / "study", PARAMS)
-    run(["dvc", "repro", "base"], project)
+    project = copy_project(resumable_base, tmp_path / "study")
     (project / "fails_on_rank_1.py").write_text(FAILS_ON_RANK_1)
     cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file", "conf/accelerate/cpu-2.yaml",
            "--main_process_port", str(free_port()), "fails_on_rank_1.py"]

@@ -35,28 +35,28 @@ def test_the_ladder_runs_its_points_as_dvc_experiments_and_reports_them(tmp_path
                 ["dvc", "config", "core.analytics", "false"], ["dvc", "config", "hydra.enabled", "true"],
                 ["git", "add", "-A"], ["git", "commit", "-qm", "ladder"]):
         run(cmd, project)
-    ladder = [sys.executable, "-m", "tools.ladder", "--points", "center", "epochs-4-prompts-256",
+    ladder = [sys.executable, "-m", "tools.ladder", "--points", "center", "epochs-2-prompts-256",
               *(arg for s in SMALL for arg in ("--set", s))]
     first = subprocess.run(ladder, cwd=project, env=tool_env(), capture_output=True, text=True)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
 
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project))
     names = {e["name"] for b in shown for g in (b.get("experiments") or []) for e in g["revs"]}
-    assert {"ladder-center", "ladder-epochs-4-prompts-256"} <= names  # ordinary experiments, listed by dvc exp show
+    assert {"ladder-center", "ladder-epochs-2-prompts-256"} <= names  # ordinary experiments, listed by dvc exp show
     recorded = json.loads((project / "reports/ladder.json").read_text())
-    assert set(recorded["points"]) == {"center", "epochs-4-prompts-256"}
-    for point, epochs in (("center", 1), ("epochs-4-prompts-256", 4)):
+    assert set(recorded["points"]) == {"center", "epochs-2-prompts-256"}
+    for point, epochs in (("center", 1), ("epochs-2-prompts-256", 2)):
         record = recorded["points"][point]
         assert record["params"]["train"]["epochs"] == epochs
         assert set(record["params"]["train"]["arms"]) == {"g16", "g2-tuned", "g2", "g2-updates"}
         assert set(record["claims"]["arms"]) == {"g2-tuned", "g2", "g2-updates"}
-    assert set(recorded["seconds"]) == {"center", "epochs-4-prompts-256"}
+    assert set(recorded["seconds"]) == {"center", "epochs-2-prompts-256"}
     html = (project / "reports/ladder.html").read_text()
-    assert "Verdicts" in html and "ladder-epochs-4-prompts-256" in html
+    assert "Verdicts" in html and "ladder-epochs-2-prompts-256" in html
     if shutil.which("chromium"):  # CI installs it (.ci/run); the page read at 1,400 pixels, nothing spilling over
         check_renders_offline(project / "reports/ladder.html", ("Verdicts",), tmp_path / "ladder.png")
     # The base SFT ran once: the second point restored it from DVC's run cache and trained only its own arms.
-    log = run(["dvc", "queue", "logs", "ladder-epochs-4-prompts-256"], project)
+    log = run(["dvc", "queue", "logs", "ladder-epochs-2-prompts-256"], project)
     assert "Stage 'base' is cached - skipping run" in log and "Running stage 'train@g16-0'" in log
 
     again = subprocess.run(ladder, cwd=project, env=tool_env(), capture_output=True, text=True)
