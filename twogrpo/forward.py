@@ -60,6 +60,10 @@ class Forward:
                 out.append([i])
         return out
 
+    def every_pass(self, samples: Samples, rows: list[int], packed: bool) -> list[list[int]]:
+        """The forward passes over `rows` outside training (no gradient: micro-batches matter only for memory)."""
+        return [chunk for part in self.split(samples, rows) for chunk in self.passes(samples, part, packed)]
+
     def autocast(self, device: torch.device):
         """bf16 autocast (verl's FSDP mixed precision: bf16 compute, float32 master weights and AdamW state)."""
         if self.precision == "bfloat16":
@@ -177,8 +181,7 @@ def frozen_logprobs(model, samples: Samples, forward: Forward, pad: int, rows: l
     rows = list(range(n)) if rows is None else rows
     out = torch.zeros(n, max(map(len, samples.response_ids)), device=model.device)
     packed = bool(forward.tokens) and packs(model)
-    passes = [chunk for part in forward.split(samples, rows) for chunk in forward.passes(samples, part, packed)]
-    for part, real in micro_batches(passes, is_sharded(model)):
+    for part, real in micro_batches(forward.every_pass(samples, rows, packed), is_sharded(model)):
         with forward.autocast(model.device):
             logp = logprobs(model, collate(samples, part, pad, model.device, packed))[0]
         if real:
@@ -192,10 +195,9 @@ def kl_to_base(model, base, samples: Samples, forward: Forward, pad: int) -> flo
     the token is drawn in (exact at each state the rollouts visit; no sampled estimator). Every process passes the
     same rollouts, so a sharded `model`'s collective forward passes match; `base` is whole."""
     model.eval()
-    rows = list(range(len(samples.response_ids)))
     packed = bool(forward.tokens) and packs(model)
     total = 0.0
-    for part in (chunk for split in forward.split(samples, rows) for chunk in forward.passes(samples, split, packed)):
+    for part in forward.every_pass(samples, list(range(len(samples.response_ids))), packed):
         batch = collate(samples, part, pad, model.device, packed)
         with forward.autocast(model.device):
             hidden = grpo.final_hidden_states(model, batch.input_ids, batch.attention_mask, batch.position_ids)

@@ -37,6 +37,11 @@ def dead_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
 LOGIT_CHUNK_ELEMENTS = 2**26
 
 
+def logit_chunk(head: torch.nn.Module) -> int:
+    """Positions per pass through the output layer `head`: LOGIT_CHUNK_ELEMENTS logits at a time."""
+    return max(1, LOGIT_CHUNK_ELEMENTS // head.out_features)
+
+
 def _head_chunk(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
                 entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-prob of each target and entropy of each distribution, for one chunk of positions.  hidden: [c, H]."""
@@ -53,7 +58,7 @@ def head_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Te
     LOGIT_CHUNK_ELEMENTS at a time. With gradients on, each chunk's logits are recomputed in the backward pass
     (activation checkpointing) instead of being kept. The entropy carries a gradient only with `entropy_grad` (an
     entropy bonus); otherwise it is a statistic."""
-    chunk = max(1, LOGIT_CHUNK_ELEMENTS // head.out_features)
+    chunk = logit_chunk(head)
     if hidden.shape[0] <= chunk or not torch.is_grad_enabled():
         parts = [_head_chunk(head, hidden[i:i + chunk], targets[i:i + chunk], entropy_grad)
                  for i in range(0, hidden.shape[0], chunk)]
@@ -83,7 +88,7 @@ def head_kl(head: torch.nn.Module, hidden: torch.Tensor, base_head: torch.nn.Mod
             base_hidden: torch.Tensor) -> torch.Tensor:
     """The sum over M positions of KL(p || q) over the whole vocabulary, p from [M, H] hidden states through `head`
     and q from the base's through `base_head`, LOGIT_CHUNK_ELEMENTS at a time."""
-    chunk = max(1, LOGIT_CHUNK_ELEMENTS // head.out_features)
+    chunk = logit_chunk(head)
     total = hidden.new_zeros((), dtype=torch.float64)
     for i in range(0, hidden.shape[0], chunk):
         logp = torch.log_softmax(head(hidden[i:i + chunk]).float(), dim=-1)

@@ -155,7 +155,8 @@ class UpdateGeometry:
         share, and the sums are added over the processes (one collective); replicated weights are the same on
         every process."""
         delta = [local_shard(p).detach().to("cpu", torch.float32) - b for p, b in zip(parameters, before, strict=True)]
-        sums = [dot(delta, delta), dot(before, before) + 2 * dot(before, delta) + dot(delta, delta)]
+        moved = dot(delta, delta)
+        sums = [moved, dot(before, before) + 2 * dot(before, delta) + moved]
         if self.previous is not None:
             sums += [dot(delta, self.previous), dot(self.previous, self.previous)]
         if any(isinstance(p, DTensor) for p in parameters):
