@@ -52,7 +52,7 @@ study-vllm: install install-vllm
 	PATH=$(CURDIR)/$(VENV_VLLM)/bin:$(PATH) dvc exp run --temp -n vllm-cpu -S rollout.engine=vllm
 
 # The ladder (tools/ladder.py): 2-GRPO's gap to 16-GRPO along model size, training length and learning-rate rule, one
-# DVC experiment per point (dvc exp show lists them), then reports/ladder.html. About 90 minutes on 2 cores; rerun
+# DVC experiment per point (dvc exp show lists them), then reports/ladder.html. About 4 hours on 2 cores; rerun
 # after a stop, it runs only the points not yet run on this commit.
 ladder: install
 	python -m tools.compose

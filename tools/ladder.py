@@ -3,7 +3,7 @@ learning-rate rule? One DVC experiment per point, one report over them.
 
     python -m tools.ladder                 # queue the points not yet run, run them, write reports/ladder.html
     python -m tools.ladder --report        # only the report, from the ladder experiments already run
-    python -m tools.ladder --points center size-2m      # some points only
+    python -m tools.ladder --points center size-10m     # some points only
     python -m tools.ladder --set scale=dry-run --set base.max_steps=20   # added to every point (a smoke check)
 
 The points are configuration: one file per point in conf/ladder/ (a Hydra config group), each a change to the center
@@ -53,9 +53,9 @@ LADDER_CONF = Path(__file__).resolve().parents[1] / "conf" / "ladder"
 CENTER = "center"
 # Each axis and the points along it (the report draws and judges each; the learning-rate rule varies by arm within
 # every point). A point on no axis is shown, not judged.
-AXES = {"model size": ["center", "size-2m", "size-10m"],
+AXES = {"model size": ["center", "size-10m"],
         "training length": ["epochs-2-prompts-256", "epochs-4-prompts-256", "epochs-10-prompts-256"],
-        "prompt pool": ["epochs-10-prompts-128", "epochs-10-prompts-256", "epochs-10-prompts-512"]}
+        "prompt pool": ["epochs-10-prompts-128", "epochs-10-prompts-256"]}
 CURVE_COLUMNS = ("arm", "seed", "gen_step", "rollouts", "train_time", "eval_accuracy", "dead_group_frac", "update_size",
                  "update_cosine", "eval_kl")
 FILES = ("metrics/claims.json", "metrics/base.json", "results/summary.csv", "results/curves.csv",
@@ -259,6 +259,7 @@ def write_report(seconds: dict[str, float]) -> Path:
             else:
                 points[point] = record
     points |= {p: point_record(p, e["rev"]) | {"baseline": e["baseline"]} for p, e in found.items()}
+    points = {p: points[p] for p in known if p in points}  # in conf/ladder/'s order, whichever ran where
     grid = [p for p in known if p.startswith(GRID_PREFIX)]
     ladder = {"axes": AXES, "grid": grid, "points": points, "seconds": {p: s for p, s in cost.items() if p in points}}
     with atomic_path(path) as tmp:
