@@ -12,7 +12,6 @@ def problems():
     return generate_problems(chain_sums(0, 16, 4, max_terms=2, max_digits=1))
 
 
-
 @pytest.fixture(scope="session")
 def resumable_base(tmp_path_factory):
     """A project at RESUMABLE with its data prepared and its SFT base trained (`dvc repro base`), built once per
@@ -20,6 +19,7 @@ def resumable_base(tmp_path_factory):
     project = new_project(tmp_path_factory.mktemp("resumable") / "project", RESUMABLE)
     run(["dvc", "repro", "base"], project)
     return project
+
 
 # Under pytest-xdist (make test) the scheduler hands out the groups with the most tests first; among groups of the same
 # size this order decides (the ladder's one long test before the other single tests). Within a group it is kept.
