@@ -61,7 +61,8 @@ class Forward:
         return out
 
     def every_pass(self, samples: Samples, rows: list[int], packed: bool) -> list[list[int]]:
-        """The forward passes over `rows` outside training (no gradient: micro-batches matter only for memory)."""
+        """The forward passes over `rows` without gradients (old, reference or base log-probs), each micro-batch's in
+        turn: with no loss to normalise, the micro-batches shape only memory."""
         return [chunk for part in self.split(samples, rows) for chunk in self.passes(samples, part, packed)]
 
     def autocast(self, device: torch.device):

@@ -144,6 +144,7 @@ class UpdateGeometry:
 
     def __init__(self) -> None:
         self.previous: list[torch.Tensor] | None = None
+        self.previous_moved = 0.0  # dot(previous, previous), this process's share: summed once, when it was the delta
 
     @staticmethod
     def snapshot(parameters: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -158,10 +159,10 @@ class UpdateGeometry:
         moved = dot(delta, delta)
         sums = [moved, dot(before, before) + 2 * dot(before, delta) + moved]
         if self.previous is not None:
-            sums += [dot(delta, self.previous), dot(self.previous, self.previous)]
+            sums += [dot(delta, self.previous), self.previous_moved]
         if any(isinstance(p, DTensor) for p in parameters):
             sums = dist.sum(sums).tolist()
-        self.previous = delta
+        self.previous, self.previous_moved = delta, moved
         size = (sums[0] / sums[1]) ** 0.5 if sums[1] > 0 else float("nan")
         cosine = sums[2] / (sums[0] * sums[3]) ** 0.5 if len(sums) == 4 and sums[0] * sums[3] > 0 else float("nan")
         return size, cosine
