@@ -68,6 +68,7 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
      "rollouts_per_minibatch=128 is not divisible by train.arms.g2-tuned.group_size=3"),
     (lambda r: r["train"]["arms"]["g2-tuned"].update(lr_scaling="cubic"), "train.arms.g2-tuned.lr_scaling='cubic'"),
     (lambda r: r["train"]["arms"]["g2-tuned"].update(lr_factor=0), "train.arms.g2-tuned.lr_factor=0"),
+    (lambda r: r["train"]["arms"]["g2-tuned"].update(optimizer="adam"), "train.arms.g2-tuned.optimizer='adam'"),
     (lambda r: r["train"].update(generation_batch_prompts=96, prompts=960),
      "generation_batch_prompts=96 is not divisible into mini-batches of 64 prompts"),
     (lambda r: r["train"].update(prompts=100), "train.prompts=100 is fewer than one generation batch"),
@@ -121,6 +122,9 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
     (lambda r: r["train"].update(reference_lr=1000.0), "train.reference_lr=1000.0 must be in (0, 0.1]"),
     (lambda r: r["train"].update(reference_lr=0.05) or r["train"]["arms"]["g2-tuned"].update(lr_scaling="linear"),
      "train.arms.g2-tuned: lr 0.8 (train.reference_lr=0.05, lr_scaling linear, lr_factor 2) exceeds 0.1"),
+    (lambda r: r["train"]["arms"]["g2-tuned"].update(optimizer="sgd", lr_factor=1e6),  # SGD's own bound, not AdamW's
+     "train.arms.g2-tuned: lr 25 (train.reference_lr=2.5e-05, lr_scaling none, lr_factor 1e+06) exceeds 10: an SGD "
+     "update moves the weights too far"),
     (lambda r: r["train"].update(micro_batch_tokens=1), "train.micro_batch_tokens=1 cannot hold one prompt"),
     (lambda r: r["grading"].update(evaluation="verl-dapo"), "grading.evaluation=verl-dapo reads an \"Answer:\" line"),
     (lambda r: r["prepare"].update(train_set="math", benchmarks=["math500", "math500"]) or r["train"].update(

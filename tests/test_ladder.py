@@ -136,16 +136,18 @@ def test_every_ladder_point_composes_to_valid_params_changing_only_its_factors()
         mapping, params = compose(overrides(point, []))
         arms = params.train.arms
         grid = point.startswith("grid-lr-")  # the learning-rate grid: 16-GRPO, 2-GRPO at x1 and x8
-        probe = point.startswith("probe-")  # the x8 collapse's probe: 2-GRPO and 2-GRPO+RS at x8
+        sgd = point == "probe-x8-sgd"  # 2-GRPO by SGD at the update size of the collapsed AdamW arm
+        probe = point.startswith("probe-") and not sgd  # the x8 collapse's probe: 2-GRPO and 2-GRPO+RS at x8
         # Each 2-GRPO arm's rate over 16-GRPO's (elsewhere the grid's choice, x2); g2-updates is checked below.
         factors = ({"g2": 8, "g2-same-lr": 1} if grid else {"g2": 8, "g2-rs": 8} if probe
-                   else {"g2": 8, "g2-tuned": 2})
-        assert set(arms) == {"g16", *factors} | (set() if grid or probe else {"g2-updates"}), point
+                   else {"g2-sgd": 17_800} if sgd else {"g2": 8, "g2-tuned": 2})
+        assert set(arms) == {"g16", *factors} | (set() if grid or probe or sgd else {"g2-updates"}), point
         reference = params.train.reference_lr
         assert {a: params.train.lr(arms[a]) / reference for a in factors} == pytest.approx(factors)
+        assert {a for a, arm in arms.items() if arm.optimizer == "sgd"} == ({"g2-sgd"} if sgd else set()), point
         if probe:
             assert arms["g2-rs"].resample and not arms["g2"].resample
-        elif not grid:  # 2-GRPO with 16-GRPO's updates: as many prompts per mini-batch, at its rate
+        elif not grid and not sgd:  # 2-GRPO with 16-GRPO's updates: as many prompts per mini-batch, at its rate
             assert params.train.lr(arms["g2-updates"]) == reference
             assert params.train.prompts_per_minibatch(arms["g2-updates"]) == \
                 params.train.prompts_per_minibatch(arms["g16"]) == 8

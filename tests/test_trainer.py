@@ -90,6 +90,23 @@ def test_fixed_prompts_per_minibatch_for_the_ablation(problems):
     assert ledger.iloc[-1]["opt_steps"] == 2 * (8 // 4) and ledger.iloc[-1]["rollouts"] == 16 * 2
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_an_sgd_arm_steps_by_the_rate_times_the_gradient(problems, optimizer):
+    """Plain SGD (the ladder's probe of Adam's step): an update is the rate times the (clipped) gradient, with no
+    momentum and no weight decay, so the last update's length is lr x its gradient's norm. AdamW's at the same rate is
+    not: it moves each weight by about the rate."""
+    arm = ArmConfig(4, "linear", prompts_per_minibatch=8, optimizer=optimizer)  # one update per generation step
+    ledger, model = run(problems, arm, weight_decay=0.01)
+    last = ledger.iloc[-1]
+    weights = torch.cat([p.detach().flatten() for p in model.parameters()]).double().norm().item()
+    length = last["update_size"] * weights
+    gradient_step = last["lr"] * min(last["grad_norm"], TRAIN.grad_clip)
+    if optimizer == "sgd":
+        assert length == pytest.approx(gradient_step, rel=1e-3)
+    else:
+        assert length > 2 * gradient_step
+
+
 def test_resampling_replaces_dead_groups_within_the_reference_budget(problems):
     plain, _ = run(problems, ArmConfig(2, "none"))
     rs, _ = run(problems, ArmConfig(2, "none", resample=True))

@@ -1,6 +1,7 @@
 """The names params.yaml chooses among and the code dispatches on, each defined once: the graders, the advantage and
-loss variants, the real datasets, and the phases of a generation step. Every other module imports them from here
-(twogrpo.config checks params against them; twogrpo.grpo, twogrpo.grading and twogrpo.telemetry act on them)."""
+loss variants, the optimizers, the real datasets, and the phases of a generation step. Every other module imports
+them from here (twogrpo.config checks params against them; twogrpo.grpo, twogrpo.grading, twogrpo.optim and
+twogrpo.telemetry act on them)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ GRADERS: tuple[Grader, ...] = typing.get_args(Grader)
 # The group advantage's denominator (twogrpo.grpo.group_advantages) and the loss aggregation (twogrpo.grpo.aggregate).
 AdvStd = Literal["bessel", "population", "none"]
 LossAgg = Literal["token-mean", "micro-token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+# An arm's optimizer (twogrpo.optim.optimizer_with_warmup).
+Optimizer = Literal["adamw", "sgd"]
 
 # The real datasets twogrpo.mathdata loads: the paper's train sets, then the benchmarks (the paper's five, and GSM8K
 # and AIME24 for the setups that add them). The embedded task's `chain_sum` is generated, not loaded.

@@ -23,7 +23,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import yaml
 
 from twogrpo import launch as launches
-from twogrpo.choices import BENCHMARKS, REAL_DATASETS, AdvStd, Grader, LossAgg
+from twogrpo.choices import BENCHMARKS, REAL_DATASETS, AdvStd, Grader, LossAgg, Optimizer
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -70,6 +70,9 @@ def _number(x: float) -> str:
 # Every number in params.yaml has a Range (tests/test_config.py checks that none lacks one).
 Positive = Annotated[float, Range(0, open_low=True)]
 MAX_LR = 0.1  # a learning rate above it makes AdamW diverge at any scale here (train.reference_lr=1000: NaN)
+# Plain SGD moves the weights by the rate times the gradient (clipped at train.grad_clip, 1.0): at 10, up to a sixth of
+# the 0.6M model's weight norm (63) in one update.
+MAX_SGD_LR = 10.0
 LearningRate = Annotated[float, Range(0, MAX_LR, open_low=True)]
 NonNegative = Annotated[float, Range(0)]
 Probability = Annotated[float, Range(0, 1, open_low=True)]
@@ -262,6 +265,10 @@ class ArmConfig:
     # A factor on the rate lr_scaling gives, for a ratio no rule expresses: the learning-rate grid chose 2-GRPO's rate
     # at x2 of 16-GRPO's on validation (docs/ladder.md).
     lr_factor: Positive = 1.0
+    # adamw (default; verl's): each update moves each weight by about the rate, whatever the gradient's size. sgd: plain
+    # SGD (no momentum, no weight decay), whose update is the rate times the gradient: the ladder's probe of the x8
+    # collapse at a matched update size (docs/ladder.md).
+    optimizer: Optimizer = "adamw"
 
 
 class Role(enum.Enum):
@@ -416,10 +423,12 @@ class TrainConfig:
             if arm.resample and arm.group_size > self.reference_group_size:
                 raise ParamsError(f"train.arms.{name}: resample needs group_size={arm.group_size} <= "
                                   f"reference_group_size={self.reference_group_size}, whose budget caps it")
-            if self.lr(arm) > MAX_LR:
+            limit, why = ((MAX_SGD_LR, "an SGD update moves the weights too far") if arm.optimizer == "sgd"
+                          else (MAX_LR, "AdamW diverges"))
+            if self.lr(arm) > limit:
                 raise ParamsError(f"train.arms.{name}: lr {self.lr(arm):g} (train.reference_lr={self.reference_lr:g}, "
-                                  f"lr_scaling {arm.lr_scaling}, lr_factor {arm.lr_factor:g}) exceeds {MAX_LR:g}: "
-                                  f"AdamW diverges; lower train.reference_lr")
+                                  f"lr_scaling {arm.lr_scaling}, lr_factor {arm.lr_factor:g}) exceeds {limit:g}: "
+                                  f"{why}; lower train.reference_lr")
         _ = self.reference_arm  # every arm is compared with it: refuse now, not after training them all
 
     def _check_group(self, key: str, g: int, fixed_prompts: int) -> None:

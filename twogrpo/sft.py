@@ -14,7 +14,7 @@ from twogrpo.config import BaseConfig
 from twogrpo.engine import HFEngine
 from twogrpo.evaluation import sample_records
 from twogrpo.grading import graded
-from twogrpo.optim import adamw_with_warmup
+from twogrpo.optim import optimizer_with_warmup
 from twogrpo.policy import render_prompts
 from twogrpo.progress import Progress
 from twogrpo.sampling import Sampling
@@ -51,7 +51,7 @@ def train_sft(model, tokenizer, train: pd.DataFrame, val: pd.DataFrame, template
     torch.manual_seed(cfg.seed)
     prompts = render_prompts(tokenizer, train["problem"].tolist(), template)
     targets = train["solution"].tolist()
-    optimizer, scheduler = adamw_with_warmup(model.parameters(), cfg.lr, cfg.weight_decay, cfg.warmup_steps)
+    optimizer, scheduler = optimizer_with_warmup(model.parameters(), cfg.lr, cfg.weight_decay, cfg.warmup_steps)
     engine = HFEngine(model, tokenizer)
     sampling = Sampling(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens, n=1)
     curve, order, losses, first, done_seconds = [], np.array([], dtype=int), [], 1, 0.0

@@ -42,7 +42,7 @@ from twogrpo.forward import (
     packs,
 )
 from twogrpo.grading import Grader, graded
-from twogrpo.optim import adamw_with_warmup
+from twogrpo.optim import optimizer_with_warmup
 from twogrpo.progress import Progress
 from twogrpo.rollouts import PromptStream, RolloutSource
 from twogrpo.run_state import RunState
@@ -361,8 +361,8 @@ class Training:
         self.base = (copy.deepcopy(model).eval().requires_grad_(False)  # never sharded
                      if cfg.kl_coef or cfg.eval_kl else None)
         trained = dist.prepare(model, cfg.precision)  # DDP or FSDP over several processes; `model` generates, scores
-        optimizer, scheduler = adamw_with_warmup(trained.parameters(), cfg.lr(run.arm), cfg.weight_decay,
-                                                 cfg.warmup_gen_steps)
+        optimizer, scheduler = optimizer_with_warmup(trained.parameters(), cfg.lr(run.arm), cfg.weight_decay,
+                                                     cfg.warmup_gen_steps, run.arm.optimizer)
         self.learner = Learner(trained, optimizer, cfg, run.task.max_new_tokens, policy.tokenizer.pad_token_id, dist)
         self.state = RunState(model, optimizer, scheduler,
                               PromptStream(cfg.prompts, run.seed, cfg.generation_batch_prompts,
