@@ -244,3 +244,24 @@ def test_the_default_is_the_candidate_where_16_grpo_still_improves_with_the_most
     assert default_choice(ladder, gap_rows(ladder), ["center", "epochs-10-prompts-128"])[1] == \
         "epochs-10-prompts-128"  # both improve: the most epochs
     assert default_choice(ladder, gap_rows(ladder), ["center", "size-2m"])[1] is None  # a candidate has not run
+
+
+def test_a_queue_worker_that_stops_with_points_queued_is_started_again_then_given_up_on(monkeypatch, capsys):
+    """DVC's queue worker can stop with experiments still queued (treeverse/dvc#10562): after a minute of ours queued
+    and none running the ladder starts a worker again, and gives up, naming the points, after MAX_RESTARTS."""
+    from tools import ladder
+
+    starts = []
+    monkeypatch.setattr(ladder, "POLL_SECONDS", 0)
+    monkeypatch.setattr(ladder, "start_worker", lambda: starts.append(1))
+    # Queued with no worker for four polls, then running once started again, then done.
+    answers = iter([({"ladder-a"}, False)] * 4 + [({"ladder-a"}, True), (set(), False)])
+    monkeypatch.setattr(ladder, "pending", lambda names: next(answers))
+    ladder.wait_for({"ladder-a"}, start=0.0)
+    assert len(starts) == 1 and "starting it again" in capsys.readouterr().out
+
+    starts.clear()
+    monkeypatch.setattr(ladder, "pending", lambda names: ({"ladder-a", "ladder-b"}, False))  # never runs
+    with pytest.raises(SystemExit, match="ladder-a, ladder-b wait, after 3 restarts"):
+        ladder.wait_for({"ladder-a", "ladder-b"}, start=0.0)
+    assert len(starts) == ladder.MAX_RESTARTS == 3

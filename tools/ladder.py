@@ -48,6 +48,7 @@ from twogrpo.notebooks import execute_to_html
 
 REPORTS = Path("reports")
 POLL_SECONDS = 15
+MAX_RESTARTS = 3  # starts of a stopped DVC queue worker before the ladder gives up
 PREFIX = "ladder-"
 LADDER_CONF = Path(__file__).resolve().parents[1] / "conf" / "ladder"
 CENTER = "center"
@@ -200,28 +201,8 @@ def run_points(points: list[str], extra: list[str]) -> tuple[dict[str, float], l
     start = time.time()
     print(f"running {len(todo)} points one at a time (dvc queue start --jobs 1; follow one with `dvc queue logs -f "
           f"{PREFIX}<point>`)", flush=True)
-    # Its output goes to a file, not a pipe: the worker it starts inherits the descriptors and would hold a pipe open
-    # until the queue is empty.
-    with tempfile.TemporaryFile("w+") as said:
-        started = subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "--jobs", "1"], stdout=said,
-                                 stderr=subprocess.STDOUT)
-        if started.returncode:
-            said.seek(0)
-            raise SystemExit(f"dvc queue start failed:\n{said.read()}")
-    waiting, idle = ours, 0
-    while waiting:  # until none of ours is queued or running (a point removed from the queue counts as ended)
-        time.sleep(POLL_SECONDS)
-        asked = pending(waiting)
-        if asked is None:  # DVC busy or locked: ask again
-            continue
-        still, working = asked
-        for name in sorted(waiting - still):
-            print(f"{name} ended after {(time.time() - start) / 60:.1f} min", flush=True)
-        waiting = still
-        idle = idle + 1 if waiting and not working else 0
-        if idle >= 4:  # a minute with ours queued, none running and no worker: it died
-            raise SystemExit(f"no DVC queue worker is running, yet {', '.join(sorted(waiting))} wait: "
-                             "`dvc queue status`, `dvc queue logs <name>`")
+    start_worker()
+    wait_for(ours, start)
     # Those that ended since the start, on whichever commit they were queued (a commit made meanwhile moves HEAD).
     finished = {p: e for p, e in experiments(any_commit=True).items() if e["finished"] >= int(start)}
     # A point's wall-clock: from the previous point's end (a failed point's time counts toward the next).
@@ -234,6 +215,44 @@ def run_points(points: list[str], extra: list[str]) -> tuple[dict[str, float], l
     print(f"ladder: {len(seconds)} points in {total / 60:.1f} min wall-clock; "
           + ", ".join(f"{p} {s / 60:.1f} min" for p, s in seconds.items()), flush=True)
     return seconds, failed
+
+
+def wait_for(names: set[str], start: float) -> None:
+    """Until none of these experiments is queued or running (one removed from the queue counts as ended), saying when
+    each ends; a DVC queue worker that stops with some of them queued is started again, up to MAX_RESTARTS times."""
+    waiting, idle, restarts = names, 0, 0
+    while waiting:
+        time.sleep(POLL_SECONDS)
+        asked = pending(waiting)
+        if asked is None:  # DVC busy or locked: ask again
+            continue
+        still, working = asked
+        for name in sorted(waiting - still):
+            print(f"{name} ended after {(time.time() - start) / 60:.1f} min", flush=True)
+        waiting = still
+        idle = idle + 1 if waiting and not working else 0
+        if idle >= 4 and restarts < MAX_RESTARTS:
+            # A minute with ours queued, none running and no worker. DVC's worker can stop with experiments still
+            # queued (treeverse/dvc#10562; its log says "Got shutdown from remote"); a new one resumes them.
+            print(f"the DVC queue worker stopped while {', '.join(sorted(waiting))} wait; starting it again",
+                  flush=True)
+            start_worker()
+            idle, restarts = 0, restarts + 1
+        elif idle >= 4:
+            raise SystemExit(f"no DVC queue worker is running, yet {', '.join(sorted(waiting))} wait, after "
+                             f"{restarts} restarts: `dvc queue status`, `dvc queue logs <name>`")
+
+
+def start_worker() -> None:
+    """`dvc queue start --jobs 1`: one experiment at a time, as every stage already uses all the cores."""
+    # Its output goes to a file, not a pipe: the worker it starts inherits the descriptors and would hold a pipe open
+    # until the queue is empty.
+    with tempfile.TemporaryFile("w+") as said:
+        started = subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "--jobs", "1"], stdout=said,
+                                 stderr=subprocess.STDOUT)
+        if started.returncode:
+            said.seek(0)
+            raise SystemExit(f"dvc queue start failed:\n{said.read()}")
 
 
 def write_report(seconds: dict[str, float]) -> Path:
