@@ -30,7 +30,7 @@ def test_committed_params_load_and_derive_the_arms():
     t = p.train
     g16, g2 = t.arms["g16"], t.arms["g2-tuned"]
     assert t.prompts_per_minibatch(g16) * 16 == t.prompts_per_minibatch(g2) * 2 == t.rollouts_per_minibatch
-    assert t.lr(g16) == t.reference_lr and t.lr(g2) == 2 * t.reference_lr  # the grid's choice for 2-GRPO
+    assert t.lr(g16) == t.reference_lr and t.lr(g2) == 4 * t.reference_lr  # the grid's choice for 2-GRPO
     assert t.lr(ArmConfig(2, "linear")) == pytest.approx(8 * t.reference_lr)  # the paper's linear rule
 
 
@@ -121,9 +121,9 @@ def test_the_paper_budget_gives_the_paper_learning_rates(raw, tmp_path):
     # Numbers inside their ranges that would break the run, and settings that would measure nothing.
     (lambda r: r["train"].update(reference_lr=1000.0), "train.reference_lr=1000.0 must be in (0, 0.1]"),
     (lambda r: r["train"].update(reference_lr=0.05) or r["train"]["arms"]["g2-tuned"].update(lr_scaling="linear"),
-     "train.arms.g2-tuned: lr 0.8 (train.reference_lr=0.05, lr_scaling linear, lr_factor 2) exceeds 0.1"),
+     "train.arms.g2-tuned: lr 1.6 (train.reference_lr=0.05, lr_scaling linear, lr_factor 4) exceeds 0.1"),
     (lambda r: r["train"]["arms"]["g2-tuned"].update(optimizer="sgd", lr_factor=1e6),  # SGD's own bound, not AdamW's
-     "train.arms.g2-tuned: lr 25 (train.reference_lr=2.5e-05, lr_scaling none, lr_factor 1e+06) exceeds 10: an SGD "
+     "train.arms.g2-tuned: lr 12.5 (train.reference_lr=1.25e-05, lr_scaling none, lr_factor 1e+06) exceeds 10: an SGD "
      "update moves the weights too far"),
     (lambda r: r["train"].update(micro_batch_tokens=1), "train.micro_batch_tokens=1 cannot hold one prompt"),
     (lambda r: r["grading"].update(evaluation="verl-dapo"), "grading.evaluation=verl-dapo reads an \"Answer:\" line"),

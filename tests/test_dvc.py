@@ -112,4 +112,4 @@ def test_make_study_names_what_differs_between_params_yaml_and_conf():
     raw = compose([])[0]
     edited = compose(["train.epochs=3", "runtime.threads=2"])[0]
     assert differences(raw, raw) == []
-    assert differences(raw, edited) == ["train.epochs: 1 -> 3", "runtime.threads: 0 -> 2"]
+    assert differences(raw, edited) == ["train.epochs: 10 -> 3", "runtime.threads: 0 -> 2"]

@@ -262,8 +262,8 @@ class ArmConfig:
     # 2-GRPO+RS (paper §6.3, DAPO's dynamic sampling): a group whose rewards are all equal is replaced by a fresh
     # group from a new prompt, while the step's rollouts stay within the reference arm's (16-GRPO's) budget.
     resample: bool = False
-    # A factor on the rate lr_scaling gives, for a ratio no rule expresses: the learning-rate grid chose 2-GRPO's rate
-    # at x2 of 16-GRPO's on validation (docs/ladder.md).
+    # A factor on the rate lr_scaling gives, for a ratio no rule expresses, such as the one between the rates the
+    # learning-rate grid chose for each arm on validation (docs/ladder.md).
     lr_factor: Positive = 1.0
     # adamw (default; verl's): each update moves each weight by about the rate, whatever the gradient's size. sgd: plain
     # SGD (no momentum, no weight decay), whose update is the rate times the gradient: the ladder's probe of the x8
