@@ -167,7 +167,7 @@ def test_a_recorded_run_of_a_redefined_point_is_told_apart():
     mapping, _ = compose(["ladder=size-10m"])
     assert outdated("size-10m", mapping) == {}
     mapping["train"]["reference_lr"], mapping["base"]["hidden_size"] = 1e-4, 128  # the point as it once ran
-    assert outdated("size-10m", mapping) == {"train.reference_lr": (6.25e-6, 1e-4), "base.hidden_size": (512, 128)}
+    assert outdated("size-10m", mapping) == {"train.reference_lr": (3.125e-6, 1e-4), "base.hidden_size": (512, 128)}
 
 
 def test_a_bad_override_stops_the_ladder_before_anything_is_queued():

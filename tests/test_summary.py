@@ -232,7 +232,7 @@ def test_semantics_table_names_each_choice_with_its_key():
     assert table["train.loss_agg"].startswith("micro-token-mean (micro-batches of 256 rollouts)")
     assert table["train.skip_dead_groups"] == "verl's full pass"
     assert table["grading.evaluation"] == table["grading.reward"] == "math-verify"
-    assert "1,024 problems every epoch, 1,024 trained on (whole generation batches of 128)" in table["train.prompts"]
+    assert "128 problems every epoch, 128 trained on (whole generation batches of 128)" in table["train.prompts"]
 
 
 def test_a_run_timed_under_contention_leaves_the_time_claim_unjudged():

@@ -267,17 +267,19 @@ def write_report(seconds: dict[str, float]) -> Path:
     recorded = previous.get("points", {})
     cost = {p: s for p, s in previous.get("seconds", {}).items()
             if p not in found or recorded.get(p, {}).get("rev") == found[p]["rev"]} | seconds
-    # A point recorded before whose experiment this repository no longer holds keeps its record (it is the evidence),
-    # unless the point has been redefined since: a run of other settings would sit on the axis under its name.
+    # A point recorded before whose experiment this repository no longer holds keeps its record (it is the evidence).
+    # Either is dropped once the point has been redefined: a run of other settings would sit on the axis under its
+    # name, and the rule would read it as the point.
     known, points = ladder_points(), {}
     for point, record in recorded.items():
         if point in known and point not in found:
-            if stale := outdated(point, record["params"]):
-                print(f"{PREFIX}{point}: its recorded run ({record['rev'][:7]}) predates the point's settings ("
-                      + ", ".join(f"{k} {v!r}, ran {r!r}" for k, (v, r) in stale.items()) + "); dropped")
-            else:
-                points[point] = record
+            points[point] = record
     points |= {p: point_record(p, e["rev"]) | {"baseline": e["baseline"]} for p, e in found.items()}
+    for point, record in list(points.items()):
+        if point in known and (stale := outdated(point, record["params"])):
+            print(f"{PREFIX}{point}: its recorded run ({record['rev'][:7]}) predates the point's settings ("
+                  + ", ".join(f"{k} {v!r}, ran {r!r}" for k, (v, r) in stale.items()) + "); dropped")
+            del points[point]
     points = {p: points[p] for p in known if p in points}  # in conf/ladder/'s order, whichever ran where
     grid = [p for p in known if p.startswith(GRID_PREFIX)]
     ladder = {"axes": AXES, "grid": grid, "points": points, "seconds": {p: s for p, s in cost.items() if p in points}}
