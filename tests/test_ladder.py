@@ -13,6 +13,7 @@ from twogrpo.ladder import (
     paper_points,
     rate_choice,
     reference_progress,
+    verdict_table,
 )
 
 
@@ -92,6 +93,11 @@ def test_gap_rows_and_verdicts_per_axis_from_recorded_points():
     assert by_size["verdict on the share"].to_dict() == {"g2-same-lr": "narrows", "g2": "no trend shown"}
     by_rule = axis_verdicts(rows, "lr_factor", by="point").set_index("point")["verdict"]
     assert set(by_rule) == {"widens"}  # x8 is farther from zero than x1 at every point
+    # Every axis is listed; one none of whose points has run reads "not judged".
+    table = verdict_table(rows, {"model size": ["center", "size-10m"], "training length": ["epochs-4-prompts-256"]})
+    assert set(table.loc[table["axis"] == "model size", "arm"]) == {"g2-same-lr", "g2"}
+    assert table.loc[table["axis"] == "training length", "verdict"].tolist() == [
+        "not judged: none of its points has run"]
     # A share without bounds (16-GRPO's gain not shown there) is not fitted: two points left, within noise.
     unbounded = ladder["points"]["size-10m"]["claims"]["arms"]["g2-same-lr"]
     unbounded["share_low"], unbounded["share_high"] = float("-inf"), float("inf")
@@ -168,6 +174,9 @@ def test_a_recorded_run_of_a_redefined_point_is_told_apart():
     assert outdated("size-10m", mapping) == {}
     mapping["train"]["reference_lr"], mapping["base"]["hidden_size"] = 1e-4, 128  # the point as it once ran
     assert outdated("size-10m", mapping) == {"train.reference_lr": (3.125e-6, 1e-4), "base.hidden_size": (512, 128)}
+    smoke, _ = compose(["ladder=size-10m", "train.prompts=256"])  # a run with a --set value is not the point...
+    assert outdated("size-10m", smoke) == {"train.prompts": (1024, 256)}
+    assert outdated("size-10m", smoke, ["train.prompts=256", "scale=dry-run"]) == {}  # ...unless asked with the same
 
 
 def test_a_bad_override_stops_the_ladder_before_anything_is_queued():

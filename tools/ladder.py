@@ -130,11 +130,17 @@ def pending(names: set[str]) -> tuple[set[str], bool] | None:
         return None
 
 
-def outdated(point: str, params: dict) -> dict[str, tuple[object, object]]:
-    """The settings a point's file states (with those it builds on) that a run's params do not hold: key -> (the
-    point's value, the run's). Empty when the run is the point as it is defined now."""
+def outdated(point: str, params: dict, extra: list[str] = ()) -> dict[str, tuple[object, object]]:
+    """The settings a point's file states (with those it builds on), as `extra` overrides (`--set` values) leave
+    them, that a run's params do not hold: key -> (the point's value, the run's). Empty when the run is the point as
+    it is defined now."""
+    stated = settings(point)
+    for override in extra:
+        key, _, value = override.partition("=")
+        if key in stated:
+            stated[key] = yaml.safe_load(value)
     found = {}
-    for key, value in settings(point).items():
+    for key, value in stated.items():
         section, name = key.split(".")
         ran = params.get(section, {}).get(name)
         if ran != value:
@@ -255,9 +261,10 @@ def start_worker() -> None:
             raise SystemExit(f"dvc queue start failed:\n{said.read()}")
 
 
-def write_report(seconds: dict[str, float]) -> Path:
+def write_report(seconds: dict[str, float], extra: list[str] = ()) -> Path:
     """reports/ladder.json from the ladder's experiments (the cost measured now, or kept from the last run), then
-    reports/ladder.html."""
+    reports/ladder.html. A point's runs count while they hold its settings as `extra` (the `--set` values the points
+    just ran with) leaves them."""
     found = experiments(any_commit=True)
     if not found:
         raise SystemExit("no ladder experiment in this repository: run `python -m tools.ladder` first")
@@ -276,7 +283,7 @@ def write_report(seconds: dict[str, float]) -> Path:
             points[point] = record
     points |= {p: point_record(p, e["rev"]) | {"baseline": e["baseline"]} for p, e in found.items()}
     for point, record in list(points.items()):
-        if point in known and (stale := outdated(point, record["params"])):
+        if point in known and (stale := outdated(point, record["params"], extra)):
             print(f"{PREFIX}{point}: its recorded run ({record['rev'][:7]}) predates the point's settings ("
                   + ", ".join(f"{k} {v!r}, ran {r!r}" for k, (v, r) in stale.items()) + "); dropped")
             del points[point]
@@ -301,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     if failed:  # named before the report, which stops when no point ran at all
         print("failed (see `dvc queue logs <name>`; the report shows the points that ran): "
               + ", ".join(PREFIX + p for p in failed), file=sys.stderr, flush=True)
-    print(f"wrote {write_report(seconds)}")
+    print(f"wrote {write_report(seconds, args.set)}")
     if failed:
         raise SystemExit(1)
 

@@ -236,7 +236,8 @@ AXIS_VALUES = {"model size": "parameters", "training length": "epochs", "prompt 
 
 def verdict_table(rows: pd.DataFrame, axes: dict[str, list[str]]) -> pd.DataFrame:
     """Every verdict of the ladder, for the report and the figures page alike: along each axis of points (`axes`:
-    axis -> its points; read by AXIS_VALUES), one per 2-GRPO arm; then along the learning-rate factor (x1, x2, x8),
+    axis -> its points; read by AXIS_VALUES), one per 2-GRPO arm (an axis none of whose points has run reads "not
+    judged"); then along the learning-rate factor (x1, x4, x8),
     one per point, read from the arms whose mini-batches follow the rollout budget (not g2-updates, whose x1 is another
     comparison). Columns: axis, arm (an arm, or "2-GRPO at <point>"), verdict, verdict on the share, gap along the
     axis (each value's gap with its interval and seeds)."""
@@ -244,10 +245,14 @@ def verdict_table(rows: pd.DataFrame, axes: dict[str, list[str]]) -> pd.DataFram
     for axis, points in axes.items():
         value = AXIS_VALUES[axis]
         table = axis_verdicts(rows[rows["point"].isin(points)], value)
+        if table.empty:  # the axis is still listed: none of its points has a run (or one at its current settings)
+            none = "not judged: none of its points has run"
+            table = pd.DataFrame([{"arm": "every arm", "verdict": none, "verdict on the share": none,
+                                   f"gap by {value}": ""}])
         tables.append(table.rename(columns={f"gap by {value}": "gap along the axis"}).assign(axis=axis))
     rule = axis_verdicts(rows[rows["prompts_per_minibatch"] == 0], "lr_factor", by="point", across_bases=False)
     rule = rule.rename(columns={"point": "arm", "gap by lr_factor": "gap along the axis"})
-    tables.append(rule.assign(arm="2-GRPO at " + rule["arm"], axis="learning-rate factor (x1, x2, x8)"))
+    tables.append(rule.assign(arm="2-GRPO at " + rule["arm"], axis="learning-rate factor (x1, x4, x8)"))
     columns = ["axis", "arm", "verdict", "verdict on the share", "gap along the axis"]
     return pd.concat(tables, ignore_index=True)[columns]
 
