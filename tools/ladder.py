@@ -18,8 +18,8 @@ command only so that the worker it leaves behind holds none of this process's ou
 The report reads the newest `ladder-<point>` experiment of each point, on whichever commit it ran (the report names
 each point's commit): its params, metrics and result tables (committed in the experiment), into reports/ladder.json,
 and executes notebooks/ladder.ipynb on it into reports/ladder.html. A point recorded in reports/ladder.json whose
-experiment this repository no longer holds (run in another clone) keeps its recorded entry while the point's file
-still describes it.
+experiment this repository no longer holds (run in another clone) keeps its recorded entry. Either counts only while
+the point's file (with the `--set` values of the call) still describes it.
 """
 
 from __future__ import annotations
@@ -284,7 +284,7 @@ def write_report(seconds: dict[str, float], extra: list[str] = ()) -> Path:
     points |= {p: point_record(p, e["rev"]) | {"baseline": e["baseline"]} for p, e in found.items()}
     for point, record in list(points.items()):
         if point in known and (stale := outdated(point, record["params"], extra)):
-            print(f"{PREFIX}{point}: its recorded run ({record['rev'][:7]}) predates the point's settings ("
+            print(f"{PREFIX}{point}: its recorded run ({record['rev'][:7]}) does not hold the point's settings ("
                   + ", ".join(f"{k} {v!r}, ran {r!r}" for k, (v, r) in stale.items()) + "); dropped")
             del points[point]
     points = {p: points[p] for p in known if p in points}  # in conf/ladder/'s order, whichever ran where
