@@ -238,8 +238,9 @@ def verdict_table(rows: pd.DataFrame, axes: dict[str, list[str]]) -> pd.DataFram
     """Every verdict of the ladder, for the report and the figures page alike: along each axis of points (`axes`:
     axis -> its points; read by AXIS_VALUES), one per 2-GRPO arm (an axis none of whose points has run reads "not
     judged"); then along the learning-rate factor (x1, x4, x8), one per point, read from the arms whose mini-batches
-    follow the rollout budget (not g2-updates, whose x1 is another comparison). Columns: axis, arm (an arm, or "2-GRPO at <point>"), verdict, verdict on the share, gap along the
-    axis (each value's gap with its interval and seeds)."""
+    follow the rollout budget (not g2-updates, whose x1 is another comparison). Columns: axis, arm (an arm, or
+    "2-GRPO at <point>"), verdict, verdict on the share, gap along the axis (each value's gap with its interval and
+    seeds)."""
     tables = []
     for axis, points in axes.items():
         value = AXIS_VALUES[axis]
