@@ -98,6 +98,13 @@ def test_gap_rows_and_verdicts_per_axis_from_recorded_points():
     assert set(table.loc[table["axis"] == "model size", "arm"]) == {"g2-same-lr", "g2"}
     assert table.loc[table["axis"] == "training length", "verdict"].tolist() == [
         "not judged: none of its points has run"]
+    assert set(table.loc[table["axis"].str.startswith("learning-rate"), "arm"]) == {
+        "2-GRPO at center", "2-GRPO at size-2m", "2-GRPO at size-10m"}
+    # A probe varies something else at one rate: it is no point of the rate axis.
+    ladder["points"]["probe"] = ladder_point(600_000, 1, {"g2": (8, -20.0, 3.0), "g2-rs": (8, -6.0, 3.0)})
+    table = verdict_table(gap_rows(ladder), {"model size": ["center", "size-10m"]})
+    assert "2-GRPO at probe" not in set(table["arm"])
+    del ladder["points"]["probe"]
     # A share without bounds (16-GRPO's gain not shown there) is not fitted: two points left, within noise.
     unbounded = ladder["points"]["size-10m"]["claims"]["arms"]["g2-same-lr"]
     unbounded["share_low"], unbounded["share_high"] = float("-inf"), float("inf")

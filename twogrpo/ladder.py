@@ -238,7 +238,8 @@ def verdict_table(rows: pd.DataFrame, axes: dict[str, list[str]]) -> pd.DataFram
     """Every verdict of the ladder, for the report and the figures page alike: along each axis of points (`axes`:
     axis -> its points; read by AXIS_VALUES), one per 2-GRPO arm (an axis none of whose points has run reads "not
     judged"); then along the learning-rate factor (x1, x4, x8), one per point, read from the arms whose mini-batches
-    follow the rollout budget (not g2-updates, whose x1 is another comparison). Columns: axis, arm (an arm, or
+    follow the rollout budget (not g2-updates, whose x1 is another comparison), at the points where those arms train
+    at more than one rate (not the probes, which vary something else at one rate). Columns: axis, arm (an arm, or
     "2-GRPO at <point>"), verdict, verdict on the share, gap along the axis (each value's gap with its interval and
     seeds)."""
     tables = []
@@ -250,7 +251,9 @@ def verdict_table(rows: pd.DataFrame, axes: dict[str, list[str]]) -> pd.DataFram
             table = pd.DataFrame([{"arm": "every arm", "verdict": none, "verdict on the share": none,
                                    f"gap by {value}": ""}])
         tables.append(table.rename(columns={f"gap by {value}": "gap along the axis"}).assign(axis=axis))
-    rule = axis_verdicts(rows[rows["prompts_per_minibatch"] == 0], "lr_factor", by="point", across_bases=False)
+    budget = rows[rows["prompts_per_minibatch"] == 0]
+    budget = budget[budget.groupby("point")["lr_factor"].transform(lambda f: f.round(6).nunique() > 1)]
+    rule = axis_verdicts(budget, "lr_factor", by="point", across_bases=False)
     rule = rule.rename(columns={"point": "arm", "gap by lr_factor": "gap along the axis"})
     tables.append(rule.assign(arm="2-GRPO at " + rule["arm"], axis="learning-rate factor (x1, x4, x8)"))
     columns = ["axis", "arm", "verdict", "verdict on the share", "gap along the axis"]
