@@ -13,7 +13,9 @@ from twogrpo.ladder import (
     paper_points,
     rate_choice,
     reference_progress,
+    shares_where_learning,
     verdict_table,
+    x8_by_rate,
 )
 
 
@@ -218,6 +220,9 @@ def test_each_arm_takes_the_lowest_rate_within_a_point_of_its_own_best_on_valida
     # 1e-4), with 44.5 (x8 of 2.5e-5, i.e. 2e-4) and 44.0 (x8 of 1.25e-5, 1e-4) within a point: 1e-4.
     assert rates["16-GRPO"] == pytest.approx(2.5e-5) and rates["2-GRPO"] == pytest.approx(1e-4)
     assert rates["2-GRPO by the paper's rule"] == pytest.approx(2e-4)
+    x8 = x8_by_rate(gap_rows(ladder), grid)  # the paper's rule at each reference rate, by rate
+    assert x8["lr"].tolist() == pytest.approx([1e-4, 2e-4, 4e-4, 8e-4])
+    assert x8["validation"].tolist() == pytest.approx([44.0, 44.5, 20.0, 5.0])
 
 
 def test_no_rate_is_chosen_before_every_grid_point_has_three_seeds():
@@ -254,6 +259,11 @@ def test_the_default_is_the_candidate_where_16_grpo_still_improves_with_the_most
     ladder = ladder_of({"center": rising, "epochs-10-prompts-128": flat})
     table, chosen = default_choice(ladder, gap_rows(ladder), ["center", "epochs-10-prompts-128"])
     assert chosen == "center" and list(table["still improving"]) == [True, False]  # the only one still improving
+    # Each share beside whether 16-GRPO still learns at its point: those points first.
+    shares = shares_where_learning(ladder, gap_rows(ladder))
+    assert shares[["point", "arm", "still improving"]].values.tolist() == [
+        ["center", "g2", True], ["epochs-10-prompts-128", "g2", False]]
+    assert shares["share"].tolist() == pytest.approx([0.5, 0.5])  # a 5-point gap of a 10-point gain
     ladder = ladder_of({"center": flat, "epochs-10-prompts-128": flat})
     assert default_choice(ladder, gap_rows(ladder), ["center", "epochs-10-prompts-128"])[1] == "center"  # tie: first
     ladder = ladder_of({"center": rising, "epochs-10-prompts-128": rising})

@@ -122,14 +122,14 @@ def reference_progress(curves: list[dict], arm: str = REFERENCE_ARM, level: floa
     return {"slope": float(slope), "slope_low": float(slope_low), "gain": gain, "gain_low": gain_low}
 
 
-def default_choice(ladder: dict, rows: pd.DataFrame, candidates: list[str]) -> tuple[pd.DataFrame, str | None]:
-    """The candidates with what DEFAULT_RULE reads (16-GRPO's progress on validation, its final validation Mean@k,
-    the point's epochs and prompts) and the point it picks; None when a candidate has not run or cannot be read."""
+def progress_table(ladder: dict, rows: pd.DataFrame, points: list[str]) -> pd.DataFrame:
+    """Per point of `points`: its epochs and prompts, 16-GRPO's final validation Mean@k, what reference_progress
+    reads of its in-training validation accuracy, and whether it is still improving (both one-sided bounds above 0;
+    False where they cannot be read)."""
     per_point = rows.drop_duplicates("point").set_index("point")
     out = []
-    for point in candidates:
-        record = ladder["points"].get(point, {})
-        progress = reference_progress(record.get("curves") or [])
+    for point in points:
+        progress = reference_progress(ladder["points"].get(point, {}).get("curves") or [])
         out.append({"point": point, "epochs": per_point["epochs"].get(point, np.nan),
                     "prompts": per_point["prompts"].get(point, np.nan),
                     "16-GRPO validation Mean@k": per_point["reference_validation"].get(point, np.nan),
@@ -138,14 +138,41 @@ def default_choice(ladder: dict, rows: pd.DataFrame, candidates: list[str]) -> t
                     "16-GRPO gain over its base (points)": progress["gain"],
                     "gain's one-sided 95% lower bound": progress["gain_low"]})
     table = pd.DataFrame(out)
-    if table.isna().any(axis=None):
-        return table, None
     table["still improving"] = (table["its one-sided 95% lower bound"] > 0) & (
         table["gain's one-sided 95% lower bound"] > 0)
+    return table
+
+
+def default_choice(ladder: dict, rows: pd.DataFrame, candidates: list[str]) -> tuple[pd.DataFrame, str | None]:
+    """The candidates with what DEFAULT_RULE reads (progress_table) and the point it picks; None when a candidate
+    has not run or cannot be read."""
+    table = progress_table(ladder, rows, candidates)
+    if table.drop(columns="still improving").isna().any(axis=None):
+        return table, None
     improving = table[table["still improving"]]
     if len(improving):
         return table, str(improving.sort_values(["epochs", "prompts"], ascending=False).iloc[0]["point"])
     return table, str(table.sort_values("16-GRPO validation Mean@k", ascending=False).iloc[0]["point"])
+
+
+def shares_where_learning(ladder: dict, rows: pd.DataFrame) -> pd.DataFrame:
+    """Each 2-GRPO arm's share of 16-GRPO's gain at every point (with its 95% interval and one-sided bound), beside
+    whether 16-GRPO is still improving there on validation (progress_table): a share read where 16-GRPO has stopped
+    learning compares two arms at one ceiling. The points where it still improves come first."""
+    progress = progress_table(ladder, rows, list(dict.fromkeys(rows["point"])))
+    table = rows[["point", "arm", "lr_factor", "share", "share_low", "share_high", "share_bound", "seeds"]].merge(
+        progress[["point", "16-GRPO slope, second half (points per step)", "its one-sided 95% lower bound",
+                  "still improving"]], on="point")
+    return table.sort_values(["still improving", "point", "arm"], ascending=[False, True, True], ignore_index=True)
+
+
+def x8_by_rate(rows: pd.DataFrame, grid: list[str]) -> pd.DataFrame:
+    """The paper's rule at each of the grid's reference rates: 2-GRPO at x8 (arm `g2`), its absolute rate, its
+    validation Mean@k and its test gap to 16-GRPO. If the collapse follows the absolute rate, it appears only at the
+    high rates; if it follows the rule, at every one."""
+    x8 = rows[rows["point"].isin(grid) & (rows["arm"] == "g2")]
+    return x8[["point", "reference_lr", "lr", "validation", "reference_validation", "gap", "low", "high",
+               "seeds"]].sort_values("reference_lr", ignore_index=True)
 
 
 def gap_rows(ladder: dict) -> pd.DataFrame:
@@ -230,6 +257,14 @@ def axis_verdicts(rows: pd.DataFrame, value: str, by: str = "arm", across_bases:
     return pd.DataFrame(out)
 
 
+def rate_axis_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows the learning-rate axis reads: the arms whose mini-batches follow the rollout budget (not g2-updates,
+    whose x1 holds the update count equal), at the points where they train at more than one rate (not the probes,
+    which vary something else at one rate)."""
+    budget = rows[rows["prompts_per_minibatch"] == 0]
+    return budget[budget.groupby("point")["lr_factor"].transform(lambda f: f.round(6).nunique() > 1)]
+
+
 # The column each point axis is read by.
 AXIS_VALUES = {"model size": "parameters", "training length": "epochs", "prompt pool": "prompts"}
 
@@ -237,11 +272,9 @@ AXIS_VALUES = {"model size": "parameters", "training length": "epochs", "prompt 
 def verdict_table(rows: pd.DataFrame, axes: dict[str, list[str]]) -> pd.DataFrame:
     """Every verdict of the ladder, for the report and the figures page alike: along each axis of points (`axes`:
     axis -> its points; read by AXIS_VALUES), one per 2-GRPO arm (an axis none of whose points has run reads "not
-    judged"); then along the learning-rate factor (x1, x4, x8), one per point, read from the arms whose mini-batches
-    follow the rollout budget (not g2-updates, whose x1 is another comparison), at the points where those arms train
-    at more than one rate (not the probes, which vary something else at one rate). Columns: axis, arm (an arm, or
-    "2-GRPO at <point>"), verdict, verdict on the share, gap along the axis (each value's gap with its interval and
-    seeds)."""
+    judged"); then along the learning-rate factor (x1, x4, x8), one per point, read from rate_axis_rows. Columns:
+    axis, arm (an arm, or "2-GRPO at <point>"), verdict, verdict on the share, gap along the axis (each value's gap
+    with its interval and seeds)."""
     tables = []
     for axis, points in axes.items():
         value = AXIS_VALUES[axis]
@@ -251,9 +284,7 @@ def verdict_table(rows: pd.DataFrame, axes: dict[str, list[str]]) -> pd.DataFram
             table = pd.DataFrame([{"arm": "every arm", "verdict": none, "verdict on the share": none,
                                    f"gap by {value}": ""}])
         tables.append(table.rename(columns={f"gap by {value}": "gap along the axis"}).assign(axis=axis))
-    budget = rows[rows["prompts_per_minibatch"] == 0]
-    budget = budget[budget.groupby("point")["lr_factor"].transform(lambda f: f.round(6).nunique() > 1)]
-    rule = axis_verdicts(budget, "lr_factor", by="point", across_bases=False)
+    rule = axis_verdicts(rate_axis_rows(rows), "lr_factor", by="point", across_bases=False)
     rule = rule.rename(columns={"point": "arm", "gap by lr_factor": "gap along the axis"})
     tables.append(rule.assign(arm="2-GRPO at " + rule["arm"], axis="learning-rate factor (x1, x4, x8)"))
     columns = ["axis", "arm", "verdict", "verdict on the share", "gap along the axis"]
