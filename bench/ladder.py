@@ -1,6 +1,7 @@
 """The ladder's figures, from reports/ladder.json (written by `python -m tools.ladder`, see docs/ladder.md): each
-point's cost and base, the gap of every 2-GRPO arm to 16-GRPO with its 95% interval, the verdict per axis, and the
-default point the written rule chooses on validation.
+point's cost and base, the gap of every 2-GRPO arm to 16-GRPO and its share of 16-GRPO's gain with their 95%
+intervals, whether 16-GRPO still improves at the point, the verdict per axis, and the default point the written rule
+chooses on validation.
 
     python bench/ladder.py             # print them
     python bench/ladder.py --record    # also into docs/figures.md, block `ladder`
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from figures import add_record_flag, recording
@@ -22,11 +24,19 @@ from twogrpo.ladder import (
     default_choice,
     gap_rows,
     gap_text,
+    progress_table,
     rate_choice,
     verdict_table,
 )
 
 LADDER = Path(__file__).resolve().parents[1] / "reports" / "ladder.json"
+
+
+def share_text(r) -> str:
+    """The share of 16-GRPO's gain with its 95% interval and one-sided 95% bound; "-" where it has no bounds."""
+    if not math.isfinite(r["share_low"] + r["share_high"] + r["share_bound"]):
+        return "-"
+    return f"{r['share']:.0%} [{r['share_low']:.0%}, {r['share_high']:.0%}], bound {r['share_bound']:.0%}"
 
 
 def main() -> None:
@@ -43,17 +53,19 @@ def main() -> None:
               "all). Mean@8 on the 500 test problems; gap to 16-GRPO in points, with its 95% interval where the record "
               "holds the study's seed-aware one (twogrpo/stats.py). Verdicts: the slope through the points with 3+ "
               "seeds.")
-        print("| point | parameters | seeds | base val acc | minutes | 16-GRPO Mean@8 | arm (lr factor) | Mean@8 | gap "
-              "[95%] | discard rate |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        improving = progress_table(ladder, rows, list(dict.fromkeys(rows["point"]))).set_index("point")
+        print("| point | parameters | seeds | base val acc | minutes | 16-GRPO Mean@8 | 16-GRPO still improving | "
+              "arm (lr factor) | Mean@8 | gap [95%] | share of the gain [95%] | discard rate |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for _, r in rows.iterrows():
             record = ladder["points"][r["point"]]
             seconds = ladder["seconds"].get(r["point"])
             print(f"| `{r['point']}` | {r['parameters']:,} | {r['seeds']} | {record['base']['val_accuracy']:.2f} | "
                   f"{'-' if seconds is None else f'{seconds / 60:.1f}'} | {r['reference_mean_at_k']:.2f} | "
+                  f"{'yes' if improving.loc[r['point'], 'still improving'] else 'no'} | "
                   f"`{r['arm']}` (x{r['lr_factor']:.2f}) | {r['mean_at_k']:.2f} | "
-                  f"{gap_text(r['gap'], r['low'], r['high'])} | {r['discard_rate']:.0%} ({REFERENCE_ARM} "
-                  f"{r['reference_discard_rate']:.0%}) |")
+                  f"{gap_text(r['gap'], r['low'], r['high'])} | {share_text(r)} | "
+                  f"{r['discard_rate']:.0%} ({REFERENCE_ARM} {r['reference_discard_rate']:.0%}) |")
         print("| axis | arm | verdict (gap) | verdict (share of the gain) | gap along the axis |")
         print("|---|---|---|---|---|")
         for _, v in verdict_table(rows, ladder["axes"]).iterrows():
