@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 from figures import add_record_flag, recording
@@ -28,15 +27,9 @@ from twogrpo.ladder import (
     rate_choice,
     verdict_table,
 )
+from twogrpo.paper import share_text
 
 LADDER = Path(__file__).resolve().parents[1] / "reports" / "ladder.json"
-
-
-def share_text(r) -> str:
-    """The share of 16-GRPO's gain with its 95% interval and one-sided 95% bound; "-" where it has no bounds."""
-    if not math.isfinite(r["share_low"] + r["share_high"] + r["share_bound"]):
-        return "-"
-    return f"{r['share']:.0%} [{r['share_low']:.0%}, {r['share_high']:.0%}], bound {r['share_bound']:.0%}"
 
 
 def main() -> None:
@@ -59,12 +52,13 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for _, r in rows.iterrows():
             record = ladder["points"][r["point"]]
+            claims = record["claims"]["arms"][r["arm"]]
             seconds = ladder["seconds"].get(r["point"])
             print(f"| `{r['point']}` | {r['parameters']:,} | {r['seeds']} | {record['base']['val_accuracy']:.2f} | "
                   f"{'-' if seconds is None else f'{seconds / 60:.1f}'} | {r['reference_mean_at_k']:.2f} | "
                   f"{'yes' if improving.loc[r['point'], 'still improving'] else 'no'} | "
                   f"`{r['arm']}` (x{r['lr_factor']:.2f}) | {r['mean_at_k']:.2f} | "
-                  f"{gap_text(r['gap'], r['low'], r['high'])} | {share_text(r)} | "
+                  f"{gap_text(r['gap'], r['low'], r['high'])} | {share_text(claims)} | "
                   f"{r['discard_rate']:.0%} ({REFERENCE_ARM} {r['reference_discard_rate']:.0%}) |")
         print("| axis | arm | verdict (gap) | verdict (share of the gain) | gap along the axis |")
         print("|---|---|---|---|---|")
