@@ -22,21 +22,28 @@ from twogrpo.sampling import Sampling
 log = logging.getLogger(__name__)
 
 
-def sft_batch(tokenizer, prompts: list[str], targets: list[str]) -> dict[str, torch.Tensor]:
-    """Right-padded prompt+target+EOS sequences; labels are -100 except on target and EOS tokens."""
-    rows, labels = [], []
-    for prompt, target in zip(prompts, targets, strict=True):
-        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        t = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        rows.append(p + t)
-        labels.append([-100] * len(p) + t)
+def sft_tokens(tokenizer, prompts: list[str], targets: list[str]) -> list[tuple[list[int], list[int]]]:
+    """Each prompt's token ids and its target's with EOS appended: tokenized once, before the steps draw from them."""
+    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    target_ids = tokenizer(targets, add_special_tokens=False)["input_ids"]
+    return [(p, t + [tokenizer.eos_token_id]) for p, t in zip(prompt_ids, target_ids, strict=True)]
+
+
+def padded_batch(pairs: list[tuple[list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
+    """Right-padded prompt+target sequences; labels are -100 except on the target's tokens (EOS included)."""
+    rows = [p + t for p, t in pairs]
+    labels = [[-100] * len(p) + t for p, t in pairs]
     width = max(map(len, rows))
-    pad = tokenizer.pad_token_id
     return {
         "input_ids": torch.tensor([r + [pad] * (width - len(r)) for r in rows]),
         "attention_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows]),
         "labels": torch.tensor([lab + [-100] * (width - len(lab)) for lab in labels]),
     }
+
+
+def sft_batch(tokenizer, prompts: list[str], targets: list[str]) -> dict[str, torch.Tensor]:
+    """Right-padded prompt+target+EOS sequences; labels are -100 except on target and EOS tokens."""
+    return padded_batch(sft_tokens(tokenizer, prompts, targets), tokenizer.pad_token_id)
 
 
 def train_sft(model, tokenizer, train: pd.DataFrame, val: pd.DataFrame, template: str, max_new_tokens: int,
@@ -49,8 +56,8 @@ def train_sft(model, tokenizer, train: pd.DataFrame, val: pd.DataFrame, template
     """
     generator = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
-    prompts = render_prompts(tokenizer, train["problem"].tolist(), template)
-    targets = train["solution"].tolist()
+    pairs = sft_tokens(tokenizer, render_prompts(tokenizer, train["problem"].tolist(), template),
+                       train["solution"].tolist())
     optimizer, scheduler = optimizer_with_warmup(model.parameters(), cfg.lr, cfg.weight_decay, cfg.warmup_steps)
     engine = HFEngine(model, tokenizer)
     sampling = Sampling(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens, n=1)
@@ -71,7 +78,7 @@ def train_sft(model, tokenizer, train: pd.DataFrame, val: pd.DataFrame, template
         if len(order) < cfg.batch_size:
             order = np.concatenate([order, generator.permutation(len(train))])
         idx, order = order[: cfg.batch_size], order[cfg.batch_size:]
-        batch = sft_batch(tokenizer, [prompts[i] for i in idx], [targets[i] for i in idx])
+        batch = padded_batch([pairs[i] for i in idx], tokenizer.pad_token_id)
         loss = model(**{key: value.to(model.device) for key, value in batch.items()}).loss
         loss.backward()
         optimizer.step()
