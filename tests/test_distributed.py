@@ -148,16 +148,34 @@ def test_evaluation_over_two_processes_gives_the_records_of_one_process(tmp_path
     pd.testing.assert_frame_equal(two, one)
 
 
+def two_processes(params: dict) -> dict:
+    """`params` with every stage that trains started under `accelerate launch` on two CPU processes."""
+    params = copy.deepcopy(params)
+    params["runtime"]["launch"] = (f"accelerate launch --config_file conf/accelerate/cpu-2.yaml "
+                                   f"--main_process_port {free_port()}")
+    return params
+
+
+@pytest.fixture(scope="module")
+def two_process_run(resumable_base, tmp_path_factory):
+    """The resumable study's 2-GRPO run trained by `dvc repro` under `accelerate launch` with two processes,
+    uninterrupted: what the two tests of the group "two-process" read (one worker builds it once)."""
+    project = copy_project(resumable_base, tmp_path_factory.mktemp("two-process") / "study", two_processes(RESUMABLE))
+    run(["dvc", "repro", "train@g2-0"], project)
+    return project
+
+
 @pytest.mark.slow
-def test_the_train_and_evaluate_stages_under_accelerate_launch_with_two_processes(tmp_path, resumable_base):
+@pytest.mark.xdist_group("two-process")
+def test_the_train_and_evaluate_stages_under_accelerate_launch_with_two_processes(tmp_path, two_process_run):
     """`dvc repro` runs the train stage, which starts itself under `accelerate launch` (runtime.launch): two processes
     share every mini-batch, and the first writes one ledger, one dvclive log and one model. The evaluate stage
     (runtime.eval_launch) writes the records one process writes."""
-    params = copy.deepcopy(RESUMABLE)
-    two_processes = f"accelerate launch --config_file conf/accelerate/cpu-2.yaml --main_process_port {free_port()}"
-    params["runtime"]["launch"] = params["runtime"]["eval_launch"] = two_processes
-    project = copy_project(resumable_base, tmp_path / "study", params)
-    run(["dvc", "repro", "evaluate@g2-0"], project)
+    params = two_processes(RESUMABLE)
+    params["runtime"]["eval_launch"] = params["runtime"]["launch"]
+    project = copy_project(two_process_run, tmp_path / "study", params)
+    repro = run(["dvc", "repro", "evaluate@g2-0"], project)
+    assert "Stage 'train@g2-0' didn't change" in repro  # trained by the fixture: runtime.* reruns nothing
     shared = pd.read_parquet(project / "eval/g2-s0/generations.parquet")
     params["runtime"]["eval_launch"] = "python"
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -179,12 +197,10 @@ def test_the_train_and_evaluate_stages_under_accelerate_launch_with_two_processe
 def test_resampling_over_two_processes_refills_dead_groups_within_the_budget(tmp_path, resumable_base):
     """2-GRPO+RS over two processes: dead groups of both are refilled from one shared stream, within 16-GRPO's
     (here 4-GRPO's) rollout budget; the refilled batch then rebalanced over the processes (balance_batch)."""
-    params = copy.deepcopy(RESUMABLE)
+    params = two_processes(RESUMABLE)
     params["train"] |= {"arms": {"g4": {"group_size": 4, "lr_scaling": "linear"},
                                  "g2-rs": {"group_size": 2, "lr_scaling": "none", "resample": True}},
                         "reference_group_size": 4, "balance_batch": True}
-    params["runtime"]["launch"] = (f"accelerate launch --config_file conf/accelerate/cpu-2.yaml "
-                                   f"--main_process_port {free_port()}")
     project = copy_project(resumable_base, tmp_path / "study", params)
     run(["dvc", "repro", "train@g2-rs-0"], project)
     last = pd.read_parquet(project / "runs/g2-rs-s0/steps.parquet").iloc[-1]
@@ -194,17 +210,14 @@ def test_resampling_over_two_processes_refills_dead_groups_within_the_budget(tmp
 
 
 @pytest.mark.slow
-def test_a_killed_two_process_training_resumes_and_matches_an_uninterrupted_one(tmp_path, resumable_base):
+@pytest.mark.xdist_group("two-process")
+def test_a_killed_two_process_training_resumes_and_matches_an_uninterrupted_one(tmp_path, resumable_base,
+                                                                                two_process_run):
     """SIGKILL the launcher and both processes mid-run; the rerun resumes each process from its saved RNG state and
     ends with the weights of an uninterrupted 2-process run."""
-    params = copy.deepcopy(RESUMABLE)
-    params["runtime"]["launch"] = (f"accelerate launch --config_file conf/accelerate/cpu-2.yaml "
-                                 f"--main_process_port {free_port()}")
-    reference = copy_project(resumable_base, tmp_path / "uninterrupted", params)
-    run(["dvc", "repro", "train@g2-0"], reference)
-    project = copy_project(resumable_base, tmp_path / "killed", params)
+    project = copy_project(resumable_base, tmp_path / "killed", two_processes(RESUMABLE))
     resume_training(project, kill_training_midway(project))
-    expected = (reference / "models/g2-s0/model.safetensors").read_bytes()
+    expected = (two_process_run / "models/g2-s0/model.safetensors").read_bytes()
     assert (project / "models/g2-s0/model.safetensors").read_bytes() == expected
 
 
