@@ -18,7 +18,7 @@ from twogrpo.forward import collate, logprobs
 from twogrpo.policy import build_char_tokenizer, build_tiny_model, load_policy, render_prompts
 from twogrpo.sampling import Sampling
 from twogrpo.schemas import TrainSteps, validate
-from twogrpo.sft import sft_batch
+from twogrpo.sft import padded_batch, sft_tokens
 from twogrpo.tasks import generate_problems
 from twogrpo.trainer import Policy, TrainData, TrainRun, train_grpo
 
@@ -41,10 +41,11 @@ def policy_dir(tmp_path_factory, problems):
     model = build_tiny_model(BASE, tokenizer)
     optimizer = torch.optim.AdamW(model.parameters(), lr=BASE.lr)
     train = problems[0]
-    prompts = render_prompts(tokenizer, train["problem"].tolist(), "{problem}")
+    pairs = sft_tokens(tokenizer, render_prompts(tokenizer, train["problem"].tolist(), "{problem}"),
+                       train["solution"].tolist())
     for step in range(BASE.max_steps):
         rows = [(step * 32 + i) % len(train) for i in range(32)]
-        loss = model(**sft_batch(tokenizer, [prompts[i] for i in rows], [train["solution"].iloc[i] for i in rows])).loss
+        loss = model(**padded_batch([pairs[i] for i in rows], tokenizer.pad_token_id)).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -85,7 +86,8 @@ def test_after_an_update_and_a_sync_vllm_follows_the_trained_model(vllm, policy_
     prompts = prompts_of(tokenizer, problems)
     before = HFEngine(model, tokenizer).generate(prompts, GREEDY).response_ids
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    model(**sft_batch(tokenizer, prompts, [r"\boxed{7}"] * len(prompts))).loss.backward()  # a large, visible step
+    batch = padded_batch(sft_tokens(tokenizer, prompts, [r"\boxed{7}"] * len(prompts)), tokenizer.pad_token_id)
+    model(**batch).loss.backward()  # a large, visible step
     optimizer.step()
     after = HFEngine(model, tokenizer).generate(prompts, GREEDY).response_ids
     assert after != before

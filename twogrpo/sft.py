@@ -41,11 +41,6 @@ def padded_batch(pairs: list[tuple[list[int], list[int]]], pad: int) -> dict[str
     }
 
 
-def sft_batch(tokenizer, prompts: list[str], targets: list[str]) -> dict[str, torch.Tensor]:
-    """Right-padded prompt+target+EOS sequences; labels are -100 except on target and EOS tokens."""
-    return padded_batch(sft_tokens(tokenizer, prompts, targets), tokenizer.pad_token_id)
-
-
 def train_sft(model, tokenizer, train: pd.DataFrame, val: pd.DataFrame, template: str, max_new_tokens: int,
               cfg: BaseConfig, checkpointing: Checkpointing | None = None) -> pd.DataFrame:
     """Train until the sampled accuracy (T=1, one sample per validation problem) reaches cfg.target_accuracy.
