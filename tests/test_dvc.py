@@ -78,6 +78,16 @@ def test_matrix_expands_to_every_arm_and_seed_of_params():
         assert {n.split("@", 1)[1] for n in names if n.startswith(f"{stage}@")} == expected
 
 
+def test_the_committed_lock_holds_only_the_pipelines_stages():
+    """DVC keeps a stage's dvc.lock entry after the stage leaves the pipeline (an arm removed, a stage renamed): the
+    stale entries double the lock that DVC rewrites after every stage and list hashes of models the study no longer
+    has. Remedy, with the study's outputs in the workspace: `rm dvc.lock && dvc commit -f`."""
+    with Repo(str(ROOT)) as repo:
+        names = {stage.addressing for stage in repo.index.stages}
+    locked = set(yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"])
+    assert locked <= names, f"dvc.lock holds stages dvc.yaml no longer has: {sorted(locked - names)}"
+
+
 def test_the_deps_tool_restores_a_missing_or_extra_code_dep():
     from tools.deps import rewritten
 
