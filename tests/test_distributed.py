@@ -54,26 +54,26 @@ def launch(config: str | None, *args: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def one_process(tmp_path_factory):
-    """The one-process step of tests/distributed_step.py under `key=value` settings, run once per worker for each."""
+def steps(tmp_path_factory):
+    """The step of tests/distributed_step.py under conf/accelerate/<config>.yaml (None: one process) and `key=value`
+    settings, run once per worker for each: the tests of the group "step" compare the same few runs."""
     @functools.cache
-    def step(*changes: str) -> dict:
-        out = tmp_path_factory.mktemp("one") / "one.pt"
-        launch(None, "-m", "tests.distributed_step", str(out), *changes)
+    def step(config: str | None, *changes: str) -> dict:
+        out = tmp_path_factory.mktemp("step") / "step.pt"
+        launch(config, "-m", "tests.distributed_step", str(out), *changes)
         return torch.load(out)
     return step
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("step")
 @pytest.mark.parametrize("config", ["cpu-2", "fsdp-cpu-2"])
 @pytest.mark.parametrize("loss_agg", ["token-mean", "micro-token-mean"])
-def test_one_step_over_two_processes_equals_one_process_on_the_same_global_batch(tmp_path, one_process, config,
-                                                                                  loss_agg):
+def test_one_step_over_two_processes_equals_one_process_on_the_same_global_batch(steps, config, loss_agg):
     """Weights replicated (DDP) or sharded (FSDP2); the loss normalised by the mini-batch's tokens, or by each
     micro-batch's (4 rollouts each: the two processes' micro-batches are the one process's, so the update is the
     same, as verl's ranks with equal micro-batches give the update of one)."""
-    launch(config, "-m", "tests.distributed_step", str(tmp_path / "two.pt"), f"loss_agg={loss_agg}")
-    one, two = one_process(f"loss_agg={loss_agg}"), torch.load(tmp_path / "two.pt")
+    one, two = steps(None, f"loss_agg={loss_agg}"), steps(config, f"loss_agg={loss_agg}")
     assert two["sharded"] == config.startswith("fsdp") and not one["sharded"]
     assert any(not torch.equal(one["before"][n], one["after"][n]) for n in one["after"])  # the step did something
     for name, grad in one["grads"].items():
@@ -93,12 +93,11 @@ def test_one_step_over_two_processes_equals_one_process_on_the_same_global_batch
 
 
 @pytest.mark.slow
-def test_a_sharded_bf16_step_with_a_token_budget_follows_the_float32_step(tmp_path, one_process):
+@pytest.mark.xdist_group("step")
+def test_a_sharded_bf16_step_with_a_token_budget_follows_the_float32_step(steps):
     """FSDP's bf16 mixed precision (bf16 weights gathered, float32 gradients reduced) with micro-batches by token
     budget: float32 weights and gradients, close to the one-process float32 gradient to bf16 rounding."""
-    launch("fsdp-cpu-2", "-m", "tests.distributed_step", str(tmp_path / "two.pt"), "precision=bfloat16",
-           "micro_batch_tokens=40")
-    one, two = one_process("loss_agg=token-mean"), torch.load(tmp_path / "two.pt")
+    one, two = steps(None, "loss_agg=token-mean"), steps("fsdp-cpu-2", "precision=bfloat16", "micro_batch_tokens=40")
     assert two["sharded"]
     assert all(w.dtype == torch.float32 for w in two["after"].values())
     assert all(g.dtype == torch.float32 for g in two["grads"].values())
@@ -120,16 +119,14 @@ def test_processes_cut_their_rollouts_into_as_many_micro_batches_as_the_most_nee
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("step")
 @pytest.mark.parametrize("config", ["cpu-2", "fsdp-cpu-2"])
-def test_balance_batch_gives_each_process_an_equal_share_of_rollouts_and_tokens_and_the_same_update(tmp_path, config,
-                                                                                                      one_process):
+def test_balance_batch_gives_each_process_an_equal_share_of_rollouts_and_tokens_and_the_same_update(steps, config):
     """verl's balance_batch repartitions the generation batch over the processes (groups split, advantages computed
     whole first): equally many rollouts each, tokens within one rollout of even; under token-mean the update is the
     one process's."""
-    launch(config, "-m", "tests.distributed_step", str(tmp_path / "plain.pt"))
-    launch(config, "-m", "tests.distributed_step", str(tmp_path / "two.pt"), "balance_batch=true")
-    one = one_process("loss_agg=token-mean")
-    plain, two = (torch.load(tmp_path / f"{name}.pt") for name in ("plain", "two"))
+    one, plain = steps(None, "loss_agg=token-mean"), steps(config, "loss_agg=token-mean")
+    two = steps(config, "loss_agg=token-mean", "balance_batch=true")
     (n0, tokens0), (n1, tokens1) = two["shares"]
     assert n0 == n1 == 16
     (_, plain0), (_, plain1) = plain["shares"]
