@@ -1,6 +1,9 @@
 """Fixtures shared by the test modules (pytest finds them here); shared constants and helpers: tests/fixtures.py."""
 
+import os
+
 import pytest
+import torch
 
 from tests.fixtures import RESUMABLE, chain_sums, new_project, run
 from twogrpo.tasks import generate_problems
@@ -42,6 +45,16 @@ def pytest_collection_modifyitems(config, items):
     if getattr(config.option, "loadgroup", False) and untagged:
         config.stash[UNGROUPED] = (f"pytest-xdist's --dist loadgroup did not tag {len(untagged)} grouped tests "
                                    f"(e.g. {untagged[0]}): this pytest and pytest-xdist do not work together")
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (make test: one worker per core) each worker and the processes it starts compute on one
+    thread: with torch's default of one per core, two workers ran four threads on two cores, spinning against each
+    other (the fast tests took 71 s with -n 2, 60 s with one thread each). A process given its own thread count
+    (runtime.threads, tests/memory_probe.py) keeps it."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 def pytest_runtest_setup(item):
