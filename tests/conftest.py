@@ -18,7 +18,8 @@ def problems():
 @pytest.fixture(scope="session")
 def resumable_base(tmp_path_factory):
     """A project at RESUMABLE with its data prepared and its SFT base trained (`dvc repro base`), built once per
-    worker: the resume and multi-process tests train on copies of it (tests/fixtures.py:copy_project)."""
+    worker: the resume, bench and multi-process tests train on copies of it (tests/fixtures.py:copy_project), all in
+    one pytest-xdist group (tests/fixtures.py:ON_RESUMABLE_BASE)."""
     project = new_project(tmp_path_factory.mktemp("resumable") / "project", RESUMABLE)
     run(["dvc", "repro", "base"], project)
     return project

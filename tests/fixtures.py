@@ -117,6 +117,9 @@ def new_project(project: Path, params: dict) -> Path:
 # One arm (2-GRPO) over 64 prompts: 8 generation steps, a checkpoint after each (the resume and multi-process tests).
 RESUMABLE = tiny_params(train={"arms": {"g2": {"group_size": 2, "lr_scaling": "linear"}}, "seeds": [0], "prompts": 64,
                                "reference_group_size": 2})
+# The pytest-xdist group of every test that starts from the `resumable_base` fixture (tests/conftest.py): one worker
+# then builds it once.
+ON_RESUMABLE_BASE = pytest.mark.xdist_group("resumable")
 
 
 def copy_project(built: Path, project: Path, params: dict | None = None) -> Path:

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures import new_project, run, tiny_params, tool_env
+from tests.fixtures import ON_RESUMABLE_BASE, copy_project, tiny_params, tool_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# One worker runs the module under pytest-xdist: its fixture builds an SFT base once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bench")]
+# On the worker that builds the resumable study's SFT base: the training benches start from a copy of it.
+pytestmark = [pytest.mark.slow, ON_RESUMABLE_BASE]
 
 
 def bench(script: str, *args: str, cwd: Path = ROOT) -> list[str]:
@@ -31,11 +31,10 @@ def bench(script: str, *args: str, cwd: Path = ROOT) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def base_project(tmp_path_factory):
-    """A tiny study's prepared data and base policy (`dvc repro base`), what the training benches start from."""
-    project = new_project(tmp_path_factory.mktemp("bench"), tiny_params())
-    run(["dvc", "repro", "base"], project)
-    return project
+def base_project(resumable_base, tmp_path_factory):
+    """A tiny study's prepared data and base policy, what the training benches start from: the resumable study's
+    (its prepare and base settings are the tiny study's; only its train section differs)."""
+    return copy_project(resumable_base, tmp_path_factory.mktemp("bench") / "project", tiny_params())
 
 
 def test_calibration():

@@ -15,7 +15,16 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.fixtures import RESUMABLE, copy_project, kill_training_midway, new_project, resume_training, run, tool_env
+from tests.fixtures import (
+    ON_RESUMABLE_BASE,
+    RESUMABLE,
+    copy_project,
+    kill_training_midway,
+    new_project,
+    resume_training,
+    run,
+    tool_env,
+)
 from twogrpo.distributed import Dist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,14 +165,14 @@ def two_processes(params: dict) -> dict:
 @pytest.fixture(scope="module")
 def two_process_run(resumable_base, tmp_path_factory):
     """The resumable study's 2-GRPO run trained by `dvc repro` under `accelerate launch` with two processes,
-    uninterrupted: what the two tests of the group "two-process" read (one worker builds it once)."""
+    uninterrupted: what two tests of the group "resumable" read (one worker builds it once)."""
     project = copy_project(resumable_base, tmp_path_factory.mktemp("two-process") / "study", two_processes(RESUMABLE))
     run(["dvc", "repro", "train@g2-0"], project)
     return project
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("two-process")
+@ON_RESUMABLE_BASE
 def test_the_train_and_evaluate_stages_under_accelerate_launch_with_two_processes(tmp_path, two_process_run):
     """`dvc repro` runs the train stage, which starts itself under `accelerate launch` (runtime.launch): two processes
     share every mini-batch, and the first writes one ledger, one dvclive log and one model. The evaluate stage
@@ -191,6 +200,7 @@ def test_the_train_and_evaluate_stages_under_accelerate_launch_with_two_processe
 
 
 @pytest.mark.slow
+@ON_RESUMABLE_BASE
 def test_resampling_over_two_processes_refills_dead_groups_within_the_budget(tmp_path, resumable_base):
     """2-GRPO+RS over two processes: dead groups of both are refilled from one shared stream, within 16-GRPO's
     (here 4-GRPO's) rollout budget; the refilled batch then rebalanced over the processes (balance_batch)."""
@@ -207,7 +217,7 @@ def test_resampling_over_two_processes_refills_dead_groups_within_the_budget(tmp
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("two-process")
+@ON_RESUMABLE_BASE
 def test_a_killed_two_process_training_resumes_and_matches_an_uninterrupted_one(tmp_path, resumable_base,
                                                                                 two_process_run):
     """SIGKILL the launcher and both processes mid-run; the rerun resumes each process from its saved RNG state and
@@ -301,6 +311,7 @@ runpy.run_module("stages.train", run_name="__main__")
 
 
 @pytest.mark.slow
+@ON_RESUMABLE_BASE
 def test_when_one_process_fails_the_other_stops_within_seconds(tmp_path, resumable_base):
     """The train stage over two processes, rank 1 raising in its third update while rank 0 goes on to the next
     collective: gloo reports the closed connection, the launcher stops rank 0, and the launch ends within seconds

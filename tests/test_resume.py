@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tests.fixtures import (
+    ON_RESUMABLE_BASE,
     RESUMABLE,
     checkpoint_step,
     copy_project,
@@ -20,7 +21,7 @@ from tests.fixtures import (
     tool_env,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("resume")]  # one worker: one reference run
+pytestmark = [pytest.mark.slow, ON_RESUMABLE_BASE]  # one worker: one base, one reference run
 
 COUNTERS = ["gen_step", "prompts_seen", "rollouts", "tokens", "opt_steps", "mean_reward", "eval_accuracy", "lr"]
 
