@@ -50,9 +50,9 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_configure(config):
     """Under pytest-xdist (make test: one worker per core) each worker and the processes it starts compute on one
-    thread: with torch's default of one per core, two workers ran four threads on two cores, spinning against each
-    other (the fast tests took 71 s with -n 2, 60 s with one thread each). A process given its own thread count
-    (runtime.threads, tests/memory_probe.py) keeps it."""
+    thread: with torch's default of one per core, two workers run four threads on two cores, which wait on each other
+    (docs/figures.md, "How long the commands take"). A process given its own thread count (runtime.threads,
+    tests/memory_probe.py) keeps it."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ["OMP_NUM_THREADS"] = "1"
         torch.set_num_threads(1)
