@@ -1,9 +1,11 @@
 """Every CPU bench script runs at its smallest size and does the work it states: one smoke run each, as a user runs
 it (`python bench/<script>.py ...`), checked on the rows it prints. The scripts that train check their own generation
 steps and fail when they differ from the ones asked. bench/study_timing.py is not here: its workload is the whole
-study (tests/test_pipeline.py runs it; tests/test_run.py checks the timing it reads); bench/gpu_paper_shape.py's CPU
-check is in tests/test_plan.py."""
+study (tests/test_pipeline.py runs it; tests/test_run.py checks the timing it reads); bench/suite_cpu.py's is
+`make test` (its exit hook is checked on two processes); bench/gpu_paper_shape.py's CPU check is in
+tests/test_plan.py."""
 
+import json
 import os
 import subprocess
 import sys
@@ -83,3 +85,21 @@ def test_trl_step(base_project):
 def test_gpu_train_arms_on_the_cpu(base_project):
     rows = bench("gpu_train_arms.py", "--arms", "g2", "--prompts", "8", "--epochs", "1", cwd=base_project)
     assert [row.split("|")[1].strip() for row in rows] == ["g2"]
+
+
+def test_suite_cpu_counts_each_python_process_by_what_it_ran(tmp_path):
+    """bench/suite_cpu.py's whole workload is `make test`, too long to run here: its exit hook and its grouping are
+    checked on two processes instead."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import suite_cpu
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    log = tmp_path / "cpu.jsonl"
+    env = suite_cpu.hooked_env(tmp_path / "hook", log)
+    subprocess.run([sys.executable, "-c", "sum(range(10**7))"], env=env, check=True)
+    subprocess.run([sys.executable, "-m", "json.tool"], env=env, check=True, input="{}", capture_output=True, text=True)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [suite_cpu.kind(r["argv"]) for r in records] == ["-c", "json/tool.py"]
+    assert records[0]["cpu"] > 0.05  # the sum ran in it
+    assert suite_cpu.kind([str(ROOT / ".venv/bin/dvc"), "exp", "run"]) == "dvc exp"
