@@ -7,9 +7,9 @@
 The clone uses this checkout's installed environments (.venv, .venv-vllm: linked, not installed again). A
 `sitecustomize` module on PYTHONPATH makes every Python process append, as it exits, its command line and the CPU
 time it used itself (user + system, not its children's). Not counted: processes that end without running Python's
-exit handlers (killed, or os._exit, as pytest-xdist's workers and multiprocessing's children do), those started
-with a PYTHONPATH of their own, and programs that are not Python (git, the browser). The suite's whole CPU, from the
-kernel's count for make and its children, is printed beside the sum.
+exit handlers (killed, as the resume tests' runs are, or ended by os._exit, as forked multiprocessing children are),
+those started with a PYTHONPATH of their own, and programs that are not Python (git, the browser). The suite's whole
+CPU, from the kernel's count for make and its children, is printed beside the sum.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def hooked_env(folder: Path, log: Path) -> dict[str, str]:
 
 def kind(argv: list[str]) -> str:
     """What a process ran: `dvc <command>`, a script or module as its folder/file (`python -m stages.train` has
-    .../stages/train.py as its argv[0]), or `-c` (inline code: pytest-xdist's workers, a multiprocessing child)."""
+    .../stages/train.py as its argv[0]), or `-c` (inline code, as pytest-xdist's workers run)."""
     if not argv or not argv[0]:
         return "?"
     path = Path(argv[0])
