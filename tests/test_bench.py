@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures import ON_RESUMABLE_BASE, copy_project, tiny_params, tool_env
+from tests.fixtures import ON_RESUMABLE_BASE, bench_script, copy_project, tiny_params, tool_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,11 +90,7 @@ def test_gpu_train_arms_on_the_cpu(base_project):
 def test_suite_cpu_counts_each_python_process_by_what_it_ran(tmp_path):
     """bench/suite_cpu.py's whole workload is `make test`, too long to run here: its exit hook and its grouping are
     checked on two processes instead."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import suite_cpu
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    suite_cpu = bench_script("suite_cpu")
     log = tmp_path / "cpu.jsonl"
     env = suite_cpu.hooked_env(tmp_path / "hook", log)
     subprocess.run([sys.executable, "-c", "sum(range(10**7))"], env=env, check=True)

@@ -283,7 +283,7 @@ def seed_interval(values: np.ndarray, level: float = 0.95, floor: float = -np.in
     mean = float(values.mean())
     if len(values) < 2:
         return mean, np.nan, np.nan
-    half = special.stdtrit(len(values) - 1, 0.5 + level / 2) * values.std(ddof=1) / np.sqrt(len(values))
+    half = _t(level, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
     return mean, float(max(mean - half, floor)), float(mean + half)
 
 
